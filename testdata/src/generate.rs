@@ -1,0 +1,1 @@
+//! Generator for ParqueDB-layout sample databases (being written).

@@ -1,0 +1,8 @@
+//! Test support for pqsync: the sample-database generator and an in-process
+//! S3 server (s3s + s3s-fs) that listens on loopback over real HTTP.
+//!
+//! Nothing here ships in the `pqsync` binary; the crate is a dev-dependency of
+//! the workspace's test suites and the engine of `bench/`.
+
+pub mod generate;
+pub mod s3;
