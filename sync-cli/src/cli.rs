@@ -1,0 +1,147 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Sync ParqueDB databases between local disk and object stores.
+#[derive(Debug, Parser)]
+#[command(name = "pqsync", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Flags shared by every command.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send local changes to the remote.
+    Push(TreeArgs),
+    /// Fetch remote changes into the local directory.
+    Pull(TreeArgs),
+    /// Exchange changes both ways.
+    Sync(TreeArgs),
+    /// Show what push, pull or sync would move, without moving anything.
+    Status(StatusArgs),
+    /// Copy a managed prefix from one remote to another.
+    Mirror(MirrorArgs),
+    /// Print the remote DIR last synced with.
+    Remote(RemoteArgs),
+}
+
+/// A local directory and, optionally, a remote.
+#[derive(Debug, Args)]
+pub struct TreeArgs {
+    /// Remote URL: s3://bucket[/prefix], r2://ACCOUNT/bucket[/prefix],
+    /// gs://…, az://…, file:///path or a path. Defaults to the remote DIR
+    /// last synced with.
+    pub remote: Option<String>,
+    /// The database directory.
+    #[arg(short = 'd', long = "dir", default_value = ".")]
+    pub dir: PathBuf,
+}
+
+/// Arguments of `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The directory and remote to compare.
+    #[command(flatten)]
+    pub tree: TreeArgs,
+    /// Exit with status 1 when the trees are not in sync.
+    #[arg(long)]
+    pub exit_code: bool,
+}
+
+/// Arguments of `mirror`.
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    /// The remote to copy from.
+    pub source: String,
+    /// The remote to copy to.
+    pub destination: String,
+}
+
+/// Arguments of `remote`.
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// The database directory.
+    #[arg(short = 'd', long = "dir", default_value = ".")]
+    pub dir: PathBuf,
+}
+
+/// Conflict strategies.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum StrategyArg {
+    /// The local version wins.
+    LocalWins,
+    /// The remote version wins.
+    RemoteWins,
+    /// The newer modification time wins.
+    Newest,
+    /// List conflicts, leave both copies, exit 3.
+    Manual,
+}
+
+/// Hash algorithms.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum HashArg {
+    /// BLAKE3 (the default for new remotes).
+    Blake3,
+    /// SHA-256, as ParqueDB writes.
+    Sha256,
+}
+
+/// R2 jurisdictions.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum JurisdictionArg {
+    /// The global endpoint.
+    Default,
+    /// The EU jurisdiction.
+    Eu,
+    /// The FedRAMP jurisdiction.
+    Fedramp,
+}
+
+/// Flags accepted by every command.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Print the plan, with its request count, and transfer nothing.
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+    /// How conflicts are resolved (default: local-wins for push,
+    /// remote-wins for pull, newest for sync).
+    #[arg(long, global = true, value_enum)]
+    pub strategy: Option<StrategyArg>,
+    /// Transfers in flight at once.
+    #[arg(long, global = true, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+    /// Do not propagate deletions.
+    #[arg(long, global = true)]
+    pub no_delete: bool,
+    /// Hash algorithm for new manifests (default: follow the remote, else
+    /// blake3).
+    #[arg(long, global = true, value_enum)]
+    pub hash: Option<HashArg>,
+    /// Object-store endpoint, overriding AWS_ENDPOINT_URL and R2's.
+    #[arg(long, global = true)]
+    pub endpoint: Option<String>,
+    /// R2 jurisdiction.
+    #[arg(long, global = true, value_enum, env = "R2_JURISDICTION")]
+    pub jurisdiction: Option<JurisdictionArg>,
+    /// Print one JSON document on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Print every file and retry (-vv for debug logs).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Never draw progress bars.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+}

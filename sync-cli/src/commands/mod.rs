@@ -1,0 +1,92 @@
+//! One file per subcommand; this module dispatches and holds shared helpers.
+
+mod remote;
+mod status;
+mod transfer;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use pqsync_backends::{Jurisdiction, OpenOptions};
+use pqsync_core::{HashAlgorithm, LocalTree, StoreTree, Strategy, SyncOptions};
+
+use crate::cli::{Cli, Command, GlobalArgs, HashArg, JurisdictionArg, StrategyArg};
+use crate::printer::Printer;
+use crate::{ExitStatus, UsageError};
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
+    use pqsync_core::Mode;
+    let g = &cli.global;
+    match cli.command {
+        Command::Push(t) => transfer::run(Mode::Push, &t, g, printer).await,
+        Command::Pull(t) => transfer::run(Mode::Pull, &t, g, printer).await,
+        Command::Sync(t) => transfer::run(Mode::Sync, &t, g, printer).await,
+        Command::Mirror(m) => transfer::mirror(&m, g, printer).await,
+        Command::Status(s) => status::run(&s, g, printer).await,
+        Command::Remote(r) => remote::run(&r, printer),
+    }
+}
+
+/// Engine options from the global flags.
+pub fn sync_options(mode: pqsync_core::Mode, g: &GlobalArgs) -> SyncOptions {
+    let mut o = SyncOptions::new(mode);
+    o.concurrency = usize::from(g.concurrency);
+    o.delete = !g.no_delete;
+    o.strategy = g.strategy.map(|s| match s {
+        StrategyArg::LocalWins => Strategy::LocalWins,
+        StrategyArg::RemoteWins => Strategy::RemoteWins,
+        StrategyArg::Newest => Strategy::Newest,
+        StrategyArg::Manual => Strategy::Manual,
+    });
+    o.hash = g.hash.map(|h| match h {
+        HashArg::Blake3 => HashAlgorithm::Blake3,
+        HashArg::Sha256 => HashAlgorithm::Sha256,
+    });
+    o
+}
+
+/// Opens a remote as a sync tree.
+pub fn open_remote(url: &str, g: &GlobalArgs, create: bool) -> Result<StoreTree> {
+    let spec = pqsync_backends::parse_remote(url).map_err(|e| UsageError(e.to_string()))?;
+    let opts = OpenOptions {
+        endpoint: g.endpoint.clone(),
+        jurisdiction: g.jurisdiction.map(|j| match j {
+            JurisdictionArg::Default => Jurisdiction::Default,
+            JurisdictionArg::Eu => Jurisdiction::Eu,
+            JurisdictionArg::Fedramp => Jurisdiction::Fedramp,
+        }),
+        create,
+    };
+    let opened = pqsync_backends::open(&spec, &opts)?;
+    Ok(StoreTree::new(opened.store, &opened.prefix, opened.url)
+        .with_attributes(opened.supports_attributes))
+}
+
+/// The remote named on the command line, or the one DIR last synced with.
+pub fn resolve_remote(given: Option<&str>, dir: &Path) -> Result<String> {
+    if let Some(r) = given {
+        return Ok(r.to_string());
+    }
+    match pqsync_core::last_remote(dir).context("reading the last-used remote")? {
+        Some(r) => Ok(r),
+        None => Err(UsageError(format!(
+            "no REMOTE given and {} has not synced with one yet; name one, e.g. `pqsync push s3://bucket/prefix -d {}`",
+            dir.display(),
+            dir.display()
+        ))
+        .into()),
+    }
+}
+
+/// The local tree for DIR, which must be a directory (or, for pulls, may not
+/// exist yet).
+pub fn local_tree(dir: &Path, must_exist: bool) -> Result<LocalTree> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(UsageError(format!("{} is not a directory", dir.display())).into());
+    }
+    if must_exist && !dir.exists() {
+        return Err(UsageError(format!("{} does not exist", dir.display())).into());
+    }
+    Ok(LocalTree::new(dir))
+}

@@ -1,0 +1,992 @@
+//! The sync engine: one engine for push, pull, sync and mirror.
+//!
+//! ```text
+//! manifests (local scan + one remote GET) → 3-way diff → Plan → execute
+//! ```
+//!
+//! `execute` moves data first, writes nested manifests after the files of
+//! their subtree, commits the remote manifest only when every transfer
+//! succeeded, and deletes only after that commit. A run that fails part way
+//! leaves the remote manifest as it was, so readers never see a half-synced
+//! tree, and the next run moves only what is left.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::diff::{diff3, Change, Resolution};
+use crate::error::{Error, Result};
+use crate::hash::hash_bytes;
+use crate::local::{FileStat, LocalTree};
+use crate::manifest::{now_iso, FileEntry, HashAlgorithm, Manifest};
+use crate::plan::{
+    bucket, is_nested_manifest, Conflict, HeldBack, Mode, Plan, PlanState, Strategy,
+};
+use crate::progress::{Event, NoProgress, Operation, Progress, Reporter};
+use crate::retry::RetryConfig;
+use crate::store::StoreTree;
+
+/// One side of a sync.
+#[derive(Debug, Clone)]
+pub enum Tree {
+    /// A local directory.
+    Local(LocalTree),
+    /// An object-store prefix.
+    Store(StoreTree),
+}
+
+impl From<LocalTree> for Tree {
+    fn from(t: LocalTree) -> Self {
+        Tree::Local(t)
+    }
+}
+
+impl From<StoreTree> for Tree {
+    fn from(t: StoreTree) -> Self {
+        Tree::Store(t)
+    }
+}
+
+/// Options for a run.
+#[derive(Clone, Debug)]
+pub struct SyncOptions {
+    /// Direction(s) data may move in.
+    pub mode: Mode,
+    /// Conflict strategy; `None` uses the mode's default.
+    pub strategy: Option<Strategy>,
+    /// Transfers in flight at once. Default 8.
+    pub concurrency: usize,
+    /// Whether deletions propagate. Default true.
+    pub delete: bool,
+    /// Hash algorithm; `None` follows the remote manifest (BLAKE3 for a new
+    /// remote).
+    pub hash: Option<HashAlgorithm>,
+    /// Retry policy for transfers.
+    pub retry: RetryConfig,
+}
+
+impl SyncOptions {
+    /// Defaults for a mode.
+    pub fn new(mode: Mode) -> Self {
+        SyncOptions {
+            mode,
+            strategy: None,
+            concurrency: 8,
+            delete: true,
+            hash: None,
+            retry: RetryConfig::default(),
+        }
+    }
+}
+
+/// A file that failed, with ParqueDB's field names.
+#[derive(Clone, Debug, Serialize)]
+pub struct FileError {
+    /// The file.
+    pub path: String,
+    /// `upload`, `download`, `delete` or `commit`.
+    pub operation: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The outcome of `execute`, with ParqueDB's field names plus
+/// `bytesTransferred` and `requests`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncResult {
+    /// True when every planned operation succeeded.
+    pub success: bool,
+    /// Files sent.
+    pub uploaded: Vec<String>,
+    /// Files fetched.
+    pub downloaded: Vec<String>,
+    /// Files deleted (on either side).
+    pub deleted: Vec<String>,
+    /// Conflicts this run resolved.
+    pub conflicts_resolved: Vec<Conflict>,
+    /// Conflicts left for a person.
+    pub conflicts_pending: Vec<Conflict>,
+    /// Failures.
+    pub errors: Vec<FileError>,
+    /// Changes this mode did not apply.
+    pub held_back: Vec<HeldBack>,
+    /// Whether the remote manifest was written.
+    pub committed: bool,
+    /// Bytes moved.
+    pub bytes_transferred: u64,
+    /// Requests made, planning included.
+    pub requests: u64,
+    /// Warnings.
+    pub warnings: Vec<String>,
+}
+
+/// A status report, with ParqueDB's field names.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    /// True when nothing differs.
+    pub is_synced: bool,
+    /// What differs.
+    pub diff: StatusDiff,
+    /// Uploads an interrupted run completed that are waiting to be committed.
+    pub resumable: Vec<String>,
+    /// Requests made.
+    pub requests: u64,
+    /// Local files whose contents had to be read.
+    pub files_hashed: usize,
+    /// Warnings.
+    pub warnings: Vec<String>,
+}
+
+/// The buckets of a status report.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusDiff {
+    /// Changed or added locally.
+    pub to_upload: Vec<FileEntry>,
+    /// Changed or added remotely.
+    pub to_download: Vec<FileEntry>,
+    /// Changed on both sides.
+    pub conflicts: Vec<Conflict>,
+    /// Identical on both sides.
+    pub unchanged: Vec<String>,
+    /// Deleted locally since the last sync (push deletes them remotely).
+    pub deleted_locally: Vec<String>,
+    /// Deleted remotely since the last sync (pull deletes them locally).
+    pub deleted_remotely: Vec<String>,
+}
+
+/// The sync engine for one pair of trees.
+///
+/// ```no_run
+/// # async fn demo() -> pqsync_core::Result<()> {
+/// use std::sync::Arc;
+/// use pqsync_core::{Engine, LocalTree, Mode, NoProgress, StoreTree, SyncOptions};
+///
+/// let store = Arc::new(object_store::memory::InMemory::new());
+/// let remote = StoreTree::new(store, "prod", "memory:///prod");
+/// let engine = Engine::new(LocalTree::new("./db"), remote, SyncOptions::new(Mode::Push))?;
+/// let plan = engine.plan().await?;
+/// let result = engine.execute(plan, &NoProgress).await?;
+/// assert!(result.success);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Engine {
+    local: Tree,
+    remote: StoreTree,
+    opts: SyncOptions,
+}
+
+impl Engine {
+    /// An engine moving data between `local` and `remote`. For
+    /// [`Mode::Mirror`], `local` must be a store (the source); otherwise it
+    /// must be a local directory.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a mode and tree kind that do not go together.
+    pub fn new(local: impl Into<Tree>, remote: StoreTree, opts: SyncOptions) -> Result<Self> {
+        let local = local.into();
+        match (&local, opts.mode) {
+            (Tree::Store(_), Mode::Mirror)
+            | (Tree::Local(_), Mode::Push | Mode::Pull | Mode::Sync) => {}
+            (Tree::Store(_), _) => {
+                return Err(Error::Invalid(
+                    "push, pull and sync need a local directory; use mirror between two remotes"
+                        .into(),
+                ))
+            }
+            (Tree::Local(_), Mode::Mirror) => {
+                return Err(Error::Invalid(
+                    "mirror copies between two remotes; use push for a local directory".into(),
+                ))
+            }
+        }
+        Ok(Engine {
+            local,
+            remote,
+            opts: SyncOptions {
+                concurrency: opts.concurrency.max(1),
+                ..opts
+            },
+        })
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &SyncOptions {
+        &self.opts
+    }
+
+    fn strategy(&self) -> Strategy {
+        self.opts
+            .strategy
+            .unwrap_or_else(|| self.opts.mode.default_strategy())
+    }
+
+    fn requests(&self) -> u64 {
+        let src = match &self.local {
+            Tree::Store(s) => s.requests(),
+            Tree::Local(_) => 0,
+        };
+        src + self.remote.requests()
+    }
+
+    /// Key under which per-remote state (base manifest, journal) is kept.
+    fn remote_key(&self) -> String {
+        hash_bytes(self.remote.url().as_bytes(), HashAlgorithm::Sha256)[..16].to_string()
+    }
+
+    /// Compares the trees and reports what differs, moving nothing. On an
+    /// unchanged tree this reads no file contents (the stat cache answers)
+    /// and makes one request.
+    ///
+    /// # Errors
+    /// [`Error::NotManaged`] if the remote has no manifest; manifest and I/O
+    /// errors otherwise.
+    pub async fn status(&self) -> Result<StatusReport> {
+        self.status_with(&NoProgress).await
+    }
+
+    /// [`Engine::status`] with progress reporting.
+    ///
+    /// # Errors
+    /// As for [`Engine::status`].
+    pub async fn status_with(&self, reporter: &dyn Reporter) -> Result<StatusReport> {
+        let plan = self.plan_inner(reporter, true).await?;
+        let mut diff = StatusDiff {
+            to_upload: Vec::new(),
+            to_download: Vec::new(),
+            conflicts: plan.conflicts.clone(),
+            unchanged: plan.unchanged.clone(),
+            deleted_locally: Vec::new(),
+            deleted_remotely: Vec::new(),
+        };
+        for d in &plan.diff {
+            match d.change {
+                Change::Upload => diff.to_upload.push(d.local.clone().expect("local entry")),
+                Change::Download => diff
+                    .to_download
+                    .push(d.remote.clone().expect("remote entry")),
+                Change::DeleteRemote => diff.deleted_locally.push(d.path.clone()),
+                Change::DeleteLocal => diff.deleted_remotely.push(d.path.clone()),
+                Change::Unchanged | Change::Conflict => {}
+            }
+        }
+        let is_synced = diff.to_upload.is_empty()
+            && diff.to_download.is_empty()
+            && diff.conflicts.is_empty()
+            && diff.deleted_locally.is_empty()
+            && diff.deleted_remotely.is_empty()
+            && plan.already_sent.is_empty();
+        Ok(StatusReport {
+            is_synced,
+            diff,
+            resumable: plan.already_sent.iter().map(|e| e.path.clone()).collect(),
+            requests: self.requests(),
+            files_hashed: plan.files_hashed,
+            warnings: plan.warnings,
+        })
+    }
+
+    /// Builds the plan: reads both manifests, diffs them against the base and
+    /// sorts every path into a bucket. Moves no data.
+    ///
+    /// # Errors
+    /// [`Error::NotManaged`] when pulling from a remote without a manifest;
+    /// manifest and I/O errors otherwise.
+    pub async fn plan(&self) -> Result<Plan> {
+        self.plan_inner(&NoProgress, false).await
+    }
+
+    /// [`Engine::plan`] with progress reporting.
+    ///
+    /// # Errors
+    /// As for [`Engine::plan`].
+    pub async fn plan_with(&self, reporter: &dyn Reporter) -> Result<Plan> {
+        self.plan_inner(reporter, false).await
+    }
+
+    async fn plan_inner(&self, reporter: &dyn Reporter, for_status: bool) -> Result<Plan> {
+        let mode = self.opts.mode;
+        reporter.progress(&Progress {
+            operation: Operation::Comparing,
+            current_file: None,
+            processed: 0,
+            total: 0,
+            bytes_transferred: 0,
+            bytes_total: 0,
+        });
+        let remote = self.remote.read_manifest().await?;
+        if remote.is_none() && (mode == Mode::Pull || for_status) {
+            return Err(Error::NotManaged {
+                url: self.remote.url().to_string(),
+            });
+        }
+        let algorithm = self
+            .opts
+            .hash
+            .or_else(|| remote.as_ref().and_then(|r| r.manifest.hash_algorithm()))
+            .unwrap_or_default();
+
+        let mut state = PlanState::default();
+        let mut warnings = Vec::new();
+        let mut files_hashed = 0;
+        let mut journal = HashSet::new();
+        let (local_files, base): (
+            BTreeMap<String, FileEntry>,
+            Option<BTreeMap<String, FileEntry>>,
+        ) = match &self.local {
+            Tree::Local(tree) => {
+                let t = tree.clone();
+                let scan = tokio::task::spawn_blocking(move || t.scan(algorithm))
+                    .await
+                    .map_err(|e| Error::Invalid(format!("scan task failed: {e}")))??;
+                files_hashed = scan.hashed;
+                warnings.extend(scan.warnings);
+                state.local_stats = scan.stats;
+                state.local_manifest = tree.read_manifest()?;
+                journal = self.read_journal(tree)?;
+                (scan.files, self.read_base(tree)?)
+            }
+            Tree::Store(src) => {
+                let Some(src_manifest) = src.read_manifest().await? else {
+                    return Err(Error::NotManaged {
+                        url: src.url().to_string(),
+                    });
+                };
+                let files = src_manifest.manifest.files.clone();
+                state.source_manifest = Some(src_manifest.manifest);
+                // The destination is made equal to the source: its
+                // current state is the base, so every difference reads
+                // as a change at the source.
+                let base = remote.as_ref().map(|r| r.manifest.files.clone());
+                (files, base)
+            }
+        };
+        let empty = BTreeMap::new();
+        let remote_files = remote.as_ref().map_or(&empty, |r| &r.manifest.files);
+        // A base hashed with another algorithm cannot be compared with.
+        let base = base.filter(|b| b.values().all(|e| e.hash_algorithm == algorithm));
+        let diff = diff3(&local_files, remote_files, base.as_ref());
+
+        let mut plan = Plan {
+            mode,
+            strategy: self.strategy(),
+            algorithm,
+            uploads: Vec::new(),
+            already_sent: Vec::new(),
+            downloads: Vec::new(),
+            delete_remote: Vec::new(),
+            delete_local: Vec::new(),
+            conflicts: Vec::new(),
+            held_back: Vec::new(),
+            unchanged: Vec::new(),
+            diff: Vec::new(),
+            remote_managed: remote.is_some(),
+            requests_so_far: 0,
+            requests_planned: 0,
+            bytes_up: 0,
+            bytes_down: 0,
+            files_hashed,
+            warnings,
+            state,
+        };
+        bucket(&mut plan, diff, self.opts.delete, &journal);
+        plan.bytes_up = plan.uploads.iter().map(|e| e.size).sum();
+        plan.bytes_down = plan.downloads.iter().map(|e| e.size).sum();
+        let sends = matches!(mode, Mode::Push | Mode::Sync | Mode::Mirror);
+        plan.state.needs_commit = sends
+            && (remote.is_none()
+                || !plan.uploads.is_empty()
+                || !plan.already_sent.is_empty()
+                || !plan.delete_remote.is_empty());
+        let mut planned: u64 = plan
+            .uploads
+            .iter()
+            .map(|e| self.remote.upload_requests(e.size))
+            .sum();
+        if matches!(self.local, Tree::Store(_)) {
+            planned += plan.uploads.len() as u64; // one GET per mirrored object
+        }
+        planned += plan.downloads.len() as u64;
+        planned += StoreTree::delete_requests(plan.delete_remote.len() as u64);
+        if plan.state.needs_commit {
+            planned += 1;
+        }
+        plan.requests_planned = planned;
+        plan.requests_so_far = self.requests();
+        plan.state.local_files = local_files;
+        plan.state.base = base;
+        plan.state.remote = remote;
+        Ok(plan)
+    }
+
+    fn read_base(&self, tree: &LocalTree) -> Result<Option<BTreeMap<String, FileEntry>>> {
+        let name = format!("base-{}.json", self.remote_key());
+        match tree.read_state_file(&name)? {
+            None => Ok(None),
+            Some(bytes) => {
+                let origin = tree.state_dir().join(&name).display().to_string();
+                match Manifest::from_slice(&bytes, &origin) {
+                    Ok(m) => Ok(Some(m.files)),
+                    Err(e) => {
+                        // A damaged base only loses deletion inference; say so
+                        // and continue as on a first sync.
+                        tracing::warn!("{e}; treating this as a first sync");
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+
+    fn journal_name(&self) -> String {
+        format!("journal/{}.log", self.remote_key())
+    }
+
+    fn read_journal(&self, tree: &LocalTree) -> Result<HashSet<(String, String)>> {
+        let Some(bytes) = tree.read_state_file(&self.journal_name())? else {
+            return Ok(HashSet::new());
+        };
+        Ok(String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(h, p)| (p.to_string(), h.to_string()))
+            .collect())
+    }
+
+    /// Carries out a plan. Transfers run concurrently; the remote manifest is
+    /// committed only if all of them succeeded; deletions follow the commit.
+    ///
+    /// Per-file failures are collected in [`SyncResult::errors`] rather than
+    /// returned as `Err`.
+    ///
+    /// # Errors
+    /// Only for failures that stop the whole run, such as an unwritable
+    /// state directory.
+    pub async fn execute(&self, plan: Plan, reporter: &dyn Reporter) -> Result<SyncResult> {
+        let run = Run {
+            engine: self,
+            reporter,
+            processed: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            total: (plan.uploads.len()
+                + plan.downloads.len()
+                + plan.delete_local.len()
+                + plan.delete_remote.len()) as u64,
+            bytes_total: plan.bytes_up + plan.bytes_down,
+            journal: Mutex::new(None),
+        };
+        run.execute(plan).await
+    }
+}
+
+/// Shared state of one `execute`.
+struct Run<'a> {
+    engine: &'a Engine,
+    reporter: &'a dyn Reporter,
+    processed: AtomicU64,
+    bytes: AtomicU64,
+    total: u64,
+    bytes_total: u64,
+    journal: Mutex<Option<std::fs::File>>,
+}
+
+enum Dir {
+    Up,
+    Down,
+}
+
+impl Run<'_> {
+    fn progress(&self, operation: Operation, current: Option<&str>) {
+        self.reporter.progress(&Progress {
+            operation,
+            current_file: current.map(str::to_string),
+            processed: self.processed.load(Ordering::Relaxed),
+            total: self.total,
+            bytes_transferred: self.bytes.load(Ordering::Relaxed),
+            bytes_total: self.bytes_total,
+        });
+    }
+
+    async fn execute(&self, plan: Plan) -> Result<SyncResult> {
+        let engine = self.engine;
+        let Plan {
+            mode,
+            uploads,
+            already_sent,
+            downloads,
+            delete_remote,
+            delete_local,
+            conflicts,
+            held_back,
+            warnings,
+            state,
+            ..
+        } = plan;
+        let mut errors: Vec<FileError> = Vec::new();
+        let mut uploaded: Vec<FileEntry> = Vec::new();
+        let mut downloaded: Vec<(FileEntry, FileStat)> = Vec::new();
+
+        // Phase 1: data files; phase 2: nested manifests, deepest first.
+        let mut jobs: Vec<(Dir, FileEntry)> = Vec::new();
+        jobs.extend(uploads.into_iter().map(|e| (Dir::Up, e)));
+        jobs.extend(downloads.into_iter().map(|e| (Dir::Down, e)));
+        let (mut manifests, data): (Vec<_>, Vec<_>) = jobs
+            .into_iter()
+            .partition(|(_, e)| is_nested_manifest(&e.path));
+        manifests.sort_by_key(|(_, e)| std::cmp::Reverse(e.path.matches('/').count()));
+
+        let concurrency = engine.opts.concurrency;
+        let state_ref = &state;
+        let results: Vec<_> = futures::stream::iter(data)
+            .map(|(dir, e)| async move {
+                let r = self.transfer(&dir, &e, state_ref).await;
+                (dir, e, r)
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        let mut data_failed = false;
+        for (dir, e, r) in results {
+            data_failed |= r.is_err();
+            self.collect(dir, e, r, &mut uploaded, &mut downloaded, &mut errors);
+        }
+        // A nested manifest must never describe files that failed to arrive.
+        if !data_failed {
+            let mut depth_groups: BTreeMap<std::cmp::Reverse<usize>, Vec<(Dir, FileEntry)>> =
+                BTreeMap::new();
+            for (dir, e) in manifests {
+                depth_groups
+                    .entry(std::cmp::Reverse(e.path.matches('/').count()))
+                    .or_default()
+                    .push((dir, e));
+            }
+            for (_, group) in depth_groups {
+                let results: Vec<_> = futures::stream::iter(group)
+                    .map(|(dir, e)| async move {
+                        let r = self.transfer(&dir, &e, state_ref).await;
+                        (dir, e, r)
+                    })
+                    .buffer_unordered(concurrency)
+                    .collect()
+                    .await;
+                for (dir, e, r) in results {
+                    self.collect(dir, e, r, &mut uploaded, &mut downloaded, &mut errors);
+                }
+            }
+        } else {
+            for (_, e) in manifests {
+                errors.push(FileError {
+                    path: e.path.clone(),
+                    operation: "transfer".into(),
+                    message: "held back because files it describes failed to transfer".into(),
+                });
+            }
+        }
+        drop(self.journal.lock().unwrap().take());
+        uploaded.extend(already_sent);
+
+        let all_ok = errors.is_empty();
+        let local_tree = match &engine.local {
+            Tree::Local(t) => Some(t),
+            Tree::Store(_) => None,
+        };
+        if let Some(t) = local_tree {
+            let remembered: Vec<(FileEntry, FileStat)> = downloaded.clone();
+            let t = t.clone();
+            let _ = tokio::task::spawn_blocking(move || t.remember(&remembered)).await;
+        }
+
+        // Commit the remote manifest.
+        let mut committed = false;
+        let mut deleted: Vec<String> = Vec::new();
+        let mut remote_after: BTreeMap<String, FileEntry> = state
+            .remote
+            .as_ref()
+            .map(|r| r.manifest.files.clone())
+            .unwrap_or_default();
+        let remote_before = remote_after.clone();
+        for e in &uploaded {
+            remote_after.insert(e.path.clone(), e.clone());
+        }
+        let applied_remote_deletes = all_ok && !delete_remote.is_empty();
+        if applied_remote_deletes {
+            for p in &delete_remote {
+                remote_after.remove(p);
+            }
+        }
+        if all_ok && state.needs_commit {
+            let manifest = self.remote_manifest(mode, &state, remote_after.clone());
+            match engine.remote.write_manifest(&manifest).await {
+                Ok(()) => committed = true,
+                Err(e) => errors.push(FileError {
+                    path: crate::manifest::MANIFEST_PATH.into(),
+                    operation: "commit".into(),
+                    message: e.to_string(),
+                }),
+            }
+        }
+        // What the remote manifest now says.
+        let remote_final = if committed {
+            remote_after
+        } else {
+            remote_before
+        };
+        let clean_run = all_ok && (committed || !state.needs_commit);
+
+        // Deletions, after the commit.
+        if committed && !delete_remote.is_empty() {
+            self.progress(Operation::Deleting, None);
+            match engine.remote.delete_many(&delete_remote).await {
+                Ok(()) => {
+                    for p in &delete_remote {
+                        self.done(p, Operation::Deleting, 0);
+                    }
+                    deleted.extend(delete_remote.iter().cloned());
+                }
+                Err(fails) => {
+                    for f in fails {
+                        // The manifest no longer lists these; a leftover
+                        // object is garbage, not a visible file.
+                        errors.push(FileError {
+                            path: engine.remote.url().to_string(),
+                            operation: "delete".into(),
+                            message: f.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+
+        // Local side: apply deletions, write manifest, base and record.
+        if let Some(tree) = local_tree {
+            let mut local_after = state.local_files.clone();
+            for (e, _) in &downloaded {
+                local_after.insert(e.path.clone(), e.clone());
+            }
+            if errors.is_empty() {
+                for p in &delete_local {
+                    let prior = state.local_stats.get(p).copied();
+                    match tree.delete(p, prior) {
+                        Ok(()) => {
+                            local_after.remove(p);
+                            deleted.push(p.clone());
+                            self.done(p, Operation::Deleting, 0);
+                        }
+                        Err(e) => errors.push(FileError {
+                            path: p.clone(),
+                            operation: "delete".into(),
+                            message: e.to_string(),
+                        }),
+                    }
+                }
+            }
+            self.write_local_state(tree, mode, &state, &local_after, &remote_final, clean_run)?;
+        }
+
+        let (conflicts_resolved, conflicts_pending): (Vec<_>, Vec<_>) = conflicts
+            .into_iter()
+            .partition(|c| c.resolution != Resolution::Manual);
+        let mut up: Vec<String> = uploaded.iter().map(|e| e.path.clone()).collect();
+        up.sort();
+        let mut down: Vec<String> = downloaded.iter().map(|(e, _)| e.path.clone()).collect();
+        down.sort();
+        deleted.sort();
+        Ok(SyncResult {
+            success: errors.is_empty(),
+            uploaded: up,
+            downloaded: down,
+            deleted,
+            conflicts_resolved,
+            conflicts_pending,
+            errors,
+            held_back,
+            committed,
+            bytes_transferred: self.bytes.load(Ordering::SeqCst),
+            requests: engine.requests(),
+            warnings,
+        })
+    }
+
+    fn collect(
+        &self,
+        dir: Dir,
+        e: FileEntry,
+        r: Result<Option<FileStat>>,
+        uploaded: &mut Vec<FileEntry>,
+        downloaded: &mut Vec<(FileEntry, FileStat)>,
+        errors: &mut Vec<FileError>,
+    ) {
+        match (dir, r) {
+            (Dir::Up, Ok(_)) => uploaded.push(e),
+            (Dir::Down, Ok(Some(stat))) => downloaded.push((e, stat)),
+            (Dir::Down, Ok(None)) => {}
+            (dir, Err(err)) => {
+                self.reporter.event(&Event::Failed {
+                    path: e.path.clone(),
+                    error: err.to_string(),
+                });
+                errors.push(FileError {
+                    path: e.path,
+                    operation: match dir {
+                        Dir::Up => "upload",
+                        Dir::Down => "download",
+                    }
+                    .into(),
+                    message: err.to_string(),
+                })
+            }
+        }
+    }
+
+    fn done(&self, path: &str, operation: Operation, bytes: u64) {
+        self.processed.fetch_add(1, Ordering::Relaxed);
+        self.reporter.event(&Event::FileDone {
+            path: path.to_string(),
+            operation,
+            bytes,
+        });
+        self.progress(operation, Some(path));
+    }
+
+    /// Moves one file, retrying transient failures.
+    async fn transfer(
+        &self,
+        dir: &Dir,
+        e: &FileEntry,
+        state: &PlanState,
+    ) -> Result<Option<FileStat>> {
+        let engine = self.engine;
+        let op = match dir {
+            Dir::Up => Operation::Uploading,
+            Dir::Down => Operation::Downloading,
+        };
+        self.progress(op, Some(&e.path));
+        let on_bytes = |n: u64| {
+            self.bytes.fetch_add(n, Ordering::Relaxed);
+            self.progress(op, Some(&e.path));
+        };
+        let result = engine
+            .opts
+            .retry
+            .run(
+                || async {
+                    match dir {
+                        Dir::Up => {
+                            let stream = match &engine.local {
+                                Tree::Local(t) => {
+                                    let stat = state.local_stats.get(&e.path).copied().ok_or_else(
+                                        || Error::ChangedDuringRun {
+                                            path: e.path.clone(),
+                                            detail: "not seen by the scan".into(),
+                                        },
+                                    )?;
+                                    t.open(&e.path, stat).await?
+                                }
+                                Tree::Store(s) => s.open(&e.path).await?,
+                            };
+                            engine.remote.write(e, stream, &on_bytes).await?;
+                            Ok(None)
+                        }
+                        Dir::Down => {
+                            let Tree::Local(t) = &engine.local else {
+                                return Err(Error::Invalid("mirror never downloads".into()));
+                            };
+                            let stream = engine.remote.open(&e.path).await?;
+                            let prior = state.local_stats.get(&e.path).copied();
+                            let stat = t.write(e, stream, prior, &on_bytes).await?;
+                            Ok(Some(stat))
+                        }
+                    }
+                },
+                |attempt, err| {
+                    self.reporter.event(&Event::Retry {
+                        path: e.path.clone(),
+                        attempt,
+                        error: err.to_string(),
+                    })
+                },
+            )
+            .await;
+        if result.is_ok() {
+            if let (Dir::Up, Tree::Local(t)) = (dir, &engine.local) {
+                self.journal_append(t, e);
+            }
+            self.done(&e.path, op, e.size);
+        }
+        result
+    }
+
+    /// Records a completed upload so a re-run after a failure or a crash
+    /// does not send it again.
+    fn journal_append(&self, tree: &LocalTree, e: &FileEntry) {
+        use std::io::Write;
+        let mut guard = self.journal.lock().unwrap();
+        if guard.is_none() {
+            let path = tree.state_dir().join(self.engine.journal_name());
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            *guard = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .ok();
+        }
+        if let Some(f) = guard.as_mut() {
+            let _ = writeln!(f, "{}\t{}", e.tagged_hash(), e.path);
+        }
+    }
+
+    fn remote_manifest(
+        &self,
+        mode: Mode,
+        state: &PlanState,
+        files: BTreeMap<String, FileEntry>,
+    ) -> Manifest {
+        let engine = self.engine;
+        let template = match mode {
+            Mode::Mirror => state.source_manifest.clone(),
+            _ => state
+                .remote
+                .as_ref()
+                .map(|r| r.manifest.clone())
+                .or_else(|| state.local_manifest.clone()),
+        };
+        let mut m = template.unwrap_or_else(|| self.fresh_manifest());
+        m.files = files;
+        m.last_synced_at = now_iso();
+        m.synced_from = Some(match (mode, &engine.local) {
+            (Mode::Mirror, Tree::Store(src)) => format!("remote:{}", src.url()),
+            (Mode::Sync, _) => "bidirectional".into(),
+            _ => "local".into(),
+        });
+        m
+    }
+
+    fn fresh_manifest(&self) -> Manifest {
+        let name = match &self.engine.local {
+            Tree::Local(t) => std::fs::canonicalize(t.root())
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
+                .unwrap_or_else(|| "database".into()),
+            Tree::Store(s) => s.url().rsplit('/').next().unwrap_or("database").to_string(),
+        };
+        let id: u128 = rand::random();
+        Manifest::new(format!("{id:032x}"), name)
+    }
+
+    fn write_local_state(
+        &self,
+        tree: &LocalTree,
+        mode: Mode,
+        state: &PlanState,
+        local_after: &BTreeMap<String, FileEntry>,
+        remote_final: &BTreeMap<String, FileEntry>,
+        clean_run: bool,
+    ) -> Result<()> {
+        let engine = self.engine;
+        // The local manifest describes the local tree.
+        let changed = state
+            .local_manifest
+            .as_ref()
+            .is_none_or(|m| &m.files != local_after);
+        if changed {
+            let template = state
+                .remote
+                .as_ref()
+                .map(|r| r.manifest.clone())
+                .or_else(|| state.local_manifest.clone());
+            let mut m = template.unwrap_or_else(|| self.fresh_manifest());
+            m.files = local_after.clone();
+            m.last_synced_at = now_iso();
+            m.synced_from = Some(match mode {
+                Mode::Pull => format!("remote:{}", engine.remote.url()),
+                Mode::Sync => "bidirectional".into(),
+                _ => "local".into(),
+            });
+            tree.write_manifest(&m)?;
+        }
+        // The new base: every path on which both sides now agree; elsewhere
+        // the old base stands, so unresolved differences keep their history.
+        let old = state.base.clone().unwrap_or_default();
+        let mut base = BTreeMap::new();
+        let mut paths: std::collections::BTreeSet<&String> = local_after.keys().collect();
+        paths.extend(remote_final.keys());
+        paths.extend(old.keys());
+        for p in paths {
+            match (local_after.get(p), remote_final.get(p)) {
+                (Some(l), Some(r)) if l.same_content(r) => {
+                    base.insert(p.clone(), l.clone());
+                }
+                (None, None) => {}
+                _ => {
+                    if let Some(b) = old.get(p) {
+                        base.insert(p.clone(), b.clone());
+                    }
+                }
+            }
+        }
+        let base_changed = state.base.as_ref() != Some(&base);
+        if base_changed {
+            let mut m = Manifest::new("base", engine.remote.url());
+            m.files = base;
+            tree.write_state_file(
+                &format!("base-{}.json", engine.remote_key()),
+                &m.to_json_pretty(),
+            )?;
+        }
+        if clean_run {
+            tree.remove_state_file(&engine.journal_name());
+        }
+        let record = serde_json::json!({ "url": engine.remote.url() });
+        let record_bytes = serde_json::to_vec_pretty(&record).expect("record serialises");
+        if tree.read_state_file("remote.json")?.as_deref() != Some(&record_bytes[..]) {
+            tree.write_state_file("remote.json", &record_bytes)?;
+        }
+        Ok(())
+    }
+}
+
+/// The remote a local directory last synced with, from
+/// `_meta/.pqsync/remote.json`.
+///
+/// # Errors
+/// [`Error::Io`] if the record exists but cannot be read.
+pub fn last_remote(dir: &std::path::Path) -> Result<Option<String>> {
+    let tree = LocalTree::new(dir);
+    let Some(bytes) = tree.read_state_file("remote.json")? else {
+        return Ok(None);
+    };
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| Error::ManifestCorrupt {
+            path: tree.state_dir().join("remote.json").display().to_string(),
+            reason: e.to_string(),
+        })?;
+    Ok(v.get("url").and_then(|u| u.as_str()).map(str::to_string))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_and_tree_kinds_must_match() {
+        let store = std::sync::Arc::new(object_store::memory::InMemory::new());
+        let remote = StoreTree::new(store.clone(), "", "memory:///");
+        let src = StoreTree::new(store, "x", "memory:///x");
+        assert!(Engine::new(src.clone(), remote.clone(), SyncOptions::new(Mode::Push)).is_err());
+        assert!(Engine::new(
+            LocalTree::new("."),
+            remote.clone(),
+            SyncOptions::new(Mode::Mirror)
+        )
+        .is_err());
+        assert!(Engine::new(src, remote, SyncOptions::new(Mode::Mirror)).is_ok());
+    }
+}

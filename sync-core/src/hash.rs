@@ -1,0 +1,137 @@
+//! Streaming content hashes.
+//!
+//! Files are hashed in bounded memory: small files through a fixed buffer,
+//! large BLAKE3 files through a memory map with BLAKE3's own multi-threaded
+//! tree hashing (the technique `b3sum` uses).
+
+use std::io::Read;
+use std::path::Path;
+
+use sha2::Digest;
+
+use crate::error::{Error, Result};
+use crate::manifest::HashAlgorithm;
+
+/// Files at least this large are hashed through a memory map with BLAKE3's
+/// parallel tree hashing.
+const MMAP_THRESHOLD: u64 = 16 * 1024 * 1024;
+
+/// Read buffer for streaming hashes.
+const BUF_SIZE: usize = 256 * 1024;
+
+/// An incremental hasher for one of the supported algorithms.
+#[derive(Clone)]
+pub enum ContentHasher {
+    /// BLAKE3.
+    Blake3(Box<blake3::Hasher>),
+    /// SHA-256.
+    Sha256(sha2::Sha256),
+    /// MD5.
+    Md5(md5::Md5),
+}
+
+impl ContentHasher {
+    /// A fresh hasher.
+    pub fn new(alg: HashAlgorithm) -> Self {
+        match alg {
+            HashAlgorithm::Blake3 => ContentHasher::Blake3(Box::new(blake3::Hasher::new())),
+            HashAlgorithm::Sha256 => ContentHasher::Sha256(sha2::Sha256::new()),
+            HashAlgorithm::Md5 => ContentHasher::Md5(md5::Md5::new()),
+        }
+    }
+
+    /// Feeds bytes.
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            ContentHasher::Blake3(h) => {
+                h.update(data);
+            }
+            ContentHasher::Sha256(h) => h.update(data),
+            ContentHasher::Md5(h) => h.update(data),
+        }
+    }
+
+    /// The lowercase hex digest.
+    pub fn finalize_hex(self) -> String {
+        match self {
+            ContentHasher::Blake3(h) => h.finalize().to_hex().to_string(),
+            ContentHasher::Sha256(h) => hex::encode(h.finalize()),
+            ContentHasher::Md5(h) => hex::encode(h.finalize()),
+        }
+    }
+}
+
+/// Hashes a whole file. Returns the hex digest and the number of bytes read.
+///
+/// # Errors
+/// [`Error::Io`] with the file's path.
+pub fn hash_file(path: &Path, alg: HashAlgorithm, size_hint: u64) -> Result<(String, u64)> {
+    let io = |e| Error::io(path, e);
+    if alg == HashAlgorithm::Blake3 && size_hint >= MMAP_THRESHOLD {
+        let mut h = blake3::Hasher::new();
+        h.update_mmap_rayon(path).map_err(io)?;
+        let n = h.count();
+        return Ok((h.finalize().to_hex().to_string(), n));
+    }
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut hasher = ContentHasher::new(alg);
+    let mut buf = vec![0u8; BUF_SIZE.min(size_hint.max(4096) as usize)];
+    let mut total = 0u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io(e)),
+        };
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((hasher.finalize_hex(), total))
+}
+
+/// Hashes an in-memory buffer.
+pub fn hash_bytes(data: &[u8], alg: HashAlgorithm) -> String {
+    let mut h = ContentHasher::new(alg);
+    h.update(data);
+    h.finalize_hex()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_digests() {
+        assert_eq!(
+            hash_bytes(b"abc", HashAlgorithm::Sha256),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            hash_bytes(b"abc", HashAlgorithm::Blake3),
+            "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
+        );
+        assert_eq!(
+            hash_bytes(b"abc", HashAlgorithm::Md5),
+            "900150983cd24fb0d6963f7d28e17f72"
+        );
+    }
+
+    #[test]
+    fn file_hash_matches_buffer_hash_small_and_large() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, len) in [
+            ("small", 1000usize),
+            ("large", MMAP_THRESHOLD as usize + 12345),
+        ] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let p = dir.path().join(name);
+            std::fs::write(&p, &data).unwrap();
+            for alg in [HashAlgorithm::Blake3, HashAlgorithm::Sha256] {
+                let (h, n) = hash_file(&p, alg, len as u64).unwrap();
+                assert_eq!(n, len as u64);
+                assert_eq!(h, hash_bytes(&data, alg), "{name} {alg}");
+            }
+        }
+    }
+}

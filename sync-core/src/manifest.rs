@@ -1,0 +1,481 @@
+//! The sync manifest, `_meta/manifest.json`, in ParqueDB's format.
+//!
+//! A manifest lists every tracked file with its size, content hash and
+//! modification time. pqsync reads manifests written by ParqueDB (SHA-256)
+//! and writes manifests ParqueDB can read: the same field names, 2-space
+//! indentation, and keys sorted so that the output is deterministic.
+//!
+//! Parsing validates as it goes: an unknown `version`, a missing field, a
+//! malformed hash or an unsafe path is an [`Error::ManifestCorrupt`] or
+//! [`Error::UnsafePath`], never a panic and never a silent skip.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Where the sync manifest lives, relative to a tree's root.
+pub const MANIFEST_PATH: &str = "_meta/manifest.json";
+
+/// The only manifest format version pqsync understands.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// A content hash algorithm.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HashAlgorithm {
+    /// BLAKE3, pqsync's default: fast and parallel.
+    #[default]
+    Blake3,
+    /// SHA-256 of the whole file, as ParqueDB writes.
+    Sha256,
+    /// MD5, which ParqueDB can read; pqsync only verifies it.
+    Md5,
+}
+
+impl HashAlgorithm {
+    /// The lowercase name used in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HashAlgorithm::Blake3 => "blake3",
+            HashAlgorithm::Sha256 => "sha256",
+            HashAlgorithm::Md5 => "md5",
+        }
+    }
+
+    /// Length of a hex digest.
+    pub fn hex_len(self) -> usize {
+        match self {
+            HashAlgorithm::Blake3 | HashAlgorithm::Sha256 => 64,
+            HashAlgorithm::Md5 => 32,
+        }
+    }
+}
+
+impl std::str::FromStr for HashAlgorithm {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "blake3" => Ok(HashAlgorithm::Blake3),
+            "sha256" => Ok(HashAlgorithm::Sha256),
+            "md5" => Ok(HashAlgorithm::Md5),
+            other => Err(Error::Invalid(format!(
+                "unknown hash algorithm {other:?} (expected blake3 or sha256)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for HashAlgorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who may read a database (ParqueDB's `visibility`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    /// Anyone.
+    Public,
+    /// Anyone with the link.
+    Unlisted,
+    /// Only the owner (the default).
+    #[default]
+    Private,
+}
+
+/// One tracked file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileEntry {
+    /// Relative, `/`-separated path; equal to the entry's key.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Lowercase hex digest of the whole file.
+    pub hash: String,
+    /// Algorithm of `hash`.
+    pub hash_algorithm: HashAlgorithm,
+    /// ISO-8601 modification time.
+    pub modified_at: String,
+    /// Store ETag, where one is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// MIME type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+}
+
+impl FileEntry {
+    /// Whether two entries describe the same bytes. Entries hashed with
+    /// different algorithms are never considered equal.
+    pub fn same_content(&self, other: &FileEntry) -> bool {
+        self.hash_algorithm == other.hash_algorithm
+            && self.size == other.size
+            && self.hash == other.hash
+    }
+
+    /// The modification time, if it parses.
+    pub fn modified(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        chrono::DateTime::parse_from_rfc3339(&self.modified_at)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc))
+    }
+
+    /// `"<algorithm>:<hex>"`, the form stored in object metadata.
+    pub fn tagged_hash(&self) -> String {
+        format!("{}:{}", self.hash_algorithm, self.hash)
+    }
+}
+
+/// The sync manifest of one tree.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    /// Format version; always [`MANIFEST_VERSION`].
+    pub version: u32,
+    /// Stable identifier of the database.
+    pub database_id: String,
+    /// Human-readable name.
+    pub name: String,
+    /// Owner's user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// URL-friendly name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slug: Option<String>,
+    /// Who may read it.
+    #[serde(default)]
+    pub visibility: Visibility,
+    /// ISO-8601 time of the last successful sync.
+    pub last_synced_at: String,
+    /// Where the last sync came from (`local`, `remote:<url>`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_from: Option<String>,
+    /// Tracked files by relative path.
+    pub files: BTreeMap<String, FileEntry>,
+    /// Free-form metadata, preserved as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+}
+
+impl Manifest {
+    /// An empty manifest for a new database.
+    pub fn new(database_id: impl Into<String>, name: impl Into<String>) -> Self {
+        Manifest {
+            version: MANIFEST_VERSION,
+            database_id: database_id.into(),
+            name: name.into(),
+            owner: None,
+            slug: None,
+            visibility: Visibility::Private,
+            last_synced_at: now_iso(),
+            synced_from: None,
+            files: BTreeMap::new(),
+            metadata: None,
+        }
+    }
+
+    /// Parses and validates a manifest. `origin` names where it came from and
+    /// appears in every error.
+    ///
+    /// # Errors
+    /// [`Error::ManifestCorrupt`] for malformed JSON, an unknown version or a
+    /// bad entry; [`Error::UnsafePath`] for a path that could escape a tree.
+    pub fn from_slice(bytes: &[u8], origin: &str) -> Result<Self> {
+        let corrupt = |reason: String| Error::ManifestCorrupt {
+            path: origin.to_string(),
+            reason,
+        };
+        // Check the version before the full parse, so a future format gets a
+        // precise message rather than a confusing field error.
+        #[derive(Deserialize)]
+        struct Head {
+            version: Option<Value>,
+        }
+        let head: Head = serde_json::from_slice(bytes).map_err(|e| corrupt(json_reason(&e)))?;
+        match head.version {
+            Some(Value::Number(n)) if n.as_u64() == Some(u64::from(MANIFEST_VERSION)) => {}
+            Some(v) => {
+                return Err(corrupt(format!(
+                    "unsupported version {v} (this pqsync reads version {MANIFEST_VERSION}; upgrade pqsync)"
+                )))
+            }
+            None => return Err(corrupt("missing field `version`".into())),
+        }
+        let manifest: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| corrupt(json_reason(&e)))?;
+        manifest.validate(origin)?;
+        Ok(manifest)
+    }
+
+    /// Checks every entry: safe path, key equal to `path`, well-formed hash.
+    ///
+    /// # Errors
+    /// As for [`Manifest::from_slice`].
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        let corrupt = |reason: String| Error::ManifestCorrupt {
+            path: origin.to_string(),
+            reason,
+        };
+        for (key, entry) in &self.files {
+            validate_path(key, origin)?;
+            if entry.path != *key {
+                return Err(corrupt(format!(
+                    "entry {key:?} has path {:?}; the two must agree",
+                    entry.path
+                )));
+            }
+            let alg = entry.hash_algorithm;
+            if entry.hash.len() != alg.hex_len()
+                || !entry
+                    .hash
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return Err(corrupt(format!(
+                    "entry {key:?} has a malformed {alg} hash {:?}",
+                    entry.hash
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Serialises with sorted keys, 2-space indentation and a final newline.
+    pub fn to_json_pretty(&self) -> Vec<u8> {
+        let value = serde_json::to_value(self).expect("manifest serialises");
+        let mut out = serde_json::to_vec_pretty(&sort_keys(value)).expect("value serialises");
+        out.push(b'\n');
+        out
+    }
+
+    /// The algorithm most entries use, or `None` for an empty manifest.
+    pub fn hash_algorithm(&self) -> Option<HashAlgorithm> {
+        let mut counts: BTreeMap<&'static str, (usize, HashAlgorithm)> = BTreeMap::new();
+        for e in self.files.values() {
+            counts
+                .entry(e.hash_algorithm.as_str())
+                .or_insert((0, e.hash_algorithm))
+                .0 += 1;
+        }
+        counts.into_values().max_by_key(|(n, _)| *n).map(|(_, a)| a)
+    }
+
+    /// Total size of all tracked files.
+    pub fn total_bytes(&self) -> u64 {
+        self.files.values().map(|e| e.size).sum()
+    }
+}
+
+fn json_reason(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Eof => format!("truncated JSON ({e})"),
+        Category::Syntax => format!("not valid JSON ({e})"),
+        Category::Data => format!("unexpected content ({e})"),
+        Category::Io => e.to_string(),
+    }
+}
+
+/// Rebuilds every object with its keys in sorted order, whatever map type
+/// serde_json was compiled with.
+fn sort_keys(v: Value) -> Value {
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, sort_keys(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sort_keys).collect()),
+        other => other,
+    }
+}
+
+/// The current time as ParqueDB writes it: `2026-01-31T12:00:00.000Z`.
+pub fn now_iso() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Formats a system time the same way.
+pub fn iso_from_system_time(t: std::time::SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// ParqueDB's content type for a path.
+pub fn content_type_for(path: &str) -> &'static str {
+    let ext = path
+        .rsplit('/')
+        .next()
+        .and_then(|n| n.rsplit_once('.'))
+        .map(|(_, e)| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("parquet") => "application/vnd.apache.parquet",
+        Some("json") => "application/json",
+        Some("jsonl") | Some("ndjson") => "application/x-ndjson",
+        Some("csv") => "text/csv",
+        Some("txt") => "text/plain",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Checks that a manifest path is relative, `/`-separated and cannot escape
+/// the tree it is joined to.
+///
+/// # Errors
+/// [`Error::UnsafePath`] naming the path and the rule it breaks.
+pub fn validate_path(path: &str, origin: &str) -> Result<()> {
+    let refuse = |reason: &str| {
+        Err(Error::UnsafePath {
+            path: path.to_string(),
+            origin: origin.to_string(),
+            reason: reason.to_string(),
+        })
+    };
+    if path.is_empty() {
+        return refuse("empty path");
+    }
+    if path.contains('\0') {
+        return refuse("contains a NUL byte");
+    }
+    if path.chars().any(|c| c.is_control()) {
+        return refuse("contains a control character");
+    }
+    if path.contains('\\') {
+        return refuse("contains a backslash");
+    }
+    if path.starts_with('/') {
+        return refuse("absolute path");
+    }
+    let bytes = path.as_bytes();
+    if bytes.len() >= 2 && bytes[1] == b':' && bytes[0].is_ascii_alphabetic() {
+        return refuse("drive-letter path");
+    }
+    for comp in path.split('/') {
+        match comp {
+            "" => return refuse("empty path component"),
+            "." | ".." => return refuse("`.` or `..` component"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str) -> FileEntry {
+        FileEntry {
+            path: path.into(),
+            size: 3,
+            hash: "ab".repeat(32),
+            hash_algorithm: HashAlgorithm::Sha256,
+            modified_at: "2026-01-01T00:00:00.000Z".into(),
+            etag: None,
+            content_type: Some(content_type_for(path).into()),
+        }
+    }
+
+    #[test]
+    fn round_trip_is_sorted_and_two_space() {
+        let mut m = Manifest::new("db1", "sample");
+        m.last_synced_at = "2026-01-01T00:00:00.000Z".into();
+        m.files.insert("z.parquet".into(), entry("z.parquet"));
+        m.files.insert("a.json".into(), entry("a.json"));
+        let text = String::from_utf8(m.to_json_pretty()).unwrap();
+        assert!(text.starts_with("{\n  \"databaseId\": \"db1\",\n  \"files\": {\n    \"a.json\""));
+        assert!(text.find("\"a.json\"").unwrap() < text.find("\"z.parquet\"").unwrap());
+        let back = Manifest::from_slice(text.as_bytes(), "t").unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.to_json_pretty(), m.to_json_pretty());
+    }
+
+    #[test]
+    fn rejects_bad_manifests() {
+        let cases: &[(&str, &str)] = &[
+            ("{\"version\": 1, \"files\": {", "truncated"),
+            ("not json", "not valid JSON"),
+            ("{\"version\": 2, \"files\": {}}", "unsupported version 2"),
+            ("{\"files\": {}}", "missing field `version`"),
+            (
+                "{\"version\": 1, \"name\": \"x\", \"lastSyncedAt\": \"t\", \"files\": {}}",
+                "databaseId",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = Manifest::from_slice(text.as_bytes(), "remote").unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains("manifest"), "{msg}");
+            assert!(msg.contains(want), "{msg} should mention {want}");
+        }
+    }
+
+    #[test]
+    fn rejects_hostile_paths() {
+        for bad in [
+            "../x",
+            "/abs",
+            "a/../../x",
+            "C:\\x",
+            "C:x",
+            "a\0b",
+            "",
+            "a//b",
+            "./a",
+        ] {
+            assert!(validate_path(bad, "m").is_err(), "{bad:?} accepted");
+        }
+        for good in [
+            "data/users/data.parquet",
+            "events/seg-0001.parquet",
+            "a..b/c",
+        ] {
+            validate_path(good, "m").unwrap();
+        }
+    }
+
+    #[test]
+    fn key_and_path_must_agree() {
+        let mut m = Manifest::new("d", "n");
+        m.files.insert("a".into(), entry("b"));
+        let text = m.to_json_pretty();
+        let err = Manifest::from_slice(&text, "remote").unwrap_err();
+        assert!(err.to_string().contains("must agree"));
+    }
+
+    #[test]
+    fn malformed_hash_is_corrupt() {
+        let mut m = Manifest::new("d", "n");
+        let mut e = entry("a");
+        e.hash = "XYZ".into();
+        m.files.insert("a".into(), e);
+        let err = Manifest::from_slice(&m.to_json_pretty(), "remote").unwrap_err();
+        assert!(err.to_string().contains("malformed sha256 hash"));
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(
+            content_type_for("data/u/data.parquet"),
+            "application/vnd.apache.parquet"
+        );
+        assert_eq!(
+            content_type_for("events/_manifest.json"),
+            "application/json"
+        );
+        assert_eq!(content_type_for("x.jsonl"), "application/x-ndjson");
+        assert_eq!(
+            content_type_for("indexes/bloom/u.bloom"),
+            "application/octet-stream"
+        );
+    }
+}

@@ -1,0 +1,572 @@
+//! An object-store prefix as a sync tree.
+//!
+//! # Contract
+//! * The tree's manifest is the object `<prefix>/_meta/manifest.json`; reading
+//!   it is one GET. Listing is never needed to compute a diff.
+//! * Writes are verified before they become visible: a small file is hashed
+//!   in memory before its single PUT; a large one is hashed while its parts
+//!   stream, and the multipart upload is completed only if size and hash match
+//!   the manifest entry (otherwise it is aborted, so no reader ever sees it).
+//! * Multipart parts are all the same size except the last, as R2 requires.
+//! * Every request goes through a counting wrapper, so a run can report how
+//!   many requests it made.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::stream::{BoxStream, FuturesUnordered};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{
+    Attribute, Attributes, CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload,
+    ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    RenameOptions, UploadPart,
+};
+
+use crate::error::{Error, Result};
+use crate::hash::ContentHasher;
+use crate::manifest::{FileEntry, Manifest, MANIFEST_PATH};
+
+/// Files larger than this are sent with a multipart upload.
+pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
+
+/// The smallest part size pqsync uses (S3 and R2 require at least 5 MiB).
+pub const MIN_PART_SIZE: u64 = 8 * 1024 * 1024;
+
+/// S3's and R2's limit on the number of parts.
+const MAX_PARTS: u64 = 10_000;
+
+/// Parts of one file in flight at once.
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// Objects per bulk-delete request (S3's DeleteObjects limit).
+const DELETE_BATCH: u64 = 1000;
+
+/// Object metadata key under which pqsync stores `"<alg>:<hex>"`.
+pub const HASH_METADATA_KEY: &str = "pqsync-hash";
+
+/// The size of every part but the last for a file of `size` bytes: at least
+/// [`MIN_PART_SIZE`], and large enough to stay within 10,000 parts, rounded up
+/// to a whole MiB.
+pub fn part_size_for(size: u64) -> u64 {
+    const MIB: u64 = 1024 * 1024;
+    let needed = size.div_ceil(MAX_PARTS);
+    needed
+        .div_ceil(MIB)
+        .max(1)
+        .saturating_mul(MIB)
+        .max(MIN_PART_SIZE)
+}
+
+/// The remote manifest as read, with the ETag needed for a conditional write.
+#[derive(Debug, Clone)]
+pub struct RemoteManifest {
+    /// The parsed manifest.
+    pub manifest: Manifest,
+    /// Its ETag, if the store reports one.
+    pub etag: Option<String>,
+}
+
+/// A prefix in an object store.
+#[derive(Debug, Clone)]
+pub struct StoreTree {
+    store: Arc<dyn ObjectStore>,
+    requests: Arc<AtomicU64>,
+    prefix: Vec<String>,
+    url: String,
+    attributes: bool,
+    multipart_threshold: u64,
+}
+
+impl StoreTree {
+    /// A tree at `prefix` (a `/`-separated path, possibly empty) in `store`.
+    /// `url` is how the user named it and appears in messages.
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, url: impl Into<String>) -> Self {
+        let requests = Arc::new(AtomicU64::new(0));
+        let counting: Arc<dyn ObjectStore> = Arc::new(CountingStore {
+            inner: store,
+            requests: requests.clone(),
+        });
+        StoreTree {
+            store: counting,
+            requests,
+            prefix: prefix
+                .split('/')
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect(),
+            url: url.into(),
+            attributes: true,
+            multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
+        }
+    }
+
+    /// Whether to send content type and the content hash as object
+    /// attributes (stores on plain directories do not keep them).
+    pub fn with_attributes(mut self, enabled: bool) -> Self {
+        self.attributes = enabled;
+        self
+    }
+
+    /// Sets the size above which uploads are multipart.
+    pub fn with_multipart_threshold(mut self, bytes: u64) -> Self {
+        self.multipart_threshold = bytes.max(MIN_PART_SIZE);
+        self
+    }
+
+    /// The URL the tree was opened with.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Requests made through this tree so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// The store, wrapped in the request counter.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The object path of a tree-relative path.
+    pub fn location(&self, rel: &str) -> Path {
+        Path::from_iter(self.prefix.iter().map(String::as_str).chain(rel.split('/')))
+    }
+
+    fn display(&self, rel: &str) -> String {
+        format!("{}/{}", self.url.trim_end_matches('/'), rel)
+    }
+
+    /// Requests an upload of `size` bytes takes.
+    pub fn upload_requests(&self, size: u64) -> u64 {
+        if size <= self.multipart_threshold {
+            1
+        } else {
+            2 + size.div_ceil(part_size_for(size))
+        }
+    }
+
+    /// Requests deleting `n` objects takes.
+    pub fn delete_requests(n: u64) -> u64 {
+        n.div_ceil(DELETE_BATCH)
+    }
+
+    /// Reads the manifest; `None` if there is none.
+    ///
+    /// # Errors
+    /// [`Error::ManifestCorrupt`] if it does not parse, [`Error::Store`] if
+    /// the request fails.
+    pub async fn read_manifest(&self) -> Result<Option<RemoteManifest>> {
+        let loc = self.location(MANIFEST_PATH);
+        let shown = self.display(MANIFEST_PATH);
+        let got = match self.store.get_opts(&loc, GetOptions::default()).await {
+            Ok(g) => g,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(Error::store(shown, e)),
+        };
+        let etag = got.meta.e_tag.clone();
+        let bytes = got.bytes().await.map_err(|e| Error::store(&shown, e))?;
+        let manifest = Manifest::from_slice(&bytes, &shown)?;
+        Ok(Some(RemoteManifest { manifest, etag }))
+    }
+
+    /// Writes the manifest (one PUT).
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
+        let loc = self.location(MANIFEST_PATH);
+        let opts = PutOptions {
+            mode: PutMode::Overwrite,
+            attributes: self.attrs(None, "application/json"),
+            ..Default::default()
+        };
+        self.store
+            .put_opts(&loc, PutPayload::from(manifest.to_json_pretty()), opts)
+            .await
+            .map_err(|e| Error::store(self.display(MANIFEST_PATH), e))?;
+        Ok(())
+    }
+
+    fn attrs(&self, entry: Option<&FileEntry>, content_type: &str) -> Attributes {
+        let mut a = Attributes::new();
+        if self.attributes {
+            a.insert(Attribute::ContentType, content_type.to_string().into());
+            if let Some(e) = entry {
+                a.insert(
+                    Attribute::Metadata(HASH_METADATA_KEY.into()),
+                    e.tagged_hash().into(),
+                );
+            }
+        }
+        a
+    }
+
+    /// Streams an object.
+    ///
+    /// # Errors
+    /// [`Error::Store`]; a missing object is a permanent error.
+    pub async fn open(&self, rel: &str) -> Result<BoxStream<'static, Result<Bytes>>> {
+        let shown = self.display(rel);
+        let got: GetResult = self
+            .store
+            .get_opts(&self.location(rel), GetOptions::default())
+            .await
+            .map_err(|e| Error::store(&shown, e))?;
+        Ok(got
+            .into_stream()
+            .map_err(move |e| Error::store(shown.clone(), e))
+            .boxed())
+    }
+
+    /// Streams bytes into an object, verified against `entry` before it
+    /// becomes visible. `on_bytes` is called as bytes are sent.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] if the bytes differ from the entry,
+    /// [`Error::Store`] if a request fails.
+    pub async fn write(
+        &self,
+        entry: &FileEntry,
+        mut stream: BoxStream<'static, Result<Bytes>>,
+        on_bytes: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<()> {
+        let rel = entry.path.as_str();
+        let shown = self.display(rel);
+        let loc = self.location(rel);
+        let content_type = entry
+            .content_type
+            .clone()
+            .unwrap_or_else(|| crate::manifest::content_type_for(rel).to_string());
+        let mut hasher = ContentHasher::new(entry.hash_algorithm);
+        let mut total = 0u64;
+        let too_long = |total: u64| Error::Mismatch {
+            path: rel.to_string(),
+            what: "size",
+            expected: entry.size.to_string(),
+            actual: format!("at least {total}"),
+            retryable: false,
+        };
+
+        if entry.size <= self.multipart_threshold {
+            let mut buf = BytesMut::with_capacity(entry.size as usize);
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                total += chunk.len() as u64;
+                if total > entry.size {
+                    return Err(too_long(total));
+                }
+                hasher.update(&chunk);
+                buf.extend_from_slice(&chunk);
+            }
+            verify(entry, total, hasher)?;
+            let opts = PutOptions {
+                attributes: self.attrs(Some(entry), &content_type),
+                ..Default::default()
+            };
+            self.store
+                .put_opts(&loc, PutPayload::from(buf.freeze()), opts)
+                .await
+                .map_err(|e| Error::store(&shown, e))?;
+            on_bytes(total);
+            return Ok(());
+        }
+
+        let part_size = part_size_for(entry.size) as usize;
+        let opts = PutMultipartOptions {
+            attributes: self.attrs(Some(entry), &content_type),
+            ..Default::default()
+        };
+        let mut upload = self
+            .store
+            .put_multipart_opts(&loc, opts)
+            .await
+            .map_err(|e| Error::store(&shown, e))?;
+        let result: Result<()> = async {
+            let mut in_flight = FuturesUnordered::new();
+            let mut part = BytesMut::with_capacity(part_size);
+            loop {
+                let Some(chunk) = stream.next().await else {
+                    if !part.is_empty() {
+                        send_part(
+                            &mut upload,
+                            &mut in_flight,
+                            part.split().freeze(),
+                            &shown,
+                            on_bytes,
+                        )
+                        .await?;
+                    }
+                    break;
+                };
+                let mut chunk = chunk?;
+                total += chunk.len() as u64;
+                if total > entry.size {
+                    return Err(too_long(total));
+                }
+                hasher.update(&chunk);
+                while !chunk.is_empty() {
+                    let take = (part_size - part.len()).min(chunk.len());
+                    part.extend_from_slice(&chunk.split_to(take));
+                    if part.len() == part_size {
+                        let full = std::mem::replace(&mut part, BytesMut::with_capacity(part_size));
+                        send_part(&mut upload, &mut in_flight, full.freeze(), &shown, on_bytes)
+                            .await?;
+                    }
+                }
+            }
+            while !in_flight.is_empty() {
+                join_part(&mut in_flight, &shown, on_bytes).await?;
+            }
+            let hasher = std::mem::replace(&mut hasher, ContentHasher::new(entry.hash_algorithm));
+            verify(entry, total, hasher)?;
+            upload
+                .complete()
+                .await
+                .map_err(|e| Error::store(&shown, e))?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = upload.abort().await;
+        }
+        result
+    }
+
+    /// Deletes objects, in bulk where the store supports it. Objects that
+    /// are already gone count as deleted.
+    ///
+    /// # Errors
+    /// Every failure, each naming the object where the store reports it.
+    pub async fn delete_many(&self, rels: &[String]) -> std::result::Result<(), Vec<Error>> {
+        let locs: Vec<object_store::Result<Path>> =
+            rels.iter().map(|r| Ok(self.location(r))).collect();
+        let mut failures = Vec::new();
+        let mut results = self
+            .store
+            .delete_stream(futures::stream::iter(locs).boxed());
+        while let Some(r) = results.next().await {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => failures.push(Error::store(self.url.clone(), e)),
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures)
+        }
+    }
+}
+
+fn verify(entry: &FileEntry, total: u64, hasher: ContentHasher) -> Result<()> {
+    if total != entry.size {
+        return Err(Error::Mismatch {
+            path: entry.path.clone(),
+            what: "size",
+            expected: entry.size.to_string(),
+            actual: total.to_string(),
+            retryable: true,
+        });
+    }
+    let hash = hasher.finalize_hex();
+    if hash != entry.hash {
+        return Err(Error::Mismatch {
+            path: entry.path.clone(),
+            what: "hash",
+            expected: entry.tagged_hash(),
+            actual: format!("{}:{hash}", entry.hash_algorithm),
+            retryable: false,
+        });
+    }
+    Ok(())
+}
+
+type PartTasks = FuturesUnordered<tokio::task::JoinHandle<(object_store::Result<()>, u64)>>;
+
+/// Starts one part upload, first waiting until fewer than
+/// [`PARTS_IN_FLIGHT`] are running.
+async fn send_part(
+    upload: &mut Box<dyn MultipartUpload>,
+    in_flight: &mut PartTasks,
+    data: Bytes,
+    shown: &str,
+    on_bytes: &(dyn Fn(u64) + Send + Sync),
+) -> Result<()> {
+    while in_flight.len() >= PARTS_IN_FLIGHT {
+        join_part(in_flight, shown, on_bytes).await?;
+    }
+    let len = data.len() as u64;
+    let fut: UploadPart = upload.put_part(PutPayload::from(data));
+    in_flight.push(tokio::spawn(async move { (fut.await, len) }));
+    Ok(())
+}
+
+async fn join_part(
+    in_flight: &mut PartTasks,
+    shown: &str,
+    on_bytes: &(dyn Fn(u64) + Send + Sync),
+) -> Result<()> {
+    if let Some(done) = in_flight.next().await {
+        let (r, len) =
+            done.map_err(|e| Error::Invalid(format!("{shown}: part task failed: {e}")))?;
+        r.map_err(|e| Error::store(shown, e))?;
+        on_bytes(len);
+    }
+    Ok(())
+}
+
+/// Counts every request made to the wrapped store. Bulk deletes count one
+/// request per 1,000 objects, as S3 sends them.
+#[derive(Debug)]
+struct CountingStore {
+    inner: Arc<dyn ObjectStore>,
+    requests: Arc<AtomicU64>,
+}
+
+impl CountingStore {
+    fn hit(&self) {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl std::fmt::Display for CountingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Counting({})", self.inner)
+    }
+}
+
+#[derive(Debug)]
+struct CountingUpload {
+    inner: Box<dyn MultipartUpload>,
+    requests: Arc<AtomicU64>,
+}
+
+#[async_trait]
+impl MultipartUpload for CountingUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.inner.put_part(data)
+    }
+
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.inner.complete().await
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.inner.abort().await
+    }
+}
+
+#[async_trait]
+impl ObjectStore for CountingStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.hit();
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.hit();
+        let inner = self.inner.put_multipart_opts(location, opts).await?;
+        Ok(Box::new(CountingUpload {
+            inner,
+            requests: self.requests.clone(),
+        }))
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.hit();
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        self.requests
+            .fetch_add(ranges.len().max(1) as u64, Ordering::SeqCst);
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        let requests = self.requests.clone();
+        let seen = Arc::new(AtomicU64::new(0));
+        let counted = locations
+            .inspect(move |_| {
+                if seen.fetch_add(1, Ordering::SeqCst) % DELETE_BATCH == 0 {
+                    requests.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+            .boxed();
+        self.inner.delete_stream(counted)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.hit();
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.hit();
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.hit();
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: RenameOptions,
+    ) -> object_store::Result<()> {
+        self.hit();
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_are_equal_and_bounded() {
+        const MIB: u64 = 1024 * 1024;
+        assert_eq!(part_size_for(20 * MIB), MIN_PART_SIZE);
+        assert_eq!(part_size_for(200 * 1024 * MIB) % MIB, 0);
+        let big = 5 * 1024 * 1024 * MIB; // 5 TiB
+        let p = part_size_for(big);
+        assert!(big.div_ceil(p) <= MAX_PARTS);
+        assert!(p >= 5 * MIB);
+    }
+}
