@@ -536,10 +536,9 @@ impl Run<'_> {
         let mut jobs: Vec<(Dir, FileEntry)> = Vec::new();
         jobs.extend(uploads.into_iter().map(|e| (Dir::Up, e)));
         jobs.extend(downloads.into_iter().map(|e| (Dir::Down, e)));
-        let (mut manifests, data): (Vec<_>, Vec<_>) = jobs
+        let (manifests, data): (Vec<_>, Vec<_>) = jobs
             .into_iter()
             .partition(|(_, e)| is_nested_manifest(&e.path));
-        manifests.sort_by_key(|(_, e)| std::cmp::Reverse(e.path.matches('/').count()));
 
         let concurrency = engine.opts.concurrency;
         let state_ref = &state;
@@ -551,41 +550,46 @@ impl Run<'_> {
             .buffer_unordered(concurrency)
             .collect()
             .await;
-        let mut data_failed = false;
+        let mut failed_paths: Vec<String> = Vec::new();
         for (dir, e, r) in results {
-            data_failed |= r.is_err();
+            if r.is_err() {
+                failed_paths.push(e.path.clone());
+            }
             self.collect(dir, e, r, &mut uploaded, &mut downloaded, &mut errors);
         }
-        // A nested manifest must never describe files that failed to arrive.
-        if !data_failed {
-            let mut depth_groups: BTreeMap<std::cmp::Reverse<usize>, Vec<(Dir, FileEntry)>> =
-                BTreeMap::new();
-            for (dir, e) in manifests {
-                depth_groups
-                    .entry(std::cmp::Reverse(e.path.matches('/').count()))
-                    .or_default()
-                    .push((dir, e));
-            }
-            for (_, group) in depth_groups {
-                let results: Vec<_> = futures::stream::iter(group)
-                    .map(|(dir, e)| async move {
-                        let r = self.transfer(&dir, &e, state_ref).await;
-                        (dir, e, r)
-                    })
-                    .buffer_unordered(concurrency)
-                    .collect()
-                    .await;
-                for (dir, e, r) in results {
-                    self.collect(dir, e, r, &mut uploaded, &mut downloaded, &mut errors);
-                }
-            }
-        } else {
-            for (_, e) in manifests {
+        // A nested manifest must never describe files that failed to arrive:
+        // it is held back when anything in its subtree failed.
+        let mut depth_groups: BTreeMap<std::cmp::Reverse<usize>, Vec<(Dir, FileEntry)>> =
+            BTreeMap::new();
+        for (dir, e) in manifests {
+            let subtree = e.path.rsplit_once('/').map_or("", |(d, _)| d);
+            let blocked = failed_paths
+                .iter()
+                .any(|f| subtree.is_empty() || f.starts_with(&format!("{subtree}/")));
+            if blocked {
                 errors.push(FileError {
                     path: e.path.clone(),
                     operation: "transfer".into(),
                     message: "held back because files it describes failed to transfer".into(),
                 });
+                continue;
+            }
+            depth_groups
+                .entry(std::cmp::Reverse(e.path.matches('/').count()))
+                .or_default()
+                .push((dir, e));
+        }
+        for (_, group) in depth_groups {
+            let results: Vec<_> = futures::stream::iter(group)
+                .map(|(dir, e)| async move {
+                    let r = self.transfer(&dir, &e, state_ref).await;
+                    (dir, e, r)
+                })
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
+            for (dir, e, r) in results {
+                self.collect(dir, e, r, &mut uploaded, &mut downloaded, &mut errors);
             }
         }
         drop(self.journal.lock().unwrap().take());

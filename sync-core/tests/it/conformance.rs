@@ -1,0 +1,595 @@
+//! The conformance suite: every behaviour below runs against a local
+//! directory remote, the in-memory store and S3 over HTTP.
+
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use pqsync_core::diff::Resolution;
+use pqsync_core::manifest::MANIFEST_PATH;
+use pqsync_core::{Engine, HashAlgorithm, LocalTree, Mode, NoProgress, Strategy, SyncOptions};
+
+use crate::support::*;
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod dir {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(&crate::support::RemoteKind::dir()).await
+                }
+            )*
+        }
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let kind = crate::support::RemoteKind::Memory(std::sync::Arc::new(
+                        object_store::memory::InMemory::new(),
+                    ));
+                    super::$name(&kind).await
+                }
+            )*
+        }
+        mod s3 {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(&crate::support::RemoteKind::s3()).await
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    push_then_pull_is_byte_identical,
+    second_push_moves_only_changes,
+    status_of_unchanged_tree_reads_nothing_and_makes_one_request,
+    pull_propagates_deletions_but_first_sync_infers_none,
+    concurrent_edits_conflict_and_manual_leaves_both,
+    sync_newest_wins_both_ways,
+    large_file_goes_multipart_and_round_trips,
+    bit_rot_is_reported_and_local_copy_kept,
+    sha256_remote_keeps_sha256,
+    mirror_copies_and_second_mirror_is_noop,
+    pull_from_unmanaged_remote_says_so,
+    corrupt_remote_manifest_is_an_error_naming_the_manifest,
+    hostile_remote_paths_are_refused,
+    no_delete_keeps_remote_files,
+);
+
+async fn push_then_pull_is_byte_identical(kind: &RemoteKind) {
+    let db = small_db();
+    let remote = kind.tree("roundtrip");
+    let r = push(db.path(), remote.clone()).await;
+    assert!(r.success && r.committed, "{:?}", r.errors);
+    assert_eq!(r.uploaded.len(), 9);
+
+    let out = tempfile::tempdir().unwrap();
+    let r = pull(out.path(), kind.reopen(&remote)).await;
+    assert!(r.success, "{:?}", r.errors);
+    assert_eq!(r.downloaded.len(), 9);
+    assert_eq!(tree_files(db.path()), tree_files(out.path()));
+    // Both sides now hold a manifest; the pulled one lists the same files.
+    let local_m = LocalTree::new(out.path()).read_manifest().unwrap().unwrap();
+    assert_eq!(local_m.files.len(), 9);
+}
+
+async fn second_push_moves_only_changes(kind: &RemoteKind) {
+    let db = small_db();
+    let remote = kind.tree("changes");
+    push(db.path(), remote.clone()).await;
+
+    write_old(db.path(), "data/users/data.parquet", b"PAR1 users v2 PAR1");
+    write_old(
+        db.path(),
+        "data/comments/data.parquet",
+        b"PAR1 comments PAR1",
+    );
+    std::fs::remove_file(db.path().join("events/seg-0001.parquet")).unwrap();
+
+    let remote2 = kind.reopen(&remote);
+    let engine = Engine::new(
+        LocalTree::new(db.path()),
+        remote2,
+        SyncOptions::new(Mode::Push),
+    )
+    .unwrap();
+    let plan = engine.plan().await.unwrap();
+    let ups: Vec<_> = plan.uploads.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        ups,
+        vec!["data/comments/data.parquet", "data/users/data.parquet"]
+    );
+    assert_eq!(plan.delete_remote, vec!["events/seg-0001.parquet"]);
+    assert_eq!(plan.unchanged.len(), 7);
+    // GET manifest already made; 2 PUTs + 1 bulk delete + 1 manifest PUT.
+    assert_eq!(plan.requests_so_far, 1);
+    assert_eq!(plan.requests_planned, 4);
+    let r = engine.execute(plan, &NoProgress).await.unwrap();
+    assert!(r.success, "{:?}", r.errors);
+    assert_eq!(r.uploaded.len(), 2);
+    assert_eq!(r.deleted, vec!["events/seg-0001.parquet"]);
+    assert_eq!(r.requests, 5);
+
+    let m = kind
+        .reopen(&remote)
+        .read_manifest()
+        .await
+        .unwrap()
+        .unwrap()
+        .manifest;
+    assert!(!m.files.contains_key("events/seg-0001.parquet"));
+    assert!(m.files.contains_key("data/comments/data.parquet"));
+    // The deleted object is gone from the store too.
+    let raw = kind.raw();
+    let loc = kind.reopen(&remote).location("events/seg-0001.parquet");
+    assert!(raw.head(&loc).await.is_err());
+}
+
+async fn status_of_unchanged_tree_reads_nothing_and_makes_one_request(kind: &RemoteKind) {
+    let db = small_db();
+    let remote = kind.tree("status");
+    push(db.path(), remote.clone()).await;
+    // Prime the stat cache (files written by the test are "racy" until aged).
+    let engine = Engine::new(
+        LocalTree::new(db.path()),
+        kind.reopen(&remote),
+        SyncOptions::new(Mode::Sync),
+    )
+    .unwrap();
+    let st = engine.status().await.unwrap();
+    assert!(st.is_synced, "{:?}", st.diff);
+    assert_eq!(st.files_hashed, 0, "unchanged files must not be read");
+    assert_eq!(st.requests, 1);
+    assert_eq!(st.diff.unchanged.len(), 9);
+}
+
+async fn pull_propagates_deletions_but_first_sync_infers_none(kind: &RemoteKind) {
+    let a = small_db();
+    let remote = kind.tree("deletes");
+    push(a.path(), remote.clone()).await;
+    let b = tempfile::tempdir().unwrap();
+    pull(b.path(), kind.reopen(&remote)).await;
+
+    // A deletes a file and pushes; B pulls and loses it too.
+    std::fs::remove_file(a.path().join("indexes/bloom/users.bloom")).unwrap();
+    let r = push(a.path(), kind.reopen(&remote)).await;
+    assert_eq!(r.deleted, vec!["indexes/bloom/users.bloom"]);
+    let r = pull(b.path(), kind.reopen(&remote)).await;
+    assert_eq!(r.deleted, vec!["indexes/bloom/users.bloom"]);
+    assert!(
+        !b.path().join("indexes/bloom").exists(),
+        "empty directories are removed"
+    );
+    assert_eq!(tree_files(a.path()), tree_files(b.path()));
+
+    // A fresh directory with an extra file, first sync: nothing is deleted
+    // anywhere, the extra file is uploaded and the rest downloaded.
+    let c = tempfile::tempdir().unwrap();
+    write_old(c.path(), "local-only.txt", b"mine");
+    let r = run(c.path(), kind.reopen(&remote), SyncOptions::new(Mode::Sync)).await;
+    assert!(r.success, "{:?}", r.errors);
+    assert!(r.deleted.is_empty());
+    assert_eq!(r.uploaded, vec!["local-only.txt"]);
+    assert_eq!(r.downloaded.len(), 8);
+}
+
+async fn concurrent_edits_conflict_and_manual_leaves_both(kind: &RemoteKind) {
+    let a = small_db();
+    let remote = kind.tree("conflict");
+    push(a.path(), remote.clone()).await;
+    let b = tempfile::tempdir().unwrap();
+    pull(b.path(), kind.reopen(&remote)).await;
+
+    write_old(
+        a.path(),
+        "data/posts/data.parquet",
+        b"PAR1 posts from A PAR1",
+    );
+    write_old(
+        b.path(),
+        "data/posts/data.parquet",
+        b"PAR1 posts from B PAR1",
+    );
+    // B also makes an unrelated change, which must still go through.
+    write_old(
+        b.path(),
+        "data/users/data.parquet",
+        b"PAR1 users from B PAR1",
+    );
+    let r = push(a.path(), kind.reopen(&remote)).await;
+    assert_eq!(r.uploaded, vec!["data/posts/data.parquet"]);
+
+    let mut opts = SyncOptions::new(Mode::Push);
+    opts.strategy = Some(Strategy::Manual);
+    let r = run(b.path(), kind.reopen(&remote), opts).await;
+    assert!(r.success);
+    assert_eq!(r.uploaded, vec!["data/users/data.parquet"]);
+    assert_eq!(r.conflicts_pending.len(), 1);
+    assert_eq!(r.conflicts_pending[0].path, "data/posts/data.parquet");
+    // Both copies untouched.
+    assert_eq!(
+        std::fs::read(b.path().join("data/posts/data.parquet")).unwrap(),
+        b"PAR1 posts from B PAR1"
+    );
+    let out = tempfile::tempdir().unwrap();
+    pull(out.path(), kind.reopen(&remote)).await;
+    assert_eq!(
+        std::fs::read(out.path().join("data/posts/data.parquet")).unwrap(),
+        b"PAR1 posts from A PAR1"
+    );
+    // Status still reports it as a conflict.
+    let engine = Engine::new(
+        LocalTree::new(b.path()),
+        kind.reopen(&remote),
+        SyncOptions::new(Mode::Sync),
+    )
+    .unwrap();
+    let st = engine.status().await.unwrap();
+    assert_eq!(st.diff.conflicts.len(), 1);
+    assert!(!st.is_synced);
+
+    // The default push strategy (local-wins) resolves it, and says so.
+    let r = push(b.path(), kind.reopen(&remote)).await;
+    assert_eq!(r.conflicts_resolved.len(), 1);
+    assert_eq!(r.conflicts_resolved[0].resolution, Resolution::KeepLocal);
+    assert_eq!(r.uploaded, vec!["data/posts/data.parquet"]);
+}
+
+async fn sync_newest_wins_both_ways(kind: &RemoteKind) {
+    let a = small_db();
+    let remote = kind.tree("newest");
+    push(a.path(), remote.clone()).await;
+    let b = tempfile::tempdir().unwrap();
+    pull(b.path(), kind.reopen(&remote)).await;
+
+    // A edits users (older edit), B edits users later; B also deletes posts
+    // while A edits posts: modification beats deletion.
+    write_old(a.path(), "data/users/data.parquet", b"A users");
+    write_old(a.path(), "data/posts/data.parquet", b"A posts");
+    push(a.path(), kind.reopen(&remote)).await;
+    std::fs::write(b.path().join("data/users/data.parquet"), b"B users, newer").unwrap();
+    std::fs::remove_file(b.path().join("data/posts/data.parquet")).unwrap();
+
+    let r = run(b.path(), kind.reopen(&remote), SyncOptions::new(Mode::Sync)).await;
+    assert!(r.success, "{:?}", r.errors);
+    assert_eq!(r.conflicts_resolved.len(), 2, "{:?}", r.conflicts_resolved);
+    assert_eq!(r.uploaded, vec!["data/users/data.parquet"]);
+    assert_eq!(r.downloaded, vec!["data/posts/data.parquet"]);
+    assert_eq!(
+        std::fs::read(b.path().join("data/posts/data.parquet")).unwrap(),
+        b"A posts"
+    );
+    let r = pull(a.path(), kind.reopen(&remote)).await;
+    assert_eq!(r.downloaded, vec!["data/users/data.parquet"]);
+    assert_eq!(tree_files(a.path()), tree_files(b.path()));
+}
+
+async fn large_file_goes_multipart_and_round_trips(kind: &RemoteKind) {
+    let db = tempfile::tempdir().unwrap();
+    // 20 MiB + a bit: three 8 MiB parts with the default settings.
+    let big: Vec<u8> = (0..(20 * 1024 * 1024 + 4321))
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    write_old(db.path(), "data/big/data.parquet", &big);
+    write_old(db.path(), "data/small/data.parquet", b"small");
+    let remote = kind.tree("multipart");
+    let engine = Engine::new(
+        LocalTree::new(db.path()),
+        remote.clone(),
+        SyncOptions::new(Mode::Push),
+    )
+    .unwrap();
+    let plan = engine.plan().await.unwrap();
+    // create + 3 parts + complete, 1 small PUT, 1 manifest PUT.
+    assert_eq!(plan.requests_planned, 5 + 1 + 1);
+    let r = engine.execute(plan, &NoProgress).await.unwrap();
+    assert!(r.success, "{:?}", r.errors);
+    assert_eq!(r.bytes_transferred, big.len() as u64 + 5);
+    if let RemoteKind::S3(server, _) = kind {
+        if let Some(log) = &server.log {
+            let parts = log
+                .lines()
+                .iter()
+                .filter(|l| l.starts_with("PUT") && l.contains("partNumber="))
+                .count();
+            assert_eq!(parts, 3, "{:#?}", log.lines());
+        }
+    }
+    let out = tempfile::tempdir().unwrap();
+    let r = pull(out.path(), kind.reopen(&remote)).await;
+    assert!(r.success, "{:?}", r.errors);
+    assert_eq!(
+        std::fs::read(out.path().join("data/big/data.parquet")).unwrap(),
+        big
+    );
+}
+
+async fn bit_rot_is_reported_and_local_copy_kept(kind: &RemoteKind) {
+    let db = small_db();
+    let remote = kind.tree("bitrot");
+    push(db.path(), remote.clone()).await;
+    let out = tempfile::tempdir().unwrap();
+    pull(out.path(), kind.reopen(&remote)).await;
+
+    // Someone updates users; the stored object then rots (same size).
+    write_old(db.path(), "data/users/data.parquet", b"PAR1 users v2 PAR1");
+    push(db.path(), kind.reopen(&remote)).await;
+    let loc = remote.location("data/users/data.parquet");
+    kind.raw()
+        .put(&loc, PutPayload::from_static(b"PAR1 users v2 PAR0"))
+        .await
+        .unwrap();
+
+    let r = pull(out.path(), kind.reopen(&remote)).await;
+    assert!(!r.success);
+    assert_eq!(r.errors.len(), 1);
+    assert_eq!(r.errors[0].path, "data/users/data.parquet");
+    assert!(
+        r.errors[0].message.contains("hash mismatch"),
+        "{}",
+        r.errors[0].message
+    );
+    assert_eq!(
+        std::fs::read(out.path().join("data/users/data.parquet")).unwrap(),
+        b"PAR1 users v1 PAR1",
+        "the local copy is kept"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(out.path().join("data/users"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "no temporary file is left: {leftovers:?}"
+    );
+}
+
+async fn sha256_remote_keeps_sha256(kind: &RemoteKind) {
+    let db = small_db();
+    let remote = kind.tree("sha");
+    let mut opts = SyncOptions::new(Mode::Push);
+    opts.hash = Some(HashAlgorithm::Sha256);
+    run(db.path(), remote.clone(), opts).await;
+    let m = kind
+        .reopen(&remote)
+        .read_manifest()
+        .await
+        .unwrap()
+        .unwrap()
+        .manifest;
+    assert!(m
+        .files
+        .values()
+        .all(|e| e.hash_algorithm == HashAlgorithm::Sha256));
+    let expected = pqsync_core::hash::hash_bytes(b"PAR1 users v1 PAR1", HashAlgorithm::Sha256);
+    assert_eq!(m.files["data/users/data.parquet"].hash, expected);
+
+    // Another client, no --hash: it compares in sha256 and finds no change.
+    let out = tempfile::tempdir().unwrap();
+    pull(out.path(), kind.reopen(&remote)).await;
+    let engine = Engine::new(
+        LocalTree::new(out.path()),
+        kind.reopen(&remote),
+        SyncOptions::new(Mode::Push),
+    )
+    .unwrap();
+    let plan = engine.plan().await.unwrap();
+    assert_eq!(plan.algorithm, HashAlgorithm::Sha256);
+    assert!(plan.is_noop());
+}
+
+async fn mirror_copies_and_second_mirror_is_noop(kind: &RemoteKind) {
+    let db = small_db();
+    let src = kind.tree("mirror-src");
+    push(db.path(), src.clone()).await;
+    let dst = kind.tree("mirror-dst");
+    let engine = Engine::new(
+        kind.reopen(&src),
+        dst.clone(),
+        SyncOptions::new(Mode::Mirror),
+    )
+    .unwrap();
+    let r = engine
+        .execute(engine.plan().await.unwrap(), &NoProgress)
+        .await
+        .unwrap();
+    assert!(r.success && r.committed, "{:?}", r.errors);
+    assert_eq!(r.uploaded.len(), 9);
+    let src_m = kind
+        .reopen(&src)
+        .read_manifest()
+        .await
+        .unwrap()
+        .unwrap()
+        .manifest;
+    let dst_m = kind
+        .reopen(&dst)
+        .read_manifest()
+        .await
+        .unwrap()
+        .unwrap()
+        .manifest;
+    assert_eq!(src_m.files, dst_m.files);
+    assert_eq!(src_m.database_id, dst_m.database_id);
+
+    let engine = Engine::new(
+        kind.reopen(&src),
+        kind.reopen(&dst),
+        SyncOptions::new(Mode::Mirror),
+    )
+    .unwrap();
+    let plan = engine.plan().await.unwrap();
+    assert!(plan.is_noop());
+    assert_eq!(plan.requests_so_far, 2);
+
+    // A deletion at the source propagates to the mirror.
+    std::fs::remove_file(db.path().join("events/seg-0002.parquet")).unwrap();
+    push(db.path(), kind.reopen(&src)).await;
+    let engine = Engine::new(
+        kind.reopen(&src),
+        kind.reopen(&dst),
+        SyncOptions::new(Mode::Mirror),
+    )
+    .unwrap();
+    let r = engine
+        .execute(engine.plan().await.unwrap(), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(r.deleted, vec!["events/seg-0002.parquet"]);
+    let out = tempfile::tempdir().unwrap();
+    pull(out.path(), kind.reopen(&dst)).await;
+    assert_eq!(tree_files(db.path()), tree_files(out.path()));
+}
+
+async fn pull_from_unmanaged_remote_says_so(kind: &RemoteKind) {
+    let out = tempfile::tempdir().unwrap();
+    let engine = Engine::new(
+        LocalTree::new(out.path()),
+        kind.tree("empty"),
+        SyncOptions::new(Mode::Pull),
+    )
+    .unwrap();
+    let err = engine.plan().await.unwrap_err();
+    assert!(err.to_string().contains("not managed by pqsync"), "{err}");
+}
+
+async fn corrupt_remote_manifest_is_an_error_naming_the_manifest(kind: &RemoteKind) {
+    let remote = kind.tree("corrupt");
+    kind.raw()
+        .put(
+            &remote.location(MANIFEST_PATH),
+            PutPayload::from_static(b"{\"version\": 1, \"files\": {"),
+        )
+        .await
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let engine = Engine::new(
+        LocalTree::new(out.path()),
+        kind.reopen(&remote),
+        SyncOptions::new(Mode::Pull),
+    )
+    .unwrap();
+    let err = engine.plan().await.unwrap_err().to_string();
+    assert!(
+        err.contains("manifest") && err.contains("truncated"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_dir(out.path()).unwrap().next().is_none(),
+        "nothing written"
+    );
+}
+
+async fn hostile_remote_paths_are_refused(kind: &RemoteKind) {
+    for bad in ["../escape", "/abs/x", "a/../../x", "C:\\x"] {
+        let remote = kind.tree("hostile");
+        let mut m = pqsync_core::Manifest::new("d", "n");
+        m.files.insert(
+            bad.to_string(),
+            pqsync_core::FileEntry {
+                path: bad.to_string(),
+                size: 1,
+                hash: pqsync_core::hash::hash_bytes(b"x", HashAlgorithm::Blake3),
+                hash_algorithm: HashAlgorithm::Blake3,
+                modified_at: "2026-01-01T00:00:00.000Z".into(),
+                etag: None,
+                content_type: None,
+            },
+        );
+        kind.raw()
+            .put(
+                &remote.location(MANIFEST_PATH),
+                PutPayload::from(m.to_json_pretty()),
+            )
+            .await
+            .unwrap();
+        let parent = tempfile::tempdir().unwrap();
+        let out = parent.path().join("db");
+        let engine = Engine::new(
+            LocalTree::new(&out),
+            kind.reopen(&remote),
+            SyncOptions::new(Mode::Pull),
+        )
+        .unwrap();
+        let err = engine.plan().await.unwrap_err().to_string();
+        assert!(err.contains("unsafe path"), "{bad}: {err}");
+        assert!(
+            err.contains(&format!("{bad:?}")),
+            "{bad}: {err} names the path"
+        );
+        assert!(
+            std::fs::read_dir(parent.path()).unwrap().next().is_none(),
+            "nothing written"
+        );
+    }
+}
+
+async fn no_delete_keeps_remote_files(kind: &RemoteKind) {
+    let db = small_db();
+    let remote = kind.tree("nodelete");
+    push(db.path(), remote.clone()).await;
+    std::fs::remove_file(db.path().join("events/seg-0001.parquet")).unwrap();
+    let mut opts = SyncOptions::new(Mode::Push);
+    opts.delete = false;
+    let r = run(db.path(), kind.reopen(&remote), opts).await;
+    assert!(r.deleted.is_empty());
+    assert_eq!(r.held_back.len(), 1);
+    let m = kind
+        .reopen(&remote)
+        .read_manifest()
+        .await
+        .unwrap()
+        .unwrap()
+        .manifest;
+    assert!(m.files.contains_key("events/seg-0001.parquet"));
+}
+
+/// Only the in-process S3 server logs requests: check the commit order there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_then_nested_manifests_then_sync_manifest_then_deletes() {
+    let kind = RemoteKind::s3();
+    let RemoteKind::S3(server, _) = &kind else {
+        unreachable!()
+    };
+    let Some(log) = server.log.clone() else {
+        return;
+    };
+    let db = small_db();
+    let remote = kind.tree("order");
+    push(db.path(), remote.clone()).await;
+    write_old(db.path(), "events/seg-0003.parquet", b"PAR1 seg3 PAR1");
+    write_old(
+        db.path(),
+        "events/_manifest.json",
+        b"{\"version\":1,\"segments\":[2,3]}",
+    );
+    std::fs::remove_file(db.path().join("events/seg-0001.parquet")).unwrap();
+    let before = log.lines().len();
+    push(db.path(), kind.reopen(&remote)).await;
+    let lines: Vec<String> = log.lines()[before..].to_vec();
+    let pos = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle} not in {lines:#?}"))
+    };
+    let seg = pos("seg-0003.parquet");
+    let events_manifest = pos("events/_manifest.json");
+    let sync_manifest = lines
+        .iter()
+        .rposition(|l| l.starts_with("PUT") && l.contains("_meta/manifest.json"))
+        .unwrap();
+    let delete = lines
+        .iter()
+        .position(|l| l.starts_with("POST") && l.contains("delete"))
+        .unwrap();
+    assert!(seg < events_manifest, "{lines:#?}");
+    assert!(events_manifest < sync_manifest, "{lines:#?}");
+    assert!(sync_manifest < delete, "{lines:#?}");
+}
+
+/// Keeps the generic store import used on every platform.
+#[allow(dead_code)]
+fn _uses(_: &dyn ObjectStore) {}
