@@ -1,0 +1,632 @@
+//! End-to-end tests: the real `pqsync` binary on the sample database, against
+//! the in-process S3 server over HTTP (or an external server named by
+//! `PQSYNC_TEST_S3_ENDPOINT`, such as Garage in CI's second lane), and against
+//! local-directory remotes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use pqsync_testdata::s3::S3Server;
+use serde_json::Value;
+
+fn sample_db() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/sample-db")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata/fixtures")
+        .join(name)
+}
+
+/// A copy of the sample database in a fresh directory.
+fn sample_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&sample_db(), dir.path());
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for e in walkdir::WalkDir::new(from) {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(from).unwrap();
+        let target = to.join(rel);
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+            age(&target);
+        }
+    }
+}
+
+/// Moves a file's mtime an hour back, as for a database written earlier
+/// (files modified within the last two seconds are always re-hashed).
+fn age(path: &Path) {
+    let t = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
+/// Synced files of a tree with their bytes (pqsync's own state excluded).
+fn tree_files(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root) {
+        let e = e.unwrap();
+        if !e.file_type().is_file() {
+            continue;
+        }
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        if rel == "_meta/manifest.json" || rel.starts_with("_meta/.pqsync") {
+            continue;
+        }
+        out.insert(rel, std::fs::read(e.path()).unwrap());
+    }
+    out
+}
+
+fn pqsync(server: Option<&S3Server>) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pqsync"));
+    cmd.arg("--no-progress");
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT",
+        "AWS_ALLOW_HTTP",
+        "R2_JURISDICTION",
+    ] {
+        cmd.env_remove(var);
+    }
+    if let Some(s) = server {
+        for (k, v) in s.env() {
+            cmd.env(k, v);
+        }
+    }
+    cmd
+}
+
+fn json_of(out: &[u8]) -> Value {
+    serde_json::from_slice(out).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON document ({e}): {}",
+            String::from_utf8_lossy(out)
+        )
+    })
+}
+
+fn paths(v: &Value) -> Vec<String> {
+    let mut p: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| match x {
+            Value::String(s) => s.clone(),
+            other => other["path"].as_str().unwrap().to_string(),
+        })
+        .collect();
+    p.sort();
+    p
+}
+
+fn file_count(root: &Path) -> usize {
+    tree_files(root).len()
+}
+
+/// The scenario from the core issue: push; change one file, add one, delete
+/// one; status shows exactly those; push moves exactly those with a request
+/// count near the file count; pull into an empty directory is identical.
+#[test]
+fn push_change_status_push_pull_over_s3() {
+    let server = S3Server::start();
+    let url = server.unique_url("e2e");
+    let db = sample_copy();
+    let total = file_count(db.path());
+
+    let out = pqsync(Some(&server))
+        .args(["push", &url, "-d"])
+        .arg(db.path())
+        .arg("--json")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v = json_of(&out);
+    assert_eq!(v["success"], true);
+    assert_eq!(v["uploaded"].as_array().unwrap().len(), total);
+    for key in [
+        "downloaded",
+        "deleted",
+        "conflictsResolved",
+        "conflictsPending",
+        "errors",
+        "bytesTransferred",
+        "requests",
+    ] {
+        assert!(v.get(key).is_some(), "push --json lacks {key}");
+    }
+    // One GET of the manifest, one PUT per file, one manifest PUT.
+    assert_eq!(v["requests"], (total + 2) as u64);
+
+    // Change one, add one, delete one.
+    let changed = "indexes/bloom/users.bloom";
+    let added = "data/tags/data.parquet";
+    let removed = "events/seg-0001.parquet";
+    let mut bytes = std::fs::read(db.path().join(changed)).unwrap();
+    bytes.extend_from_slice(b"more bits");
+    std::fs::write(db.path().join(changed), bytes).unwrap();
+    std::fs::create_dir_all(db.path().join("data/tags")).unwrap();
+    std::fs::copy(
+        db.path().join("data/users/data.parquet"),
+        db.path().join(added),
+    )
+    .unwrap();
+    std::fs::remove_file(db.path().join(removed)).unwrap();
+    age(&db.path().join(changed));
+    age(&db.path().join(added));
+
+    // status (remote defaults to the one last used) shows exactly those three.
+    let before = server.request_count();
+    let out = pqsync(Some(&server))
+        .args(["status", "--json", "-d"])
+        .arg(db.path())
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let st = json_of(&out);
+    assert_eq!(st["isSynced"], false);
+    assert_eq!(paths(&st["diff"]["toUpload"]), vec![added, changed]);
+    assert_eq!(paths(&st["diff"]["deletedLocally"]), vec![removed]);
+    assert!(st["diff"]["toDownload"].as_array().unwrap().is_empty());
+    assert!(st["diff"]["conflicts"].as_array().unwrap().is_empty());
+    assert_eq!(st["diff"]["unchanged"].as_array().unwrap().len(), total - 2);
+    if server.is_in_process() {
+        assert_eq!(server.request_count() - before, 1, "status is one GET");
+    }
+    pqsync(Some(&server))
+        .args(["status", "--exit-code", "-d"])
+        .arg(db.path())
+        .assert()
+        .code(1);
+
+    // push moves exactly those three.
+    let before = server.request_count();
+    let out = pqsync(Some(&server))
+        .args(["push", "--json", "-d"])
+        .arg(db.path())
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v = json_of(&out);
+    assert_eq!(paths(&v["uploaded"]), vec![added, changed]);
+    assert_eq!(paths(&v["deleted"]), vec![removed]);
+    // GET manifest + 2 PUTs + 1 bulk delete + manifest PUT.
+    assert_eq!(v["requests"], 5);
+    if server.is_in_process() {
+        let seen = server.request_count() - before;
+        assert!(
+            seen <= 3 + 3,
+            "push made {seen} requests for 3 changed files"
+        );
+    }
+
+    // An unchanged tree: status makes one request, reads nothing.
+    let before = server.request_count();
+    let out = pqsync(Some(&server))
+        .args(["status", "--json", "--exit-code", "-d"])
+        .arg(db.path())
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let st = json_of(&out);
+    assert_eq!(st["isSynced"], true);
+    assert_eq!(st["requests"], 1);
+    assert_eq!(st["filesHashed"], 0);
+    if server.is_in_process() {
+        assert!(server.request_count() - before <= 2);
+    }
+
+    // A second push moves nothing and writes nothing.
+    let out = pqsync(Some(&server))
+        .args(["push", "--json", "-d"])
+        .arg(db.path())
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v = json_of(&out);
+    assert!(v["uploaded"].as_array().unwrap().is_empty());
+    assert_eq!(v["requests"], 1);
+    assert_eq!(v["bytesTransferred"], 0);
+
+    // Pull into an empty directory: byte-identical.
+    let restored = tempfile::tempdir().unwrap();
+    let target = restored.path().join("restored");
+    pqsync(Some(&server))
+        .args(["pull", &url, "-d"])
+        .arg(&target)
+        .assert()
+        .success();
+    assert_eq!(tree_files(db.path()), tree_files(&target));
+    // The restored copy carries a manifest ParqueDB can read.
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(target.join("_meta/manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(m["version"], 1);
+    assert_eq!(m["files"].as_object().unwrap().len(), total);
+}
+
+/// Two clones of one remote change the same file: `manual` lists the
+/// conflict, keeps both copies and exits 3; nothing is overwritten silently.
+#[test]
+fn conflict_between_two_clones() {
+    let server = S3Server::start();
+    let url = server.unique_url("conflict");
+    let a = sample_copy();
+    pqsync(Some(&server))
+        .args(["push", &url, "-d"])
+        .arg(a.path())
+        .assert()
+        .success();
+    let b = tempfile::tempdir().unwrap();
+    pqsync(Some(&server))
+        .args(["pull", &url, "-d"])
+        .arg(b.path())
+        .assert()
+        .success();
+
+    std::fs::write(a.path().join("_meta/schema.json"), b"{\"from\":\"A\"}").unwrap();
+    std::fs::write(b.path().join("_meta/schema.json"), b"{\"from\":\"B\"}").unwrap();
+    pqsync(Some(&server))
+        .args(["push", "-d"])
+        .arg(a.path())
+        .assert()
+        .success();
+
+    let out = pqsync(Some(&server))
+        .args(["sync", "--strategy", "manual", "--json", "-d"])
+        .arg(b.path())
+        .assert()
+        .code(3)
+        .get_output()
+        .stdout
+        .clone();
+    let v = json_of(&out);
+    assert_eq!(paths(&v["conflictsPending"]), vec!["_meta/schema.json"]);
+    let c = &v["conflictsPending"][0];
+    assert!(c["local"].is_object() && c["remote"].is_object());
+    assert!(["keep-local", "keep-remote", "manual"]
+        .contains(&c["suggestedResolution"].as_str().unwrap()));
+    assert_eq!(
+        std::fs::read(b.path().join("_meta/schema.json")).unwrap(),
+        b"{\"from\":\"B\"}"
+    );
+
+    // Human output names the conflict too.
+    let out = pqsync(Some(&server))
+        .args(["push", "--strategy", "manual", "-d"])
+        .arg(b.path())
+        .assert()
+        .code(3)
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.contains("conflict left unresolved: _meta/schema.json"),
+        "{text}"
+    );
+
+    // The remote still has A's version.
+    let check = tempfile::tempdir().unwrap();
+    pqsync(Some(&server))
+        .args(["pull", &url, "-d"])
+        .arg(check.path())
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(check.path().join("_meta/schema.json")).unwrap(),
+        b"{\"from\":\"A\"}"
+    );
+
+    // Status reports it with ParqueDB's fields.
+    let out = pqsync(Some(&server))
+        .args(["status", "--json", "-d"])
+        .arg(b.path())
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(
+        paths(&json_of(&out)["diff"]["conflicts"]),
+        vec!["_meta/schema.json"]
+    );
+}
+
+/// `--dry-run` prints the plan with its request count and moves nothing.
+#[test]
+fn dry_run_prints_plan_and_transfers_nothing() {
+    let server = S3Server::start();
+    let url = server.unique_url("dry");
+    let db = sample_copy();
+    let total = file_count(db.path());
+    let before = server.request_count();
+    let out = pqsync(Some(&server))
+        .args(["push", &url, "--dry-run", "-d"])
+        .arg(db.path())
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("dry run: nothing transferred"), "{text}");
+    assert!(
+        text.contains(&format!("would upload {total} file(s)")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("{} in all", total + 2)), "{text}");
+    if server.is_in_process() {
+        assert_eq!(server.request_count() - before, 1, "only the manifest GET");
+    }
+    let out = pqsync(Some(&server))
+        .args(["push", &url, "--dry-run", "--json", "-d"])
+        .arg(db.path())
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v = json_of(&out);
+    assert_eq!(v["dryRun"], true);
+    assert_eq!(v["toUpload"].as_array().unwrap().len(), total);
+    assert_eq!(v["requests"], (total + 2) as u64);
+    // Still nothing there.
+    let empty = tempfile::tempdir().unwrap();
+    let out = pqsync(Some(&server))
+        .args(["pull", &url, "-d"])
+        .arg(empty.path())
+        .assert()
+        .code(1)
+        .get_output()
+        .stderr
+        .clone();
+    assert!(String::from_utf8_lossy(&out).contains("not managed by pqsync"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let db = sample_copy();
+    pqsync(None)
+        .args(["push", "--no-such-flag"])
+        .assert()
+        .code(2);
+    pqsync(None)
+        .args(["push", "ftp://x/y", "-d"])
+        .arg(db.path())
+        .assert()
+        .code(2);
+    let out = pqsync(None)
+        .args(["push", "-d"])
+        .arg(db.path())
+        .assert()
+        .code(2)
+        .get_output()
+        .stderr
+        .clone();
+    assert!(String::from_utf8_lossy(&out).contains("no REMOTE given"));
+    pqsync(None)
+        .args(["push", "/tmp/x", "--strategy", "bogus"])
+        .assert()
+        .code(2);
+}
+
+/// A local-directory remote, the remembered default remote, and
+/// `pqsync remote`.
+#[test]
+fn directory_remote_and_remembered_default() {
+    let db = sample_copy();
+    let remote_parent = tempfile::tempdir().unwrap();
+    let remote = remote_parent.path().join("backup");
+    pqsync(None)
+        .arg("push")
+        .arg(&remote)
+        .arg("-d")
+        .arg(db.path())
+        .assert()
+        .success();
+    let out = pqsync(None)
+        .args(["remote", "-d"])
+        .arg(db.path())
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(
+        String::from_utf8_lossy(&out).trim(),
+        format!("file://{}", remote.display())
+    );
+    // The remote directory is a plain copy of the database.
+    let mut remote_files = tree_files(&remote);
+    remote_files.remove("_meta/manifest.json");
+    assert_eq!(remote_files, tree_files(db.path()));
+    assert!(remote.join("_meta/manifest.json").exists());
+
+    std::fs::write(
+        db.path().join("events/current.parquet"),
+        b"rewritten active log",
+    )
+    .unwrap();
+    let out = pqsync(None)
+        .args(["push", "-d"])
+        .arg(db.path())
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert!(
+        String::from_utf8_lossy(&out).contains("1 uploaded"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!(
+        std::fs::read(remote.join("events/current.parquet")).unwrap(),
+        b"rewritten active log"
+    );
+
+    let fresh = tempfile::tempdir().unwrap();
+    pqsync(None)
+        .args(["remote", "-d"])
+        .arg(fresh.path())
+        .assert()
+        .code(1);
+}
+
+/// A corrupt remote manifest exits 1 with a message naming the manifest,
+/// and the local tree is untouched.
+#[test]
+fn corrupt_remote_manifest_exits_1() {
+    let remote = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(remote.path().join("_meta")).unwrap();
+    std::fs::write(
+        remote.path().join("_meta/manifest.json"),
+        b"{\"version\": 1, \"fil",
+    )
+    .unwrap();
+    let db = sample_copy();
+    let before = tree_files(db.path());
+    for cmd in ["pull", "push", "status"] {
+        let out = pqsync(None)
+            .arg(cmd)
+            .arg(remote.path())
+            .arg("-d")
+            .arg(db.path())
+            .assert()
+            .code(1)
+            .get_output()
+            .stderr
+            .clone();
+        let err = String::from_utf8_lossy(&out);
+        assert!(err.contains("manifest"), "{cmd}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one-line error: {err}");
+    }
+    assert_eq!(tree_files(db.path()), before);
+}
+
+/// A manifest written by ParqueDB (sha256) is read, verified and kept in
+/// sha256; nothing needs to move when the files match.
+#[test]
+fn reads_parquedb_sha256_manifest() {
+    let remote = tempfile::tempdir().unwrap();
+    copy_dir(&sample_db(), remote.path());
+    std::fs::create_dir_all(remote.path().join("_meta")).unwrap();
+    std::fs::copy(
+        fixture("parquedb-manifest.json"),
+        remote.path().join("_meta/manifest.json"),
+    )
+    .unwrap();
+
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = pqsync(None)
+        .arg("pull")
+        .arg(remote.path())
+        .arg("-d")
+        .arg(out_dir.path())
+        .arg("--json")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v = json_of(&out);
+    assert_eq!(
+        v["downloaded"].as_array().unwrap().len(),
+        file_count(&sample_db())
+    );
+    assert_eq!(tree_files(out_dir.path()), tree_files(&sample_db()));
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(out_dir.path().join("_meta/manifest.json")).unwrap())
+            .unwrap();
+    for (_, e) in m["files"].as_object().unwrap() {
+        assert_eq!(e["hashAlgorithm"], "sha256");
+    }
+    let out = pqsync(None)
+        .args(["status", "--json", "-d"])
+        .arg(out_dir.path())
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(json_of(&out)["isSynced"], true);
+}
+
+/// `mirror` copies a managed prefix between two remotes (here two buckets'
+/// worth of prefixes on the S3 server, then S3 to a directory).
+#[test]
+fn mirror_between_remotes() {
+    let server = S3Server::start();
+    let src = server.unique_url("mirror-src");
+    let dst = server.unique_url("mirror-dst");
+    let db = sample_copy();
+    pqsync(Some(&server))
+        .args(["push", &src, "-d"])
+        .arg(db.path())
+        .assert()
+        .success();
+    let out = pqsync(Some(&server))
+        .args(["mirror", &src, &dst, "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(
+        json_of(&out)["uploaded"].as_array().unwrap().len(),
+        file_count(db.path())
+    );
+    let dir = tempfile::tempdir().unwrap();
+    pqsync(Some(&server))
+        .args(["mirror", &dst])
+        .arg(dir.path())
+        .assert()
+        .success();
+    let mut mirrored = tree_files(dir.path());
+    mirrored.remove("_meta/manifest.json");
+    assert_eq!(mirrored, tree_files(db.path()));
+    // Nothing to do the second time.
+    let out = pqsync(Some(&server))
+        .args(["mirror", &src, &dst, "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v = json_of(&out);
+    assert!(v["uploaded"].as_array().unwrap().is_empty());
+    assert_eq!(v["requests"], 2);
+}
