@@ -86,36 +86,31 @@ impl Reporter for CliReporter {
     }
 
     fn event(&self, e: &Event) {
+        let verbose = self.printer.verbose > 0;
         match e {
             Event::FileDone {
                 path,
                 operation,
                 bytes,
-            } => {
-                if self.printer.verbose > 0 {
-                    let size = if *operation == Operation::Deleting {
-                        String::new()
-                    } else {
-                        format!(" ({})", human_bytes(*bytes))
-                    };
-                    self.log(format!("{:>11} {path}{size}", verb(*operation)));
-                }
+            } if verbose => {
+                let size = if *operation == Operation::Deleting {
+                    String::new()
+                } else {
+                    format!(" ({})", human_bytes(*bytes))
+                };
+                self.log(format!("{:>11} {path}{size}", verb(*operation)));
             }
             Event::Retry {
                 path,
                 attempt,
                 error,
-            } => {
-                if self.printer.verbose > 0 {
-                    self.log(format!(
-                        "      retry {path} (attempt {attempt} failed: {error})"
-                    ));
-                }
+            } if verbose => {
+                self.log(format!(
+                    "      retry {path} (attempt {attempt} failed: {error})"
+                ));
             }
-            Event::Failed { path, error } => {
-                if !self.printer.quiet {
-                    self.log(format!("     failed {path}: {error}"));
-                }
+            Event::Failed { path, error } if !self.printer.quiet => {
+                self.log(format!("     failed {path}: {error}"));
             }
             Event::Warning(w) => self.printer.warn(w),
             _ => {}

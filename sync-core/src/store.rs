@@ -516,7 +516,10 @@ impl ObjectStore for CountingStore {
         let seen = Arc::new(AtomicU64::new(0));
         let counted = locations
             .inspect(move |_| {
-                if seen.fetch_add(1, Ordering::SeqCst) % DELETE_BATCH == 0 {
+                if seen
+                    .fetch_add(1, Ordering::SeqCst)
+                    .is_multiple_of(DELETE_BATCH)
+                {
                     requests.fetch_add(1, Ordering::SeqCst);
                 }
             })

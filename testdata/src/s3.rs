@@ -195,10 +195,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Counting {
         let line = format!(
             "{} {}",
             req.method(),
-            req.uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string()
+            req.uri().path_and_query().map_or("/", |p| p.as_str())
         );
         self.log.record(line);
         hyper::service::Service::call(&self.inner, req)

@@ -18,7 +18,7 @@ pub enum RemoteKind {
     /// `InMemory`.
     Memory(Arc<InMemory>),
     /// S3 over HTTP (in-process s3s server, or external via env).
-    S3(S3Server, Arc<dyn ObjectStore>),
+    S3(Box<S3Server>, Arc<dyn ObjectStore>),
 }
 
 impl RemoteKind {
@@ -29,7 +29,7 @@ impl RemoteKind {
     pub fn s3() -> RemoteKind {
         let server = S3Server::start();
         let store = s3_store(&server);
-        RemoteKind::S3(server, store)
+        RemoteKind::S3(Box::new(server), store)
     }
 
     /// A tree at a fresh prefix.
