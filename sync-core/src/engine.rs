@@ -7,8 +7,9 @@
 //! `execute` moves data first, writes nested manifests after the files of
 //! their subtree, commits the remote manifest only when every transfer
 //! succeeded, and deletes only after that commit. A run that fails part way
-//! leaves the remote manifest as it was, so readers never see a half-synced
-//! tree, and the next run moves only what is left.
+//! leaves the remote manifest as it was: new files stay invisible to readers,
+//! replaced files are each swapped atomically (a reader that verifies hashes
+//! notices the mix), and the next run moves only what is left.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -321,19 +322,32 @@ impl Engine {
             bytes_total: 0,
         });
         let remote = self.remote.read_manifest().await?;
+        if let Some(r) = &remote {
+            refuse_reserved_paths(&r.manifest, self.remote.url())?;
+        }
         if remote.is_none() && (mode == Mode::Pull || for_status) {
             return Err(Error::NotManaged {
                 url: self.remote.url().to_string(),
             });
         }
-        let algorithm = self
-            .opts
-            .hash
-            .or_else(|| remote.as_ref().and_then(|r| r.manifest.hash_algorithm()))
-            .unwrap_or_default();
+        // An existing remote's algorithm wins: switching algorithms would
+        // make every file look different. `hash` applies to new remotes.
+        let mut early_warnings = Vec::new();
+        let remote_alg = remote.as_ref().and_then(|r| r.manifest.hash_algorithm());
+        let algorithm = match (remote_alg, self.opts.hash) {
+            (Some(r), Some(asked)) if r != asked => {
+                early_warnings.push(format!(
+                    "{} is hashed with {r}; comparing in {r} ({asked} applies to new remotes only)",
+                    self.remote.url()
+                ));
+                r
+            }
+            (Some(r), _) => r,
+            (None, asked) => asked.unwrap_or_default(),
+        };
 
         let mut state = PlanState::default();
-        let mut warnings = Vec::new();
+        let mut warnings = early_warnings;
         let mut files_hashed = 0;
         let mut journal = HashSet::new();
         let (local_files, base): (
@@ -558,29 +572,39 @@ impl Run<'_> {
             self.collect(dir, e, r, &mut uploaded, &mut downloaded, &mut errors);
         }
         // A nested manifest must never describe files that failed to arrive:
-        // it is held back when anything in its subtree failed.
+        // it is held back when anything in its subtree failed, including a
+        // deeper manifest. Deepest first.
         let mut depth_groups: BTreeMap<std::cmp::Reverse<usize>, Vec<(Dir, FileEntry)>> =
             BTreeMap::new();
         for (dir, e) in manifests {
-            let subtree = e.path.rsplit_once('/').map_or("", |(d, _)| d);
-            let blocked = failed_paths
-                .iter()
-                .any(|f| subtree.is_empty() || f.starts_with(&format!("{subtree}/")));
-            if blocked {
-                errors.push(FileError {
-                    path: e.path.clone(),
-                    operation: "transfer".into(),
-                    message: "held back because files it describes failed to transfer".into(),
-                });
-                continue;
-            }
             depth_groups
                 .entry(std::cmp::Reverse(e.path.matches('/').count()))
                 .or_default()
                 .push((dir, e));
         }
         for (_, group) in depth_groups {
-            let results: Vec<_> = futures::stream::iter(group)
+            let mut ready = Vec::new();
+            for (dir, e) in group {
+                let subtree = e.path.rsplit_once('/').map_or("", |(d, _)| d);
+                let blocked = failed_paths
+                    .iter()
+                    .any(|f| subtree.is_empty() || f.starts_with(&format!("{subtree}/")));
+                if blocked {
+                    errors.push(FileError {
+                        path: e.path.clone(),
+                        operation: match dir {
+                            Dir::Up => "upload",
+                            Dir::Down => "download",
+                        }
+                        .into(),
+                        message: "held back: files it describes failed to transfer".into(),
+                    });
+                    failed_paths.push(e.path.clone());
+                } else {
+                    ready.push((dir, e));
+                }
+            }
+            let results: Vec<_> = futures::stream::iter(ready)
                 .map(|(dir, e)| async move {
                     let r = self.transfer(&dir, &e, state_ref).await;
                     (dir, e, r)
@@ -589,6 +613,9 @@ impl Run<'_> {
                 .collect()
                 .await;
             for (dir, e, r) in results {
+                if r.is_err() {
+                    failed_paths.push(e.path.clone());
+                }
                 self.collect(dir, e, r, &mut uploaded, &mut downloaded, &mut errors);
             }
         }
@@ -654,11 +681,18 @@ impl Run<'_> {
                     deleted.extend(delete_remote.iter().cloned());
                 }
                 Err(fails) => {
-                    for f in fails {
-                        // The manifest no longer lists these; a leftover
-                        // object is garbage, not a visible file.
+                    // The manifest no longer lists these; a leftover object
+                    // is garbage, not a visible file.
+                    let failed: HashSet<&str> = fails.iter().map(|(p, _)| p.as_str()).collect();
+                    for p in &delete_remote {
+                        if !failed.contains(p.as_str()) {
+                            self.done(p, Operation::Deleting, 0);
+                            deleted.push(p.clone());
+                        }
+                    }
+                    for (path, f) in fails {
                         errors.push(FileError {
-                            path: engine.remote.url().to_string(),
+                            path,
                             operation: "delete".into(),
                             message: f.to_string(),
                         });
@@ -693,9 +727,14 @@ impl Run<'_> {
             self.write_local_state(tree, mode, &state, &local_after, &remote_final, clean_run)?;
         }
 
-        let (conflicts_resolved, conflicts_pending): (Vec<_>, Vec<_>) = conflicts
-            .into_iter()
-            .partition(|c| c.resolution != Resolution::Manual);
+        // Decided conflicts this mode cannot carry out are in `held_back`.
+        let conflicts_pending: Vec<Conflict> = conflicts
+            .iter()
+            .filter(|c| c.resolution == Resolution::Manual)
+            .cloned()
+            .collect();
+        let conflicts_resolved: Vec<Conflict> =
+            conflicts.into_iter().filter(|c| c.applied).collect();
         let mut up: Vec<String> = uploaded.iter().map(|e| e.path.clone()).collect();
         up.sort();
         let mut down: Vec<String> = downloaded.iter().map(|(e, _)| e.path.clone()).collect();
@@ -790,7 +829,19 @@ impl Run<'_> {
                                             detail: "not seen by the scan".into(),
                                         },
                                     )?;
-                                    t.open(&e.path, stat).await?
+                                    let stream = t.open(&e.path, stat).await?;
+                                    // Bytes that differ from the scan's hash
+                                    // mean the file was edited while it was
+                                    // being read; the upload is abandoned.
+                                    return match engine.remote.write(e, stream, &on_bytes).await {
+                                        Err(Error::Mismatch { .. }) => {
+                                            Err(Error::ChangedDuringRun {
+                                                path: e.path.clone(),
+                                                detail: "modified while it was being sent".into(),
+                                            })
+                                        }
+                                        other => other.map(|()| None),
+                                    };
                                 }
                                 Tree::Store(s) => s.open(&e.path).await?,
                             };
@@ -954,6 +1005,20 @@ impl Run<'_> {
             tree.write_state_file("remote.json", &record_bytes)?;
         }
         Ok(())
+    }
+}
+
+/// A manifest from a store may not name a path pqsync never syncs (`.git`,
+/// `_meta/.pqsync`, the manifest itself, ...): writing those could plant
+/// hooks or rewrite pqsync's own state.
+fn refuse_reserved_paths(m: &Manifest, url: &str) -> Result<()> {
+    match m.files.keys().find(|p| crate::ignore::is_ignored(p)) {
+        Some(p) => Err(Error::UnsafePath {
+            path: p.clone(),
+            origin: format!("{url}/{}", crate::manifest::MANIFEST_PATH),
+            reason: "a reserved or ignored path that pqsync never syncs".into(),
+        }),
+        None => Ok(()),
     }
 }
 

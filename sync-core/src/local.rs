@@ -149,6 +149,9 @@ impl LocalTree {
                 continue;
             };
             if is_ignored(&rel) {
+                if item.file_type().is_file() {
+                    remove_if_stale_temp(item.path());
+                }
                 continue;
             }
             let ft = item.file_type();
@@ -472,7 +475,7 @@ impl LocalTree {
                         what: "size",
                         expected: entry.size.to_string(),
                         actual: format!("more than {}", entry.size),
-                        retryable: true,
+                        retryable: false,
                     });
                 }
                 hasher.update(&chunk);
@@ -616,6 +619,30 @@ impl LocalTree {
     }
 }
 
+/// Removes a download temp file (`.NAME.pqsync.tmp-PID-RAND`) left behind by
+/// a pqsync process that no longer runs, such as one that was killed.
+fn remove_if_stale_temp(path: &Path) {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let Some((_, tail)) = name.split_once(".pqsync.tmp-") else {
+        return;
+    };
+    let Some(pid) = tail.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+        return;
+    };
+    let proc_root = Path::new("/proc");
+    if pid != std::process::id() && proc_root.is_dir() && !proc_root.join(pid.to_string()).exists()
+    {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(
+                "could not remove stale temporary file {}: {e}",
+                path.display()
+            );
+        }
+    }
+}
+
 fn make_entry(
     rel: &str,
     stat: FileStat,
@@ -679,6 +706,12 @@ pub fn write_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
     tmp.write_all(bytes).map_err(|e| Error::io(target, e))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Readable like any other file of the database, not 0600.
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| Error::io(target, e))?;
+    }
     tmp.as_file().sync_all().map_err(|e| Error::io(target, e))?;
     tmp.persist(target)
         .map_err(|e| Error::io(target, e.error))?;
@@ -729,6 +762,25 @@ mod tests {
         // A different algorithm is a cache miss.
         let s3 = tree.scan(HashAlgorithm::Sha256).unwrap();
         assert_eq!(s3.hashed, 1);
+    }
+
+    #[test]
+    fn scan_removes_temp_files_of_dead_processes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        // PID 999999999 cannot exist; our own PID is alive.
+        let dead = root.join("data/.x.parquet.pqsync.tmp-999999999-0000abcd");
+        let live = root.join(format!(
+            "data/.y.parquet.pqsync.tmp-{}-0000abcd",
+            std::process::id()
+        ));
+        std::fs::write(&dead, b"partial").unwrap();
+        std::fs::write(&live, b"in progress").unwrap();
+        let scan = LocalTree::new(root).scan(HashAlgorithm::Blake3).unwrap();
+        assert!(scan.files.is_empty());
+        assert!(!dead.exists());
+        assert!(live.exists());
     }
 
     #[tokio::test]

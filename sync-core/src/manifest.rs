@@ -31,7 +31,8 @@ pub enum HashAlgorithm {
     Blake3,
     /// SHA-256 of the whole file, as ParqueDB writes.
     Sha256,
-    /// MD5, which ParqueDB can read; pqsync only verifies it.
+    /// MD5, which ParqueDB can read; pqsync compares in MD5 when a remote
+    /// already uses it.
     Md5,
 }
 
@@ -62,7 +63,7 @@ impl std::str::FromStr for HashAlgorithm {
             "sha256" => Ok(HashAlgorithm::Sha256),
             "md5" => Ok(HashAlgorithm::Md5),
             other => Err(Error::Invalid(format!(
-                "unknown hash algorithm {other:?} (expected blake3 or sha256)"
+                "unknown hash algorithm {other:?} (expected blake3, sha256 or md5)"
             ))),
         }
     }

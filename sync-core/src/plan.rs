@@ -89,6 +89,10 @@ pub struct Conflict {
     pub suggested_resolution: Resolution,
     /// What this run does: `manual` means left pending.
     pub resolution: Resolution,
+    /// Whether this run carries the resolution out. A push cannot fetch the
+    /// remote version and a pull cannot send the local one; such a conflict
+    /// is decided but held back for the other command.
+    pub applied: bool,
 }
 
 /// A change this run does not apply, and why.
@@ -261,23 +265,38 @@ pub(crate) fn bucket(
             }
             Change::Conflict => {
                 let resolution = resolve(plan.strategy, d);
-                match resolution {
+                let applied = match resolution {
                     Resolution::KeepLocal if mode.sends() => {
                         plan.uploads
                             .push(d.local.clone().expect("kept local side exists"));
+                        true
                     }
                     Resolution::KeepRemote if mode.fetches() => {
                         plan.downloads
                             .push(d.remote.clone().expect("kept remote side exists"));
+                        true
                     }
-                    _ => {}
-                }
+                    Resolution::KeepLocal => {
+                        plan.held_back
+                            .push(held(d, "conflict: the local version wins; push to send it"));
+                        false
+                    }
+                    Resolution::KeepRemote => {
+                        plan.held_back.push(held(
+                            d,
+                            "conflict: the remote version wins; pull to fetch it",
+                        ));
+                        false
+                    }
+                    Resolution::Manual => false,
+                };
                 plan.conflicts.push(Conflict {
                     path: d.path.clone(),
                     local: d.local.clone(),
                     remote: d.remote.clone(),
                     suggested_resolution: d.suggested_resolution(),
                     resolution,
+                    applied,
                 });
             }
         }

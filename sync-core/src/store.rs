@@ -338,21 +338,37 @@ impl StoreTree {
     }
 
     /// Deletes objects, in bulk where the store supports it. Objects that
-    /// are already gone count as deleted.
+    /// are already gone count as deleted. When a bulk request fails, the
+    /// objects are retried one by one so each failure names its path.
     ///
     /// # Errors
-    /// Every failure, each naming the object where the store reports it.
-    pub async fn delete_many(&self, rels: &[String]) -> std::result::Result<(), Vec<Error>> {
+    /// Every path that could not be deleted, with its error.
+    pub async fn delete_many(
+        &self,
+        rels: &[String],
+    ) -> std::result::Result<(), Vec<(String, Error)>> {
         let locs: Vec<object_store::Result<Path>> =
             rels.iter().map(|r| Ok(self.location(r))).collect();
-        let mut failures = Vec::new();
+        let mut bulk_failed = false;
         let mut results = self
             .store
             .delete_stream(futures::stream::iter(locs).boxed());
         while let Some(r) = results.next().await {
             match r {
                 Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => failures.push(Error::store(self.url.clone(), e)),
+                Err(_) => bulk_failed = true,
+            }
+        }
+        if !bulk_failed {
+            return Ok(());
+        }
+        let mut failures = Vec::new();
+        for rel in rels {
+            let one = futures::stream::iter([Ok(self.location(rel))]).boxed();
+            if let Some(Err(e)) = self.store.delete_stream(one).next().await {
+                if !matches!(e, object_store::Error::NotFound { .. }) {
+                    failures.push((rel.clone(), Error::store(self.display(rel), e)));
+                }
             }
         }
         if failures.is_empty() {

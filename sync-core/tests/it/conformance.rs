@@ -55,6 +55,8 @@ conformance!(
     corrupt_remote_manifest_is_an_error_naming_the_manifest,
     hostile_remote_paths_are_refused,
     no_delete_keeps_remote_files,
+    conflict_a_mode_cannot_apply_is_held_back_not_resolved,
+    hash_flag_does_not_switch_an_existing_remote,
 );
 
 async fn push_then_pull_is_byte_identical(kind: &RemoteKind) {
@@ -483,7 +485,15 @@ async fn corrupt_remote_manifest_is_an_error_naming_the_manifest(kind: &RemoteKi
 }
 
 async fn hostile_remote_paths_are_refused(kind: &RemoteKind) {
-    for bad in ["../escape", "/abs/x", "a/../../x", "C:\\x"] {
+    for bad in [
+        "../escape",
+        "/abs/x",
+        "a/../../x",
+        "C:\\x",
+        ".git/hooks/pre-commit",
+        "_meta/.pqsync/remote.json",
+        "_meta/manifest.json",
+    ] {
         let remote = kind.tree("hostile");
         let mut m = pqsync_core::Manifest::new("d", "n");
         m.files.insert(
@@ -544,6 +554,57 @@ async fn no_delete_keeps_remote_files(kind: &RemoteKind) {
         .unwrap()
         .manifest;
     assert!(m.files.contains_key("events/seg-0001.parquet"));
+}
+
+async fn conflict_a_mode_cannot_apply_is_held_back_not_resolved(kind: &RemoteKind) {
+    let a = small_db();
+    let remote = kind.tree("heldconflict");
+    push(a.path(), remote.clone()).await;
+    let b = tempfile::tempdir().unwrap();
+    pull(b.path(), kind.reopen(&remote)).await;
+    // A deletes posts remotely; B edits it: the edit must survive a pull.
+    std::fs::remove_file(a.path().join("data/posts/data.parquet")).unwrap();
+    push(a.path(), kind.reopen(&remote)).await;
+    write_old(b.path(), "data/posts/data.parquet", b"B's edit");
+    let r = pull(b.path(), kind.reopen(&remote)).await;
+    assert!(r.success);
+    assert!(
+        r.conflicts_resolved.is_empty(),
+        "{:?}",
+        r.conflicts_resolved
+    );
+    assert!(r.conflicts_pending.is_empty());
+    assert_eq!(r.held_back.len(), 1);
+    assert!(
+        r.held_back[0].reason.contains("push to send it"),
+        "{}",
+        r.held_back[0].reason
+    );
+    assert_eq!(
+        std::fs::read(b.path().join("data/posts/data.parquet")).unwrap(),
+        b"B's edit"
+    );
+    // The push that follows carries the edit back.
+    let r = push(b.path(), kind.reopen(&remote)).await;
+    assert_eq!(r.uploaded, vec!["data/posts/data.parquet"]);
+    assert_eq!(r.conflicts_resolved.len(), 1);
+}
+
+async fn hash_flag_does_not_switch_an_existing_remote(kind: &RemoteKind) {
+    let db = small_db();
+    let remote = kind.tree("hashswitch");
+    push(db.path(), remote.clone()).await;
+    let mut opts = SyncOptions::new(Mode::Push);
+    opts.hash = Some(HashAlgorithm::Sha256);
+    let engine = Engine::new(LocalTree::new(db.path()), kind.reopen(&remote), opts).unwrap();
+    let plan = engine.plan().await.unwrap();
+    assert_eq!(plan.algorithm, HashAlgorithm::Blake3);
+    assert!(plan.is_noop());
+    assert!(
+        plan.warnings.iter().any(|w| w.contains("new remotes only")),
+        "{:?}",
+        plan.warnings
+    );
 }
 
 /// Only the in-process S3 server logs requests: check the commit order there.
