@@ -122,15 +122,17 @@ pub struct GlobalArgs {
     /// Do not propagate deletions.
     #[arg(long, global = true)]
     pub no_delete: bool,
-    /// Hash algorithm for new manifests (default: follow the remote, else
-    /// blake3).
+    /// Hash algorithm for a new remote (default blake3). A remote that
+    /// already has a manifest keeps its algorithm.
     #[arg(long, global = true, value_enum)]
     pub hash: Option<HashArg>,
     /// Object-store endpoint, overriding AWS_ENDPOINT_URL and R2's.
     #[arg(long, global = true)]
     pub endpoint: Option<String>,
-    /// R2 jurisdiction.
-    #[arg(long, global = true, value_enum, env = "R2_JURISDICTION")]
+    /// R2 jurisdiction (default: the URL's `?jurisdiction=`, else
+    /// R2_JURISDICTION, else the global endpoint). Applies to every r2://
+    /// remote of the command.
+    #[arg(long, global = true, value_enum)]
     pub jurisdiction: Option<JurisdictionArg>,
     /// Print one JSON document on stdout.
     #[arg(long, global = true)]
