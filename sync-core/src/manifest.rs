@@ -89,25 +89,28 @@ pub enum Visibility {
 }
 
 /// One tracked file.
+///
+/// Fields are declared in the alphabetical order of their JSON names, so the
+/// derived serialisation is already key-sorted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FileEntry {
-    /// Relative, `/`-separated path; equal to the entry's key.
-    pub path: String,
-    /// Size in bytes.
-    pub size: u64,
+    /// MIME type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// Store ETag, where one is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
     /// Lowercase hex digest of the whole file.
     pub hash: String,
     /// Algorithm of `hash`.
     pub hash_algorithm: HashAlgorithm,
     /// ISO-8601 modification time.
     pub modified_at: String,
-    /// Store ETag, where one is known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub etag: Option<String>,
-    /// MIME type.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content_type: Option<String>,
+    /// Relative, `/`-separated path; equal to the entry's key.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
 }
 
 impl FileEntry {
@@ -133,13 +136,26 @@ impl FileEntry {
 }
 
 /// The sync manifest of one tree.
+///
+/// Fields are declared in the alphabetical order of their JSON names, so the
+/// derived serialisation is already key-sorted (`files` is a sorted map and
+/// `metadata` is sorted when written).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
-    /// Format version; always [`MANIFEST_VERSION`].
-    pub version: u32,
     /// Stable identifier of the database.
     pub database_id: String,
+    /// Tracked files by relative path.
+    pub files: BTreeMap<String, FileEntry>,
+    /// ISO-8601 time of the last successful sync.
+    pub last_synced_at: String,
+    /// Free-form metadata, preserved as is.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_sorted"
+    )]
+    pub metadata: Option<Value>,
     /// Human-readable name.
     pub name: String,
     /// Owner's user name.
@@ -148,19 +164,18 @@ pub struct Manifest {
     /// URL-friendly name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slug: Option<String>,
-    /// Who may read it.
-    #[serde(default)]
-    pub visibility: Visibility,
-    /// ISO-8601 time of the last successful sync.
-    pub last_synced_at: String,
     /// Where the last sync came from (`local`, `remote:<url>`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synced_from: Option<String>,
-    /// Tracked files by relative path.
-    pub files: BTreeMap<String, FileEntry>,
-    /// Free-form metadata, preserved as is.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<Value>,
+    /// Format version; always [`MANIFEST_VERSION`].
+    pub version: u32,
+    /// Who may read it.
+    #[serde(default)]
+    pub visibility: Visibility,
+}
+
+fn serialize_sorted<S: serde::Serializer>(v: &Option<Value>, s: S) -> Result<S::Ok, S::Error> {
+    v.clone().map(sort_keys).serialize(s)
 }
 
 impl Manifest {
@@ -248,8 +263,8 @@ impl Manifest {
 
     /// Serialises with sorted keys, 2-space indentation and a final newline.
     pub fn to_json_pretty(&self) -> Vec<u8> {
-        let value = serde_json::to_value(self).expect("manifest serialises");
-        let mut out = serde_json::to_vec_pretty(&sort_keys(value)).expect("value serialises");
+        let mut out = Vec::with_capacity(256 + self.files.len() * 320);
+        serde_json::to_writer_pretty(&mut out, self).expect("manifest serialises");
         out.push(b'\n');
         out
     }
@@ -392,9 +407,16 @@ mod tests {
         m.last_synced_at = "2026-01-01T00:00:00.000Z".into();
         m.files.insert("z.parquet".into(), entry("z.parquet"));
         m.files.insert("a.json".into(), entry("a.json"));
+        m.owner = Some("ops".into());
+        m.synced_from = Some("local".into());
+        m.metadata = Some(serde_json::json!({"z": 1, "a": {"y": 2, "b": 3}}));
         let text = String::from_utf8(m.to_json_pretty()).unwrap();
         assert!(text.starts_with("{\n  \"databaseId\": \"db1\",\n  \"files\": {\n    \"a.json\""));
         assert!(text.find("\"a.json\"").unwrap() < text.find("\"z.parquet\"").unwrap());
+        // The derived field order is the sorted order.
+        let oracle =
+            serde_json::to_string_pretty(&sort_keys(serde_json::to_value(&m).unwrap())).unwrap();
+        assert_eq!(text.trim_end(), oracle);
         let back = Manifest::from_slice(text.as_bytes(), "t").unwrap();
         assert_eq!(back, m);
         assert_eq!(back.to_json_pretty(), m.to_json_pretty());
