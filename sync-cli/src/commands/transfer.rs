@@ -19,13 +19,13 @@ pub async fn run(
     let url = super::resolve_remote(t.remote.as_deref(), &t.dir)?;
     let local = super::local_tree(&t.dir, mode != Mode::Pull)?;
     let remote = super::open_remote(&url, g, mode != Mode::Pull && !g.dry_run)?;
-    let engine = Engine::new(local, remote, super::sync_options(mode, g))?;
-    let verb = match mode {
-        Mode::Push => "push",
-        Mode::Pull => "pull",
-        _ => "sync",
+    let (verb, arrow) = match mode {
+        Mode::Push => ("push", "->"),
+        Mode::Pull => ("pull", "<-"),
+        _ => ("sync", "<->"),
     };
-    let title = format!("{verb} {} <-> {url}", t.dir.display());
+    let title = format!("{verb} {} {arrow} {}", t.dir.display(), remote.url());
+    let engine = Engine::new(local, remote, super::sync_options(mode, g))?;
     execute(&engine, &title, g, printer).await
 }
 

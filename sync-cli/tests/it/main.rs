@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod output;
+
 use assert_cmd::Command;
 use pqsync_testdata::s3::S3Server;
 use serde_json::Value;
