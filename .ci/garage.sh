@@ -85,4 +85,5 @@ export PQSYNC_TEST_S3_BUCKET=pqsync-test
 export PQSYNC_TEST_S3_ACCESS_KEY=$key_id
 export PQSYNC_TEST_S3_SECRET_KEY=$secret
 export PQSYNC_TEST_S3_REGION=garage
+export PQSYNC_TEST_S3_CONDITIONAL=false
 ENV

@@ -18,17 +18,18 @@ use std::sync::Mutex;
 use futures::StreamExt;
 use serde::Serialize;
 
+use crate::commit::{Changes, Lease};
 use crate::diff::{diff3, Change, Resolution};
 use crate::error::{Error, Result};
 use crate::hash::hash_bytes;
 use crate::local::{FileStat, LocalTree};
-use crate::manifest::{now_iso, FileEntry, HashAlgorithm, Manifest};
+use crate::manifest::{now_iso, FileEntry, HashAlgorithm, Manifest, MANIFEST_PATH};
 use crate::plan::{
     bucket, is_nested_manifest, Conflict, HeldBack, Mode, Plan, PlanState, Strategy,
 };
 use crate::progress::{Event, NoProgress, Operation, Progress, Reporter};
 use crate::retry::RetryConfig;
-use crate::store::StoreTree;
+use crate::store::{CommitMode, RemoteManifest, StoreTree};
 
 /// One side of a sync.
 #[derive(Debug, Clone)]
@@ -67,6 +68,62 @@ pub struct SyncOptions {
     pub hash: Option<HashAlgorithm>,
     /// Retry policy for transfers.
     pub retry: RetryConfig,
+    /// The most files one run may delete on either side. Default 50%.
+    pub max_delete: MaxDelete,
+    /// Copy remote files that would be overwritten or deleted under this
+    /// prefix (relative to the bucket) first.
+    pub backup_dir: Option<String>,
+    /// Skip the lease on stores without enforced conditional writes.
+    pub force: bool,
+}
+
+/// A limit on deletions per run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MaxDelete {
+    /// At most this many files.
+    Count(u64),
+    /// At most this share of the files on the side losing them.
+    Percent(f64),
+}
+
+impl MaxDelete {
+    /// Whether deleting `n` of `total` files is within the limit.
+    pub fn allows(self, n: usize, total: usize) -> bool {
+        match self {
+            MaxDelete::Count(max) => n as u64 <= max,
+            MaxDelete::Percent(p) => (n as f64) <= total as f64 * p / 100.0,
+        }
+    }
+}
+
+impl std::fmt::Display for MaxDelete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MaxDelete::Count(n) => write!(f, "{n}"),
+            MaxDelete::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl std::str::FromStr for MaxDelete {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::Invalid(format!(
+                "--max-delete takes N or P% (e.g. 100 or 25%), not {s:?}"
+            ))
+        };
+        match s.strip_suffix('%') {
+            Some(p) => {
+                let p: f64 = p.trim().parse().map_err(|_| bad())?;
+                if !(0.0..=100.0).contains(&p) {
+                    return Err(bad());
+                }
+                Ok(MaxDelete::Percent(p))
+            }
+            None => s.trim().parse().map(MaxDelete::Count).map_err(|_| bad()),
+        }
+    }
 }
 
 impl SyncOptions {
@@ -79,6 +136,9 @@ impl SyncOptions {
             delete: true,
             hash: None,
             retry: RetryConfig::default(),
+            max_delete: MaxDelete::Percent(50.0),
+            backup_dir: None,
+            force: false,
         }
     }
 }
@@ -238,7 +298,7 @@ impl Engine {
 
     /// Key under which per-remote state (base manifest, journal) is kept.
     fn remote_key(&self) -> String {
-        hash_bytes(self.remote.url().as_bytes(), HashAlgorithm::Sha256)[..16].to_string()
+        remote_key(self.remote.url())
     }
 
     /// Compares the trees and reports what differs, moving nothing. On an
@@ -407,9 +467,12 @@ impl Engine {
             bytes_down: 0,
             files_hashed,
             warnings,
+            refused: Vec::new(),
             state,
         };
         bucket(&mut plan, diff, self.opts.delete, &journal);
+        let remote_total = remote.as_ref().map_or(0, |r| r.manifest.files.len());
+        self.limit_deletes(&mut plan, remote_total, local_files.len());
         plan.bytes_up = plan.uploads.iter().map(|e| e.size).sum();
         plan.bytes_down = plan.downloads.iter().map(|e| e.size).sum();
         let sends = matches!(mode, Mode::Push | Mode::Sync | Mode::Mirror);
@@ -431,12 +494,78 @@ impl Engine {
         if plan.state.needs_commit {
             planned += 1;
         }
+        let writes_remote =
+            plan.state.needs_commit || !plan.uploads.is_empty() || !plan.delete_remote.is_empty();
+        if writes_remote {
+            planned += self.guard_requests();
+        }
         plan.requests_planned = planned;
         plan.requests_so_far = self.requests();
         plan.state.local_files = local_files;
         plan.state.base = base;
         plan.state.remote = remote;
         Ok(plan)
+    }
+
+    /// Requests the commit guard adds: the one-time probe where the
+    /// capabilities are not cached, and the lease (acquire, re-read,
+    /// read-back, release) where conditional writes are not enforced.
+    fn guard_requests(&self) -> u64 {
+        const PROBE: u64 = 6;
+        const LEASE: u64 = 7;
+        let cached = match &self.local {
+            Tree::Local(t) => crate::commit::cached_capabilities(t, &self.remote_key()),
+            Tree::Store(_) => None,
+        };
+        match cached {
+            Some(c) if c.conditional_writes || self.opts.force => 0,
+            Some(_) => LEASE,
+            None if matches!(self.local, Tree::Store(_)) => 1, // the remote's cached answer
+            None => PROBE,
+        }
+    }
+
+    /// Holds back every deletion on a side where the plan would delete more
+    /// than `max_delete` allows, and records why.
+    fn limit_deletes(&self, plan: &mut Plan, remote_total: usize, local_total: usize) {
+        let limit = self.opts.max_delete;
+        let sides = [
+            (
+                std::mem::take(&mut plan.delete_remote),
+                remote_total,
+                self.remote.url().to_string(),
+                Change::DeleteRemote,
+            ),
+            (
+                std::mem::take(&mut plan.delete_local),
+                local_total,
+                "the local tree".to_string(),
+                Change::DeleteLocal,
+            ),
+        ];
+        for (i, (paths, total, side, change)) in sides.into_iter().enumerate() {
+            let kept = if paths.is_empty() || limit.allows(paths.len(), total) {
+                paths
+            } else {
+                plan.refused.push(format!(
+                    "refusing to delete {} of {total} files in {side} (over --max-delete {limit}); check the plan, then rerun with a higher --max-delete",
+                    paths.len()
+                ));
+                for p in paths {
+                    plan.held_back.push(HeldBack {
+                        path: p,
+                        change,
+                        reason: format!("deletion refused: over --max-delete {limit}"),
+                    });
+                }
+                Vec::new()
+            };
+            if i == 0 {
+                plan.delete_remote = kept;
+            } else {
+                plan.delete_local = kept;
+            }
+        }
     }
 
     fn read_base(&self, tree: &LocalTree) -> Result<Option<BTreeMap<String, FileEntry>>> {
@@ -499,6 +628,14 @@ impl Engine {
     }
 }
 
+/// How the remote is protected during one run.
+struct Guard {
+    /// Whether commits are compare-and-swap.
+    conditional: bool,
+    /// The lease held where they are not (and `--force` was not given).
+    lease: Option<Lease>,
+}
+
 /// Shared state of one `execute`.
 struct Run<'a> {
     engine: &'a Engine,
@@ -539,9 +676,29 @@ impl Run<'_> {
             conflicts,
             held_back,
             warnings,
+            refused,
             state,
             ..
         } = plan;
+        // Guard the remote for the whole run where commits cannot be
+        // compare-and-swapped.
+        let writes_remote = state.needs_commit || !uploads.is_empty() || !delete_remote.is_empty();
+        let guard = if writes_remote {
+            let token = format!("{:032x}", rand::random::<u128>());
+            engine
+                .opts
+                .retry
+                .run(
+                    || self.guard(&token),
+                    |n, e| self.retrying(MANIFEST_PATH, n, e),
+                )
+                .await?
+        } else {
+            Guard {
+                conditional: true,
+                lease: None,
+            }
+        };
         let mut errors: Vec<FileError> = Vec::new();
         let mut uploaded: Vec<FileEntry> = Vec::new();
         let mut downloaded: Vec<(FileEntry, FileStat)> = Vec::new();
@@ -565,6 +722,7 @@ impl Run<'_> {
             .collect()
             .await;
         let mut failed_paths: Vec<String> = Vec::new();
+
         for (dir, e, r) in results {
             if r.is_err() {
                 failed_paths.push(e.path.clone());
@@ -636,25 +794,31 @@ impl Run<'_> {
         // Commit the remote manifest.
         let mut committed = false;
         let mut deleted: Vec<String> = Vec::new();
-        let mut remote_after: BTreeMap<String, FileEntry> = state
+        let remote_before: BTreeMap<String, FileEntry> = state
             .remote
             .as_ref()
             .map(|r| r.manifest.files.clone())
             .unwrap_or_default();
-        let remote_before = remote_after.clone();
-        for e in &uploaded {
-            remote_after.insert(e.path.clone(), e.clone());
-        }
-        let applied_remote_deletes = all_ok && !delete_remote.is_empty();
-        if applied_remote_deletes {
-            for p in &delete_remote {
-                remote_after.remove(p);
-            }
-        }
+        let mut remote_final = remote_before.clone();
         if all_ok && state.needs_commit {
-            let manifest = self.remote_manifest(mode, &state, remote_after.clone());
-            match engine.remote.write_manifest(&manifest).await {
-                Ok(()) => committed = true,
+            let mut ours: Changes = uploaded
+                .iter()
+                .map(|e| (e.path.clone(), Some(e.clone())))
+                .collect();
+            for p in &delete_remote {
+                ours.insert(p.clone(), None);
+            }
+            let attempt = || self.commit(mode, &state, &ours, guard.conditional);
+            let committed_files = engine
+                .opts
+                .retry
+                .run(attempt, |n, e| self.retrying(MANIFEST_PATH, n, e))
+                .await;
+            match committed_files {
+                Ok(files) => {
+                    committed = true;
+                    remote_final = files;
+                }
                 Err(e) => errors.push(FileError {
                     path: crate::manifest::MANIFEST_PATH.into(),
                     operation: "commit".into(),
@@ -662,17 +826,28 @@ impl Run<'_> {
                 }),
             }
         }
-        // What the remote manifest now says.
-        let remote_final = if committed {
-            remote_after
-        } else {
-            remote_before
-        };
         let clean_run = all_ok && (committed || !state.needs_commit);
 
         // Deletions, after the commit.
+        let mut delete_remote = delete_remote;
         if committed && !delete_remote.is_empty() {
             self.progress(Operation::Deleting, None);
+            if let Some(prefix) = &engine.opts.backup_dir {
+                let mut backed_up = Vec::new();
+                for p in delete_remote {
+                    match engine.remote.backup(&p, prefix).await {
+                        Ok(()) => backed_up.push(p),
+                        // Not backed up, so not deleted: the manifest no
+                        // longer lists it, and the object stays.
+                        Err(e) => errors.push(FileError {
+                            path: p,
+                            operation: "delete".into(),
+                            message: format!("not deleted: backup to {prefix} failed: {e}"),
+                        }),
+                    }
+                }
+                delete_remote = backed_up;
+            }
             match engine.remote.delete_many(&delete_remote).await {
                 Ok(()) => {
                     for p in &delete_remote {
@@ -740,6 +915,21 @@ impl Run<'_> {
         let mut down: Vec<String> = downloaded.iter().map(|(e, _)| e.path.clone()).collect();
         down.sort();
         deleted.sort();
+        // Safety stops are reported last: they hold back only deletions,
+        // and everything else above went ahead.
+        for r in &refused {
+            errors.push(FileError {
+                path: match mode {
+                    Mode::Pull => "(local deletions)".into(),
+                    _ => engine.remote.url().to_string(),
+                },
+                operation: "delete".into(),
+                message: r.clone(),
+            });
+        }
+        if let Some(lease) = guard.lease {
+            lease.release().await;
+        }
         Ok(SyncResult {
             success: errors.is_empty(),
             uploaded: up,
@@ -754,6 +944,127 @@ impl Run<'_> {
             requests: engine.requests(),
             warnings,
         })
+    }
+
+    /// Finds out how commits to the remote are protected, and takes the
+    /// lease where a lease is needed.
+    async fn guard(&self, token: &str) -> Result<Guard> {
+        let engine = self.engine;
+        let local = match &engine.local {
+            Tree::Local(t) => Some(t),
+            Tree::Store(_) => None,
+        };
+        let caps = crate::commit::capabilities(local, &engine.remote, &engine.remote_key()).await?;
+        let lease = if caps.conditional_writes || engine.opts.force {
+            None
+        } else {
+            Some(Lease::acquire(&engine.remote, token).await?)
+        };
+        Ok(Guard {
+            conditional: caps.conditional_writes,
+            lease,
+        })
+    }
+
+    /// Commits this run's changes without overwriting another writer's
+    /// commit; returns the files the committed manifest lists.
+    async fn commit(
+        &self,
+        mode: Mode,
+        state: &PlanState,
+        ours: &Changes,
+        conditional: bool,
+    ) -> Result<BTreeMap<String, FileEntry>> {
+        let engine = self.engine;
+        let url = engine.remote.url().to_string();
+        let commit_id = format!("{:032x}", rand::random::<u128>());
+        let mut seen = state.remote.clone();
+        for _ in 0..8 {
+            if !conditional {
+                // Under a lease: pick up whatever was committed since the
+                // plan (an expired lease, a --force writer) before writing.
+                let now = engine.remote.read_manifest().await?;
+                seen = self.merge_point(&url, seen, now, ours)?;
+            }
+            let seen_files = seen
+                .as_ref()
+                .map(|r| r.manifest.files.clone())
+                .unwrap_or_default();
+            let files = crate::commit::apply(&seen_files, ours);
+            let template = seen.as_ref().map(|r| &r.manifest);
+            let mut manifest = self.remote_manifest(mode, state, template, files.clone());
+            manifest.commit_id = Some(commit_id.clone());
+            let commit_mode = match (&seen, conditional) {
+                (_, false) => CommitMode::Overwrite,
+                (None, true) => CommitMode::Create,
+                (Some(r), true) => match &r.etag {
+                    Some(etag) => CommitMode::Update(etag.clone()),
+                    None => CommitMode::Overwrite,
+                },
+            };
+            match engine.remote.write_manifest(&manifest, commit_mode).await {
+                Ok(_) => {
+                    if !conditional {
+                        let back = engine.remote.read_manifest().await?;
+                        let stuck = back.and_then(|b| b.manifest.commit_id);
+                        if stuck.as_deref() != Some(commit_id.as_str()) {
+                            return Err(Error::RemoteChanged {
+                                url,
+                                paths: vec![format!(
+                                    "the manifest (another writer's commit replaced this run's, id {commit_id})"
+                                )],
+                            });
+                        }
+                    }
+                    return Ok(files);
+                }
+                Err(Error::Precondition { .. }) => {
+                    let now = engine.remote.read_manifest().await?;
+                    seen = self.merge_point(&url, seen, now, ours)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Invalid(format!(
+            "{url}: gave up committing after repeated concurrent commits; run again"
+        )))
+    }
+
+    /// Moves the commit's starting point from `seen` to `now`, the manifest
+    /// another writer committed, if their changes and ours do not overlap.
+    fn merge_point(
+        &self,
+        url: &str,
+        seen: Option<RemoteManifest>,
+        now: Option<RemoteManifest>,
+        ours: &Changes,
+    ) -> Result<Option<RemoteManifest>> {
+        let empty = BTreeMap::new();
+        let seen_files = seen.as_ref().map_or(&empty, |r| &r.manifest.files);
+        let now_files = now.as_ref().map_or(&empty, |r| &r.manifest.files);
+        let clash = crate::commit::overlap(seen_files, now_files, ours);
+        if !clash.is_empty() {
+            return Err(Error::RemoteChanged {
+                url: url.to_string(),
+                paths: clash,
+            });
+        }
+        if let Some(n) = &now {
+            if seen.as_ref().map(|s| &s.manifest.files) != Some(&n.manifest.files) {
+                self.reporter.event(&Event::Warning(format!(
+                    "{url} changed during this run; merged the other writer's commit"
+                )));
+            }
+        }
+        Ok(now)
+    }
+
+    fn retrying(&self, path: &str, attempt: u32, err: &Error) {
+        self.reporter.event(&Event::Retry {
+            path: path.to_string(),
+            attempt,
+            error: err.to_string(),
+        });
     }
 
     fn collect(
@@ -821,6 +1132,15 @@ impl Run<'_> {
                 || async {
                     match dir {
                         Dir::Up => {
+                            if let Some(prefix) = &engine.opts.backup_dir {
+                                let exists = state
+                                    .remote
+                                    .as_ref()
+                                    .is_some_and(|r| r.manifest.files.contains_key(&e.path));
+                                if exists {
+                                    engine.remote.backup(&e.path, prefix).await?;
+                                }
+                            }
                             let stream = match &engine.local {
                                 Tree::Local(t) => {
                                     let stat = state.local_stats.get(&e.path).copied().ok_or_else(
@@ -902,16 +1222,13 @@ impl Run<'_> {
         &self,
         mode: Mode,
         state: &PlanState,
+        current: Option<&Manifest>,
         files: BTreeMap<String, FileEntry>,
     ) -> Manifest {
         let engine = self.engine;
         let template = match mode {
             Mode::Mirror => state.source_manifest.clone(),
-            _ => state
-                .remote
-                .as_ref()
-                .map(|r| r.manifest.clone())
-                .or_else(|| state.local_manifest.clone()),
+            _ => current.cloned().or_else(|| state.local_manifest.clone()),
         };
         let mut m = template.unwrap_or_else(|| self.fresh_manifest());
         m.files = files;
@@ -958,6 +1275,7 @@ impl Run<'_> {
                 .map(|r| r.manifest.clone())
                 .or_else(|| state.local_manifest.clone());
             let mut m = template.unwrap_or_else(|| self.fresh_manifest());
+            m.commit_id = None;
             m.files = local_after.clone();
             m.last_synced_at = now_iso();
             m.synced_from = Some(match mode {
@@ -1020,6 +1338,20 @@ fn refuse_reserved_paths(m: &Manifest, url: &str) -> Result<()> {
         }),
         None => Ok(()),
     }
+}
+
+/// The key under which a local directory keeps its state for a remote URL.
+pub fn remote_key(url: &str) -> String {
+    hash_bytes(url.as_bytes(), HashAlgorithm::Sha256)[..16].to_string()
+}
+
+/// What a local directory recorded about a remote's capabilities, if it has
+/// written to it.
+pub fn remote_capabilities(
+    dir: &std::path::Path,
+    url: &str,
+) -> Option<crate::commit::Capabilities> {
+    crate::commit::cached_capabilities(&LocalTree::new(dir), &remote_key(url))
 }
 
 /// The remote a local directory last synced with, from

@@ -87,6 +87,33 @@ pub enum Error {
         detail: String,
     },
 
+    /// A conditional write failed: another writer changed the object.
+    #[error("{path}: changed by another writer since it was read")]
+    Precondition {
+        /// The object.
+        path: String,
+    },
+
+    /// Another writer committed changes that overlap this run's.
+    #[error("remote changed during push: {} also changed {}; pull (or sync) and try again", url, paths.join(", "))]
+    RemoteChanged {
+        /// The remote.
+        url: String,
+        /// Paths both writers changed differently.
+        paths: Vec<String>,
+    },
+
+    /// The remote is locked by another writer's lease.
+    #[error("{url} is being written by {holder} (lease until {until}); try again later, or pass --force if that writer is gone")]
+    Leased {
+        /// The remote.
+        url: String,
+        /// Who holds the lease.
+        holder: String,
+        /// When it expires.
+        until: String,
+    },
+
     /// A request was refused because of the engine's own configuration.
     #[error("{0}")]
     Invalid(String),

@@ -61,6 +61,7 @@
 //! [`object_store::ObjectStore`]. Building stores from URLs lives in
 //! `pqsync-backends`; the terminal UI lives in the `pqsync` binary.
 
+pub mod commit;
 pub mod diff;
 pub mod engine;
 pub mod error;
@@ -73,8 +74,10 @@ pub mod progress;
 pub mod retry;
 pub mod store;
 
+pub use commit::Capabilities;
 pub use engine::{
-    last_remote, Engine, FileError, StatusDiff, StatusReport, SyncOptions, SyncResult, Tree,
+    last_remote, remote_capabilities, Engine, FileError, MaxDelete, StatusDiff, StatusReport,
+    SyncOptions, SyncResult, Tree,
 };
 pub use error::{Error, Result};
 pub use local::LocalTree;

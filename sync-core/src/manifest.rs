@@ -143,6 +143,10 @@ impl FileEntry {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
+    /// pqsync's id for the commit that wrote this manifest; lets a writer
+    /// check, after writing, that its commit is the one that stuck.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_id: Option<String>,
     /// Stable identifier of the database.
     pub database_id: String,
     /// Tracked files by relative path.
@@ -182,6 +186,7 @@ impl Manifest {
     /// An empty manifest for a new database.
     pub fn new(database_id: impl Into<String>, name: impl Into<String>) -> Self {
         Manifest {
+            commit_id: None,
             version: MANIFEST_VERSION,
             database_id: database_id.into(),
             name: name.into(),

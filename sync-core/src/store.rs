@@ -23,7 +23,7 @@ use object_store::path::Path;
 use object_store::{
     Attribute, Attributes, CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload,
     ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-    RenameOptions, UploadPart,
+    RenameOptions, UpdateVersion, UploadPart,
 };
 
 use crate::error::{Error, Result};
@@ -59,6 +59,21 @@ pub fn part_size_for(size: u64) -> u64 {
         .max(1)
         .saturating_mul(MIB)
         .max(MIN_PART_SIZE)
+}
+
+/// Where pqsync keeps its own objects inside a remote prefix; never synced.
+pub const STATE_PREFIX: &str = "_meta/.pqsync";
+
+/// How the manifest commit is guarded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommitMode {
+    /// Only if there is no manifest yet (`If-None-Match: *`).
+    Create,
+    /// Only if the manifest still has this ETag (`If-Match`).
+    Update(String),
+    /// Unconditionally (stores without enforced conditional writes, where a
+    /// lease guards the commit instead).
+    Overwrite,
 }
 
 /// The remote manifest as read, with the ETag needed for a conditional write.
@@ -174,22 +189,177 @@ impl StoreTree {
         Ok(Some(RemoteManifest { manifest, etag }))
     }
 
-    /// Writes the manifest (one PUT).
+    /// Writes the manifest (one PUT) under `mode`: [`CommitMode::Create`]
+    /// for a remote without one, [`CommitMode::Update`] to replace exactly
+    /// the version read, [`CommitMode::Overwrite`] where the store cannot
+    /// check either. Returns the new ETag, if the store reports one.
     ///
     /// # Errors
-    /// [`Error::Store`].
-    pub async fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
+    /// [`Error::Precondition`] when another writer got there first;
+    /// [`Error::Store`] otherwise.
+    pub async fn write_manifest(
+        &self,
+        manifest: &Manifest,
+        mode: CommitMode,
+    ) -> Result<Option<String>> {
         let loc = self.location(MANIFEST_PATH);
+        let shown = self.display(MANIFEST_PATH);
+        let put_mode = match mode {
+            CommitMode::Create => PutMode::Create,
+            CommitMode::Update(etag) => PutMode::Update(UpdateVersion {
+                e_tag: Some(etag),
+                version: None,
+            }),
+            CommitMode::Overwrite => PutMode::Overwrite,
+        };
         let opts = PutOptions {
-            mode: PutMode::Overwrite,
+            mode: put_mode,
             attributes: self.attrs(None, "application/json"),
             ..Default::default()
         };
-        self.store
+        match self
+            .store
             .put_opts(&loc, PutPayload::from(manifest.to_json_pretty()), opts)
             .await
-            .map_err(|e| Error::store(self.display(MANIFEST_PATH), e))?;
+        {
+            Ok(r) => Ok(r.e_tag),
+            Err(
+                object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. },
+            ) => Err(Error::Precondition { path: shown }),
+            Err(e) => Err(Error::store(shown, e)),
+        }
+    }
+
+    /// Finds out, with a few requests on a scratch object under
+    /// `_meta/.pqsync/`, whether the store really enforces conditional
+    /// writes. Some S3 servers accept `If-None-Match`/`If-Match` and ignore
+    /// them; a compare-and-swap commit is only safe where they are enforced.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if the scratch object cannot be written.
+    pub async fn probe_conditional_writes(&self) -> Result<bool> {
+        let rel = format!("{STATE_PREFIX}/probe-{:016x}", rand::random::<u64>());
+        let loc = self.location(&rel);
+        let shown = self.display(&rel);
+        let put = |mode: PutMode| {
+            self.store.put_opts(
+                &loc,
+                PutPayload::from_static(b"pqsync conditional-write probe"),
+                PutOptions {
+                    mode,
+                    ..Default::default()
+                },
+            )
+        };
+        let first = match put(PutMode::Create).await {
+            Ok(r) => r,
+            Err(
+                object_store::Error::NotImplemented { .. }
+                | object_store::Error::NotSupported { .. },
+            ) => return Ok(false),
+            Err(e) => return Err(Error::store(shown, e)),
+        };
+        let create_enforced = matches!(
+            put(PutMode::Create).await,
+            Err(object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. })
+        );
+        let update_enforced = create_enforced
+            && first.e_tag.is_some()
+            && matches!(
+                put(PutMode::Update(UpdateVersion {
+                    e_tag: Some("\"pqsync-probe-not-a-real-etag\"".into()),
+                    version: None,
+                }))
+                .await,
+                Err(object_store::Error::Precondition { .. })
+            );
+        let _ = self
+            .store
+            .delete_stream(futures::stream::iter([Ok(loc.clone())]).boxed())
+            .next()
+            .await;
+        Ok(create_enforced && update_enforced)
+    }
+
+    /// Reads a small JSON object under the remote's `_meta/.pqsync/`.
+    ///
+    /// # Errors
+    /// [`Error::Store`] for anything but "not found".
+    pub async fn read_state(
+        &self,
+        name: &str,
+    ) -> Result<Option<(serde_json::Value, Option<String>)>> {
+        let rel = format!("{STATE_PREFIX}/{name}");
+        let shown = self.display(&rel);
+        match self
+            .store
+            .get_opts(&self.location(&rel), GetOptions::default())
+            .await
+        {
+            Ok(g) => {
+                let etag = g.meta.e_tag.clone();
+                let bytes = g.bytes().await.map_err(|e| Error::store(&shown, e))?;
+                let v = serde_json::from_slice(&bytes).map_err(|e| Error::ManifestCorrupt {
+                    path: shown.clone(),
+                    reason: e.to_string(),
+                })?;
+                Ok(Some((v, etag)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::store(shown, e)),
+        }
+    }
+
+    /// Writes a small JSON object under the remote's `_meta/.pqsync/`.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn write_state(&self, name: &str, value: &serde_json::Value) -> Result<()> {
+        let rel = format!("{STATE_PREFIX}/{name}");
+        let body = serde_json::to_vec_pretty(value).expect("JSON value serialises");
+        self.store
+            .put_opts(
+                &self.location(&rel),
+                PutPayload::from(body),
+                PutOptions::default(),
+            )
+            .await
+            .map_err(|e| Error::store(self.display(&rel), e))?;
         Ok(())
+    }
+
+    /// Deletes an object under the remote's `_meta/.pqsync/`.
+    pub async fn delete_state(&self, name: &str) {
+        let loc = self.location(&format!("{STATE_PREFIX}/{name}"));
+        let _ = self
+            .store
+            .delete_stream(futures::stream::iter([Ok(loc)]).boxed())
+            .next()
+            .await;
+    }
+
+    /// Copies an object to `backup_prefix/rel` (relative to the store's
+    /// root) before it is overwritten or deleted.
+    ///
+    /// # Errors
+    /// [`Error::Store`]; a missing object is not an error.
+    pub async fn backup(&self, rel: &str, backup_prefix: &str) -> Result<()> {
+        let to = Path::from_iter(
+            backup_prefix
+                .split('/')
+                .filter(|p| !p.is_empty())
+                .chain(rel.split('/')),
+        );
+        match self
+            .store
+            .copy_opts(&self.location(rel), &to, CopyOptions::default())
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::store(self.display(rel), e)),
+        }
     }
 
     fn attrs(&self, entry: Option<&FileEntry>, content_type: &str) -> Attributes {

@@ -6,7 +6,8 @@
 //!
 //! Set `PQSYNC_TEST_S3_ENDPOINT` (plus `PQSYNC_TEST_S3_BUCKET`,
 //! `PQSYNC_TEST_S3_ACCESS_KEY`, `PQSYNC_TEST_S3_SECRET_KEY` and
-//! `PQSYNC_TEST_S3_REGION`) to run the same tests against an external server
+//! `PQSYNC_TEST_S3_REGION`, and `PQSYNC_TEST_S3_CONDITIONAL=false` for a
+//! server that ignores conditional writes) to run the same tests against an external server
 //! such as Garage instead; request logs are then unavailable.
 
 use std::future::Future;
@@ -60,6 +61,10 @@ pub struct S3Server {
     pub secret_key: String,
     /// Region to sign requests for.
     pub region: String,
+    /// Whether the server enforces conditional writes (`If-None-Match`,
+    /// `If-Match`). s3s-fs does; Garage 2.5 ignores them
+    /// (`PQSYNC_TEST_S3_CONDITIONAL=false`).
+    pub conditional_writes: bool,
     /// Request log; `None` for an external server.
     pub log: Option<Arc<RequestLog>>,
     /// Directory the in-process server stores objects in.
@@ -92,6 +97,7 @@ impl S3Server {
             access_key: var("PQSYNC_TEST_S3_ACCESS_KEY", ACCESS_KEY),
             secret_key: var("PQSYNC_TEST_S3_SECRET_KEY", SECRET_KEY),
             region: var("PQSYNC_TEST_S3_REGION", "us-east-1"),
+            conditional_writes: var("PQSYNC_TEST_S3_CONDITIONAL", "true") != "false",
             log: None,
             root: None,
             shutdown: None,
@@ -128,6 +134,7 @@ impl S3Server {
             access_key: ACCESS_KEY.to_string(),
             secret_key: SECRET_KEY.to_string(),
             region: "us-east-1".to_string(),
+            conditional_writes: true,
             log: Some(log),
             root: Some(root),
             shutdown: Some(stop_tx),

@@ -1,6 +1,7 @@
 //! The conformance suite: every behaviour below runs against a local
 //! directory remote, the in-memory store and S3 over HTTP.
 
+use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use pqsync_core::diff::Resolution;
 use pqsync_core::manifest::MANIFEST_PATH;
@@ -57,6 +58,11 @@ conformance!(
     no_delete_keeps_remote_files,
     conflict_a_mode_cannot_apply_is_held_back_not_resolved,
     hash_flag_does_not_switch_an_existing_remote,
+    probe_finds_whether_conditional_writes_are_enforced,
+    concurrent_pushes_merge_and_overlaps_stop,
+    max_delete_stops_a_mass_deletion,
+    backup_dir_keeps_overwritten_and_deleted_files,
+    a_live_lease_blocks_a_second_writer_unless_forced,
 );
 
 async fn push_then_pull_is_byte_identical(kind: &RemoteKind) {
@@ -104,14 +110,22 @@ async fn second_push_moves_only_changes(kind: &RemoteKind) {
     );
     assert_eq!(plan.delete_remote, vec!["events/seg-0001.parquet"]);
     assert_eq!(plan.unchanged.len(), 7);
-    // GET manifest already made; 2 PUTs + 1 bulk delete + 1 manifest PUT.
+    // GET manifest already made; 2 PUTs + 1 bulk delete + 1 manifest PUT,
+    // plus the lease where commits cannot be compare-and-swap.
+    let lease = if kind.conditional() { 0 } else { 7 };
     assert_eq!(plan.requests_so_far, 1);
-    assert_eq!(plan.requests_planned, 4);
+    assert_eq!(plan.requests_planned, 4 + lease);
     let r = engine.execute(plan, &NoProgress).await.unwrap();
     assert!(r.success, "{:?}", r.errors);
     assert_eq!(r.uploaded.len(), 2);
     assert_eq!(r.deleted, vec!["events/seg-0001.parquet"]);
-    assert_eq!(r.requests, 5);
+    if kind.conditional() {
+        assert_eq!(r.requests, 5);
+    } else {
+        // Lease: GET, PUT, GET; commit: re-read, PUT, read back; release:
+        // GET, DELETE.
+        assert_eq!(r.requests, 5 + 7);
+    }
 
     let m = kind
         .reopen(&remote)
@@ -283,8 +297,9 @@ async fn large_file_goes_multipart_and_round_trips(kind: &RemoteKind) {
     )
     .unwrap();
     let plan = engine.plan().await.unwrap();
-    // create + 3 parts + complete, 1 small PUT, 1 manifest PUT.
-    assert_eq!(plan.requests_planned, 5 + 1 + 1);
+    // create + 3 parts + complete, 1 small PUT, 1 manifest PUT, and the
+    // first push's probe of conditional writes.
+    assert_eq!(plan.requests_planned, 5 + 1 + 1 + 6);
     let r = engine.execute(plan, &NoProgress).await.unwrap();
     assert!(r.success, "{:?}", r.errors);
     assert_eq!(r.bytes_transferred, big.len() as u64 + 5);
@@ -604,6 +619,245 @@ async fn hash_flag_does_not_switch_an_existing_remote(kind: &RemoteKind) {
         plan.warnings.iter().any(|w| w.contains("new remotes only")),
         "{:?}",
         plan.warnings
+    );
+}
+
+async fn probe_finds_whether_conditional_writes_are_enforced(kind: &RemoteKind) {
+    let remote = kind.tree("probe");
+    assert_eq!(
+        remote.probe_conditional_writes().await.unwrap(),
+        kind.conditional()
+    );
+    // The scratch object is gone again.
+    let listed: Vec<_> = kind
+        .raw()
+        .list(Some(&remote.location("_meta")))
+        .collect::<Vec<_>>()
+        .await;
+    assert!(listed.is_empty(), "{listed:?}");
+}
+
+async fn concurrent_pushes_merge_and_overlaps_stop(kind: &RemoteKind) {
+    let a = small_db();
+    let remote = kind.tree("cas");
+    push(a.path(), remote.clone()).await;
+    let b = tempfile::tempdir().unwrap();
+    pull(b.path(), kind.reopen(&remote)).await;
+
+    // Both plan against the same remote state, then commit one after the
+    // other: disjoint changes merge, and neither commit is lost.
+    write_old(a.path(), "data/a-only/data.parquet", b"from A");
+    write_old(b.path(), "data/b-only/data.parquet", b"from B");
+    let ea = Engine::new(
+        LocalTree::new(a.path()),
+        kind.reopen(&remote),
+        SyncOptions::new(Mode::Push),
+    )
+    .unwrap();
+    let eb = Engine::new(
+        LocalTree::new(b.path()),
+        kind.reopen(&remote),
+        SyncOptions::new(Mode::Push),
+    )
+    .unwrap();
+    let (pa, pb) = (ea.plan().await.unwrap(), eb.plan().await.unwrap());
+    let ra = ea.execute(pa, &NoProgress).await.unwrap();
+    let rb = eb.execute(pb, &NoProgress).await.unwrap();
+    assert!(ra.success && rb.success, "{:?} {:?}", ra.errors, rb.errors);
+    let m = kind
+        .reopen(&remote)
+        .read_manifest()
+        .await
+        .unwrap()
+        .unwrap()
+        .manifest;
+    assert!(m.files.contains_key("data/a-only/data.parquet"));
+    assert!(m.files.contains_key("data/b-only/data.parquet"));
+    // B learns of A's file as a download, not as something to delete.
+    let st = Engine::new(
+        LocalTree::new(b.path()),
+        kind.reopen(&remote),
+        SyncOptions::new(Mode::Sync),
+    )
+    .unwrap()
+    .status()
+    .await
+    .unwrap();
+    assert_eq!(st.diff.to_download.len(), 1, "{:?}", st.diff);
+    assert!(st.diff.deleted_remotely.is_empty());
+
+    // Overlapping edits: the second commit stops and names the path.
+    write_old(a.path(), "data/users/data.parquet", b"A's users");
+    write_old(b.path(), "data/users/data.parquet", b"B's users");
+    let ea = Engine::new(
+        LocalTree::new(a.path()),
+        kind.reopen(&remote),
+        SyncOptions::new(Mode::Push),
+    )
+    .unwrap();
+    let eb = Engine::new(
+        LocalTree::new(b.path()),
+        kind.reopen(&remote),
+        SyncOptions::new(Mode::Push),
+    )
+    .unwrap();
+    let (pa, pb) = (ea.plan().await.unwrap(), eb.plan().await.unwrap());
+    assert!(ea.execute(pa, &NoProgress).await.unwrap().success);
+    let rb = eb.execute(pb, &NoProgress).await.unwrap();
+    assert!(!rb.success && !rb.committed);
+    let msg = &rb.errors[0].message;
+    assert!(
+        msg.contains("remote changed during push") && msg.contains("data/users/data.parquet"),
+        "{msg}"
+    );
+    let m = kind
+        .reopen(&remote)
+        .read_manifest()
+        .await
+        .unwrap()
+        .unwrap()
+        .manifest;
+    assert_eq!(
+        m.files["data/users/data.parquet"].hash,
+        pqsync_core::hash::hash_bytes(b"A's users", HashAlgorithm::Blake3),
+        "A's commit stands"
+    );
+}
+
+async fn max_delete_stops_a_mass_deletion(kind: &RemoteKind) {
+    let db = small_db();
+    let remote = kind.tree("maxdelete");
+    push(db.path(), remote.clone()).await;
+    for f in [
+        "data/users/data.parquet",
+        "data/posts/data.parquet",
+        "rels/forward/users.parquet",
+        "rels/reverse/posts.parquet",
+        "events/seg-0001.parquet",
+    ] {
+        std::fs::remove_file(db.path().join(f)).unwrap();
+    }
+    write_old(db.path(), "events/seg-0003.parquet", b"new segment");
+    // 5 of 9 is over the default 50%: deletions are held back, the rest goes.
+    let r = push(db.path(), kind.reopen(&remote)).await;
+    assert!(!r.success);
+    assert!(r.deleted.is_empty());
+    assert_eq!(r.uploaded, vec!["events/seg-0003.parquet"]);
+    assert!(
+        r.errors[0].message.contains("refusing to delete 5 of 9"),
+        "{:?}",
+        r.errors
+    );
+    let m = kind
+        .reopen(&remote)
+        .read_manifest()
+        .await
+        .unwrap()
+        .unwrap()
+        .manifest;
+    assert!(m.files.contains_key("data/users/data.parquet"));
+    assert!(m.files.contains_key("events/seg-0003.parquet"));
+    // With the limit raised, they go.
+    let mut opts = SyncOptions::new(Mode::Push);
+    opts.max_delete = "100%".parse().unwrap();
+    let r = run(db.path(), kind.reopen(&remote), opts).await;
+    assert!(r.success, "{:?}", r.errors);
+    assert_eq!(r.deleted.len(), 5);
+}
+
+async fn backup_dir_keeps_overwritten_and_deleted_files(kind: &RemoteKind) {
+    let db = small_db();
+    let remote = kind.tree("backup");
+    push(db.path(), remote.clone()).await;
+    write_old(db.path(), "data/users/data.parquet", b"users v2");
+    std::fs::remove_file(db.path().join("data/posts/data.parquet")).unwrap();
+    let backup = unique("bk");
+    let mut opts = SyncOptions::new(Mode::Push);
+    opts.backup_dir = Some(backup.clone());
+    let r = run(db.path(), kind.reopen(&remote), opts).await;
+    assert!(r.success, "{:?}", r.errors);
+    let raw = kind.raw();
+    let get = |p: String| {
+        let raw = raw.clone();
+        async move {
+            raw.get(&object_store::path::Path::from(p))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        &get(format!("{backup}/data/users/data.parquet")).await[..],
+        b"PAR1 users v1 PAR1"
+    );
+    assert_eq!(
+        &get(format!("{backup}/data/posts/data.parquet")).await[..],
+        b"PAR1 posts v1 PAR1"
+    );
+    assert_eq!(
+        &get(remote.location("data/users/data.parquet").to_string()).await[..],
+        b"users v2"
+    );
+}
+
+async fn a_live_lease_blocks_a_second_writer_unless_forced(kind: &RemoteKind) {
+    if kind.conditional() {
+        return; // compare-and-swap stores need no lease
+    }
+    let db = small_db();
+    let remote = kind.tree("lease");
+    push(db.path(), remote.clone()).await;
+    let until = chrono::Utc::now() + chrono::Duration::seconds(60);
+    let lease = serde_json::json!({
+        "token": "someone-else",
+        "holder": "pqsync pid 1 on other-host",
+        "expiresAt": until.to_rfc3339(),
+        "expiresAtMs": until.timestamp_millis(),
+    });
+    remote.write_state("lease.json", &lease).await.unwrap();
+    write_old(db.path(), "data/users/data.parquet", b"users v2");
+    let engine = Engine::new(
+        LocalTree::new(db.path()),
+        kind.reopen(&remote),
+        SyncOptions::new(Mode::Push),
+    )
+    .unwrap();
+    let err = engine
+        .execute(engine.plan().await.unwrap(), &NoProgress)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("being written by pqsync pid 1 on other-host"),
+        "{err}"
+    );
+    // Nothing was sent.
+    let m = kind
+        .reopen(&remote)
+        .read_manifest()
+        .await
+        .unwrap()
+        .unwrap()
+        .manifest;
+    assert_eq!(m.files["data/users/data.parquet"].size, 18);
+
+    let mut opts = SyncOptions::new(Mode::Push);
+    opts.force = true;
+    assert!(run(db.path(), kind.reopen(&remote), opts).await.success);
+
+    // An expired lease is taken over.
+    let past = chrono::Utc::now() - chrono::Duration::seconds(5);
+    let stale =
+        serde_json::json!({"token": "gone", "holder": "x", "expiresAtMs": past.timestamp_millis()});
+    remote.write_state("lease.json", &stale).await.unwrap();
+    write_old(db.path(), "data/users/data.parquet", b"users v3");
+    let r = push(db.path(), kind.reopen(&remote)).await;
+    assert!(r.success, "{:?}", r.errors);
+    assert!(
+        remote.read_state("lease.json").await.unwrap().is_none(),
+        "released"
     );
 }
 

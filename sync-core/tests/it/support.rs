@@ -73,6 +73,16 @@ impl RemoteKind {
         }
     }
 
+    /// Whether commits are compare-and-swap here (otherwise a lease guards
+    /// them, which costs a few more requests).
+    pub fn conditional(&self) -> bool {
+        match self {
+            RemoteKind::Dir(_) => false,
+            RemoteKind::Memory(_) => true,
+            RemoteKind::S3(server, _) => server.conditional_writes,
+        }
+    }
+
     /// The raw store, for tampering.
     pub fn raw(&self) -> Arc<dyn ObjectStore> {
         match self {
