@@ -122,6 +122,17 @@ pub struct GlobalArgs {
     /// Do not propagate deletions.
     #[arg(long, global = true)]
     pub no_delete: bool,
+    /// Stop before deleting more than N files, or P% of a side's files.
+    #[arg(long, global = true, default_value = "50%", value_parser = parse_max_delete)]
+    pub max_delete: pqsync_core::engine::MaxDelete,
+    /// Copy remote files that would be overwritten or deleted under this
+    /// prefix of the same bucket first.
+    #[arg(long, global = true, value_name = "PREFIX")]
+    pub backup_dir: Option<String>,
+    /// On stores that ignore conditional writes, commit without taking the
+    /// remote's lease.
+    #[arg(long, global = true)]
+    pub force: bool,
     /// Hash algorithm for a new remote (default blake3). A remote that
     /// already has a manifest keeps its algorithm.
     #[arg(long, global = true, value_enum)]
@@ -146,4 +157,8 @@ pub struct GlobalArgs {
     /// Never draw progress bars.
     #[arg(long, global = true)]
     pub no_progress: bool,
+}
+
+fn parse_max_delete(s: &str) -> Result<pqsync_core::engine::MaxDelete, String> {
+    s.parse().map_err(|e: pqsync_core::Error| e.to_string())
 }

@@ -33,6 +33,9 @@ pub fn sync_options(mode: pqsync_core::Mode, g: &GlobalArgs) -> SyncOptions {
     let mut o = SyncOptions::new(mode);
     o.concurrency = usize::from(g.concurrency);
     o.delete = !g.no_delete;
+    o.max_delete = g.max_delete;
+    o.backup_dir = g.backup_dir.clone();
+    o.force = g.force;
     o.strategy = g.strategy.map(|s| match s {
         StrategyArg::LocalWins => Strategy::LocalWins,
         StrategyArg::RemoteWins => Strategy::RemoteWins,

@@ -161,8 +161,16 @@ fn push_change_status_push_pull_over_s3() {
     ] {
         assert!(v.get(key).is_some(), "push --json lacks {key}");
     }
-    // One GET of the manifest, one PUT per file, one manifest PUT.
-    assert_eq!(v["requests"], (total + 2) as u64);
+    // One GET of the manifest, one PUT per file, one manifest PUT; plus the
+    // one-time probe of conditional writes (caps GET, PUT, PUT, [PUT,]
+    // DELETE, caps PUT) and, where they are not enforced, the lease (GET,
+    // PUT, GET, release GET + DELETE) and the commit's re-read and read-back.
+    let (probe, lease) = if server.conditional_writes {
+        (6, 0)
+    } else {
+        (5, 7)
+    };
+    assert_eq!(v["requests"], (total + 2 + probe + lease) as u64);
 
     // Change one, add one, delete one.
     let changed = "indexes/bloom/users.bloom";
@@ -220,8 +228,8 @@ fn push_change_status_push_pull_over_s3() {
     let v = json_of(&out);
     assert_eq!(paths(&v["uploaded"]), vec![added, changed]);
     assert_eq!(paths(&v["deleted"]), vec![removed]);
-    // GET manifest + 2 PUTs + 1 bulk delete + manifest PUT.
-    assert_eq!(v["requests"], 5);
+    // GET manifest + 2 PUTs + 1 bulk delete + manifest PUT (+ the lease).
+    assert_eq!(v["requests"], 5 + lease);
     if server.is_in_process() {
         let seen = server.request_count() - before;
         assert!(
@@ -389,7 +397,12 @@ fn dry_run_prints_plan_and_transfers_nothing() {
         text.contains(&format!("would upload {total} file(s)")),
         "{text}"
     );
-    assert!(text.contains(&format!("{} in all", total + 2)), "{text}");
+    // GET manifest, a PUT per file, manifest PUT, and the one-time probe of
+    // the remote's conditional writes (6).
+    assert!(
+        text.contains(&format!("{} in all", total + 2 + 6)),
+        "{text}"
+    );
     if server.is_in_process() {
         assert_eq!(server.request_count() - before, 1, "only the manifest GET");
     }
@@ -404,7 +417,7 @@ fn dry_run_prints_plan_and_transfers_nothing() {
     let v = json_of(&out);
     assert_eq!(v["dryRun"], true);
     assert_eq!(v["toUpload"].as_array().unwrap().len(), total);
-    assert_eq!(v["requests"], (total + 2) as u64);
+    assert_eq!(v["requests"], (total + 2 + 6) as u64);
     // Still nothing there.
     let empty = tempfile::tempdir().unwrap();
     let out = pqsync(Some(&server))
@@ -631,4 +644,63 @@ fn mirror_between_remotes() {
     let v = json_of(&out);
     assert!(v["uploaded"].as_array().unwrap().is_empty());
     assert_eq!(v["requests"], 2);
+}
+
+/// `--max-delete` stops a mass deletion (exit 1, nothing deleted, other
+/// changes still pushed); `--backup-dir` keeps what is overwritten.
+#[test]
+fn safety_flags() {
+    let db = sample_copy();
+    let parent = tempfile::tempdir().unwrap();
+    let remote = parent.path().join("remote");
+    pqsync(None)
+        .arg("push")
+        .arg(&remote)
+        .arg("-d")
+        .arg(db.path())
+        .assert()
+        .success();
+    let all: Vec<String> = tree_files(db.path()).into_keys().collect();
+    for p in all.iter().filter(|p| {
+        p.starts_with("snapshots/") || p.starts_with("indexes/") || p.starts_with("rels/")
+    }) {
+        std::fs::remove_file(db.path().join(p)).unwrap();
+    }
+    std::fs::write(db.path().join("events/current.parquet"), b"new active log").unwrap();
+    let out = pqsync(None)
+        .args(["push", "--json", "-d"])
+        .arg(db.path())
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let v = json_of(&out);
+    assert_eq!(paths(&v["uploaded"]), vec!["events/current.parquet"]);
+    assert!(v["deleted"].as_array().unwrap().is_empty());
+    let msg = v["errors"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("refusing to delete 18 of 27"), "{msg}");
+    assert!(remote.join("indexes/bloom/users.bloom").exists());
+
+    std::fs::write(db.path().join("_meta/schema.json"), b"{}").unwrap();
+    pqsync(None)
+        .args(["push", "--max-delete", "100%", "--backup-dir", "bk", "-d"])
+        .arg(db.path())
+        .assert()
+        .success();
+    assert!(!remote.join("indexes/bloom/users.bloom").exists());
+    assert!(
+        remote.join("bk/indexes/bloom/users.bloom").exists(),
+        "deleted file kept in the backup dir"
+    );
+    assert_eq!(
+        std::fs::read(remote.join("bk/_meta/schema.json")).unwrap(),
+        std::fs::read(sample_db().join("_meta/schema.json")).unwrap(),
+        "overwritten file kept in the backup dir"
+    );
+    pqsync(None)
+        .args(["push", "--max-delete", "lots", "-d"])
+        .arg(db.path())
+        .assert()
+        .code(2);
 }
