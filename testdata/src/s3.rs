@@ -143,6 +143,24 @@ impl S3Server {
         }
     }
 
+    /// A handle with the same endpoint and credentials but no ownership of
+    /// the server (for pointing a client at a proxy in front of it).
+    pub fn start_external_like(other: &S3Server) -> Self {
+        S3Server {
+            endpoint: other.endpoint.clone(),
+            bucket: other.bucket.clone(),
+            access_key: other.access_key.clone(),
+            secret_key: other.secret_key.clone(),
+            region: other.region.clone(),
+            conditional_writes: other.conditional_writes,
+            log: None,
+            root: None,
+            shutdown: None,
+            thread: None,
+            _dir: None,
+        }
+    }
+
     /// Requests received so far (0 for an external server).
     pub fn request_count(&self) -> u64 {
         self.log.as_ref().map_or(0, |l| l.count())

@@ -198,3 +198,85 @@ async fn file_changed_after_scan_is_not_sent_under_a_stale_hash() {
     let tree = StoreTree::new(store, "db", "memory:///db");
     assert!(tree.read_manifest().await.unwrap().is_none());
 }
+
+/// Compares two trees by content hash (pqsync's own state excluded).
+fn same_tree(a: &std::path::Path, b: &std::path::Path) {
+    let digest = |root: &std::path::Path| -> std::collections::BTreeMap<String, (u64, String)> {
+        let scan = LocalTree::new(root)
+            .scan(pqsync_core::HashAlgorithm::Blake3)
+            .unwrap();
+        scan.files
+            .into_iter()
+            .map(|(p, e)| (p, (e.size, e.hash)))
+            .collect()
+    };
+    assert_eq!(digest(a), digest(b));
+}
+
+/// 1,000 files and a 200 MiB file through a proxy that breaks 10% of
+/// connections (resets before and during responses, 500s, 503 SlowDowns,
+/// truncated bodies, latency): one push and one pull, byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_and_pull_through_a_faulty_network() {
+    use pqsync_testdata::faults::{FaultConfig, FaultProxy};
+    use pqsync_testdata::generate::{generate, GenOptions};
+    let server = pqsync_testdata::s3::S3Server::start();
+    let upstream: std::net::SocketAddr = server
+        .endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let proxy = FaultProxy::start(
+        upstream,
+        FaultConfig {
+            seed: 20261122,
+            fault_rate: 0.10,
+            latency: std::time::Duration::from_millis(50),
+        },
+    );
+    let mut through_proxy = pqsync_testdata::s3::S3Server::start_external_like(&server);
+    through_proxy.endpoint = proxy.endpoint();
+    // A new connection per request, so "10% of connections" is 10% of
+    // requests rather than of a handful of pooled connections.
+    let store = s3_store_with(
+        &through_proxy,
+        object_store::ClientOptions::new().with_pool_max_idle_per_host(0),
+    );
+
+    let db = tempfile::tempdir().unwrap();
+    generate(
+        db.path(),
+        &GenOptions {
+            extra_files: 1000,
+            big_file_mib: 200,
+            ..GenOptions::default()
+        },
+    )
+    .unwrap();
+    let prefix = unique("faulty");
+    let tree = || {
+        StoreTree::new(
+            store.clone(),
+            &prefix,
+            format!("s3://{}/{prefix}", server.bucket),
+        )
+    };
+    let mut opts = SyncOptions::new(Mode::Push);
+    opts.retry.max_attempts = 8;
+    let r = run(db.path(), tree(), opts).await;
+    assert!(r.success && r.committed, "{:?}", r.errors);
+    let out = tempfile::tempdir().unwrap();
+    let mut opts = SyncOptions::new(Mode::Pull);
+    opts.retry.max_attempts = 8;
+    let r = run(out.path(), tree(), opts).await;
+    assert!(r.success, "{:?}", r.errors);
+    same_tree(db.path(), out.path());
+    let stats = &proxy.stats;
+    eprintln!("fault proxy: {:?}", stats);
+    let connections = stats.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(connections > 1000, "{stats:?}");
+    assert!(
+        stats.faults() * 20 >= connections,
+        "fewer faults than expected: {stats:?}"
+    );
+}

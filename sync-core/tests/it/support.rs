@@ -94,8 +94,16 @@ impl RemoteKind {
 }
 
 pub fn s3_store(server: &S3Server) -> Arc<dyn ObjectStore> {
+    s3_store_with(server, object_store::ClientOptions::new())
+}
+
+pub fn s3_store_with(
+    server: &S3Server,
+    options: object_store::ClientOptions,
+) -> Arc<dyn ObjectStore> {
     Arc::new(
         AmazonS3Builder::new()
+            .with_client_options(options.with_allow_http(true))
             .with_endpoint(&server.endpoint)
             .with_bucket_name(&server.bucket)
             .with_access_key_id(&server.access_key)
