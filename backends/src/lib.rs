@@ -36,6 +36,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
+use object_store::multipart::MultipartStore;
 use object_store::{BackoffConfig, ObjectStore, RetryConfig};
 
 /// Errors from parsing or opening a remote.
@@ -295,7 +296,7 @@ pub struct OpenOptions {
 }
 
 /// An opened remote.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OpenedRemote {
     /// The store.
     pub store: Arc<dyn ObjectStore>,
@@ -305,6 +306,20 @@ pub struct OpenedRemote {
     pub url: String,
     /// Whether the store keeps object attributes (content type, metadata).
     pub supports_attributes: bool,
+    /// The same store's low-level multipart API, where it has one; lets
+    /// interrupted large uploads resume part by part.
+    pub multipart: Option<Arc<dyn MultipartStore>>,
+}
+
+impl std::fmt::Debug for OpenedRemote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenedRemote")
+            .field("url", &self.url)
+            .field("prefix", &self.prefix)
+            .field("supports_attributes", &self.supports_attributes)
+            .field("multipart", &self.multipart.is_some())
+            .finish()
+    }
 }
 
 fn retry_config() -> RetryConfig {
@@ -346,7 +361,7 @@ pub fn open(spec: &RemoteSpec, opts: &OpenOptions) -> Result<OpenedRemote> {
         .ok()
         .or_else(|| std::env::var("AWS_ENDPOINT").ok())
         .filter(|e| !e.is_empty());
-    let store: Arc<dyn ObjectStore> = match spec.kind {
+    let (store, multipart): (Arc<dyn ObjectStore>, Arc<dyn MultipartStore>) = match spec.kind {
         Kind::S3 => {
             let mut b = AmazonS3Builder::from_env()
                 .with_bucket_name(&spec.bucket)
@@ -358,7 +373,7 @@ pub fn open(spec: &RemoteSpec, opts: &OpenOptions) -> Result<OpenedRemote> {
             if let Some(ep) = opts.endpoint.clone().or(env_endpoint) {
                 b = b.with_endpoint(ep).with_virtual_hosted_style_request(false);
             }
-            Arc::new(b.build().map_err(config)?)
+            both(b.build().map_err(config)?)
         }
         Kind::R2 => {
             let account = spec.account.clone().unwrap_or_default();
@@ -378,16 +393,16 @@ pub fn open(spec: &RemoteSpec, opts: &OpenOptions) -> Result<OpenedRemote> {
             ) {
                 b = b.with_access_key_id(k).with_secret_access_key(s);
             }
-            Arc::new(b.build().map_err(config)?)
+            both(b.build().map_err(config)?)
         }
-        Kind::Gcs => Arc::new(
+        Kind::Gcs => both(
             GoogleCloudStorageBuilder::from_env()
                 .with_bucket_name(&spec.bucket)
                 .with_retry(retry_config())
                 .build()
                 .map_err(config)?,
         ),
-        Kind::Azure => Arc::new(
+        Kind::Azure => both(
             MicrosoftAzureBuilder::from_env()
                 .with_container_name(&spec.bucket)
                 .with_retry(retry_config())
@@ -427,6 +442,7 @@ pub fn open(spec: &RemoteSpec, opts: &OpenOptions) -> Result<OpenedRemote> {
                 prefix,
                 url,
                 supports_attributes: false,
+                multipart: None,
             });
         }
     };
@@ -435,7 +451,16 @@ pub fn open(spec: &RemoteSpec, opts: &OpenOptions) -> Result<OpenedRemote> {
         prefix: spec.prefix.clone(),
         url,
         supports_attributes: true,
+        multipart: Some(multipart),
     })
+}
+
+/// One store behind both of its interfaces.
+fn both<S: ObjectStore + MultipartStore>(
+    store: S,
+) -> (Arc<dyn ObjectStore>, Arc<dyn MultipartStore>) {
+    let store = Arc::new(store);
+    (store.clone(), store)
 }
 
 #[cfg(test)]

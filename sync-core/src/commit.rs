@@ -15,6 +15,9 @@
 //! first (merging as above), writes it, then reads it back to check that it
 //! carries this run's commit id.
 //!
+//! A lease whose holder was a process on this machine that no longer runs
+//! (a killed run) is taken over at once rather than after its expiry.
+//!
 //! The risk that remains on such stores: two writers that acquire the lease
 //! within the same instant (before either sees the other's lease object), or
 //! a writer using `--force`, can still race; the read-back then reports the
@@ -179,14 +182,31 @@ fn lease_body(token: &str, holder: &str) -> serde_json::Value {
     })
 }
 
-fn holder() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown-host".into());
-    format!("pqsync pid {} on {host}", std::process::id())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+fn holder() -> String {
+    format!("pqsync pid {} on {}", std::process::id(), host_name())
+}
+
+/// Whether a lease was taken by a process on this machine that has since
+/// died (a killed run): such a lease is stale before it expires.
+fn holder_is_dead_here(v: &serde_json::Value) -> bool {
+    let same_host = v.get("host").and_then(|h| h.as_str()) == Some(host_name().as_str());
+    let pid = v.get("pid").and_then(|p| p.as_u64());
+    let proc_root = std::path::Path::new("/proc");
+    match pid {
+        Some(pid) if same_host && proc_root.is_dir() => {
+            pid != u64::from(std::process::id()) && !proc_root.join(pid.to_string()).exists()
+        }
+        _ => false,
+    }
 }
 
 impl Lease {
@@ -202,7 +222,8 @@ impl Lease {
         let check = |v: &serde_json::Value| -> Result<()> {
             let theirs = v.get("token").and_then(|t| t.as_str()).unwrap_or_default();
             let until = v.get("expiresAtMs").and_then(|t| t.as_i64()).unwrap_or(0);
-            if theirs != token && until > chrono::Utc::now().timestamp_millis() {
+            let live = until > chrono::Utc::now().timestamp_millis() && !holder_is_dead_here(v);
+            if theirs != token && live {
                 return Err(Error::Leased {
                     url: remote.url().to_string(),
                     holder: v

@@ -29,7 +29,7 @@ use crate::plan::{
 };
 use crate::progress::{Event, NoProgress, Operation, Progress, Reporter};
 use crate::retry::RetryConfig;
-use crate::store::{CommitMode, RemoteManifest, StoreTree};
+use crate::store::{CommitMode, PartLog, PartRecord, RemoteManifest, StoreTree};
 
 /// One side of a sync.
 #[derive(Debug, Clone)]
@@ -195,6 +195,9 @@ pub struct StatusReport {
     pub diff: StatusDiff,
     /// Uploads an interrupted run completed that are waiting to be committed.
     pub resumable: Vec<String>,
+    /// Large uploads an interrupted run left part-way (the next push
+    /// continues them).
+    pub interrupted: Vec<String>,
     /// Requests made.
     pub requests: u64,
     /// Local files whose contents had to be read.
@@ -347,6 +350,7 @@ impl Engine {
             is_synced,
             diff,
             resumable: plan.already_sent.iter().map(|e| e.path.clone()).collect(),
+            interrupted: plan.interrupted.clone(),
             requests: self.requests(),
             files_hashed: plan.files_hashed,
             warnings: plan.warnings,
@@ -468,9 +472,26 @@ impl Engine {
             files_hashed,
             warnings,
             refused: Vec::new(),
+            interrupted: Vec::new(),
             state,
         };
         bucket(&mut plan, diff, self.opts.delete, &journal);
+        if let (Tree::Local(t), true) = (&self.local, self.remote.resumable()) {
+            let log = PartsJournal {
+                tree: t,
+                key: self.remote_key(),
+            };
+            for e in &plan.uploads {
+                if let Some(r) = log.load(&e.path).filter(|r| r.hash == e.tagged_hash()) {
+                    plan.interrupted.push(format!(
+                        "{}: {} of {} parts already sent",
+                        e.path,
+                        r.parts.len(),
+                        e.size.div_ceil(r.part_size)
+                    ));
+                }
+            }
+        }
         let remote_total = remote.as_ref().map_or(0, |r| r.manifest.files.len());
         self.limit_deletes(&mut plan, remote_total, local_files.len());
         plan.bytes_up = plan.uploads.iter().map(|e| e.size).sum();
@@ -628,6 +649,59 @@ impl Engine {
     }
 }
 
+/// The part log of resumable uploads, kept in the local state directory
+/// under `journal/<remote key>.parts/`, one small file per upload.
+struct PartsJournal<'a> {
+    tree: &'a LocalTree,
+    key: String,
+}
+
+impl PartsJournal<'_> {
+    fn dir(&self) -> String {
+        format!("journal/{}.parts", self.key)
+    }
+
+    fn name(&self, path: &str) -> String {
+        format!(
+            "{}/{}.json",
+            self.dir(),
+            &hash_bytes(path.as_bytes(), HashAlgorithm::Sha256)[..24]
+        )
+    }
+
+    /// Every record an earlier run left.
+    fn all(&self) -> Vec<PartRecord> {
+        let dir = self.tree.state_dir().join(self.dir());
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect()
+    }
+}
+
+impl PartLog for PartsJournal<'_> {
+    fn load(&self, path: &str) -> Option<PartRecord> {
+        let bytes = self.tree.read_state_file(&self.name(path)).ok()??;
+        serde_json::from_slice::<PartRecord>(&bytes)
+            .ok()
+            .filter(|r| r.path == path)
+    }
+
+    fn save(&self, record: &PartRecord) {
+        let bytes = serde_json::to_vec(record).expect("record serialises");
+        if let Err(e) = self.tree.write_state_file(&self.name(&record.path), &bytes) {
+            tracing::warn!("could not record upload progress of {}: {e}", record.path);
+        }
+    }
+
+    fn remove(&self, path: &str) {
+        self.tree.remove_state_file(&self.name(path));
+    }
+}
+
 /// How the remote is protected during one run.
 struct Guard {
     /// Whether commits are compare-and-swap.
@@ -699,6 +773,7 @@ impl Run<'_> {
                 lease: None,
             }
         };
+        self.abort_abandoned_uploads(&uploads).await;
         let mut errors: Vec<FileError> = Vec::new();
         let mut uploaded: Vec<FileEntry> = Vec::new();
         let mut downloaded: Vec<(FileEntry, FileStat)> = Vec::new();
@@ -946,6 +1021,42 @@ impl Run<'_> {
         })
     }
 
+    /// Aborts multipart uploads an earlier run started for content this run
+    /// no longer sends (the file changed, or is no longer planned), so the
+    /// store does not keep their parts.
+    async fn abort_abandoned_uploads(&self, uploads: &[FileEntry]) {
+        let engine = self.engine;
+        let Tree::Local(t) = &engine.local else {
+            return;
+        };
+        if !engine.remote.resumable() {
+            return;
+        }
+        let log = PartsJournal {
+            tree: t,
+            key: engine.remote_key(),
+        };
+        let wanted: HashSet<(&str, String)> = uploads
+            .iter()
+            .map(|e| (e.path.as_str(), e.tagged_hash()))
+            .collect();
+        for record in log.all() {
+            if !wanted.contains(&(record.path.as_str(), record.hash.clone())) {
+                match engine
+                    .remote
+                    .abort_upload(&record.path, &record.upload_id)
+                    .await
+                {
+                    Ok(()) => log.remove(&record.path),
+                    Err(e) => tracing::warn!(
+                        "could not abort an abandoned upload of {}: {e}",
+                        record.path
+                    ),
+                }
+            }
+        }
+    }
+
     /// Finds out how commits to the remote are protected, and takes the
     /// lease where a lease is needed.
     async fn guard(&self, token: &str) -> Result<Guard> {
@@ -1153,7 +1264,15 @@ impl Run<'_> {
                                     // Bytes that differ from the scan's hash
                                     // mean the file was edited while it was
                                     // being read; the upload is abandoned.
-                                    return match engine.remote.write(e, stream, &on_bytes).await {
+                                    let log = PartsJournal {
+                                        tree: t,
+                                        key: engine.remote_key(),
+                                    };
+                                    return match engine
+                                        .remote
+                                        .write(e, stream, &on_bytes, Some(&log))
+                                        .await
+                                    {
                                         Err(Error::Mismatch { .. }) => {
                                             Err(Error::ChangedDuringRun {
                                                 path: e.path.clone(),
@@ -1165,7 +1284,7 @@ impl Run<'_> {
                                 }
                                 Tree::Store(s) => s.open(&e.path).await?,
                             };
-                            engine.remote.write(e, stream, &on_bytes).await?;
+                            engine.remote.write(e, stream, &on_bytes, None).await?;
                             Ok(None)
                         }
                         Dir::Down => {

@@ -160,6 +160,9 @@ pub struct Plan {
     pub files_hashed: usize,
     /// Warnings from building the plan (skipped symlinks, ...).
     pub warnings: Vec<String>,
+    /// Large uploads an interrupted run left part-way, which this run
+    /// continues (`"path: N of M parts already sent"`).
+    pub interrupted: Vec<String>,
     /// Safety stops: operations the plan refuses (over `--max-delete`).
     /// Executing such a plan applies the rest and reports these as errors.
     pub refused: Vec<String>,

@@ -19,11 +19,12 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::stream::{BoxStream, FuturesUnordered};
 use futures::{StreamExt, TryStreamExt};
+use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::{
-    Attribute, Attributes, CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload,
-    ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-    RenameOptions, UpdateVersion, UploadPart,
+    Attribute, Attributes, CopyOptions, GetOptions, GetResult, ListResult, MultipartId,
+    MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload,
+    PutResult, RenameOptions, UpdateVersion, UploadPart,
 };
 
 use crate::error::{Error, Result};
@@ -41,6 +42,10 @@ const MAX_PARTS: u64 = 10_000;
 
 /// Parts of one file in flight at once.
 const PARTS_IN_FLIGHT: usize = 2;
+
+/// Parts of one resumable upload in flight at once: one, so that a run
+/// killed mid-upload loses (and the next run re-sends) at most one part.
+const RESUMABLE_PARTS_IN_FLIGHT: usize = 1;
 
 /// Objects per bulk-delete request (S3's DeleteObjects limit).
 const DELETE_BATCH: u64 = 1000;
@@ -86,14 +91,25 @@ pub struct RemoteManifest {
 }
 
 /// A prefix in an object store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreTree {
     store: Arc<dyn ObjectStore>,
+    multipart: Option<Arc<dyn MultipartStore>>,
     requests: Arc<AtomicU64>,
     prefix: Vec<String>,
     url: String,
     attributes: bool,
     multipart_threshold: u64,
+}
+
+impl std::fmt::Debug for StoreTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreTree")
+            .field("url", &self.url)
+            .field("store", &self.store)
+            .field("resumable", &self.multipart.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl StoreTree {
@@ -107,6 +123,7 @@ impl StoreTree {
         });
         StoreTree {
             store: counting,
+            multipart: None,
             requests,
             prefix: prefix
                 .split('/')
@@ -124,6 +141,39 @@ impl StoreTree {
     pub fn with_attributes(mut self, enabled: bool) -> Self {
         self.attributes = enabled;
         self
+    }
+
+    /// Gives the tree the store's low-level multipart API, so large uploads
+    /// can be resumed part by part after a crash. `store` must be the same
+    /// store as the tree's.
+    pub fn with_multipart_store(mut self, store: Arc<dyn MultipartStore>) -> Self {
+        self.multipart = Some(Arc::new(CountingMultipart {
+            inner: store,
+            requests: self.requests.clone(),
+        }));
+        self
+    }
+
+    /// Whether large uploads can resume after a crash.
+    pub fn resumable(&self) -> bool {
+        self.multipart.is_some()
+    }
+
+    /// Aborts a multipart upload an earlier run left behind.
+    ///
+    /// # Errors
+    /// [`Error::Store`]; an upload that is already gone is not an error.
+    pub async fn abort_upload(&self, rel: &str, upload_id: &str) -> Result<()> {
+        let Some(mp) = &self.multipart else {
+            return Ok(());
+        };
+        match mp
+            .abort_multipart(&self.location(rel), &upload_id.to_string())
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::store(self.display(rel), e)),
+        }
     }
 
     /// Sets the size above which uploads are multipart.
@@ -404,7 +454,13 @@ impl StoreTree {
         entry: &FileEntry,
         mut stream: BoxStream<'static, Result<Bytes>>,
         on_bytes: &(dyn Fn(u64) + Send + Sync),
+        parts_log: Option<&dyn PartLog>,
     ) -> Result<()> {
+        if entry.size > self.multipart_threshold {
+            if let (Some(mp), Some(log)) = (&self.multipart, parts_log) {
+                return self.write_resumable(mp, entry, stream, on_bytes, log).await;
+            }
+        }
         let rel = entry.path.as_str();
         let shown = self.display(rel);
         let loc = self.location(rel);
@@ -549,6 +605,296 @@ impl StoreTree {
     }
 }
 
+/// Progress of one resumable multipart upload, saved after every part so a
+/// later run can continue it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartRecord {
+    /// The file.
+    pub path: String,
+    /// `"<alg>:<hex>"` of the content being uploaded.
+    pub hash: String,
+    /// The store's upload id.
+    pub upload_id: String,
+    /// Size of every part but the last.
+    pub part_size: u64,
+    /// Finished parts: index → the store's part id (ETag).
+    pub parts: std::collections::BTreeMap<usize, String>,
+}
+
+/// Where resumable uploads keep their [`PartRecord`]s.
+pub trait PartLog: Send + Sync {
+    /// The record for a path, if an earlier attempt left one.
+    fn load(&self, path: &str) -> Option<PartRecord>;
+    /// Saves a record; called after every finished part.
+    fn save(&self, record: &PartRecord);
+    /// Forgets a path's record (completed or abandoned).
+    fn remove(&self, path: &str);
+}
+
+impl StoreTree {
+    /// A multipart upload through the store's low-level API: the upload id
+    /// and every finished part are logged, so an upload interrupted by a
+    /// crash, a kill or a failed attempt continues from its last finished
+    /// part instead of starting over. Parts already sent are read and hashed
+    /// again (the hash covers the whole file) but not re-sent.
+    async fn write_resumable(
+        &self,
+        mp: &Arc<dyn MultipartStore>,
+        entry: &FileEntry,
+        mut stream: BoxStream<'static, Result<Bytes>>,
+        on_bytes: &(dyn Fn(u64) + Send + Sync),
+        log: &dyn PartLog,
+    ) -> Result<()> {
+        let rel = entry.path.as_str();
+        let shown = self.display(rel);
+        let loc = self.location(rel);
+        let part_size = part_size_for(entry.size);
+        let tagged = entry.tagged_hash();
+        let mut record = match log.load(rel) {
+            Some(r) if r.hash == tagged && r.part_size == part_size => r,
+            Some(stale) => {
+                let _ = self.abort_upload(rel, &stale.upload_id).await;
+                log.remove(rel);
+                self.new_record(mp, entry, part_size, log).await?
+            }
+            None => self.new_record(mp, entry, part_size, log).await?,
+        };
+        // A run killed between completing the upload and forgetting its
+        // record leaves every part recorded: the object may already be there.
+        if record.parts.len() as u64 == entry.size.div_ceil(part_size)
+            && self.has_content(entry).await
+        {
+            log.remove(rel);
+            return Ok(());
+        }
+        let mut hasher = ContentHasher::new(entry.hash_algorithm);
+        let mut total = 0u64;
+        let mut idx = 0usize;
+        let mut part = BytesMut::with_capacity(part_size as usize);
+        let mut in_flight = FuturesUnordered::new();
+        let id = record.upload_id.clone();
+        let send = |idx: usize, data: Bytes| {
+            let mp = mp.clone();
+            let loc = loc.clone();
+            let id = id.clone();
+            let len = data.len() as u64;
+            tokio::spawn(async move {
+                let r = mp.put_part(&loc, &id, idx, PutPayload::from(data)).await;
+                (idx, len, r)
+            })
+        };
+        let finish = |done: (
+            usize,
+            u64,
+            object_store::Result<object_store::multipart::PartId>,
+        ),
+                      record: &mut PartRecord|
+         -> Result<()> {
+            let (i, len, r) = done;
+            match r {
+                Ok(pid) => {
+                    record.parts.insert(i, pid.content_id);
+                    log.save(record);
+                    on_bytes(len);
+                    Ok(())
+                }
+                Err(e @ object_store::Error::NotFound { .. }) => {
+                    // The upload is gone (aborted or expired): start over.
+                    log.remove(rel);
+                    Err(Error::Store {
+                        path: shown.clone(),
+                        retryable: true,
+                        source: e,
+                    })
+                }
+                Err(e) => Err(Error::store(&shown, e)),
+            }
+        };
+        let sent: Result<()> = async {
+            loop {
+                let chunk = stream.next().await;
+                let end = chunk.is_none();
+                if let Some(chunk) = chunk {
+                    let mut chunk = chunk?;
+                    total += chunk.len() as u64;
+                    if total > entry.size {
+                        return Err(Error::Mismatch {
+                            path: rel.to_string(),
+                            what: "size",
+                            expected: entry.size.to_string(),
+                            actual: format!("at least {total}"),
+                            retryable: false,
+                        });
+                    }
+                    hasher.update(&chunk);
+                    while !chunk.is_empty() {
+                        let take = (part_size as usize - part.len()).min(chunk.len());
+                        part.extend_from_slice(&chunk.split_to(take));
+                        if part.len() == part_size as usize {
+                            let full = std::mem::replace(
+                                &mut part,
+                                BytesMut::with_capacity(part_size as usize),
+                            );
+                            if !record.parts.contains_key(&idx) {
+                                while in_flight.len() >= RESUMABLE_PARTS_IN_FLIGHT {
+                                    let done = join_task(&mut in_flight, &shown).await?;
+                                    finish(done, &mut record)?;
+                                }
+                                in_flight.push(send(idx, full.freeze()));
+                            }
+                            idx += 1;
+                        }
+                    }
+                }
+                if end {
+                    if !part.is_empty() && !record.parts.contains_key(&idx) {
+                        while in_flight.len() >= RESUMABLE_PARTS_IN_FLIGHT {
+                            let done = join_task(&mut in_flight, &shown).await?;
+                            finish(done, &mut record)?;
+                        }
+                        in_flight.push(send(idx, part.split().freeze()));
+                    }
+                    break;
+                }
+            }
+            while !in_flight.is_empty() {
+                let done = join_task(&mut in_flight, &shown).await?;
+                finish(done, &mut record)?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = sent {
+            // Record whatever parts did finish, so the next attempt or run
+            // does not send them again.
+            while let Ok(done) = join_task(&mut in_flight, &shown).await {
+                let _ = finish(done, &mut record);
+            }
+            return Err(e);
+        }
+        if let Err(e) = verify(entry, total, hasher) {
+            let _ = self.abort_upload(rel, &record.upload_id).await;
+            log.remove(rel);
+            return Err(e);
+        }
+        let parts: Vec<object_store::multipart::PartId> = record
+            .parts
+            .values()
+            .map(|c| object_store::multipart::PartId {
+                content_id: c.clone(),
+            })
+            .collect();
+        match mp.complete_multipart(&loc, &record.upload_id, parts).await {
+            Ok(_) => {
+                log.remove(rel);
+                Ok(())
+            }
+            // Completed already (a lost response, or a run killed while its
+            // completion was under way): the object carries this content's
+            // hash, possibly only once the server has finished assembling it.
+            Err(_) if self.appears_with_content(entry).await => {
+                log.remove(rel);
+                Ok(())
+            }
+            Err(e) => {
+                // The upload is gone or unusable; the next attempt starts a
+                // fresh one.
+                log.remove(rel);
+                Err(Error::Store {
+                    path: shown,
+                    retryable: true,
+                    source: e,
+                })
+            }
+        }
+    }
+
+    /// Whether the object already holds `entry`'s content, judged by its
+    /// size and the content hash pqsync stores in its metadata (one HEAD).
+    pub async fn has_content(&self, entry: &FileEntry) -> bool {
+        if !self.attributes {
+            return false;
+        }
+        let opts = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        match self.store.get_opts(&self.location(&entry.path), opts).await {
+            Ok(r) => {
+                r.meta.size == entry.size
+                    && r.attributes
+                        .get(&Attribute::Metadata(HASH_METADATA_KEY.into()))
+                        .map(|v| v.as_ref() == entry.tagged_hash())
+                        .unwrap_or(false)
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// [`StoreTree::has_content`], asked a few times over about three
+    /// seconds: a completion that is still being assembled shows up late.
+    async fn appears_with_content(&self, entry: &FileEntry) -> bool {
+        let mut wait = std::time::Duration::from_millis(200);
+        for _ in 0..4 {
+            if self.has_content(entry).await {
+                return true;
+            }
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+        }
+        self.has_content(entry).await
+    }
+
+    async fn new_record(
+        &self,
+        mp: &Arc<dyn MultipartStore>,
+        entry: &FileEntry,
+        part_size: u64,
+        log: &dyn PartLog,
+    ) -> Result<PartRecord> {
+        let rel = entry.path.as_str();
+        let content_type = entry
+            .content_type
+            .clone()
+            .unwrap_or_else(|| crate::manifest::content_type_for(rel).to_string());
+        let opts = PutMultipartOptions {
+            attributes: self.attrs(Some(entry), &content_type),
+            ..Default::default()
+        };
+        let upload_id = mp
+            .create_multipart_opts(&self.location(rel), opts)
+            .await
+            .map_err(|e| Error::store(self.display(rel), e))?;
+        let record = PartRecord {
+            path: rel.to_string(),
+            hash: entry.tagged_hash(),
+            upload_id,
+            part_size,
+            parts: Default::default(),
+        };
+        // Logged before any part is sent, so a crash never orphans it.
+        log.save(&record);
+        Ok(record)
+    }
+}
+
+type PartResult = (
+    usize,
+    u64,
+    object_store::Result<object_store::multipart::PartId>,
+);
+
+async fn join_task(
+    in_flight: &mut FuturesUnordered<tokio::task::JoinHandle<PartResult>>,
+    shown: &str,
+) -> Result<PartResult> {
+    match in_flight.next().await {
+        Some(done) => done.map_err(|e| Error::Invalid(format!("{shown}: part task failed: {e}"))),
+        None => Err(Error::Invalid(format!("{shown}: no part in flight"))),
+    }
+}
+
 fn verify(entry: &FileEntry, total: u64, hasher: ContentHasher) -> Result<()> {
     if total != entry.size {
         return Err(Error::Mismatch {
@@ -647,6 +993,55 @@ impl MultipartUpload for CountingUpload {
     async fn abort(&mut self) -> object_store::Result<()> {
         self.requests.fetch_add(1, Ordering::SeqCst);
         self.inner.abort().await
+    }
+}
+
+/// Counts requests made through the low-level multipart API.
+struct CountingMultipart {
+    inner: Arc<dyn MultipartStore>,
+    requests: Arc<AtomicU64>,
+}
+
+#[async_trait]
+impl MultipartStore for CountingMultipart {
+    async fn create_multipart(&self, path: &Path) -> object_store::Result<MultipartId> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.inner.create_multipart(path).await
+    }
+
+    async fn create_multipart_opts(
+        &self,
+        path: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<MultipartId> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.inner.create_multipart_opts(path, opts).await
+    }
+
+    async fn put_part(
+        &self,
+        path: &Path,
+        id: &MultipartId,
+        part_idx: usize,
+        data: PutPayload,
+    ) -> object_store::Result<object_store::multipart::PartId> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.inner.put_part(path, id, part_idx, data).await
+    }
+
+    async fn complete_multipart(
+        &self,
+        path: &Path,
+        id: &MultipartId,
+        parts: Vec<object_store::multipart::PartId>,
+    ) -> object_store::Result<PutResult> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.inner.complete_multipart(path, id, parts).await
+    }
+
+    async fn abort_multipart(&self, path: &Path, id: &MultipartId) -> object_store::Result<()> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.inner.abort_multipart(path, id).await
     }
 }
 

@@ -30,6 +30,7 @@ const BUCKET: &str = "pqsync-test";
 pub struct RequestLog {
     count: AtomicU64,
     lines: Mutex<Vec<String>>,
+    bytes: Mutex<Vec<u64>>,
 }
 
 impl RequestLog {
@@ -43,9 +44,19 @@ impl RequestLog {
         self.lines.lock().unwrap().clone()
     }
 
-    fn record(&self, line: String) {
+    /// Every request line with the size of its body (`Content-Length`).
+    pub fn entries(&self) -> Vec<(String, u64)> {
+        let lines = self.lines.lock().unwrap().clone();
+        let bytes = self.bytes.lock().unwrap().clone();
+        lines.into_iter().zip(bytes).collect()
+    }
+
+    fn record(&self, line: String, body_bytes: u64) {
         self.count.fetch_add(1, Ordering::SeqCst);
-        self.lines.lock().unwrap().push(line);
+        // One lock order for both vectors keeps them aligned.
+        let mut lines = self.lines.lock().unwrap();
+        lines.push(line);
+        self.bytes.lock().unwrap().push(body_bytes);
     }
 }
 
@@ -222,8 +233,24 @@ impl hyper::service::Service<http::Request<Incoming>> for Counting {
             req.method(),
             req.uri().path_and_query().map_or("/", |p| p.as_str())
         );
-        self.log.record(line);
-        hyper::service::Service::call(&self.inner, req)
+        let body_bytes = req
+            .headers()
+            .get("x-amz-decoded-content-length")
+            .or_else(|| req.headers().get(http::header::CONTENT_LENGTH))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        self.log.record(line, body_bytes);
+        // Run each request to completion even if the client goes away, as
+        // S3 does: s3s-fs assembles a completed multipart upload in steps,
+        // and cancelling it half-way would lose the upload.
+        let fut = hyper::service::Service::call(&self.inner, req);
+        Box::pin(async move {
+            match tokio::spawn(fut).await {
+                Ok(r) => r,
+                Err(e) => Err(s3s::HttpError::new(Box::new(e))),
+            }
+        })
     }
 }
 

@@ -62,8 +62,12 @@ pub fn open_remote(url: &str, g: &GlobalArgs, create: bool) -> Result<StoreTree>
         create,
     };
     let opened = pqsync_backends::open(&spec, &opts)?;
-    Ok(StoreTree::new(opened.store, &opened.prefix, opened.url)
-        .with_attributes(opened.supports_attributes))
+    let tree = StoreTree::new(opened.store, &opened.prefix, opened.url)
+        .with_attributes(opened.supports_attributes);
+    Ok(match opened.multipart {
+        Some(mp) => tree.with_multipart_store(mp),
+        None => tree,
+    })
 }
 
 /// The remote named on the command line, or the one DIR last synced with.

@@ -55,6 +55,11 @@ pub async fn run(args: &StatusArgs, g: &GlobalArgs, printer: &Printer) -> Result
                     .unwrap_or_default()
             ));
         }
+        for i in &report.interrupted {
+            printer.info(&format!(
+                "  interrupted push  {i} (the next push continues it)"
+            ));
+        }
         for p in &report.resumable {
             printer.info(&format!(
                 "  interrupted push  {p} (sent, not yet committed; push to finish)"

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod kill;
 mod output;
 
 use assert_cmd::Command;

@@ -280,3 +280,171 @@ async fn push_and_pull_through_a_faulty_network() {
         "fewer faults than expected: {stats:?}"
     );
 }
+
+/// Fails every part upload from `fail_from` on (not retryable), counting
+/// the part uploads that got through.
+struct PartFailing {
+    inner: Arc<dyn object_store::multipart::MultipartStore>,
+    fail_from: std::sync::atomic::AtomicUsize,
+    sent: AtomicU32,
+}
+
+#[async_trait]
+impl object_store::multipart::MultipartStore for PartFailing {
+    async fn create_multipart(
+        &self,
+        path: &Path,
+    ) -> object_store::Result<object_store::MultipartId> {
+        self.inner.create_multipart(path).await
+    }
+    async fn create_multipart_opts(
+        &self,
+        path: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<object_store::MultipartId> {
+        self.inner.create_multipart_opts(path, opts).await
+    }
+    async fn put_part(
+        &self,
+        path: &Path,
+        id: &object_store::MultipartId,
+        part_idx: usize,
+        data: PutPayload,
+    ) -> object_store::Result<object_store::multipart::PartId> {
+        if part_idx >= self.fail_from.load(Ordering::SeqCst) {
+            return Err(object_store::Error::PermissionDenied {
+                path: path.to_string(),
+                source: "injected: connection lost for good".into(),
+            });
+        }
+        let r = self.inner.put_part(path, id, part_idx, data).await;
+        if r.is_ok() {
+            self.sent.fetch_add(1, Ordering::SeqCst);
+        }
+        r
+    }
+    async fn complete_multipart(
+        &self,
+        path: &Path,
+        id: &object_store::MultipartId,
+        parts: Vec<object_store::multipart::PartId>,
+    ) -> object_store::Result<PutResult> {
+        self.inner.complete_multipart(path, id, parts).await
+    }
+    async fn abort_multipart(
+        &self,
+        path: &Path,
+        id: &object_store::MultipartId,
+    ) -> object_store::Result<()> {
+        self.inner.abort_multipart(path, id).await
+    }
+}
+
+/// A large upload cut off after some parts continues from its last finished
+/// part on the next run; a changed file abandons (aborts) the old upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_multipart_upload_resumes_from_its_last_part() {
+    for kind in ["memory", "s3"] {
+        let (store, mp, _server): (
+            Arc<dyn ObjectStore>,
+            Arc<dyn object_store::multipart::MultipartStore>,
+            _,
+        ) = if kind == "memory" {
+            let m = Arc::new(InMemory::new());
+            (m.clone(), m, None)
+        } else {
+            let server = pqsync_testdata::s3::S3Server::start();
+            (s3_store(&server), s3_multipart(&server), Some(server))
+        };
+        let failing = Arc::new(PartFailing {
+            inner: mp,
+            fail_from: std::sync::atomic::AtomicUsize::new(2),
+            sent: AtomicU32::new(0),
+        });
+        let prefix = unique("resume");
+        let tree = || {
+            StoreTree::new(store.clone(), &prefix, format!("test://{prefix}"))
+                .with_multipart_store(failing.clone())
+        };
+        let db = tempfile::tempdir().unwrap();
+        // Five 8 MiB parts.
+        let big: Vec<u8> = (0..(40u32 << 20))
+            .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+            .collect();
+        write_old(db.path(), "data/big/data.parquet", &big);
+        write_old(db.path(), "data/small/data.parquet", b"small");
+
+        let r = push(db.path(), tree()).await;
+        assert!(!r.success && !r.committed, "{kind}");
+        assert_eq!(
+            failing.sent.load(Ordering::SeqCst),
+            2,
+            "{kind}: two parts made it"
+        );
+        // status reports the interrupted upload.
+        let plan = Engine::new(
+            LocalTree::new(db.path()),
+            tree(),
+            SyncOptions::new(Mode::Push),
+        )
+        .unwrap()
+        .plan()
+        .await
+        .unwrap();
+        assert!(
+            plan.interrupted
+                .iter()
+                .any(|i| i.contains("data/big/data.parquet") && i.contains("2 of 5 parts")),
+            "{kind}: {:?}",
+            plan.interrupted
+        );
+
+        failing.fail_from.store(usize::MAX, Ordering::SeqCst);
+        failing.sent.store(0, Ordering::SeqCst);
+        let r = push(db.path(), tree()).await;
+        assert!(r.success && r.committed, "{kind}: {:?}", r.errors);
+        assert_eq!(
+            failing.sent.load(Ordering::SeqCst),
+            3,
+            "{kind}: only the missing parts are sent"
+        );
+        let out = tempfile::tempdir().unwrap();
+        pull(out.path(), tree()).await;
+        assert_eq!(
+            std::fs::read(out.path().join("data/big/data.parquet")).unwrap(),
+            big,
+            "{kind}"
+        );
+        let journal = db.path().join("_meta/.pqsync/journal");
+        let leftovers: Vec<_> = walkdir::WalkDir::new(&journal)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_file())
+            .collect();
+        assert!(leftovers.is_empty(), "{kind}: {leftovers:?}");
+    }
+}
+
+/// Uploads carry their content hash in object metadata, so a later run can
+/// tell an upload it completed before being killed from a missing one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploaded_objects_carry_their_content_hash() {
+    for kind in [
+        RemoteKind::Memory(Arc::new(InMemory::new())),
+        RemoteKind::s3(),
+    ] {
+        let db = tempfile::tempdir().unwrap();
+        let big: Vec<u8> = (0..(20u32 << 20)).map(|i| (i >> 7) as u8).collect();
+        write_old(db.path(), "big.bin", &big);
+        write_old(db.path(), "small.bin", b"small");
+        let remote = kind.tree("hashmeta");
+        assert!(push(db.path(), remote.clone()).await.success);
+        let m = remote.read_manifest().await.unwrap().unwrap().manifest;
+        for e in m.files.values() {
+            assert!(remote.has_content(e).await, "{}", e.path);
+            let mut other = e.clone();
+            other.hash = "0".repeat(64);
+            assert!(!remote.has_content(&other).await);
+        }
+    }
+}

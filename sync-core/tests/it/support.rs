@@ -68,8 +68,11 @@ impl RemoteKind {
                     .with_automatic_cleanup(true);
                 StoreTree::new(Arc::new(fs), &prefix, tree.url()).with_attributes(false)
             }
-            RemoteKind::Memory(m) => StoreTree::new(m.clone(), &prefix, tree.url()),
-            RemoteKind::S3(_, store) => StoreTree::new(store.clone(), &prefix, tree.url()),
+            RemoteKind::Memory(m) => {
+                StoreTree::new(m.clone(), &prefix, tree.url()).with_multipart_store(m.clone())
+            }
+            RemoteKind::S3(server, store) => StoreTree::new(store.clone(), &prefix, tree.url())
+                .with_multipart_store(s3_multipart(server)),
         }
     }
 
@@ -93,6 +96,26 @@ impl RemoteKind {
     }
 }
 
+/// The same S3 bucket through the low-level multipart API.
+pub fn s3_multipart(server: &S3Server) -> Arc<dyn object_store::multipart::MultipartStore> {
+    Arc::new(
+        s3_builder(server, object_store::ClientOptions::new())
+            .build()
+            .unwrap(),
+    )
+}
+
+fn s3_builder(server: &S3Server, options: object_store::ClientOptions) -> AmazonS3Builder {
+    AmazonS3Builder::new()
+        .with_client_options(options.with_allow_http(true))
+        .with_endpoint(&server.endpoint)
+        .with_bucket_name(&server.bucket)
+        .with_access_key_id(&server.access_key)
+        .with_secret_access_key(&server.secret_key)
+        .with_region(&server.region)
+        .with_virtual_hosted_style_request(false)
+}
+
 pub fn s3_store(server: &S3Server) -> Arc<dyn ObjectStore> {
     s3_store_with(server, object_store::ClientOptions::new())
 }
@@ -101,19 +124,7 @@ pub fn s3_store_with(
     server: &S3Server,
     options: object_store::ClientOptions,
 ) -> Arc<dyn ObjectStore> {
-    Arc::new(
-        AmazonS3Builder::new()
-            .with_client_options(options.with_allow_http(true))
-            .with_endpoint(&server.endpoint)
-            .with_bucket_name(&server.bucket)
-            .with_access_key_id(&server.access_key)
-            .with_secret_access_key(&server.secret_key)
-            .with_region(&server.region)
-            .with_allow_http(true)
-            .with_virtual_hosted_style_request(false)
-            .build()
-            .unwrap(),
-    )
+    Arc::new(s3_builder(server, options).build().unwrap())
 }
 
 pub fn unique(name: &str) -> String {

@@ -1,0 +1,182 @@
+//! `kill -9` at random moments: after every kill the remote manifest names
+//! only complete objects with matching hashes, the next run completes, and
+//! it re-sends at most the parts and files that were in flight.
+
+use std::time::Instant;
+
+use pqsync_core::object_store::aws::AmazonS3Builder;
+use pqsync_core::object_store::{ObjectStore, ObjectStoreExt};
+use pqsync_core::{HashAlgorithm, Manifest};
+use pqsync_testdata::generate::{generate, GenOptions};
+use pqsync_testdata::s3::S3Server;
+use rand::{Rng, SeedableRng};
+
+use crate::{age, pqsync, tree_files};
+
+/// The S3 prefix of an `s3://bucket/prefix` URL.
+fn prefix_of(url: &str) -> &str {
+    url.trim_start_matches("s3://").split_once('/').unwrap().1
+}
+
+/// Checks that every manifest entry names a complete object with the
+/// entry's hash; returns how many entries the manifest has (0 if none yet).
+async fn check_remote(store: &dyn ObjectStore, prefix: &str) -> usize {
+    let mloc = format!("{prefix}/_meta/manifest.json");
+    let bytes = match store.get(&mloc.as_str().into()).await {
+        Ok(g) => g.bytes().await.unwrap(),
+        Err(pqsync_core::object_store::Error::NotFound { .. }) => return 0,
+        Err(e) => panic!("{e}"),
+    };
+    let m = Manifest::from_slice(&bytes, &mloc).unwrap();
+    for (path, e) in &m.files {
+        let loc = format!("{prefix}/{path}");
+        let data = store
+            .get(&loc.as_str().into())
+            .await
+            .unwrap_or_else(|err| panic!("manifest names {path}, which is missing: {err}"))
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(data.len() as u64, e.size, "{path}: incomplete object");
+        assert_eq!(
+            pqsync_core::hash::hash_bytes(&data, HashAlgorithm::Blake3),
+            e.hash,
+            "{path}: object does not match its manifest entry"
+        );
+    }
+    m.files.len()
+}
+
+#[test]
+fn kill_nine_at_random_moments_then_resume() {
+    let trials: usize = std::env::var("PQSYNC_KILL_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let server = S3Server::start();
+    let store = AmazonS3Builder::new()
+        .with_endpoint(&server.endpoint)
+        .with_bucket_name(&server.bucket)
+        .with_access_key_id(&server.access_key)
+        .with_secret_access_key(&server.secret_key)
+        .with_region(&server.region)
+        .with_allow_http(true)
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    let db = tempfile::tempdir().unwrap();
+    generate(
+        db.path(),
+        &GenOptions {
+            extra_files: 100,
+            big_file_mib: 24,
+            ..GenOptions::default()
+        },
+    )
+    .unwrap();
+    let files = tree_files(db.path());
+    for p in files.keys() {
+        age(&db.path().join(p));
+    }
+    let total: u64 = files.values().map(|v| v.len() as u64).sum();
+    let largest_single_put = files
+        .values()
+        .map(|v| v.len() as u64)
+        .filter(|n| *n <= pqsync_core::store::DEFAULT_MULTIPART_THRESHOLD)
+        .max()
+        .unwrap();
+    let part = pqsync_core::store::part_size_for(24 << 20);
+    drop(files);
+
+    // Calibrate: how long a whole push takes.
+    let started = Instant::now();
+    pqsync(Some(&server))
+        .args(["push", &server.unique_url("kill-calibrate"), "-d"])
+        .arg(db.path())
+        .assert()
+        .success();
+    let full = started.elapsed();
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261122);
+    let mut resent_max = 0u64;
+    let mut resent_sum = 0u64;
+    let mut killed_mid_run = 0;
+    for trial in 0..trials {
+        let url = server.unique_url(&format!("kill{trial}"));
+        let prefix = prefix_of(&url).to_string();
+        let delay = full.mul_f64(rng.random_range(0.02..1.0));
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pqsync"))
+            .args(["--no-progress", "push", &url, "-d"])
+            .arg(db.path())
+            .envs(server.env())
+            .env_remove("AWS_CA_BUNDLE")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            killed_mid_run += 1;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+
+        let t_check = Instant::now();
+        rt.block_on(check_remote(&store, &prefix));
+        let t_rerun = Instant::now();
+        pqsync(Some(&server))
+            .args(["push", &url, "-d"])
+            .arg(db.path())
+            .assert()
+            .success();
+        let rerun = t_rerun.elapsed();
+        let listed = rt.block_on(check_remote(&store, &prefix));
+        if std::env::var("PQSYNC_KILL_DEBUG").is_ok() {
+            eprintln!(
+                "trial {trial}: delay {delay:?} check {:?} rerun {rerun:?}",
+                t_rerun - t_check
+            );
+        }
+        assert_eq!(
+            listed,
+            tree_files(db.path()).len(),
+            "trial {trial}: all files committed"
+        );
+
+        if let Some(log) = &server.log {
+            let sent: u64 = log
+                .entries()
+                .iter()
+                .filter(|(l, _)| l.starts_with("PUT") && l.contains(&format!("/{prefix}/")))
+                .filter(|(l, _)| !l.contains("/_meta/"))
+                .map(|(_, b)| b)
+                .sum();
+            let resent = sent.saturating_sub(total);
+            // At most one part plus the small files in flight (eight at a
+            // time).
+            let bound = part + 8 * largest_single_put;
+            if resent > bound {
+                for (l, b) in log.entries().iter().filter(|(l, _)| {
+                    l.contains(&prefix) && (l.contains("big") || l.contains("manifest"))
+                }) {
+                    eprintln!("{l} {b}");
+                }
+            }
+            assert!(
+                resent <= bound,
+                "trial {trial}: re-sent {resent} bytes (bound {bound})"
+            );
+            resent_max = resent_max.max(resent);
+            resent_sum += resent;
+        }
+    }
+    eprintln!(
+        "kill trials: {trials} ({killed_mid_run} killed mid-run), full push {full:?}, re-sent bytes: max {resent_max}, mean {}",
+        resent_sum / trials.max(1) as u64
+    );
+    assert!(
+        killed_mid_run * 2 >= trials,
+        "most kills should land mid-run"
+    );
+}
