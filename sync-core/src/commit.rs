@@ -177,6 +177,8 @@ fn lease_body(token: &str, holder: &str) -> serde_json::Value {
     json!({
         "token": token,
         "holder": holder,
+        "host": host_name(),
+        "pid": std::process::id(),
         "expiresAt": expires.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "expiresAtMs": expires.timestamp_millis(),
     })
@@ -312,6 +314,21 @@ mod tests {
             path: p.into(),
             size: content.len() as u64,
         }
+    }
+
+    #[test]
+    fn a_lease_of_a_dead_local_process_is_stale() {
+        let mine = lease_body("t", &holder());
+        assert!(!holder_is_dead_here(&mine), "our own lease is live");
+        let mut dead = mine.clone();
+        dead["pid"] = json!(999_999_999u64);
+        assert!(holder_is_dead_here(&dead));
+        let mut elsewhere = dead.clone();
+        elsewhere["host"] = json!("another-machine");
+        assert!(
+            !holder_is_dead_here(&elsewhere),
+            "no verdict on other hosts"
+        );
     }
 
     #[test]
