@@ -32,7 +32,9 @@ impl Printer {
     pub fn init_logging(&self) {
         let level = match (self.quiet, self.verbose) {
             (true, _) => "error",
-            (false, 0 | 1) => "warn",
+            (false, 0) => "warn",
+            // object_store logs each request it retries at info.
+            (false, 1) => "warn,object_store::client::retry=info",
             (false, 2) => "pqsync=debug,pqsync_core=debug,info",
             (false, _) => "debug",
         };

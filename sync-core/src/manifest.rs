@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use unicode_normalization::UnicodeNormalization;
 
 use crate::error::{Error, Result};
 
@@ -242,8 +243,20 @@ impl Manifest {
             path: origin.to_string(),
             reason,
         };
+        let mut normalized: std::collections::HashMap<String, &str> =
+            std::collections::HashMap::with_capacity(self.files.len());
         for (key, entry) in &self.files {
             validate_path(key, origin)?;
+            // Two keys that name the same file once Unicode-normalised (as
+            // macOS file systems do) would overwrite each other on disk.
+            let nfc: String = key.nfc().collect();
+            if let Some(other) = normalized.insert(nfc, key) {
+                return Err(Error::UnsafePath {
+                    path: key.clone(),
+                    origin: origin.to_string(),
+                    reason: format!("same file as {other:?} after Unicode normalisation"),
+                });
+            }
             if entry.path != *key {
                 return Err(corrupt(format!(
                     "entry {key:?} has path {:?}; the two must agree",
@@ -261,6 +274,20 @@ impl Manifest {
                     "entry {key:?} has a malformed {alg} hash {:?}",
                     entry.hash
                 )));
+            }
+        }
+        // A path cannot be both a file and a directory ("a" and "a/b").
+        for key in self.files.keys() {
+            let mut prefix = key.as_str();
+            while let Some((parent, _)) = prefix.rsplit_once('/') {
+                if self.files.contains_key(parent) {
+                    return Err(Error::UnsafePath {
+                        path: key.clone(),
+                        origin: origin.to_string(),
+                        reason: format!("{parent:?} is listed as a file but is also its directory"),
+                    });
+                }
+                prefix = parent;
             }
         }
         Ok(())
@@ -469,6 +496,33 @@ mod tests {
         ] {
             validate_path(good, "m").unwrap();
         }
+    }
+
+    #[test]
+    fn normalisation_duplicates_and_file_directory_clashes_are_refused() {
+        let mut m = Manifest::new("d", "n");
+        m.files
+            .insert("caf\u{e9}.parquet".into(), entry("caf\u{e9}.parquet"));
+        m.files
+            .insert("cafe\u{301}.parquet".into(), entry("cafe\u{301}.parquet"));
+        let err = Manifest::from_slice(&m.to_json_pretty(), "remote")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Unicode normalisation"), "{err}");
+
+        let mut m = Manifest::new("d", "n");
+        m.files.insert("data".into(), entry("data"));
+        m.files.insert(
+            "data/users/data.parquet".into(),
+            entry("data/users/data.parquet"),
+        );
+        let err = Manifest::from_slice(&m.to_json_pretty(), "remote")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("also its directory") && err.contains("data/users/data.parquet"),
+            "{err}"
+        );
     }
 
     #[test]

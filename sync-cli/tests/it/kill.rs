@@ -180,3 +180,75 @@ fn kill_nine_at_random_moments_then_resume() {
         "most kills should land mid-run"
     );
 }
+
+/// `kill -9` during pulls: every file that appears at its real path is
+/// complete and matches the remote manifest (partial downloads stay in
+/// temporary files, which the next run removes), and the next run finishes
+/// the restore.
+#[test]
+fn kill_nine_during_pull_never_leaves_a_partial_file() {
+    let server = S3Server::start();
+    let db = tempfile::tempdir().unwrap();
+    generate(
+        db.path(),
+        &GenOptions {
+            extra_files: 100,
+            big_file_mib: 24,
+            ..GenOptions::default()
+        },
+    )
+    .unwrap();
+    let url = server.unique_url("pullkill");
+    pqsync(Some(&server))
+        .args(["push", &url, "-d"])
+        .arg(db.path())
+        .assert()
+        .success();
+    let expected = tree_files(db.path());
+
+    let calibrate = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    pqsync(Some(&server))
+        .args(["pull", &url, "-d"])
+        .arg(calibrate.path())
+        .assert()
+        .success();
+    let full = started.elapsed();
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for trial in 0..8 {
+        let out = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pqsync"))
+            .args(["--no-progress", "pull", &url, "-d"])
+            .arg(out.path())
+            .envs(server.env())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(full.mul_f64(rng.random_range(0.05..1.0)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        for (path, bytes) in tree_files(out.path()) {
+            if path.contains(".pqsync.tmp") {
+                continue;
+            }
+            assert_eq!(
+                Some(&bytes),
+                expected.get(&path),
+                "trial {trial}: {path} is partial or wrong"
+            );
+        }
+        pqsync(Some(&server))
+            .args(["pull", &url, "-d"])
+            .arg(out.path())
+            .assert()
+            .success();
+        let restored: Vec<String> = tree_files(out.path()).into_keys().collect();
+        assert!(
+            restored.iter().all(|p| !p.contains(".pqsync.tmp")),
+            "trial {trial}: temporary files left: {restored:?}"
+        );
+        assert_eq!(tree_files(out.path()), expected, "trial {trial}");
+    }
+}

@@ -448,3 +448,72 @@ async fn uploaded_objects_carry_their_content_hash() {
         }
     }
 }
+
+/// A full disk during a pull: a clean error for the file that did not fit,
+/// every existing file intact, and no temporary file left behind. Uses a
+/// small tmpfs, so it needs root (as CI has); elsewhere it says so and skips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_during_pull_keeps_existing_files() {
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let mnt = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(mnt.path())
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !matches!(mounted, Ok(s) if s.success()) {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let _unmount = Unmount(mnt.path().to_path_buf());
+
+    let src = small_db();
+    let store = Arc::new(InMemory::new());
+    let tree = || StoreTree::new(store.clone(), "db", "memory:///db");
+    assert!(push(src.path(), tree()).await.success);
+    let local = mnt.path().join("db");
+    assert!(pull(&local, tree()).await.success);
+
+    // The remote gains a file larger than the whole file system, and a
+    // changed small one.
+    let big: Vec<u8> = (0..(6u32 << 20)).map(|i| (i >> 3) as u8).collect();
+    write_old(src.path(), "data/big/data.parquet", &big);
+    write_old(src.path(), "data/users/data.parquet", b"PAR1 users v2 PAR1");
+    assert!(push(src.path(), tree()).await.success);
+
+    let before = tree_files(&local);
+    let r = pull(&local, tree()).await;
+    assert!(!r.success);
+    let failure = r
+        .errors
+        .iter()
+        .find(|e| e.path == "data/big/data.parquet")
+        .expect("the big file fails");
+    assert!(
+        failure.message.contains("No space left on device"),
+        "{}",
+        failure.message
+    );
+    assert_eq!(failure.message.lines().count(), 1);
+    // What was there is intact (the small change may have arrived whole).
+    let after = tree_files(&local);
+    for (path, bytes) in &before {
+        let now = &after[path];
+        assert!(
+            now == bytes || path == "data/users/data.parquet" && now == b"PAR1 users v2 PAR1",
+            "{path} damaged"
+        );
+    }
+    let leftovers: Vec<_> = walkdir::WalkDir::new(&local)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".pqsync.tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(!local.join("data/big/data.parquet").exists());
+}
