@@ -34,10 +34,13 @@ use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
+use object_store::client::{
+    HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService, ReqwestConnector,
+};
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::multipart::MultipartStore;
-use object_store::{BackoffConfig, ObjectStore, RetryConfig};
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
 /// Errors from parsing or opening a remote.
 #[derive(Debug, thiserror::Error)]
@@ -283,7 +286,7 @@ fn file_spec(path: PathBuf) -> RemoteSpec {
 }
 
 /// How to open a remote beyond what its URL says.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct OpenOptions {
     /// Endpoint override (`--endpoint`), taking precedence over
     /// `AWS_ENDPOINT_URL` and the R2 endpoint.
@@ -293,6 +296,69 @@ pub struct OpenOptions {
     pub jurisdiction: Option<Jurisdiction>,
     /// Create a local remote directory that does not exist yet (for pushes).
     pub create: bool,
+    /// Told the status of every HTTP response (to adapt concurrency to a
+    /// store that answers 429 or 503).
+    pub status_observer: Option<StatusObserver>,
+}
+
+impl std::fmt::Debug for OpenOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenOptions")
+            .field("endpoint", &self.endpoint)
+            .field("jurisdiction", &self.jurisdiction)
+            .field("create", &self.create)
+            .field("status_observer", &self.status_observer.is_some())
+            .finish()
+    }
+}
+
+/// Receives the status code of every HTTP response a store gets.
+pub type StatusObserver = Arc<dyn Fn(u16) + Send + Sync>;
+
+/// An HTTP connector that reports every response status to `observer`,
+/// wrapping object_store's default (reqwest) client.
+pub fn observing_connector(observer: StatusObserver) -> impl HttpConnector {
+    ObservingConnector(observer)
+}
+
+struct ObservingConnector(StatusObserver);
+
+impl std::fmt::Debug for ObservingConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ObservingConnector")
+    }
+}
+
+impl HttpConnector for ObservingConnector {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let inner = ReqwestConnector::default().connect(options)?;
+        Ok(HttpClient::new(Observing {
+            inner,
+            observer: self.0.clone(),
+        }))
+    }
+}
+
+struct Observing {
+    inner: HttpClient,
+    observer: StatusObserver,
+}
+
+impl std::fmt::Debug for Observing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observing")
+    }
+}
+
+#[async_trait::async_trait]
+impl HttpService for Observing {
+    async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let r = self.inner.execute(req).await;
+        if let Ok(resp) = &r {
+            (self.observer)(resp.status().as_u16());
+        }
+        r
+    }
 }
 
 /// An opened remote.
@@ -366,6 +432,9 @@ pub fn open(spec: &RemoteSpec, opts: &OpenOptions) -> Result<OpenedRemote> {
             let mut b = AmazonS3Builder::from_env()
                 .with_bucket_name(&spec.bucket)
                 .with_retry(retry_config());
+            if let Some(o) = &opts.status_observer {
+                b = b.with_http_connector(ObservingConnector(o.clone()));
+            }
             if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err()
             {
                 b = b.with_region("us-east-1");
@@ -387,6 +456,9 @@ pub fn open(spec: &RemoteSpec, opts: &OpenOptions) -> Result<OpenedRemote> {
                 .with_endpoint(endpoint)
                 .with_virtual_hosted_style_request(false)
                 .with_retry(retry_config());
+            if let Some(o) = &opts.status_observer {
+                b = b.with_http_connector(ObservingConnector(o.clone()));
+            }
             if let (Ok(k), Ok(s)) = (
                 std::env::var("R2_ACCESS_KEY_ID"),
                 std::env::var("R2_SECRET_ACCESS_KEY"),
@@ -395,20 +467,24 @@ pub fn open(spec: &RemoteSpec, opts: &OpenOptions) -> Result<OpenedRemote> {
             }
             both(b.build().map_err(config)?)
         }
-        Kind::Gcs => both(
-            GoogleCloudStorageBuilder::from_env()
+        Kind::Gcs => {
+            let mut b = GoogleCloudStorageBuilder::from_env()
                 .with_bucket_name(&spec.bucket)
-                .with_retry(retry_config())
-                .build()
-                .map_err(config)?,
-        ),
-        Kind::Azure => both(
-            MicrosoftAzureBuilder::from_env()
+                .with_retry(retry_config());
+            if let Some(o) = &opts.status_observer {
+                b = b.with_http_connector(ObservingConnector(o.clone()));
+            }
+            both(b.build().map_err(config)?)
+        }
+        Kind::Azure => {
+            let mut b = MicrosoftAzureBuilder::from_env()
                 .with_container_name(&spec.bucket)
-                .with_retry(retry_config())
-                .build()
-                .map_err(config)?,
-        ),
+                .with_retry(retry_config());
+            if let Some(o) = &opts.status_observer {
+                b = b.with_http_connector(ObservingConnector(o.clone()));
+            }
+            both(b.build().map_err(config)?)
+        }
         Kind::File => {
             let path = spec.path.clone().expect("file remotes have a path");
             if opts.create {

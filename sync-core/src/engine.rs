@@ -75,6 +75,9 @@ pub struct SyncOptions {
     pub backup_dir: Option<String>,
     /// Skip the lease on stores without enforced conditional writes.
     pub force: bool,
+    /// Shared with the stores' HTTP clients, which report every response
+    /// status to it; 429 and 503 responses lower the transfers in flight.
+    pub congestion: std::sync::Arc<crate::throttle::Congestion>,
 }
 
 /// A limit on deletions per run.
@@ -139,6 +142,7 @@ impl SyncOptions {
             max_delete: MaxDelete::Percent(50.0),
             backup_dir: None,
             force: false,
+            congestion: Default::default(),
         }
     }
 }
@@ -633,6 +637,7 @@ impl Engine {
     /// Only for failures that stop the whole run, such as an unwritable
     /// state directory.
     pub async fn execute(&self, plan: Plan, reporter: &dyn Reporter) -> Result<SyncResult> {
+        self.opts.congestion.configure(self.opts.concurrency);
         let run = Run {
             engine: self,
             reporter,
@@ -1002,6 +1007,15 @@ impl Run<'_> {
                 message: r.clone(),
             });
         }
+        let congestion = &engine.opts.congestion;
+        let mut warnings = warnings;
+        if congestion.cuts() > 0 {
+            warnings.push(format!(
+                "the store asked to slow down; transfers in flight went down to {} of {}",
+                congestion.lowest(),
+                engine.opts.concurrency
+            ));
+        }
         if let Some(lease) = guard.lease {
             lease.release().await;
         }
@@ -1231,6 +1245,7 @@ impl Run<'_> {
             Dir::Up => Operation::Uploading,
             Dir::Down => Operation::Downloading,
         };
+        let _slot = engine.opts.congestion.acquire().await;
         self.progress(op, Some(&e.path));
         let on_bytes = |n: u64| {
             self.bytes.fetch_add(n, Ordering::Relaxed);

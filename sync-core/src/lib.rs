@@ -73,6 +73,7 @@ pub mod plan;
 pub mod progress;
 pub mod retry;
 pub mod store;
+pub mod throttle;
 
 pub use commit::Capabilities;
 pub use engine::{
@@ -86,5 +87,6 @@ pub use plan::{Conflict, Mode, Plan, Strategy};
 pub use progress::{Event, NoProgress, Operation, Progress, Reporter};
 pub use retry::RetryConfig;
 pub use store::StoreTree;
+pub use throttle::Congestion;
 
 pub use object_store;

@@ -31,6 +31,8 @@ pub struct FaultConfig {
     pub fault_rate: f64,
     /// Latency added to faulty connections chosen for the latency fault.
     pub latency: Duration,
+    /// Inject only `503 SlowDown` answers (to exercise back-off).
+    pub slow_down_only: bool,
 }
 
 impl Default for FaultConfig {
@@ -39,6 +41,7 @@ impl Default for FaultConfig {
             seed: 7,
             fault_rate: 0.1,
             latency: Duration::from_millis(200),
+            slow_down_only: false,
         }
     }
 }
@@ -167,14 +170,20 @@ async fn run(
         };
         stats.connections.fetch_add(1, Ordering::SeqCst);
         let fault = if rng.random::<f64>() < config.fault_rate {
-            Some(match rng.random_range(0..6) {
-                0 => Fault::ResetBefore,
-                1 => Fault::ResetDuring(rng.random_range(1..4096)),
-                2 => Fault::InternalError,
-                3 => Fault::SlowDown,
-                4 => Fault::Truncate(rng.random_range(1..4096)),
-                _ => Fault::Delay,
-            })
+            Some(
+                match if config.slow_down_only {
+                    3
+                } else {
+                    rng.random_range(0..6)
+                } {
+                    0 => Fault::ResetBefore,
+                    1 => Fault::ResetDuring(rng.random_range(1..4096)),
+                    2 => Fault::InternalError,
+                    3 => Fault::SlowDown,
+                    4 => Fault::Truncate(rng.random_range(1..4096)),
+                    _ => Fault::Delay,
+                },
+            )
         } else {
             None
         };

@@ -8,7 +8,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use pqsync_backends::{Jurisdiction, OpenOptions};
-use pqsync_core::{HashAlgorithm, LocalTree, StoreTree, Strategy, SyncOptions};
+use std::sync::Arc;
+
+use pqsync_core::{Congestion, HashAlgorithm, LocalTree, StoreTree, Strategy, SyncOptions};
 
 use crate::cli::{Cli, Command, GlobalArgs, HashArg, JurisdictionArg, StrategyArg};
 use crate::printer::Printer;
@@ -49,8 +51,13 @@ pub fn sync_options(mode: pqsync_core::Mode, g: &GlobalArgs) -> SyncOptions {
     o
 }
 
-/// Opens a remote as a sync tree.
-pub fn open_remote(url: &str, g: &GlobalArgs, create: bool) -> Result<StoreTree> {
+/// Opens a remote as a sync tree whose HTTP responses feed `congestion`.
+pub fn open_remote(
+    url: &str,
+    g: &GlobalArgs,
+    create: bool,
+    congestion: &Arc<Congestion>,
+) -> Result<StoreTree> {
     let spec = pqsync_backends::parse_remote(url).map_err(|e| UsageError(e.to_string()))?;
     let opts = OpenOptions {
         endpoint: g.endpoint.clone(),
@@ -60,6 +67,10 @@ pub fn open_remote(url: &str, g: &GlobalArgs, create: bool) -> Result<StoreTree>
             JurisdictionArg::Fedramp => Jurisdiction::Fedramp,
         }),
         create,
+        status_observer: Some({
+            let c = congestion.clone();
+            Arc::new(move |status| c.observe_status(status))
+        }),
     };
     let opened = pqsync_backends::open(&spec, &opts)?;
     let tree = StoreTree::new(opened.store, &opened.prefix, opened.url)

@@ -18,23 +18,25 @@ pub async fn run(
 ) -> Result<ExitStatus> {
     let url = super::resolve_remote(t.remote.as_deref(), &t.dir)?;
     let local = super::local_tree(&t.dir, mode != Mode::Pull)?;
-    let remote = super::open_remote(&url, g, mode != Mode::Pull && !g.dry_run)?;
+    let opts = super::sync_options(mode, g);
+    let remote = super::open_remote(&url, g, mode != Mode::Pull && !g.dry_run, &opts.congestion)?;
     let (verb, arrow) = match mode {
         Mode::Push => ("push", "->"),
         Mode::Pull => ("pull", "<-"),
         _ => ("sync", "<->"),
     };
     let title = format!("{verb} {} {arrow} {}", t.dir.display(), remote.url());
-    let engine = Engine::new(local, remote, super::sync_options(mode, g))?;
+    let engine = Engine::new(local, remote, opts)?;
     execute(&engine, &title, g, printer).await
 }
 
 /// Mirror one remote prefix onto another.
 pub async fn mirror(m: &MirrorArgs, g: &GlobalArgs, printer: &Printer) -> Result<ExitStatus> {
-    let src = super::open_remote(&m.source, g, false)?;
-    let dst = super::open_remote(&m.destination, g, !g.dry_run)?;
+    let opts = super::sync_options(Mode::Mirror, g);
+    let src = super::open_remote(&m.source, g, false, &opts.congestion)?;
+    let dst = super::open_remote(&m.destination, g, !g.dry_run, &opts.congestion)?;
     let title = format!("mirror {} -> {}", src.url(), dst.url());
-    let engine = Engine::new(src, dst, super::sync_options(Mode::Mirror, g))?;
+    let engine = Engine::new(src, dst, opts)?;
     execute(&engine, &title, g, printer).await
 }
 

@@ -232,6 +232,7 @@ async fn push_and_pull_through_a_faulty_network() {
             seed: 20261122,
             fault_rate: 0.10,
             latency: std::time::Duration::from_millis(50),
+            slow_down_only: false,
         },
     );
     let mut through_proxy = pqsync_testdata::s3::S3Server::start_external_like(&server);
@@ -516,4 +517,72 @@ async fn full_disk_during_pull_keeps_existing_files() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     assert!(!local.join("data/big/data.parquet").exists());
+}
+
+/// A store that answers 503 SlowDown to a third of the connections: the run
+/// lowers its concurrency (seen through the HTTP client's response
+/// statuses), and still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_down_lowers_concurrency_and_the_run_completes() {
+    use pqsync_testdata::faults::{FaultConfig, FaultProxy};
+    let server = pqsync_testdata::s3::S3Server::start();
+    let upstream: std::net::SocketAddr = server
+        .endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let proxy = FaultProxy::start(
+        upstream,
+        FaultConfig {
+            seed: 3,
+            fault_rate: 0.33,
+            latency: std::time::Duration::ZERO,
+            slow_down_only: true,
+        },
+    );
+    let mut opts = SyncOptions::new(Mode::Push);
+    let congestion = opts.congestion.clone();
+    let store: Arc<dyn ObjectStore> = Arc::new(
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(proxy.endpoint())
+            .with_bucket_name(&server.bucket)
+            .with_access_key_id(&server.access_key)
+            .with_secret_access_key(&server.secret_key)
+            .with_region(&server.region)
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_allow_http(true)
+                    .with_pool_max_idle_per_host(0),
+            )
+            .with_http_connector(pqsync_backends::observing_connector(Arc::new(move |s| {
+                congestion.observe_status(s)
+            })))
+            .build()
+            .unwrap(),
+    );
+    let db = tempfile::tempdir().unwrap();
+    for i in 0..300 {
+        write_old(
+            db.path(),
+            &format!("data/n{}/part-{i:04}.parquet", i % 7),
+            format!("row {i}").as_bytes(),
+        );
+    }
+    let prefix = unique("slowdown");
+    opts.retry.max_attempts = 8;
+    let r = run(
+        db.path(),
+        StoreTree::new(store, &prefix, "s3://slow"),
+        opts.clone(),
+    )
+    .await;
+    assert!(r.success && r.committed, "{:?}", r.errors);
+    assert!(opts.congestion.cuts() > 0, "no slow-down seen");
+    assert!(opts.congestion.lowest() < 8, "concurrency never went down");
+    assert!(
+        r.warnings.iter().any(|w| w.contains("asked to slow down")),
+        "{:?}",
+        r.warnings
+    );
+    assert!(proxy.stats.slow_downs.load(Ordering::SeqCst) > 10);
 }
