@@ -705,3 +705,85 @@ fn safety_flags() {
         .assert()
         .code(2);
 }
+
+/// Two pushes from different directories into one remote at the same
+/// moment: every file a successful push reports is in the final manifest.
+#[test]
+fn simultaneous_pushes_lose_nothing() {
+    let server = S3Server::start();
+    let url = server.unique_url("simultaneous");
+    let base = sample_copy();
+    pqsync(Some(&server))
+        .args(["push", &url, "-d"])
+        .arg(base.path())
+        .assert()
+        .success();
+    let mut dirs = Vec::new();
+    for who in ["a", "b"] {
+        let d = tempfile::tempdir().unwrap();
+        pqsync(Some(&server))
+            .args(["pull", &url, "-d"])
+            .arg(d.path())
+            .assert()
+            .success();
+        for i in 0..20 {
+            let p = d.path().join(format!("data/{who}/part-{i:03}.parquet"));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, format!("{who} {i}")).unwrap();
+            age(&p);
+        }
+        dirs.push(d);
+    }
+    let children: Vec<_> = dirs
+        .iter()
+        .map(|d| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_pqsync"))
+                .args(["--no-progress", "--json", "push", "-d"])
+                .arg(d.path())
+                .envs(server.env())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let check = tempfile::tempdir().unwrap();
+    pqsync(Some(&server))
+        .args(["pull", &url, "-d"])
+        .arg(check.path())
+        .assert()
+        .success();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(check.path().join("_meta/manifest.json")).unwrap())
+            .unwrap();
+    let listed = manifest["files"].as_object().unwrap();
+    let mut successes = 0;
+    for out in &outputs {
+        if out.status.success() {
+            successes += 1;
+            let v = json_of(&out.stdout);
+            for p in paths(&v["uploaded"]) {
+                assert!(
+                    listed.contains_key(&p),
+                    "{p} was reported pushed but is not in the manifest"
+                );
+            }
+        } else {
+            // The loser of a lease says why, in one line.
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("being written by") || err.contains("remote changed"),
+                "{err}"
+            );
+        }
+    }
+    assert!(successes >= 1);
+    if server.conditional_writes {
+        assert_eq!(successes, 2, "with compare-and-swap both pushes merge");
+        assert_eq!(listed.len(), file_count(base.path()) + 40);
+    }
+}
