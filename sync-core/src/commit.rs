@@ -13,7 +13,8 @@
 //! lock object under `_meta/.pqsync/lease.json` with a unique token and an
 //! expiry, renewed while the run lasts. The commit re-reads the manifest
 //! first (merging as above), writes it, then reads it back to check that it
-//! carries this run's commit id.
+//! carries this run's commit id; that catches a commit that lands between
+//! the write and the read-back, not one that lands after it.
 //!
 //! A lease whose holder was a process on this machine that no longer runs
 //! (a killed run) is taken over at once rather than after its expiry.
@@ -211,6 +212,15 @@ fn holder_is_dead_here(v: &serde_json::Value) -> bool {
     }
 }
 
+impl Drop for Lease {
+    /// A lease dropped without `release` (a run that failed part way) stops
+    /// being renewed, so it expires, or is taken over once this process has
+    /// exited.
+    fn drop(&mut self) {
+        self.renew.abort();
+    }
+}
+
 impl Lease {
     /// Takes the remote's lease for `token` (one per run, so a retried
     /// acquisition recognises its own lease), failing if another live writer
@@ -266,6 +276,17 @@ impl Lease {
         let renew = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(LEASE_RENEW).await;
+                // Renew only a lease that is still ours: one that expired
+                // during a stall and was taken over must not be clobbered.
+                if let Ok(Some((v, _))) = renew_remote.read_state("lease.json").await {
+                    if v.get("token").and_then(|t| t.as_str()) != Some(renew_token.as_str()) {
+                        tracing::warn!(
+                            "lost the lease on {} to another writer; the commit will be checked",
+                            renew_remote.url()
+                        );
+                        break;
+                    }
+                }
                 if let Err(e) = renew_remote
                     .write_state("lease.json", &lease_body(&renew_token, &me))
                     .await

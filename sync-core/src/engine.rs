@@ -440,6 +440,7 @@ impl Engine {
                         url: src.url().to_string(),
                     });
                 };
+                refuse_reserved_paths(&src_manifest.manifest, src.url())?;
                 let files = src_manifest.manifest.files.clone();
                 state.source_manifest = Some(src_manifest.manifest);
                 // The destination is made equal to the source: its
@@ -1134,6 +1135,7 @@ impl Run<'_> {
                         let stuck = back.and_then(|b| b.manifest.commit_id);
                         if stuck.as_deref() != Some(commit_id.as_str()) {
                             return Err(Error::RemoteChanged {
+                                operation: mode_verb(mode),
                                 url,
                                 paths: vec![format!(
                                     "the manifest (another writer's commit replaced this run's, id {commit_id})"
@@ -1170,6 +1172,7 @@ impl Run<'_> {
         let clash = crate::commit::overlap(seen_files, now_files, ours);
         if !clash.is_empty() {
             return Err(Error::RemoteChanged {
+                operation: mode_verb(self.engine.opts.mode),
                 url: url.to_string(),
                 paths: clash,
             });
@@ -1471,6 +1474,15 @@ fn refuse_reserved_paths(m: &Manifest, url: &str) -> Result<()> {
             reason: "a reserved or ignored path that pqsync never syncs".into(),
         }),
         None => Ok(()),
+    }
+}
+
+fn mode_verb(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Push => "push",
+        Mode::Pull => "pull",
+        Mode::Sync => "sync",
+        Mode::Mirror => "mirror",
     }
 }
 

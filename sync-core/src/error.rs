@@ -95,8 +95,10 @@ pub enum Error {
     },
 
     /// Another writer committed changes that overlap this run's.
-    #[error("remote changed during push: {} also changed {}; pull (or sync) and try again", url, paths.join(", "))]
+    #[error("remote changed during {operation}: another writer also changed {} at {url}; nothing of this run was committed; see `pqsync status`, resolve, and run again", paths.join(", "))]
     RemoteChanged {
+        /// `push`, `sync` or `mirror`.
+        operation: &'static str,
         /// The remote.
         url: String,
         /// Paths both writers changed differently.

@@ -586,3 +586,37 @@ async fn slow_down_lowers_concurrency_and_the_run_completes() {
     );
     assert!(proxy.stats.slow_downs.load(Ordering::SeqCst) > 10);
 }
+
+/// A mirror source whose manifest names pqsync's own state objects is
+/// refused before anything is copied.
+#[tokio::test]
+async fn mirror_refuses_a_source_naming_reserved_paths() {
+    let store = Arc::new(InMemory::new());
+    let mut m = pqsync_core::Manifest::new("d", "n");
+    let rel = "_meta/.pqsync/lease.json";
+    m.files.insert(
+        rel.into(),
+        pqsync_core::FileEntry {
+            content_type: None,
+            etag: None,
+            hash: pqsync_core::hash::hash_bytes(b"x", pqsync_core::HashAlgorithm::Blake3),
+            hash_algorithm: pqsync_core::HashAlgorithm::Blake3,
+            modified_at: "2026-01-01T00:00:00.000Z".into(),
+            path: rel.into(),
+            size: 1,
+        },
+    );
+    let src = StoreTree::new(store.clone(), "src", "memory:///src");
+    use object_store::ObjectStoreExt;
+    store
+        .put(
+            &src.location("_meta/manifest.json"),
+            PutPayload::from(m.to_json_pretty()),
+        )
+        .await
+        .unwrap();
+    let dst = StoreTree::new(store.clone(), "dst", "memory:///dst");
+    let engine = Engine::new(src, dst, SyncOptions::new(Mode::Mirror)).unwrap();
+    let err = engine.plan().await.unwrap_err().to_string();
+    assert!(err.contains("unsafe path") && err.contains(rel), "{err}");
+}
