@@ -29,7 +29,7 @@ pub fn run(args: &RemoteArgs, printer: &Printer) -> Result<ExitStatus> {
                             "conditional writes: ignored by this store; commits are guarded by a lease (probed {})",
                             c.probed_at
                         ),
-                        None => eprintln!("conditional writes: not probed yet (the first push probes them)"),
+                        None => eprintln!("conditional writes: not probed yet (the first run that writes to this remote probes them)"),
                     }
                 }
             }
