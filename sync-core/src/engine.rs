@@ -544,7 +544,9 @@ impl Engine {
             Tree::Store(_) => None,
         };
         match cached {
-            Some(c) if c.conditional_writes || self.opts.force => 0,
+            Some(c) if c.conditional_writes => 0,
+            // --force skips the lease, not the re-read and read-back.
+            Some(_) if self.opts.force => 2,
             Some(_) => LEASE,
             None if matches!(self.local, Tree::Store(_)) => 1, // the remote's cached answer
             None => PROBE,
