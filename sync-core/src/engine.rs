@@ -1043,6 +1043,11 @@ impl Run<'_> {
     /// store does not keep their parts.
     async fn abort_abandoned_uploads(&self, uploads: &[FileEntry]) {
         let engine = self.engine;
+        // Only a run that sends may decide an earlier upload is abandoned;
+        // a pull leaves an interrupted push's progress for the next push.
+        if engine.opts.mode == Mode::Pull {
+            return;
+        }
         let Tree::Local(t) = &engine.local else {
             return;
         };

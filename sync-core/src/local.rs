@@ -167,6 +167,12 @@ impl LocalTree {
             if !ft.is_file() {
                 continue;
             }
+            // A name a manifest cannot carry (a backslash, a control
+            // character) would make the remote manifest unreadable.
+            if let Err(e) = crate::manifest::validate_path(&rel, "the local tree") {
+                scan.warnings.push(format!("{e}; not synced"));
+                continue;
+            }
             let md = item
                 .metadata()
                 .map_err(|e| Error::io(item.path(), e.into()))?;
@@ -174,6 +180,26 @@ impl LocalTree {
             found.push((rel, FileStat::of(&md), modified));
         }
 
+        // Two names that are the same file once Unicode-normalised would
+        // overwrite each other elsewhere: sync the first, report the other.
+        let mut seen_nfc = std::collections::HashMap::new();
+        found.retain(|(rel, _, _)| {
+            use unicode_normalization::UnicodeNormalization;
+            let nfc: String = rel.nfc().collect();
+            match seen_nfc.entry(nfc) {
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    scan.warnings.push(format!(
+                        "{rel}: same name as {:?} after Unicode normalisation; not synced",
+                        first.get()
+                    ));
+                    false
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(rel.clone());
+                    true
+                }
+            }
+        });
         let mut misses = Vec::new();
         for (rel, stat, modified) in found {
             match cache.files.get(&rel) {
@@ -762,6 +788,24 @@ mod tests {
         // A different algorithm is a cache miss.
         let s3 = tree.scan(HashAlgorithm::Sha256).unwrap();
         assert_eq!(s3.hashed, 1);
+    }
+
+    #[test]
+    fn scan_skips_names_a_manifest_cannot_carry() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("caf\u{e9}.parquet"), b"1").unwrap();
+        std::fs::write(root.join("cafe\u{301}.parquet"), b"2").unwrap();
+        std::fs::write(root.join("back\\slash"), b"3").unwrap();
+        std::fs::write(root.join("ok.parquet"), b"4").unwrap();
+        let scan = LocalTree::new(root).scan(HashAlgorithm::Blake3).unwrap();
+        assert_eq!(scan.files.len(), 2, "{:?}", scan.files.keys());
+        assert!(scan.files.contains_key("ok.parquet"));
+        assert_eq!(scan.warnings.len(), 2, "{:?}", scan.warnings);
+        let mut m = crate::manifest::Manifest::new("d", "n");
+        m.files = scan.files;
+        crate::manifest::Manifest::from_slice(&m.to_json_pretty(), "t")
+            .expect("what is synced can be read back");
     }
 
     #[test]

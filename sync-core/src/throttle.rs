@@ -62,6 +62,9 @@ impl Congestion {
         self.max.store(max, Ordering::SeqCst);
         self.limit.store(max, Ordering::SeqCst);
         self.lowest.store(max, Ordering::SeqCst);
+        self.cuts.store(0, Ordering::SeqCst);
+        self.successes.store(0, Ordering::SeqCst);
+        *self.last_cut.lock().expect("lock") = None;
     }
 
     /// Reports one HTTP response status.

@@ -87,9 +87,14 @@ async fn execute(
         return Ok(ExitStatus::Success);
     }
     let pending = plan.pending_conflicts().count();
+    let plan_warnings = plan.warnings.len();
     let result = engine.execute(plan, &reporter).await;
     reporter.finish();
     let result = result?;
+    // Warnings the run added (the plan's were shown above).
+    for w in result.warnings.iter().skip(plan_warnings) {
+        printer.warn(w);
+    }
     print_result(&result, title, printer);
     Ok(if !result.errors.is_empty() {
         ExitStatus::Failure
@@ -146,6 +151,9 @@ fn print_plan(plan: &Plan, title: &str, printer: &Printer) {
             "  resume         {} (sent by an interrupted run; will be committed)",
             e.path
         ));
+    }
+    for i in &plan.interrupted {
+        printer.info(&format!("  continue       {i}"));
     }
     for e in &plan.downloads {
         printer.info(&format!(

@@ -11,7 +11,7 @@ use pqsync_testdata::generate::{generate, GenOptions};
 use pqsync_testdata::s3::S3Server;
 use rand::{Rng, SeedableRng};
 
-use crate::{age, pqsync, tree_files};
+use crate::{age, binary, pqsync, tree_files};
 
 /// The S3 prefix of an `s3://bucket/prefix` URL.
 fn prefix_of(url: &str) -> &str {
@@ -106,11 +106,9 @@ fn kill_nine_at_random_moments_then_resume() {
         let url = server.unique_url(&format!("kill{trial}"));
         let prefix = prefix_of(&url).to_string();
         let delay = full.mul_f64(rng.random_range(0.02..1.0));
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pqsync"))
+        let mut child = binary(Some(&server))
             .args(["--no-progress", "push", &url, "-d"])
             .arg(db.path())
-            .envs(server.env())
-            .env_remove("AWS_CA_BUNDLE")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -218,10 +216,9 @@ fn kill_nine_during_pull_never_leaves_a_partial_file() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for trial in 0..8 {
         let out = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pqsync"))
+        let mut child = binary(Some(&server))
             .args(["--no-progress", "pull", &url, "-d"])
             .arg(out.path())
-            .envs(server.env())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -78,9 +78,10 @@ fn tree_files(root: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-fn pqsync(server: Option<&S3Server>) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pqsync"));
-    cmd.arg("--no-progress");
+/// The real binary with a clean S3 environment (only `server`'s settings),
+/// for tests that spawn and kill it themselves.
+fn binary(server: Option<&S3Server>) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pqsync"));
     for var in [
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
@@ -95,10 +96,14 @@ fn pqsync(server: Option<&S3Server>) -> Command {
         cmd.env_remove(var);
     }
     if let Some(s) = server {
-        for (k, v) in s.env() {
-            cmd.env(k, v);
-        }
+        cmd.envs(s.env());
     }
+    cmd
+}
+
+fn pqsync(server: Option<&S3Server>) -> Command {
+    let mut cmd = Command::from_std(binary(server));
+    cmd.arg("--no-progress");
     cmd
 }
 
@@ -737,10 +742,9 @@ fn simultaneous_pushes_lose_nothing() {
     let children: Vec<_> = dirs
         .iter()
         .map(|d| {
-            std::process::Command::new(env!("CARGO_BIN_EXE_pqsync"))
+            binary(Some(&server))
                 .args(["--no-progress", "--json", "push", "-d"])
                 .arg(d.path())
-                .envs(server.env())
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
