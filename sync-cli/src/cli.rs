@@ -133,6 +133,17 @@ pub struct GlobalArgs {
     /// remote's lease.
     #[arg(long, global = true)]
     pub force: bool,
+    /// Only these ParqueDB namespaces (comma-separated): data/NS/**, their
+    /// relationship files and indexes/*/NS.*.
+    #[arg(long, global = true, value_delimiter = ',', value_name = "NS,...")]
+    pub namespaces: Vec<String>,
+    /// Only paths matching this glob (repeatable; with --namespaces, either
+    /// selects a path).
+    #[arg(long, global = true, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Never paths matching this glob (repeatable).
+    #[arg(long, global = true, value_name = "GLOB")]
+    pub exclude: Vec<String>,
     /// Hash algorithm for a new remote (default blake3). A remote that
     /// already has a manifest keeps its algorithm.
     #[arg(long, global = true, value_enum)]

@@ -78,6 +78,9 @@ pub struct SyncOptions {
     /// Shared with the stores' HTTP clients, which report every response
     /// status to it; 429 and 503 responses lower the transfers in flight.
     pub congestion: std::sync::Arc<crate::throttle::Congestion>,
+    /// The paths this run may touch; others are neither sent, fetched nor
+    /// deleted. Default: everything.
+    pub selection: crate::select::Selection,
 }
 
 /// A limit on deletions per run.
@@ -143,6 +146,7 @@ impl SyncOptions {
             backup_dir: None,
             force: false,
             congestion: Default::default(),
+            selection: crate::select::Selection::all(),
         }
     }
 }
@@ -454,7 +458,11 @@ impl Engine {
         let remote_files = remote.as_ref().map_or(&empty, |r| &r.manifest.files);
         // A base hashed with another algorithm cannot be compared with.
         let base = base.filter(|b| b.values().all(|e| e.hash_algorithm == algorithm));
-        let diff = diff3(&local_files, remote_files, base.as_ref());
+        let mut diff = diff3(&local_files, remote_files, base.as_ref());
+        if !self.opts.selection.is_all() {
+            // Outside the selection nothing moves and nothing is deleted.
+            diff.retain(|d| self.opts.selection.contains(&d.path));
+        }
 
         let mut plan = Plan {
             mode,

@@ -72,6 +72,7 @@ pub mod manifest;
 pub mod plan;
 pub mod progress;
 pub mod retry;
+pub mod select;
 pub mod store;
 pub mod throttle;
 
@@ -86,6 +87,7 @@ pub use manifest::{FileEntry, HashAlgorithm, Manifest};
 pub use plan::{Conflict, Mode, Plan, Strategy};
 pub use progress::{Event, NoProgress, Operation, Progress, Reporter};
 pub use retry::RetryConfig;
+pub use select::Selection;
 pub use store::StoreTree;
 pub use throttle::Congestion;
 

@@ -31,8 +31,13 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
 }
 
 /// Engine options from the global flags.
-pub fn sync_options(mode: pqsync_core::Mode, g: &GlobalArgs) -> SyncOptions {
+///
+/// # Errors
+/// A usage error for a malformed glob or namespace.
+pub fn sync_options(mode: pqsync_core::Mode, g: &GlobalArgs) -> Result<SyncOptions> {
     let mut o = SyncOptions::new(mode);
+    o.selection = pqsync_core::Selection::new(&g.namespaces, &g.include, &g.exclude)
+        .map_err(|e| UsageError(e.to_string()))?;
     o.concurrency = usize::from(g.concurrency);
     o.delete = !g.no_delete;
     o.max_delete = g.max_delete;
@@ -48,7 +53,7 @@ pub fn sync_options(mode: pqsync_core::Mode, g: &GlobalArgs) -> SyncOptions {
         HashArg::Blake3 => HashAlgorithm::Blake3,
         HashArg::Sha256 => HashAlgorithm::Sha256,
     });
-    o
+    Ok(o)
 }
 
 /// Opens a remote as a sync tree whose HTTP responses feed `congestion`.

@@ -13,7 +13,7 @@ pub async fn run(args: &StatusArgs, g: &GlobalArgs, printer: &Printer) -> Result
     let dir = &args.tree.dir;
     let url = super::resolve_remote(args.tree.remote.as_deref(), dir)?;
     let local = super::local_tree(dir, true)?;
-    let opts = super::sync_options(Mode::Sync, g);
+    let opts = super::sync_options(Mode::Sync, g)?;
     let remote = super::open_remote(&url, g, false, &opts.congestion)?;
     let engine = Engine::new(local, remote, opts)?;
     let reporter = CliReporter::new(printer);

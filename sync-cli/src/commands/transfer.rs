@@ -18,7 +18,7 @@ pub async fn run(
 ) -> Result<ExitStatus> {
     let url = super::resolve_remote(t.remote.as_deref(), &t.dir)?;
     let local = super::local_tree(&t.dir, mode != Mode::Pull)?;
-    let opts = super::sync_options(mode, g);
+    let opts = super::sync_options(mode, g)?;
     let remote = super::open_remote(&url, g, mode != Mode::Pull && !g.dry_run, &opts.congestion)?;
     let (verb, arrow) = match mode {
         Mode::Push => ("push", "->"),
@@ -32,7 +32,7 @@ pub async fn run(
 
 /// Mirror one remote prefix onto another.
 pub async fn mirror(m: &MirrorArgs, g: &GlobalArgs, printer: &Printer) -> Result<ExitStatus> {
-    let opts = super::sync_options(Mode::Mirror, g);
+    let opts = super::sync_options(Mode::Mirror, g)?;
     let src = super::open_remote(&m.source, g, false, &opts.congestion)?;
     let dst = super::open_remote(&m.destination, g, !g.dry_run, &opts.congestion)?;
     let title = format!("mirror {} -> {}", src.url(), dst.url());

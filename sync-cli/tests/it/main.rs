@@ -791,3 +791,124 @@ fn simultaneous_pushes_lose_nothing() {
         assert_eq!(listed.len(), file_count(base.path()) + 40);
     }
 }
+
+/// `--namespaces`, `--include` and `--exclude` limit what moves; a
+/// selective pull never deletes files outside its selection.
+#[test]
+fn selective_transfer() {
+    let server = S3Server::start();
+    let url = server.unique_url("selective");
+    let db = sample_copy();
+    pqsync(Some(&server))
+        .args(["push", &url, "-d"])
+        .arg(db.path())
+        .assert()
+        .success();
+
+    let posts = tempfile::tempdir().unwrap();
+    let out = pqsync(Some(&server))
+        .args(["pull", &url, "--namespaces", "posts", "--json", "-d"])
+        .arg(posts.path())
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(
+        paths(&json_of(&out)["downloaded"]),
+        vec![
+            "data/posts/data.parquet",
+            "indexes/bloom/posts.bloom",
+            "indexes/secondary/posts.name.idx.parquet",
+            "rels/forward/posts.parquet",
+            "rels/reverse/posts.parquet",
+        ]
+    );
+
+    // A full clone; then the remote loses users' files and gains a new
+    // posts file. A pull of posts only fetches the new file and keeps users.
+    let clone = tempfile::tempdir().unwrap();
+    pqsync(Some(&server))
+        .args(["pull", &url, "-d"])
+        .arg(clone.path())
+        .assert()
+        .success();
+    std::fs::remove_file(db.path().join("data/users/data.parquet")).unwrap();
+    std::fs::write(db.path().join("data/posts/data.0001.parquet"), b"new shard").unwrap();
+    age(&db.path().join("data/posts/data.0001.parquet"));
+    pqsync(Some(&server))
+        .args(["push", "-d"])
+        .arg(db.path())
+        .assert()
+        .success();
+    let out = pqsync(Some(&server))
+        .args(["pull", "--namespaces", "posts", "--json", "-d"])
+        .arg(clone.path())
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v = json_of(&out);
+    assert_eq!(
+        paths(&v["downloaded"]),
+        vec!["data/posts/data.0001.parquet"]
+    );
+    assert!(v["deleted"].as_array().unwrap().is_empty());
+    assert!(
+        clone.path().join("data/users/data.parquet").exists(),
+        "outside the selection: kept"
+    );
+    // Without the selection the deletion does arrive.
+    let out = pqsync(Some(&server))
+        .args(["pull", "--json", "-d"])
+        .arg(clone.path())
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(
+        paths(&json_of(&out)["deleted"]),
+        vec!["data/users/data.parquet"]
+    );
+
+    // Globs: push only the event log, never bloom filters.
+    let url2 = server.unique_url("selective-globs");
+    let out = pqsync(Some(&server))
+        .args([
+            "push",
+            &url2,
+            "--include",
+            "events/**",
+            "--include",
+            "indexes/**",
+            "--exclude",
+            "**/*.bloom",
+            "--json",
+            "-d",
+        ])
+        .arg(db.path())
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let up = paths(&json_of(&out)["uploaded"]);
+    assert!(
+        up.iter()
+            .all(|p| p.starts_with("events/") || p.starts_with("indexes/secondary/")),
+        "{up:?}"
+    );
+    assert!(up.iter().any(|p| p.starts_with("events/")));
+    pqsync(None)
+        .args(["push", "/tmp/x", "--include", "[", "-d"])
+        .arg(db.path())
+        .assert()
+        .code(2);
+    pqsync(None)
+        .args(["push", "/tmp/x", "--namespaces", "../etc", "-d"])
+        .arg(db.path())
+        .assert()
+        .code(2);
+}
