@@ -31,6 +31,28 @@ pub enum Command {
     Mirror(MirrorArgs),
     /// Print the remote DIR last synced with.
     Remote(RemoteArgs),
+    /// List the files of a database directory or remote.
+    List(ListArgs),
+}
+
+/// Arguments of `list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// A database directory, or a remote URL (s3://, r2://, gs://, az://,
+    /// file://). Default: the current directory.
+    pub target: Option<String>,
+    /// `paths`: one path per line; `json`: the manifest entries.
+    #[arg(long, value_enum, default_value = "paths")]
+    pub format: ListFormat,
+}
+
+/// Output formats of `list`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ListFormat {
+    /// One path per line.
+    Paths,
+    /// A JSON array of file entries.
+    Json,
 }
 
 /// A local directory and, optionally, a remote.

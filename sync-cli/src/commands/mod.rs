@@ -1,5 +1,6 @@
 //! One file per subcommand; this module dispatches and holds shared helpers.
 
+mod list;
 mod remote;
 mod status;
 mod transfer;
@@ -27,6 +28,7 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
         Command::Mirror(m) => transfer::mirror(&m, g, printer).await,
         Command::Status(s) => status::run(&s, g, printer).await,
         Command::Remote(r) => remote::run(&r, printer),
+        Command::List(l) => list::run(&l, g, printer).await,
     }
 }
 

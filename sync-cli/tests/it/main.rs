@@ -912,3 +912,61 @@ fn selective_transfer() {
         .assert()
         .code(2);
 }
+
+/// `pqsync list` on a directory (a scan) and on a remote (its manifest),
+/// as paths or JSON, with the selection flags.
+#[test]
+fn list_directory_and_remote() {
+    let server = S3Server::start();
+    let url = server.unique_url("list");
+    let db = sample_copy();
+    let expected: Vec<String> = tree_files(db.path()).into_keys().collect();
+    let out = pqsync(None)
+        .arg("list")
+        .arg(db.path())
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let listed: Vec<String> = String::from_utf8_lossy(&out)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(listed, expected);
+
+    pqsync(Some(&server))
+        .args(["push", &url, "-d"])
+        .arg(db.path())
+        .assert()
+        .success();
+    let before = server.request_count();
+    let out = pqsync(Some(&server))
+        .args(["list", &url, "--format", "json", "--namespaces", "users"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    if server.is_in_process() {
+        assert_eq!(
+            server.request_count() - before,
+            1,
+            "one GET of the manifest"
+        );
+    }
+    let v = json_of(&out);
+    let paths = paths(&v);
+    assert_eq!(paths.len(), 5, "{paths:?}");
+    assert!(paths.iter().all(|p| p.contains("users")));
+    assert!(v[0]["hash"].is_string() && v[0]["size"].is_u64());
+    let empty = server.unique_url("list-empty");
+    let err = pqsync(Some(&server))
+        .args(["list", &empty])
+        .assert()
+        .code(1)
+        .get_output()
+        .stderr
+        .clone();
+    assert!(String::from_utf8_lossy(&err).contains("not managed by pqsync"));
+}
