@@ -57,6 +57,16 @@ pub enum Resolution {
     Manual,
 }
 
+impl std::fmt::Display for Resolution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Resolution::KeepLocal => "keep-local",
+            Resolution::KeepRemote => "keep-remote",
+            Resolution::Manual => "manual",
+        })
+    }
+}
+
 /// One path's diff.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PathDiff {

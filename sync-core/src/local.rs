@@ -74,6 +74,27 @@ struct StatCache {
     files: HashMap<String, CacheRecord>,
 }
 
+impl StatCache {
+    /// Caches `e`'s hash under `st`, unless the file changed so recently
+    /// (relative to `now_ns`) that a same-tick edit could go unnoticed.
+    fn record(&mut self, e: &FileEntry, st: FileStat, now_ns: i128) {
+        if i128::from(st.mtime_ns) + RACY_WINDOW_NS >= now_ns {
+            return;
+        }
+        self.files.insert(
+            e.path.clone(),
+            CacheRecord(
+                st.size,
+                st.mtime_ns,
+                st.ctime_ns,
+                st.ino,
+                e.hash_algorithm,
+                e.hash.clone(),
+            ),
+        );
+    }
+}
+
 /// The result of scanning a local tree.
 #[derive(Debug, Default)]
 pub struct LocalScan {
@@ -283,23 +304,13 @@ impl LocalTree {
             files: HashMap::with_capacity(scan.files.len()),
         };
         for (rel, e) in &scan.files {
-            let st = scan.stats[rel];
-            if i128::from(st.mtime_ns) + RACY_WINDOW_NS >= started_ns {
-                continue;
-            }
-            cache.files.insert(
-                rel.clone(),
-                CacheRecord(
-                    st.size,
-                    st.mtime_ns,
-                    st.ctime_ns,
-                    st.ino,
-                    e.hash_algorithm,
-                    e.hash.clone(),
-                ),
-            );
+            cache.record(e, scan.stats[rel], started_ns);
         }
-        let bytes = serde_json::to_vec(&cache).expect("cache serialises");
+        self.store_cache(&cache);
+    }
+
+    fn store_cache(&self, cache: &StatCache) {
+        let bytes = serde_json::to_vec(cache).expect("cache serialises");
         if let Err(e) = self.write_state_file("statcache.json", &bytes) {
             tracing::warn!("could not save the stat cache: {e}");
         }
@@ -314,25 +325,9 @@ impl LocalTree {
         cache.version = 1;
         let now = now_ns();
         for (e, st) in entries {
-            if i128::from(st.mtime_ns) + RACY_WINDOW_NS >= now {
-                continue;
-            }
-            cache.files.insert(
-                e.path.clone(),
-                CacheRecord(
-                    st.size,
-                    st.mtime_ns,
-                    st.ctime_ns,
-                    st.ino,
-                    e.hash_algorithm,
-                    e.hash.clone(),
-                ),
-            );
+            cache.record(e, *st, now);
         }
-        let bytes = serde_json::to_vec(&cache).expect("cache serialises");
-        if let Err(e) = self.write_state_file("statcache.json", &bytes) {
-            tracing::warn!("could not save the stat cache: {e}");
-        }
+        self.store_cache(&cache);
     }
 
     /// Writes a file under the state directory atomically.

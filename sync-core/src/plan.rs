@@ -60,6 +60,17 @@ pub enum Strategy {
     Manual,
 }
 
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Strategy::LocalWins => "local-wins",
+            Strategy::RemoteWins => "remote-wins",
+            Strategy::Newest => "newest",
+            Strategy::Manual => "manual",
+        })
+    }
+}
+
 impl std::str::FromStr for Strategy {
     type Err = crate::Error;
     fn from_str(s: &str) -> crate::Result<Self> {

@@ -50,10 +50,7 @@ pub async fn run(args: &StatusArgs, g: &GlobalArgs, printer: &Printer) -> Result
         for c in &d.conflicts {
             printer.info(&format!(
                 "  conflict          {} (suggested: {})",
-                c.path,
-                serde_json::to_value(c.suggested_resolution)?
-                    .as_str()
-                    .unwrap_or_default()
+                c.path, c.suggested_resolution
             ));
         }
         for i in &report.interrupted {

@@ -130,11 +130,7 @@ fn print_plan(plan: &Plan, title: &str, printer: &Printer) {
     }
     printer.info(&format!(
         "plan: {title} (strategy {}, hash {})",
-        serde_json::to_value(plan.strategy)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
-        plan.algorithm
+        plan.strategy, plan.algorithm
     ));
     if !plan.remote_managed {
         printer.info("  the remote has no pqsync manifest yet: it is treated as empty");
@@ -169,10 +165,7 @@ fn print_plan(plan: &Plan, title: &str, printer: &Printer) {
         printer.info(&format!("  delete local   {p}"));
     }
     for c in &plan.conflicts {
-        let r = serde_json::to_value(c.resolution)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let r = c.resolution.to_string();
         let what = if r == "manual" {
             "left pending".to_string()
         } else {
@@ -217,10 +210,7 @@ fn print_result(r: &SyncResult, title: &str, printer: &Printer) {
         ));
     }
     for c in &r.conflicts_resolved {
-        let how = serde_json::to_value(c.resolution)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let how = c.resolution;
         printer.info(&format!("conflict resolved: {} ({how})", c.path));
     }
     if !r.held_back.is_empty() {
