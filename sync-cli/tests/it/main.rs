@@ -107,6 +107,28 @@ fn pqsync(server: Option<&S3Server>) -> Command {
     cmd
 }
 
+/// Runs a command and returns what it printed, checking its exit status.
+trait Output {
+    /// stdout of a run that must succeed.
+    fn stdout_ok(&mut self) -> Vec<u8>;
+    /// stdout of a run that must exit with `code`.
+    fn stdout_with(&mut self, code: i32) -> Vec<u8>;
+    /// stderr of a run that must exit with `code`.
+    fn stderr_with(&mut self, code: i32) -> Vec<u8>;
+}
+
+impl Output for Command {
+    fn stdout_ok(&mut self) -> Vec<u8> {
+        self.assert().success().get_output().stdout.clone()
+    }
+    fn stdout_with(&mut self, code: i32) -> Vec<u8> {
+        self.assert().code(code).get_output().stdout.clone()
+    }
+    fn stderr_with(&mut self, code: i32) -> Vec<u8> {
+        self.assert().code(code).get_output().stderr.clone()
+    }
+}
+
 fn json_of(out: &[u8]) -> Value {
     serde_json::from_slice(out).unwrap_or_else(|e| {
         panic!(
@@ -148,11 +170,7 @@ fn push_change_status_push_pull_over_s3() {
         .args(["push", &url, "-d"])
         .arg(db.path())
         .arg("--json")
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+        .stdout_ok();
     let v = json_of(&out);
     assert_eq!(v["success"], true);
     assert_eq!(v["uploaded"].as_array().unwrap().len(), total);
@@ -200,11 +218,7 @@ fn push_change_status_push_pull_over_s3() {
     let out = pqsync(Some(&server))
         .args(["status", "--json", "-d"])
         .arg(db.path())
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+        .stdout_ok();
     let st = json_of(&out);
     assert_eq!(st["isSynced"], false);
     assert_eq!(paths(&st["diff"]["toUpload"]), vec![added, changed]);
@@ -226,11 +240,7 @@ fn push_change_status_push_pull_over_s3() {
     let out = pqsync(Some(&server))
         .args(["push", "--json", "-d"])
         .arg(db.path())
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+        .stdout_ok();
     let v = json_of(&out);
     assert_eq!(paths(&v["uploaded"]), vec![added, changed]);
     assert_eq!(paths(&v["deleted"]), vec![removed]);
@@ -249,11 +259,7 @@ fn push_change_status_push_pull_over_s3() {
     let out = pqsync(Some(&server))
         .args(["status", "--json", "--exit-code", "-d"])
         .arg(db.path())
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+        .stdout_ok();
     let st = json_of(&out);
     assert_eq!(st["isSynced"], true);
     assert_eq!(st["requests"], 1);
@@ -266,11 +272,7 @@ fn push_change_status_push_pull_over_s3() {
     let out = pqsync(Some(&server))
         .args(["push", "--json", "-d"])
         .arg(db.path())
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+        .stdout_ok();
     let v = json_of(&out);
     assert!(v["uploaded"].as_array().unwrap().is_empty());
     assert_eq!(v["requests"], 1);
@@ -323,11 +325,7 @@ fn conflict_between_two_clones() {
     let out = pqsync(Some(&server))
         .args(["sync", "--strategy", "manual", "--json", "-d"])
         .arg(b.path())
-        .assert()
-        .code(3)
-        .get_output()
-        .stdout
-        .clone();
+        .stdout_with(3);
     let v = json_of(&out);
     assert_eq!(paths(&v["conflictsPending"]), vec!["_meta/schema.json"]);
     let c = &v["conflictsPending"][0];
@@ -343,11 +341,7 @@ fn conflict_between_two_clones() {
     let out = pqsync(Some(&server))
         .args(["push", "--strategy", "manual", "-d"])
         .arg(b.path())
-        .assert()
-        .code(3)
-        .get_output()
-        .stdout
-        .clone();
+        .stdout_with(3);
     let text = String::from_utf8_lossy(&out);
     assert!(
         text.contains("conflict left unresolved: _meta/schema.json"),
@@ -370,11 +364,7 @@ fn conflict_between_two_clones() {
     let out = pqsync(Some(&server))
         .args(["status", "--json", "-d"])
         .arg(b.path())
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+        .stdout_ok();
     assert_eq!(
         paths(&json_of(&out)["diff"]["conflicts"]),
         vec!["_meta/schema.json"]
@@ -392,11 +382,7 @@ fn dry_run_prints_plan_and_transfers_nothing() {
     let out = pqsync(Some(&server))
         .args(["push", &url, "--dry-run", "-d"])
         .arg(db.path())
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+        .stdout_ok();
     let text = String::from_utf8_lossy(&out);
     assert!(text.contains("dry run: nothing transferred"), "{text}");
     assert!(
@@ -415,11 +401,7 @@ fn dry_run_prints_plan_and_transfers_nothing() {
     let out = pqsync(Some(&server))
         .args(["push", &url, "--dry-run", "--json", "-d"])
         .arg(db.path())
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+        .stdout_ok();
     let v = json_of(&out);
     assert_eq!(v["dryRun"], true);
     assert_eq!(v["toUpload"].as_array().unwrap().len(), total);
@@ -429,11 +411,7 @@ fn dry_run_prints_plan_and_transfers_nothing() {
     let out = pqsync(Some(&server))
         .args(["pull", &url, "-d"])
         .arg(empty.path())
-        .assert()
-        .code(1)
-        .get_output()
-        .stderr
-        .clone();
+        .stderr_with(1);
     assert!(String::from_utf8_lossy(&out).contains("not managed by pqsync"));
 }
 
@@ -452,11 +430,7 @@ fn usage_errors_exit_2() {
     let out = pqsync(None)
         .args(["push", "-d"])
         .arg(db.path())
-        .assert()
-        .code(2)
-        .get_output()
-        .stderr
-        .clone();
+        .stderr_with(2);
     assert!(String::from_utf8_lossy(&out).contains("no REMOTE given"));
     pqsync(None)
         .args(["push", "/tmp/x", "--strategy", "bogus"])
@@ -481,11 +455,7 @@ fn directory_remote_and_remembered_default() {
     let out = pqsync(None)
         .args(["remote", "-d"])
         .arg(db.path())
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+        .stdout_ok();
     assert_eq!(
         String::from_utf8_lossy(&out).trim(),
         format!("file://{}", remote.display())
@@ -501,14 +471,7 @@ fn directory_remote_and_remembered_default() {
         b"rewritten active log",
     )
     .unwrap();
-    let out = pqsync(None)
-        .args(["push", "-d"])
-        .arg(db.path())
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = pqsync(None).args(["push", "-d"]).arg(db.path()).stdout_ok();
     assert!(
         String::from_utf8_lossy(&out).contains("1 uploaded"),
         "{}",
@@ -546,11 +509,7 @@ fn corrupt_remote_manifest_exits_1() {
             .arg(remote.path())
             .arg("-d")
             .arg(db.path())
-            .assert()
-            .code(1)
-            .get_output()
-            .stderr
-            .clone();
+            .stderr_with(1);
         let err = String::from_utf8_lossy(&out);
         assert!(err.contains("manifest"), "{cmd}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "one-line error: {err}");
@@ -578,11 +537,7 @@ fn reads_parquedb_sha256_manifest() {
         .arg("-d")
         .arg(out_dir.path())
         .arg("--json")
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+        .stdout_ok();
     let v = json_of(&out);
     assert_eq!(
         v["downloaded"].as_array().unwrap().len(),
@@ -598,11 +553,7 @@ fn reads_parquedb_sha256_manifest() {
     let out = pqsync(None)
         .args(["status", "--json", "-d"])
         .arg(out_dir.path())
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+        .stdout_ok();
     assert_eq!(json_of(&out)["isSynced"], true);
 }
 
@@ -621,11 +572,7 @@ fn mirror_between_remotes() {
         .success();
     let out = pqsync(Some(&server))
         .args(["mirror", &src, &dst, "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+        .stdout_ok();
     assert_eq!(
         json_of(&out)["uploaded"].as_array().unwrap().len(),
         file_count(db.path())
@@ -642,11 +589,7 @@ fn mirror_between_remotes() {
     // Nothing to do the second time.
     let out = pqsync(Some(&server))
         .args(["mirror", &src, &dst, "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+        .stdout_ok();
     let v = json_of(&out);
     assert!(v["uploaded"].as_array().unwrap().is_empty());
     assert_eq!(v["requests"], 2);
@@ -676,11 +619,7 @@ fn safety_flags() {
     let out = pqsync(None)
         .args(["push", "--json", "-d"])
         .arg(db.path())
-        .assert()
-        .code(1)
-        .get_output()
-        .stdout
-        .clone();
+        .stdout_with(1);
     let v = json_of(&out);
     assert_eq!(paths(&v["uploaded"]), vec!["events/current.parquet"]);
     assert!(v["deleted"].as_array().unwrap().is_empty());
@@ -809,11 +748,7 @@ fn selective_transfer() {
     let out = pqsync(Some(&server))
         .args(["pull", &url, "--namespaces", "posts", "--json", "-d"])
         .arg(posts.path())
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+        .stdout_ok();
     assert_eq!(
         paths(&json_of(&out)["downloaded"]),
         vec![
@@ -844,11 +779,7 @@ fn selective_transfer() {
     let out = pqsync(Some(&server))
         .args(["pull", "--namespaces", "posts", "--json", "-d"])
         .arg(clone.path())
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+        .stdout_ok();
     let v = json_of(&out);
     assert_eq!(
         paths(&v["downloaded"]),
@@ -863,11 +794,7 @@ fn selective_transfer() {
     let out = pqsync(Some(&server))
         .args(["pull", "--json", "-d"])
         .arg(clone.path())
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+        .stdout_ok();
     assert_eq!(
         paths(&json_of(&out)["deleted"]),
         vec!["data/users/data.parquet"]
@@ -889,11 +816,7 @@ fn selective_transfer() {
             "-d",
         ])
         .arg(db.path())
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+        .stdout_ok();
     let up = paths(&json_of(&out)["uploaded"]);
     assert!(
         up.iter()
@@ -921,14 +844,7 @@ fn list_directory_and_remote() {
     let url = server.unique_url("list");
     let db = sample_copy();
     let expected: Vec<String> = tree_files(db.path()).into_keys().collect();
-    let out = pqsync(None)
-        .arg("list")
-        .arg(db.path())
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = pqsync(None).arg("list").arg(db.path()).stdout_ok();
     let listed: Vec<String> = String::from_utf8_lossy(&out)
         .lines()
         .map(str::to_string)
@@ -943,11 +859,7 @@ fn list_directory_and_remote() {
     let before = server.request_count();
     let out = pqsync(Some(&server))
         .args(["list", &url, "--format", "json", "--namespaces", "users"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+        .stdout_ok();
     if server.is_in_process() {
         assert_eq!(
             server.request_count() - before,
@@ -961,12 +873,6 @@ fn list_directory_and_remote() {
     assert!(paths.iter().all(|p| p.contains("users")));
     assert!(v[0]["hash"].is_string() && v[0]["size"].is_u64());
     let empty = server.unique_url("list-empty");
-    let err = pqsync(Some(&server))
-        .args(["list", &empty])
-        .assert()
-        .code(1)
-        .get_output()
-        .stderr
-        .clone();
+    let err = pqsync(Some(&server)).args(["list", &empty]).stderr_with(1);
     assert!(String::from_utf8_lossy(&err).contains("not managed by pqsync"));
 }
