@@ -95,6 +95,9 @@ impl StatCache {
     }
 }
 
+/// A file found by a walk: relative path, stat, modification time.
+type Walked = (String, FileStat, std::time::SystemTime);
+
 /// The result of scanning a local tree.
 #[derive(Debug, Default)]
 pub struct LocalScan {
@@ -149,78 +152,7 @@ impl LocalTree {
             return Ok(scan);
         }
         let cache = self.load_cache();
-        let mut found: Vec<(String, FileStat, std::time::SystemTime)> = Vec::new();
-        let walker = walkdir::WalkDir::new(&self.root)
-            .follow_links(false)
-            .into_iter()
-            .filter_entry(|e| e.depth() == 0 || !is_skipped_dir(&self.root, e));
-        for item in walker {
-            let item = item.map_err(|e| {
-                let path = e.path().map(Path::to_path_buf).unwrap_or_default();
-                Error::io(path, e.into())
-            })?;
-            if item.depth() == 0 {
-                continue;
-            }
-            let Some(rel) = rel_path(&self.root, item.path()) else {
-                scan.warnings.push(format!(
-                    "{}: skipped, the name is not valid UTF-8",
-                    item.path().display()
-                ));
-                continue;
-            };
-            if is_ignored(&rel) {
-                if item.file_type().is_file() {
-                    remove_if_stale_temp(item.path());
-                }
-                continue;
-            }
-            let ft = item.file_type();
-            if ft.is_symlink() {
-                let target = std::fs::read_link(item.path())
-                    .map(|t| t.display().to_string())
-                    .unwrap_or_default();
-                scan.warnings.push(format!(
-                    "{rel}: symlink to {target:?} not followed and not synced"
-                ));
-                continue;
-            }
-            if !ft.is_file() {
-                continue;
-            }
-            // A name a manifest cannot carry (a backslash, a control
-            // character) would make the remote manifest unreadable.
-            if let Err(e) = crate::manifest::validate_path(&rel, "the local tree") {
-                scan.warnings.push(format!("{e}; not synced"));
-                continue;
-            }
-            let md = item
-                .metadata()
-                .map_err(|e| Error::io(item.path(), e.into()))?;
-            let modified = md.modified().map_err(|e| Error::io(item.path(), e))?;
-            found.push((rel, FileStat::of(&md), modified));
-        }
-
-        // Two names that are the same file once Unicode-normalised would
-        // overwrite each other elsewhere: sync the first, report the other.
-        let mut seen_nfc = std::collections::HashMap::new();
-        found.retain(|(rel, _, _)| {
-            use unicode_normalization::UnicodeNormalization;
-            let nfc: String = rel.nfc().collect();
-            match seen_nfc.entry(nfc) {
-                std::collections::hash_map::Entry::Occupied(first) => {
-                    scan.warnings.push(format!(
-                        "{rel}: same name as {:?} after Unicode normalisation; not synced",
-                        first.get()
-                    ));
-                    false
-                }
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(rel.clone());
-                    true
-                }
-            }
-        });
+        let found = self.walk(&mut scan.warnings)?;
         let mut misses = Vec::new();
         for (rel, stat, modified) in found {
             match cache.files.get(&rel) {
@@ -257,6 +189,103 @@ impl LocalTree {
             self.save_cache(&scan, started_ns);
         }
         Ok(scan)
+    }
+
+    /// The regular files of the tree that pqsync tracks (ignored names,
+    /// symlinks, unportable and Unicode-duplicate names left out, each with
+    /// a warning), with their stat. Blocking.
+    fn walk(&self, warnings: &mut Vec<String>) -> Result<Vec<Walked>> {
+        let mut found: Vec<Walked> = Vec::new();
+        let walker = walkdir::WalkDir::new(&self.root)
+            .follow_links(false)
+            .into_iter()
+            .filter_entry(|e| e.depth() == 0 || !is_skipped_dir(&self.root, e));
+        for item in walker {
+            let item = item.map_err(|e| {
+                let path = e.path().map(Path::to_path_buf).unwrap_or_default();
+                Error::io(path, e.into())
+            })?;
+            if item.depth() == 0 {
+                continue;
+            }
+            let Some(rel) = rel_path(&self.root, item.path()) else {
+                warnings.push(format!(
+                    "{}: skipped, the name is not valid UTF-8",
+                    item.path().display()
+                ));
+                continue;
+            };
+            if is_ignored(&rel) {
+                if item.file_type().is_file() {
+                    remove_if_stale_temp(item.path());
+                }
+                continue;
+            }
+            let ft = item.file_type();
+            if ft.is_symlink() {
+                let target = std::fs::read_link(item.path())
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_default();
+                warnings.push(format!(
+                    "{rel}: symlink to {target:?} not followed and not synced"
+                ));
+                continue;
+            }
+            if !ft.is_file() {
+                continue;
+            }
+            // A name a manifest cannot carry (a backslash, a control
+            // character) would make the remote manifest unreadable.
+            if let Err(e) = crate::manifest::validate_path(&rel, "the local tree") {
+                warnings.push(format!("{e}; not synced"));
+                continue;
+            }
+            let md = item
+                .metadata()
+                .map_err(|e| Error::io(item.path(), e.into()))?;
+            let modified = md.modified().map_err(|e| Error::io(item.path(), e))?;
+            found.push((rel, FileStat::of(&md), modified));
+        }
+
+        // Two names that are the same file once Unicode-normalised would
+        // overwrite each other elsewhere: sync the first, report the other.
+        let mut seen_nfc = std::collections::HashMap::new();
+        found.retain(|(rel, _, _)| {
+            use unicode_normalization::UnicodeNormalization;
+            let nfc: String = rel.nfc().collect();
+            match seen_nfc.entry(nfc) {
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    warnings.push(format!(
+                        "{rel}: same name as {:?} after Unicode normalisation; not synced",
+                        first.get()
+                    ));
+                    false
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(rel.clone());
+                    true
+                }
+            }
+        });
+        Ok(found)
+    }
+
+    /// The tracked files of the tree and their sizes, without reading them,
+    /// plus warnings about what was left out. Blocking.
+    ///
+    /// # Errors
+    /// [`Error::Io`] for unreadable directories.
+    pub fn list(&self) -> Result<(BTreeMap<String, u64>, Vec<String>)> {
+        let mut warnings = Vec::new();
+        if !self.root.exists() {
+            return Ok((BTreeMap::new(), warnings));
+        }
+        let files = self
+            .walk(&mut warnings)?
+            .into_iter()
+            .map(|(rel, stat, _)| (rel, stat.size))
+            .collect();
+        Ok((files, warnings))
     }
 
     /// Hashes a file and checks its stat did not move while it was read;

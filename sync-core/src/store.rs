@@ -443,6 +443,111 @@ impl StoreTree {
             .boxed())
     }
 
+    /// Lists the tree's objects (one request per 1,000) with their sizes,
+    /// leaving out what pqsync never syncs (the manifest itself, its own
+    /// state, temporary and lock files).
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn list_files(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        Ok(self
+            .list_objects()
+            .await?
+            .into_iter()
+            .map(|(rel, meta)| (rel, meta.size))
+            .collect())
+    }
+
+    /// [`StoreTree::list_files`] with each object's full listing entry
+    /// (size, modification time, ETag).
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn list_objects(&self) -> Result<std::collections::BTreeMap<String, ObjectMeta>> {
+        let root = Path::from_iter(self.prefix.iter().map(String::as_str));
+        let skip = self.prefix.len();
+        let mut out = std::collections::BTreeMap::new();
+        let mut listing = self.store.list(Some(&root));
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(|e| Error::store(&self.url, e))?;
+            let rel = meta
+                .location
+                .parts()
+                .skip(skip)
+                .fold(String::new(), |mut acc, p| {
+                    if !acc.is_empty() {
+                        acc.push('/');
+                    }
+                    acc.push_str(p.as_ref());
+                    acc
+                });
+            if rel.is_empty() || crate::ignore::is_ignored(&rel) {
+                continue;
+            }
+            out.insert(rel, meta);
+        }
+        Ok(out)
+    }
+
+    /// Reads a byte range of an object (one ranged GET).
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn read_range(&self, rel: &str, range: Range<u64>) -> Result<Bytes> {
+        let shown = self.display(rel);
+        let opts = GetOptions {
+            range: Some(object_store::GetRange::Bounded(range)),
+            ..Default::default()
+        };
+        let got = self
+            .store
+            .get_opts(&self.location(rel), opts)
+            .await
+            .map_err(|e| Error::store(&shown, e))?;
+        got.bytes().await.map_err(|e| Error::store(shown, e))
+    }
+
+    /// Reads a whole object into memory (one GET); for small files.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn read_all(&self, rel: &str) -> Result<Bytes> {
+        let shown = self.display(rel);
+        let got = self
+            .store
+            .get_opts(&self.location(rel), GetOptions::default())
+            .await
+            .map_err(|e| Error::store(&shown, e))?;
+        got.bytes().await.map_err(|e| Error::store(shown, e))
+    }
+
+    /// The size of an object and the `"<alg>:<hex>"` content hash pqsync
+    /// stored in its metadata when it uploaded it, if any (one HEAD).
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn head_hash(&self, rel: &str) -> Result<(u64, Option<String>)> {
+        let opts = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        let r = self
+            .store
+            .get_opts(&self.location(rel), opts)
+            .await
+            .map_err(|e| Error::store(self.display(rel), e))?;
+        let tagged = r
+            .attributes
+            .get(&Attribute::Metadata(HASH_METADATA_KEY.into()))
+            .map(|v| v.to_string());
+        Ok((r.meta.size, tagged))
+    }
+
+    /// The URL of a path in the tree, as shown in messages.
+    pub fn display_path(&self, rel: &str) -> String {
+        self.display(rel)
+    }
+
     /// Streams bytes into an object, verified against `entry` before it
     /// becomes visible. `on_bytes` is called as bytes are sent.
     ///
