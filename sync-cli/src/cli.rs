@@ -33,6 +33,67 @@ pub enum Command {
     Remote(RemoteArgs),
     /// List the files of a database directory or remote.
     List(ListArgs),
+    /// Check a database directory or remote: manifest, files, hashes,
+    /// Parquet footers, entity counts, relationships, bloom filters and the
+    /// event log. Exits 1 when a critical check fails.
+    Verify(VerifyArgs),
+    /// Per-namespace files, bytes, entities and relationships, and the
+    /// event log's segments, events and time range.
+    Stats(StatsArgs),
+    /// Create a database's manifest, or rebuild it from what is there.
+    Init(InitArgs),
+}
+
+/// Arguments of `verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A database directory or a remote URL. Default: the current directory.
+    pub target: Option<String>,
+    /// Compare entity counts with this directory or remote (e.g. the
+    /// source of a restore).
+    #[arg(long, value_name = "DIR|REMOTE")]
+    pub compare: Option<String>,
+    /// `summary`: the checks and problems; `detailed`: also every file.
+    #[arg(long, value_enum, default_value = "summary")]
+    pub format: VerifyFormat,
+    /// Also write the report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Check sizes and Parquet footers only, without reading whole files
+    /// (ranged GETs on a remote).
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// Report formats of `verify`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum VerifyFormat {
+    /// Checks, errors and warnings.
+    Summary,
+    /// Also a line per file.
+    Detailed,
+}
+
+/// Arguments of `stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// A database directory or a remote URL. Default: the current directory.
+    pub target: Option<String>,
+}
+
+/// Arguments of `init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// A remote URL to work on instead of a directory.
+    pub remote: Option<String>,
+    /// The database directory.
+    #[arg(short = 'd', long = "dir", default_value = ".")]
+    pub dir: PathBuf,
+    /// Replace an existing manifest with one built from the files actually
+    /// there (a remote: LIST plus one HEAD per object; objects without
+    /// pqsync's hash metadata are read and hashed).
+    #[arg(long)]
+    pub rebuild_manifest: bool,
 }
 
 /// Arguments of `list`.

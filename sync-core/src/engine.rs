@@ -354,6 +354,16 @@ impl Engine {
             && diff.deleted_locally.is_empty()
             && diff.deleted_remotely.is_empty()
             && plan.already_sent.is_empty();
+        let mut warnings = plan.warnings;
+        // Gaps in the event log are worth knowing before they are pushed.
+        if let Tree::Local(t) = &self.local {
+            let root = t.root().to_path_buf();
+            let problems =
+                tokio::task::spawn_blocking(move || crate::stats::local_event_problems(&root))
+                    .await
+                    .unwrap_or_default();
+            warnings.extend(problems);
+        }
         Ok(StatusReport {
             is_synced,
             diff,
@@ -361,7 +371,7 @@ impl Engine {
             interrupted: plan.interrupted.clone(),
             requests: self.requests(),
             files_hashed: plan.files_hashed,
-            warnings: plan.warnings,
+            warnings,
         })
     }
 

@@ -67,14 +67,18 @@ pub mod engine;
 pub mod error;
 pub mod hash;
 pub mod ignore;
+pub mod inspect;
 pub mod local;
 pub mod manifest;
 pub mod plan;
 pub mod progress;
+pub mod rebuild;
 pub mod retry;
 pub mod select;
+pub mod stats;
 pub mod store;
 pub mod throttle;
+pub mod verify;
 
 pub use commit::Capabilities;
 pub use engine::{

@@ -1,9 +1,12 @@
 //! One file per subcommand; this module dispatches and holds shared helpers.
 
+mod init;
 mod list;
 mod remote;
+mod stats;
 mod status;
 mod transfer;
+mod verify;
 
 use std::path::Path;
 
@@ -11,7 +14,7 @@ use anyhow::{Context, Result};
 use pqsync_backends::{Jurisdiction, OpenOptions};
 use std::sync::Arc;
 
-use pqsync_core::{Congestion, HashAlgorithm, LocalTree, StoreTree, Strategy, SyncOptions};
+use pqsync_core::{Congestion, HashAlgorithm, LocalTree, StoreTree, Strategy, SyncOptions, Tree};
 
 use crate::cli::{Cli, Command, GlobalArgs, HashArg, JurisdictionArg, StrategyArg};
 use crate::printer::Printer;
@@ -29,6 +32,9 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
         Command::Status(s) => status::run(&s, g, printer).await,
         Command::Remote(r) => remote::run(&r, printer),
         Command::List(l) => list::run(&l, g, printer).await,
+        Command::Verify(v) => verify::run(&v, g, printer).await,
+        Command::Stats(s) => stats::run(&s, g, printer).await,
+        Command::Init(i) => init::run(&i, g, printer).await,
     }
 }
 
@@ -86,6 +92,16 @@ pub fn open_remote(
         Some(mp) => tree.with_multipart_store(mp),
         None => tree,
     })
+}
+
+/// A DIR|REMOTE argument as a tree: a URL (`scheme://`) opens a remote,
+/// anything else is an existing directory.
+pub fn open_target(target: &str, g: &GlobalArgs) -> Result<Tree> {
+    if target.contains("://") {
+        Ok(open_remote(target, g, false, &Arc::new(Congestion::default()))?.into())
+    } else {
+        Ok(local_tree(Path::new(target), true)?.into())
+    }
 }
 
 /// The remote named on the command line, or the one DIR last synced with.

@@ -1,0 +1,90 @@
+//! `pqsync init`: create a database's manifest, or rebuild it.
+
+use anyhow::Result;
+use pqsync_core::rebuild::{rebuild_local, rebuild_remote, RebuildReport};
+use pqsync_core::{HashAlgorithm, Manifest};
+
+use crate::cli::{GlobalArgs, HashArg, InitArgs};
+use crate::printer::{human_bytes, Printer};
+use crate::{ExitStatus, UsageError};
+
+/// Writes a manifest built from the files actually present. Without
+/// `--rebuild-manifest`, an existing manifest is left alone.
+pub async fn run(args: &InitArgs, g: &GlobalArgs, printer: &Printer) -> Result<ExitStatus> {
+    let alg = g.hash.map(|h| match h {
+        HashArg::Blake3 => HashAlgorithm::Blake3,
+        HashArg::Sha256 => HashAlgorithm::Sha256,
+    });
+    let report = match &args.remote {
+        Some(url) => {
+            let remote =
+                super::open_remote(url, g, false, &std::sync::Arc::new(Default::default()))?;
+            if !args.rebuild_manifest && exists(remote.read_manifest().await.map(|r| r.is_some())) {
+                return Err(already(url).into());
+            }
+            rebuild_remote(&remote, alg, usize::from(g.concurrency)).await?
+        }
+        None => {
+            let dir = super::local_tree(&args.dir, true)?;
+            if !args.rebuild_manifest
+                && exists(dir.read_manifest().map(|m: Option<Manifest>| m.is_some()))
+            {
+                return Err(already(&args.dir.display().to_string()).into());
+            }
+            rebuild_local(&dir, alg).await?
+        }
+    };
+    print(&report, printer);
+    Ok(ExitStatus::Success)
+}
+
+/// Whether a manifest is there; an unreadable one counts as there.
+fn exists(found: pqsync_core::Result<bool>) -> bool {
+    found.unwrap_or(true)
+}
+
+fn already(target: &str) -> UsageError {
+    UsageError(format!(
+        "{target} already has a manifest; pass --rebuild-manifest to replace it with one built from the files there"
+    ))
+}
+
+fn print(r: &RebuildReport, printer: &Printer) {
+    printer.json(r);
+    if printer.json {
+        return;
+    }
+    if printer.verbose > 0 {
+        for p in &r.added {
+            printer.info(&format!("  added    {p}"));
+        }
+        for p in &r.changed {
+            printer.info(&format!("  changed  {p}"));
+        }
+        for p in &r.removed {
+            printer.info(&format!("  removed  {p}"));
+        }
+    }
+    printer.info(&format!(
+        "manifest of {} rebuilt: {} files, {}; {} hashed ({}), {} from object metadata; {} request(s)",
+        r.target,
+        r.files,
+        human_bytes(r.bytes),
+        r.hashed,
+        human_bytes(r.hashed_bytes),
+        r.from_metadata,
+        r.requests
+    ));
+    match r.previous_files {
+        Some(n) => printer.info(&format!(
+            "compared with the old manifest ({n} files): {} added, {} changed, {} removed",
+            r.added.len(),
+            r.changed.len(),
+            r.removed.len()
+        )),
+        None => printer.info("there was no readable manifest before"),
+    }
+    if let Some(b) = &r.backup {
+        printer.info(&format!("the old manifest is saved as {b}"));
+    }
+}

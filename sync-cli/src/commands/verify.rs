@@ -1,0 +1,105 @@
+//! `pqsync verify`: the backup guide's checks on a directory or remote.
+
+use anyhow::{Context, Result};
+use pqsync_core::verify::{verify, Severity, VerifyOptions};
+
+use crate::cli::{GlobalArgs, VerifyArgs, VerifyFormat};
+use crate::printer::{human_bytes, Printer};
+use crate::ExitStatus;
+
+/// Verifies the target; exit status 1 when a critical check failed.
+pub async fn run(args: &VerifyArgs, g: &GlobalArgs, printer: &Printer) -> Result<ExitStatus> {
+    let target = args.target.clone().unwrap_or_else(|| ".".into());
+    let tree = super::open_target(&target, g)?;
+    let compare = args
+        .compare
+        .as_deref()
+        .map(|c| super::open_target(c, g))
+        .transpose()?;
+    let opts = VerifyOptions {
+        quick: args.quick,
+        concurrency: usize::from(g.concurrency),
+        detailed: args.format == VerifyFormat::Detailed,
+    };
+    let report = verify(&tree, compare.as_ref(), &opts).await?;
+    if let Some(path) = &args.output {
+        let mut body = serde_json::to_vec_pretty(&report)?;
+        body.push(b'\n');
+        std::fs::write(path, body)
+            .with_context(|| format!("writing the report to {}", path.display()))?;
+    }
+    printer.json(&report);
+    if !printer.json {
+        printer.info(&format!(
+            "verify {}{}{}",
+            report.target,
+            report
+                .compare
+                .as_deref()
+                .map(|c| format!(" against {c}"))
+                .unwrap_or_default(),
+            if report.quick { " (quick)" } else { "" }
+        ));
+        for c in &report.checks {
+            let mark = match (c.passed, c.severity) {
+                (true, _) => "ok  ",
+                (false, Severity::Critical) => "FAIL",
+                (false, Severity::Warning) => "warn",
+            };
+            printer.info(&format!("  {mark}  {:<26}{}", c.name, c.message));
+        }
+        if !report.errors.is_empty() {
+            printer.info("errors:");
+            for f in &report.errors {
+                printer.info(&format!("  {}: {} [{}]", f.path, f.message, f.check));
+            }
+        }
+        if !report.warnings.is_empty() {
+            printer.info("warnings:");
+            for f in &report.warnings {
+                let path = if f.path.is_empty() { "-" } else { &f.path };
+                printer.info(&format!("  {path}: {} [{}]", f.message, f.check));
+            }
+        }
+        if !report.files.is_empty() {
+            printer.info("files:");
+            for f in &report.files {
+                printer.info(&format!(
+                    "  {}  {}  {}{}",
+                    if f.ok { "ok  " } else { "FAIL" },
+                    f.path,
+                    human_bytes(f.size),
+                    f.rows.map(|r| format!(", {r} rows")).unwrap_or_default()
+                ));
+            }
+        }
+        let s = &report.summary;
+        let failed = report
+            .failed()
+            .filter(|c| c.severity == Severity::Critical)
+            .count();
+        printer.info(&format!(
+            "{}: {} checks, {} errors, {} warnings; {} files, {} read in {:.2} s; {} request(s)",
+            if report.passed {
+                "passed".to_string()
+            } else {
+                format!("FAILED ({failed} critical)")
+            },
+            report.checks.len(),
+            report.errors.len(),
+            report.warnings.len(),
+            s.files,
+            human_bytes(s.hashed_bytes),
+            s.elapsed_ms as f64 / 1000.0,
+            s.requests
+        ));
+        if let Some(path) = &args.output {
+            printer.info(&format!("report written to {}", path.display()));
+        }
+    }
+    Ok(if report.passed {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    })
+}

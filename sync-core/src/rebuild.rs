@@ -1,0 +1,290 @@
+//! Rebuilding `_meta/manifest.json` from what a tree actually holds.
+//!
+//! A directory is walked and every file hashed, ignoring the stat cache. A
+//! remote is listed; for each object one HEAD reads the content hash pqsync
+//! stored in the object's metadata when it uploaded it, and only objects
+//! without one (or with a hash of another algorithm, or a size that
+//! disagrees with the listing) are streamed and hashed. The database's
+//! identity (`databaseId`, `name`, `owner`, `slug`, `visibility`,
+//! `metadata`) is kept from the old manifest when it can be read.
+
+use std::collections::BTreeMap;
+
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::hash::ContentHasher;
+use crate::local::LocalTree;
+use crate::manifest::{content_type_for, now_iso, FileEntry, HashAlgorithm, Manifest};
+use crate::store::{CommitMode, StoreTree};
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RebuildReport {
+    /// The directory or remote.
+    pub target: String,
+    /// Files in the new manifest.
+    pub files: usize,
+    /// Their total size.
+    pub bytes: u64,
+    /// Files read and hashed.
+    pub hashed: usize,
+    /// Bytes read and hashed.
+    pub hashed_bytes: u64,
+    /// Files whose hash came from object metadata (one HEAD each).
+    pub from_metadata: usize,
+    /// Requests made to the remote (0 for a directory).
+    pub requests: u64,
+    /// Files in the old manifest, if it could be read.
+    pub previous_files: Option<usize>,
+    /// Paths the old manifest lacked.
+    pub added: Vec<String>,
+    /// Paths the old manifest listed that are not there.
+    pub removed: Vec<String>,
+    /// Paths whose size or hash differs from the old manifest.
+    pub changed: Vec<String>,
+    /// Where the old manifest was saved, when it could not be parsed or
+    /// differed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+}
+
+/// The identity of the old manifest, read as leniently as possible: a
+/// manifest that fails validation may still name its database.
+fn identity(raw: Option<&[u8]>, fallback_name: &str) -> Manifest {
+    if let Some(m) = raw.and_then(|b| Manifest::from_slice(b, "").ok()) {
+        let mut m = m;
+        m.files.clear();
+        m.commit_id = None;
+        return m;
+    }
+    let v: serde_json::Value = raw
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .unwrap_or_default();
+    let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    let id = text("databaseId").unwrap_or_else(|| {
+        let id: u128 = rand::random();
+        format!("{id:032x}")
+    });
+    let mut m = Manifest::new(id, text("name").unwrap_or_else(|| fallback_name.into()));
+    m.owner = text("owner");
+    m.slug = text("slug");
+    m.metadata = v.get("metadata").filter(|x| x.is_object()).cloned();
+    m
+}
+
+fn compare(report: &mut RebuildReport, old: Option<&[u8]>, new: &Manifest) {
+    let Some(old) = old.and_then(|b| Manifest::from_slice(b, "").ok()) else {
+        report.added = new.files.keys().cloned().collect();
+        return;
+    };
+    report.previous_files = Some(old.files.len());
+    for (p, e) in &new.files {
+        match old.files.get(p) {
+            None => report.added.push(p.clone()),
+            Some(o) if !o.same_content(e) => report.changed.push(p.clone()),
+            Some(_) => {}
+        }
+    }
+    report.removed = old
+        .files
+        .keys()
+        .filter(|p| !new.files.contains_key(*p))
+        .cloned()
+        .collect();
+}
+
+/// Rebuilds a directory's manifest by hashing every file, and writes it.
+/// The old manifest, if it differs, is kept as
+/// `_meta/.pqsync/manifest.json.bak`.
+///
+/// # Errors
+/// [`Error::Io`].
+pub async fn rebuild_local(tree: &LocalTree, alg: Option<HashAlgorithm>) -> Result<RebuildReport> {
+    let t = tree.clone();
+    tokio::task::spawn_blocking(move || rebuild_local_blocking(&t, alg))
+        .await
+        .map_err(|e| Error::Invalid(format!("a worker thread failed: {e}")))?
+}
+
+fn rebuild_local_blocking(tree: &LocalTree, alg: Option<HashAlgorithm>) -> Result<RebuildReport> {
+    let path = tree.abs(crate::manifest::MANIFEST_PATH);
+    let raw = match std::fs::read(&path) {
+        Ok(b) => Some(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let name = std::fs::canonicalize(tree.root())
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
+        .unwrap_or_else(|| "database".into());
+    let mut manifest = identity(raw.as_deref(), &name);
+    let alg = alg
+        .or_else(|| {
+            raw.as_deref()
+                .and_then(|b| Manifest::from_slice(b, "").ok())
+                .and_then(|m| m.hash_algorithm())
+        })
+        .unwrap_or_default();
+    // Never trust the cache here: the point is to see what is on disk.
+    tree.remove_state_file("statcache.json");
+    let scan = tree.scan(alg)?;
+    manifest.files = scan.files;
+    manifest.last_synced_at = now_iso();
+    manifest.synced_from = Some("rebuild".into());
+    let mut report = RebuildReport {
+        target: tree.root().display().to_string(),
+        files: manifest.files.len(),
+        bytes: manifest.total_bytes(),
+        hashed: scan.hashed,
+        hashed_bytes: scan.hashed_bytes,
+        ..Default::default()
+    };
+    compare(&mut report, raw.as_deref(), &manifest);
+    if let Some(old) = &raw {
+        let differs = report.previous_files.is_none()
+            || !report.added.is_empty()
+            || !report.removed.is_empty()
+            || !report.changed.is_empty();
+        if differs {
+            tree.write_state_file("manifest.json.bak", old)?;
+            let bak = tree.state_dir().join("manifest.json.bak");
+            report.backup = Some(bak.display().to_string());
+        }
+    }
+    tree.write_manifest(&manifest)?;
+    Ok(report)
+}
+
+/// Rebuilds a remote's manifest from a listing, one HEAD per object, and a
+/// streamed hash of objects without pqsync's hash metadata, then writes it
+/// with a conditional PUT against the manifest it replaces.
+///
+/// # Errors
+/// [`Error::Store`]; [`Error::Precondition`] if another writer replaced the
+/// manifest during the rebuild.
+pub async fn rebuild_remote(
+    tree: &StoreTree,
+    alg: Option<HashAlgorithm>,
+    concurrency: usize,
+) -> Result<RebuildReport> {
+    use crate::manifest::MANIFEST_PATH;
+    let (old_raw, old_etag) = {
+        let loc = tree.location(MANIFEST_PATH);
+        match tree
+            .store()
+            .get_opts(&loc, object_store::GetOptions::default())
+            .await
+        {
+            Ok(g) => {
+                let etag = g.meta.e_tag.clone();
+                let b = g
+                    .bytes()
+                    .await
+                    .map_err(|e| Error::store(tree.display_path(MANIFEST_PATH), e))?;
+                (Some(b.to_vec()), etag)
+            }
+            Err(object_store::Error::NotFound { .. }) => (None, None),
+            Err(e) => return Err(Error::store(tree.display_path(MANIFEST_PATH), e)),
+        }
+    };
+    let name = tree
+        .url()
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or("database")
+        .to_string();
+    let mut manifest = identity(old_raw.as_deref(), &name);
+    let alg = alg
+        .or_else(|| {
+            old_raw
+                .as_deref()
+                .and_then(|b| Manifest::from_slice(b, "").ok())
+                .and_then(|m| m.hash_algorithm())
+        })
+        .unwrap_or_default();
+    let objects = tree.list_objects().await?;
+    let entries: Vec<(FileEntry, bool)> = futures::stream::iter(objects)
+        .map(|(rel, meta)| async move {
+            crate::manifest::validate_path(&rel, tree.url())?;
+            let (size, tagged) = tree.head_hash(&rel).await?;
+            let want = format!("{alg}:");
+            let from_meta = tagged
+                .as_deref()
+                .and_then(|t| t.strip_prefix(&want))
+                .filter(|h| size == meta.size && h.len() == alg.hex_len())
+                .map(str::to_string);
+            let (hash, size, hashed) = match from_meta {
+                Some(h) => (h, size, false),
+                None => {
+                    let mut stream = tree.open(&rel).await?;
+                    let mut h = ContentHasher::new(alg);
+                    let mut n = 0u64;
+                    while let Some(chunk) = stream.try_next().await? {
+                        h.update(&chunk);
+                        n += chunk.len() as u64;
+                    }
+                    (h.finalize_hex(), n, true)
+                }
+            };
+            let entry = FileEntry {
+                content_type: Some(content_type_for(&rel).to_string()),
+                etag: meta.e_tag.clone(),
+                hash,
+                hash_algorithm: alg,
+                modified_at: meta
+                    .last_modified
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                path: rel,
+                size,
+            };
+            Ok::<_, Error>((entry, hashed))
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_collect()
+        .await?;
+    let mut report = RebuildReport {
+        target: tree.url().to_string(),
+        ..Default::default()
+    };
+    let mut files = BTreeMap::new();
+    for (e, hashed) in entries {
+        if hashed {
+            report.hashed += 1;
+            report.hashed_bytes += e.size;
+        } else {
+            report.from_metadata += 1;
+        }
+        files.insert(e.path.clone(), e);
+    }
+    manifest.files = files;
+    manifest.last_synced_at = now_iso();
+    manifest.synced_from = Some("rebuild".into());
+    report.files = manifest.files.len();
+    report.bytes = manifest.total_bytes();
+    compare(&mut report, old_raw.as_deref(), &manifest);
+    let mode = match (&old_raw, old_etag) {
+        (None, _) => CommitMode::Create,
+        (Some(_), Some(etag)) => CommitMode::Update(etag),
+        (Some(_), None) => CommitMode::Overwrite,
+    };
+    match tree.write_manifest(&manifest, mode).await {
+        // Stores that cannot check an ETag (plain directories) take the
+        // write unconditionally.
+        Err(Error::Store {
+            source: object_store::Error::NotImplemented { .. },
+            ..
+        }) => {
+            tree.write_manifest(&manifest, CommitMode::Overwrite)
+                .await?;
+        }
+        other => {
+            other?;
+        }
+    }
+    report.requests = tree.requests();
+    Ok(report)
+}

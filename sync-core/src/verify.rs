@@ -1,0 +1,956 @@
+//! `verify`: the checks ParqueDB's backup guide asks of a restore, run on a
+//! directory or a remote.
+//!
+//! | check | severity |
+//! |---|---|
+//! | `manifest-present`: `_meta/manifest.json` exists and parses | critical |
+//! | `files-exist`: every file the manifest lists is there | critical |
+//! | `hashes-match`: every file's size and hash match the manifest (`--quick`: sizes only) | critical |
+//! | `parquet-readable`: every `.parquet` file has both magics and a footer that parses | critical |
+//! | `entity-counts`: rows per namespace match the `--compare` side | warning |
+//! | `relationships-consistent`: forward and reverse files hold the same relationships | warning |
+//! | `bloom-filters`: every namespace has a non-empty, well-formed bloom filter | warning |
+//! | `event-segments`: segments are readable, ordered, without gaps, and agree with the event manifest | warning |
+//!
+//! A report passes when no critical check failed. Every error and warning
+//! names the path it concerns.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::engine::Tree;
+use crate::error::{Error, Result};
+use crate::inspect::{
+    check_bloom, is_parquet, is_segment_file, namespace_of, read_relationships, EventManifest,
+    Inspection, ParquetInfo, RelDigest, Role, EVENT_MANIFESTS,
+};
+use crate::manifest::{Manifest, MANIFEST_PATH};
+
+/// How to verify.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Check sizes and footers only, without reading whole files (ranged
+    /// GETs on a remote).
+    pub quick: bool,
+    /// Files inspected at once.
+    pub concurrency: usize,
+    /// Include a per-file list in the report.
+    pub detailed: bool,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            quick: false,
+            concurrency: 8,
+            detailed: false,
+        }
+    }
+}
+
+/// How much a failed check matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The restore must not be used.
+    Critical,
+    /// Worth a look; the restore may still be usable.
+    Warning,
+}
+
+/// One check's outcome.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Check {
+    /// The check's name, e.g. `hashes-match`.
+    pub name: &'static str,
+    /// Whether it passed.
+    pub passed: bool,
+    /// How much a failure matters.
+    pub severity: Severity,
+    /// What was expected, where that applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected: Option<Value>,
+    /// What was found, where that applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actual: Option<Value>,
+    /// A one-line summary.
+    pub message: String,
+}
+
+/// A problem with one path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// The check that found it.
+    pub check: &'static str,
+    /// The path concerned, relative to the database root.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// What was checked for one file (detailed reports only).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileReport {
+    /// Relative path.
+    pub path: String,
+    /// Size found.
+    pub size: u64,
+    /// Hash found (not with `--quick`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// Rows, for Parquet files whose footer parsed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// Whether no error names this file.
+    pub ok: bool,
+}
+
+/// Totals of a verification run.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifySummary {
+    /// Files the manifest lists.
+    pub files: usize,
+    /// Their total size.
+    pub bytes: u64,
+    /// Bytes read and hashed.
+    pub hashed_bytes: u64,
+    /// Parquet files whose footer was checked.
+    pub parquet_files: usize,
+    /// Requests made to remotes (target and `--compare` side).
+    pub requests: u64,
+    /// Wall time in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+/// The verification report, in the shape ParqueDB's backup guide shows.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyReport {
+    /// No critical check failed.
+    pub passed: bool,
+    /// The directory or remote verified.
+    pub target: String,
+    /// The side entity counts were compared with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compare: Option<String>,
+    /// Whether whole files were skipped (`--quick`).
+    pub quick: bool,
+    /// Every check, in the order of the guide's table.
+    pub checks: Vec<Check>,
+    /// Problems of failed warning-level checks, and notes.
+    pub warnings: Vec<Finding>,
+    /// Problems of failed critical checks.
+    pub errors: Vec<Finding>,
+    /// Totals.
+    pub summary: VerifySummary,
+    /// Per-file results (detailed reports only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileReport>,
+}
+
+impl VerifyReport {
+    /// The failed checks.
+    pub fn failed(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| !c.passed)
+    }
+}
+
+/// Collects checks and findings.
+struct Report {
+    checks: Vec<Check>,
+    warnings: Vec<Finding>,
+    errors: Vec<Finding>,
+}
+
+impl Report {
+    fn finding(&mut self, sev: Severity, check: &'static str, path: &str, message: String) {
+        let f = Finding {
+            check,
+            path: path.to_string(),
+            message,
+        };
+        match sev {
+            Severity::Critical => self.errors.push(f),
+            Severity::Warning => self.warnings.push(f),
+        }
+    }
+
+    fn check(
+        &mut self,
+        name: &'static str,
+        severity: Severity,
+        passed: bool,
+        message: String,
+        expected: Option<Value>,
+        actual: Option<Value>,
+    ) {
+        self.checks.push(Check {
+            name,
+            passed,
+            severity,
+            expected,
+            actual,
+            message,
+        });
+    }
+}
+
+/// Runs every check on `target`; entity counts are compared with `compare`
+/// when given.
+///
+/// # Errors
+/// Only when the target cannot be read at all (an unreachable store, an
+/// unreadable directory). Everything wrong with its contents is a finding
+/// in the report.
+pub async fn verify(
+    target: &Tree,
+    compare: Option<&Tree>,
+    opts: &VerifyOptions,
+) -> Result<VerifyReport> {
+    let started = std::time::Instant::now();
+    let mut r = Report {
+        checks: Vec::new(),
+        warnings: Vec::new(),
+        errors: Vec::new(),
+    };
+    let crit = Severity::Critical;
+    let warn = Severity::Warning;
+
+    // 1. The manifest.
+    let (manifest, listed) = futures::try_join!(read_manifest(target), target.list())?;
+    let (present, list_warnings) = listed;
+    for w in list_warnings {
+        r.finding(warn, "files-exist", "", w);
+    }
+    let manifest = match manifest {
+        Ok(Some(m)) => {
+            r.check(
+                "manifest-present",
+                crit,
+                true,
+                format!("{MANIFEST_PATH} lists {} files", m.files.len()),
+                None,
+                None,
+            );
+            Some(m)
+        }
+        Ok(None) => {
+            r.finding(crit, "manifest-present", MANIFEST_PATH, "missing".into());
+            r.check(
+                "manifest-present",
+                crit,
+                false,
+                format!("no {MANIFEST_PATH}; rebuild it with `pqsync init --rebuild-manifest`"),
+                None,
+                None,
+            );
+            None
+        }
+        Err(e) => {
+            r.finding(crit, "manifest-present", MANIFEST_PATH, e.to_string());
+            r.check(
+                "manifest-present",
+                crit,
+                false,
+                format!("{MANIFEST_PATH} is unreadable"),
+                None,
+                None,
+            );
+            None
+        }
+    };
+
+    // 2. Every listed file exists; files not listed are noted.
+    let mut summary = VerifySummary::default();
+    if let Some(m) = &manifest {
+        summary.files = m.files.len();
+        summary.bytes = m.total_bytes();
+        let missing: Vec<&str> = m
+            .files
+            .keys()
+            .filter(|p| !present.contains_key(*p))
+            .map(String::as_str)
+            .collect();
+        for p in &missing {
+            r.finding(
+                crit,
+                "files-exist",
+                p,
+                "listed in the manifest but missing".into(),
+            );
+        }
+        for p in present.keys().filter(|p| !m.files.contains_key(*p)) {
+            r.finding(
+                warn,
+                "files-exist",
+                p,
+                "present but not in the manifest".into(),
+            );
+        }
+        r.check(
+            "files-exist",
+            crit,
+            missing.is_empty(),
+            if missing.is_empty() {
+                format!("all {} listed files are present", m.files.len())
+            } else {
+                format!(
+                    "{} of {} listed files are missing",
+                    missing.len(),
+                    m.files.len()
+                )
+            },
+            Some(json!(m.files.len())),
+            Some(json!(m.files.len() - missing.len())),
+        );
+    }
+
+    // 3 and 4. Sizes, hashes and footers, in one pass over the files.
+    let alg = manifest
+        .as_ref()
+        .and_then(Manifest::hash_algorithm)
+        .filter(|_| !opts.quick);
+    let inspected = inspect_all(target, &present, alg, opts.concurrency).await?;
+    if let Some(m) = &manifest {
+        let mut bad = 0usize;
+        for (path, e) in &m.files {
+            let Some(Ok(found)) = inspected.get(path) else {
+                if let Some(Err(err)) = inspected.get(path) {
+                    bad += 1;
+                    r.finding(crit, "hashes-match", path, err.clone());
+                }
+                continue;
+            };
+            if found.size != e.size {
+                bad += 1;
+                r.finding(
+                    crit,
+                    "hashes-match",
+                    path,
+                    format!("size {} but the manifest says {}", found.size, e.size),
+                );
+            } else if let Some(h) = &found.hash {
+                summary.hashed_bytes += found.size;
+                if found_alg_matches(alg, e) && *h != e.hash {
+                    bad += 1;
+                    r.finding(
+                        crit,
+                        "hashes-match",
+                        path,
+                        format!("{} {h} but the manifest says {}", e.hash_algorithm, e.hash),
+                    );
+                }
+            }
+        }
+        let what = if opts.quick {
+            "sizes"
+        } else {
+            "sizes and hashes"
+        };
+        let checked = m.files.keys().filter(|p| present.contains_key(*p)).count();
+        r.check(
+            "hashes-match",
+            crit,
+            bad == 0,
+            if bad == 0 {
+                format!("{what} of {checked} files match the manifest")
+            } else {
+                format!("{bad} of {checked} files do not match the manifest's {what}")
+            },
+            None,
+            None,
+        );
+    }
+    let mut footers: BTreeMap<&str, &ParquetInfo> = BTreeMap::new();
+    let mut unreadable = 0usize;
+    for (path, got) in &inspected {
+        match got {
+            Ok(Inspection {
+                parquet: Some(Ok(info)),
+                ..
+            }) => {
+                footers.insert(path.as_str(), info);
+            }
+            Ok(Inspection {
+                parquet: Some(Err(why)),
+                ..
+            }) => {
+                unreadable += 1;
+                r.finding(crit, "parquet-readable", path, why.clone());
+            }
+            Err(why) if is_parquet(path) => {
+                unreadable += 1;
+                // Already reported under hashes-match when listed.
+                if manifest
+                    .as_ref()
+                    .is_none_or(|m| !m.files.contains_key(path))
+                {
+                    r.finding(crit, "parquet-readable", path, why.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    summary.parquet_files = footers.len() + unreadable;
+    r.check(
+        "parquet-readable",
+        crit,
+        unreadable == 0,
+        if unreadable == 0 {
+            format!("all {} Parquet files have valid footers", footers.len())
+        } else {
+            format!(
+                "{unreadable} of {} Parquet files are not readable",
+                footers.len() + unreadable
+            )
+        },
+        Some(json!(footers.len() + unreadable)),
+        Some(json!(footers.len())),
+    );
+
+    // 5. Entity counts.
+    let counts = entity_counts(&footers);
+    match compare {
+        Some(other) => {
+            let theirs = compare_counts(other, opts.concurrency).await;
+            match theirs {
+                Ok(theirs) => {
+                    let names: BTreeSet<&String> = counts.keys().chain(theirs.keys()).collect();
+                    let mut off = 0;
+                    for ns in names {
+                        let (a, b) = (counts.get(ns), theirs.get(ns));
+                        if a != b {
+                            off += 1;
+                            let show = |v: Option<&u64>| {
+                                v.map_or("no data files".to_string(), |n| format!("{n} entities"))
+                            };
+                            r.finding(
+                                warn,
+                                "entity-counts",
+                                &format!("data/{ns}/"),
+                                format!("{} here, {} on {}", show(a), show(b), other.url()),
+                            );
+                        }
+                    }
+                    r.check(
+                        "entity-counts",
+                        warn,
+                        off == 0,
+                        if off == 0 {
+                            format!(
+                                "entity counts of {} namespaces match {}",
+                                counts.len(),
+                                other.url()
+                            )
+                        } else {
+                            format!("{off} namespaces differ from {}", other.url())
+                        },
+                        Some(json!(theirs)),
+                        Some(json!(counts)),
+                    );
+                }
+                Err(e) => {
+                    r.finding(
+                        warn,
+                        "entity-counts",
+                        "",
+                        format!("cannot read {}: {e}", other.url()),
+                    );
+                    r.check(
+                        "entity-counts",
+                        warn,
+                        false,
+                        format!("{} could not be read", other.url()),
+                        None,
+                        Some(json!(counts)),
+                    );
+                }
+            }
+        }
+        None => r.check(
+            "entity-counts",
+            warn,
+            true,
+            format!(
+                "{} entities in {} namespaces (nothing to compare with; pass --compare)",
+                counts.values().sum::<u64>(),
+                counts.len()
+            ),
+            None,
+            Some(json!(counts)),
+        ),
+    }
+
+    // 6. Relationships.
+    check_relationships(target, &present, &footers, &mut r).await?;
+
+    // 7. Bloom filters.
+    check_blooms(target, &present, &counts, &mut r).await?;
+
+    // 8. Event segments.
+    check_events(target, &present, &footers, &mut r).await?;
+
+    summary.requests = target.requests() + compare.map_or(0, Tree::requests);
+    summary.elapsed_ms = started.elapsed().as_millis() as u64;
+    let files = if opts.detailed {
+        let bad: BTreeSet<&str> = r.errors.iter().map(|f| f.path.as_str()).collect();
+        inspected
+            .iter()
+            .map(|(path, got)| {
+                let (size, hash, rows) = match got {
+                    Ok(i) => (
+                        i.size,
+                        i.hash.clone(),
+                        i.parquet
+                            .as_ref()
+                            .and_then(|p| p.as_ref().ok())
+                            .map(|p| p.rows),
+                    ),
+                    Err(_) => (present[path], None, None),
+                };
+                FileReport {
+                    ok: !bad.contains(path.as_str()) && got.is_ok(),
+                    path: path.clone(),
+                    size,
+                    hash,
+                    rows,
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(VerifyReport {
+        passed: !r
+            .checks
+            .iter()
+            .any(|c| !c.passed && c.severity == Severity::Critical),
+        target: target.url(),
+        compare: compare.map(Tree::url),
+        quick: opts.quick,
+        checks: r.checks,
+        warnings: r.warnings,
+        errors: r.errors,
+        summary,
+        files,
+    })
+}
+
+fn found_alg_matches(alg: Option<crate::HashAlgorithm>, e: &crate::FileEntry) -> bool {
+    alg == Some(e.hash_algorithm)
+}
+
+/// The manifest, with a parse failure kept as a finding rather than an
+/// error; store and I/O failures still abort.
+async fn read_manifest(t: &Tree) -> Result<std::result::Result<Option<Manifest>, Error>> {
+    match t.manifest().await {
+        Ok(m) => Ok(Ok(m)),
+        Err(e @ (Error::ManifestCorrupt { .. } | Error::UnsafePath { .. })) => Ok(Err(e)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Inspects every present file: hashed with `alg` if given, footer parsed
+/// for Parquet files. A file that vanished or failed to read is kept as an
+/// error message.
+async fn inspect_all(
+    tree: &Tree,
+    present: &BTreeMap<String, u64>,
+    alg: Option<crate::HashAlgorithm>,
+    concurrency: usize,
+) -> Result<BTreeMap<String, std::result::Result<Inspection, String>>> {
+    let results: Vec<(String, std::result::Result<Inspection, String>)> =
+        futures::stream::iter(present.iter())
+            .map(|(path, &size)| async move {
+                let got = tree.inspect(path, size, alg, is_parquet(path)).await;
+                match got {
+                    Ok(i) => Ok((path.clone(), Ok(i))),
+                    Err(e) if e.is_not_found() || matches!(e, Error::Io { .. }) => {
+                        Ok((path.clone(), Err(format!("cannot be read: {e}"))))
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .try_collect()
+            .await?;
+    Ok(results.into_iter().collect())
+}
+
+/// Rows of `data/{ns}/*.parquet`, per namespace.
+fn entity_counts(footers: &BTreeMap<&str, &ParquetInfo>) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for (path, info) in footers {
+        if let Some((ns, Role::Data)) = namespace_of(path) {
+            *out.entry(ns.to_string()).or_insert(0) += info.rows;
+        }
+    }
+    out
+}
+
+/// Entity counts of the other side, from its data files' footers.
+async fn compare_counts(other: &Tree, concurrency: usize) -> Result<BTreeMap<String, u64>> {
+    let files: BTreeMap<String, u64> = match other.manifest().await? {
+        Some(m) => m.files.into_values().map(|e| (e.path, e.size)).collect(),
+        None => other.list().await?.0,
+    };
+    let data: BTreeMap<String, u64> = files
+        .into_iter()
+        .filter(|(p, _)| is_parquet(p) && matches!(namespace_of(p), Some((_, Role::Data))))
+        .collect();
+    let got = inspect_all(other, &data, None, concurrency).await?;
+    let mut out = BTreeMap::new();
+    for (path, i) in &got {
+        if let (
+            Some((ns, _)),
+            Ok(Inspection {
+                parquet: Some(Ok(info)),
+                ..
+            }),
+        ) = (namespace_of(path), i)
+        {
+            *out.entry(ns.to_string()).or_insert(0) += info.rows;
+        }
+    }
+    Ok(out)
+}
+
+async fn check_relationships(
+    tree: &Tree,
+    present: &BTreeMap<String, u64>,
+    footers: &BTreeMap<&str, &ParquetInfo>,
+    r: &mut Report,
+) -> Result<()> {
+    const NAME: &str = "relationships-consistent";
+    let warn = Severity::Warning;
+    let rel_files: Vec<(&str, &str, bool)> = present
+        .keys()
+        .filter_map(|p| match namespace_of(p) {
+            Some((ns, Role::Forward)) => Some((p.as_str(), ns, true)),
+            Some((ns, Role::Reverse)) => Some((p.as_str(), ns, false)),
+            _ => None,
+        })
+        .collect();
+    if rel_files.is_empty() {
+        r.check(NAME, warn, true, "no relationship files".into(), None, None);
+        return Ok(());
+    }
+    // (fromNs, toNs) -> digest, per direction, and which file holds it.
+    let mut forward: BTreeMap<(String, String), (RelDigest, &str)> = BTreeMap::new();
+    let mut reverse: BTreeMap<(String, String), (RelDigest, &str)> = BTreeMap::new();
+    let mut problems = 0;
+    let mut read_ok = true;
+    for (path, ns, is_forward) in &rel_files {
+        if !footers.contains_key(path) {
+            read_ok = false; // already an error under parquet-readable
+            continue;
+        }
+        let bytes = match tree.read_all(path).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() || matches!(e, Error::Io { .. }) => {
+                read_ok = false;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let own = ns.to_string();
+        let dir = *is_forward;
+        let parsed = tokio::task::spawn_blocking(move || read_relationships(bytes, &own, dir))
+            .await
+            .map_err(|e| Error::Invalid(format!("a worker thread failed: {e}")))?;
+        match parsed {
+            Ok(file) => {
+                if file.misplaced > 0 {
+                    problems += 1;
+                    let col = if dir { "fromNs" } else { "toNs" };
+                    r.finding(
+                        warn,
+                        NAME,
+                        path,
+                        format!("{} rows have a {col} other than {ns}", file.misplaced),
+                    );
+                }
+                let side = if dir { &mut forward } else { &mut reverse };
+                for (k, d) in file.pairs {
+                    side.insert(k, (d, path));
+                }
+            }
+            Err(why) => {
+                problems += 1;
+                r.finding(
+                    warn,
+                    NAME,
+                    path,
+                    format!("cannot read relationships: {why}"),
+                );
+            }
+        }
+    }
+    let keys: BTreeSet<&(String, String)> = forward.keys().chain(reverse.keys()).collect();
+    let count = |m: &BTreeMap<(String, String), (RelDigest, &str)>| -> u64 {
+        m.values().map(|(d, _)| d.count).sum()
+    };
+    for k in keys {
+        let (from, to) = k;
+        let f = forward.get(k);
+        let b = reverse.get(k);
+        if f.map(|x| x.0) == b.map(|x| x.0) {
+            continue;
+        }
+        problems += 1;
+        let fwd_path = format!("rels/forward/{from}.parquet");
+        let rev_path = format!("rels/reverse/{to}.parquet");
+        let n = |x: Option<&(RelDigest, &str)>| x.map_or(0, |x| x.0.count);
+        let msg = if n(f) == n(b) {
+            format!(
+                "{} relationships {from} → {to} here and in {fwd_path}, but not the same ones",
+                n(b)
+            )
+        } else {
+            format!(
+                "{} relationships {from} → {to} here, {} in {fwd_path}",
+                n(b),
+                n(f)
+            )
+        };
+        r.finding(warn, NAME, &rev_path, msg);
+    }
+    let (nf, nr) = (count(&forward), count(&reverse));
+    r.check(
+        NAME,
+        warn,
+        problems == 0 && read_ok,
+        if problems == 0 && read_ok {
+            format!("{nf} forward and {nr} reverse relationships agree")
+        } else if problems == 0 {
+            "some relationship files could not be read".into()
+        } else {
+            format!("{problems} disagreements between forward and reverse relationships")
+        },
+        Some(json!(nf)),
+        Some(json!(nr)),
+    );
+    Ok(())
+}
+
+async fn check_blooms(
+    tree: &Tree,
+    present: &BTreeMap<String, u64>,
+    counts: &BTreeMap<String, u64>,
+    r: &mut Report,
+) -> Result<()> {
+    const NAME: &str = "bloom-filters";
+    let warn = Severity::Warning;
+    let mut bad = 0;
+    for ns in counts.keys() {
+        let path = format!("indexes/bloom/{ns}.bloom");
+        let Some(&size) = present.get(&path) else {
+            bad += 1;
+            r.finding(
+                warn,
+                NAME,
+                &path,
+                format!("missing: namespace {ns} has no bloom filter"),
+            );
+            continue;
+        };
+        let header = if size == 0 {
+            bytes::Bytes::new()
+        } else {
+            match tree.read_range(&path, 0..size.min(24)).await {
+                Ok(h) => h,
+                Err(e) if e.is_not_found() || matches!(e, Error::Io { .. }) => {
+                    bad += 1;
+                    r.finding(warn, NAME, &path, format!("cannot be read: {e}"));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if let Err(why) = check_bloom(size, &header) {
+            bad += 1;
+            r.finding(warn, NAME, &path, why);
+        }
+    }
+    r.check(
+        NAME,
+        warn,
+        bad == 0,
+        if bad == 0 {
+            format!("{} namespaces have valid bloom filters", counts.len())
+        } else {
+            format!(
+                "{bad} of {} namespaces lack a valid bloom filter",
+                counts.len()
+            )
+        },
+        Some(json!(counts.len())),
+        Some(json!(counts.len() - bad)),
+    );
+    Ok(())
+}
+
+async fn check_events(
+    tree: &Tree,
+    present: &BTreeMap<String, u64>,
+    footers: &BTreeMap<&str, &ParquetInfo>,
+    r: &mut Report,
+) -> Result<()> {
+    const NAME: &str = "event-segments";
+    let warn = Severity::Warning;
+    let on_disk: Vec<&str> = present
+        .keys()
+        .map(String::as_str)
+        .filter(|p| is_segment_file(p))
+        .collect();
+    let Some(mpath) = EVENT_MANIFESTS.iter().find(|p| present.contains_key(**p)) else {
+        if on_disk.is_empty() {
+            r.check(NAME, warn, true, "no event log".into(), None, None);
+        } else {
+            for p in &on_disk {
+                r.finding(
+                    warn,
+                    NAME,
+                    p,
+                    "segment present but there is no event manifest".into(),
+                );
+            }
+            r.check(
+                NAME,
+                warn,
+                false,
+                format!("{} segments but no events/_manifest.json", on_disk.len()),
+                None,
+                Some(json!(on_disk.len())),
+            );
+        }
+        return Ok(());
+    };
+    let em = match tree.read_all(mpath).await {
+        Ok(b) => EventManifest::parse(&b),
+        Err(e) if e.is_not_found() || matches!(e, Error::Io { .. }) => {
+            Err(format!("cannot be read: {e}"))
+        }
+        Err(e) => return Err(e),
+    };
+    let em = match em {
+        Ok(m) => m,
+        Err(why) => {
+            r.finding(warn, NAME, mpath, why);
+            r.check(
+                NAME,
+                warn,
+                false,
+                format!("{mpath} is unreadable"),
+                None,
+                None,
+            );
+            return Ok(());
+        }
+    };
+    let mut problems = 0;
+    for p in em.seq_problems() {
+        problems += 1;
+        r.finding(warn, NAME, mpath, p);
+    }
+    let mut listed = BTreeSet::new();
+    let mut events = 0u64;
+    let mut prev_max: Option<(u64, i64)> = None;
+    for seg in &em.segments {
+        let file = seg.file();
+        listed.insert(file.clone());
+        let Some(&size) = present.get(&file) else {
+            problems += 1;
+            r.finding(
+                warn,
+                NAME,
+                &file,
+                format!("segment seq {} is listed in {mpath} but missing", seg.seq),
+            );
+            continue;
+        };
+        if let Some(expected) = seg.size_bytes.filter(|&s| s != size) {
+            problems += 1;
+            r.finding(
+                warn,
+                NAME,
+                &file,
+                format!("{size} bytes but {mpath} says {expected}"),
+            );
+        }
+        let Some(info) = footers.get(file.as_str()) else {
+            problems += 1;
+            r.finding(
+                warn,
+                NAME,
+                &file,
+                format!("segment seq {} is not readable", seg.seq),
+            );
+            continue;
+        };
+        events += info.rows;
+        if let Some(expected) = seg.count.filter(|&c| c != info.rows) {
+            problems += 1;
+            r.finding(
+                warn,
+                NAME,
+                &file,
+                format!("{} events but {mpath} says {expected}", info.rows),
+            );
+        }
+        if let (Some((lo, hi)), Some(min), Some(max)) = (info.ts_range, seg.min_ts, seg.max_ts) {
+            if lo < min || hi > max {
+                problems += 1;
+                r.finding(
+                    warn,
+                    NAME,
+                    &file,
+                    format!("events span ts {lo}..{hi}, outside {mpath}'s {min}..{max}"),
+                );
+            }
+        }
+        if let (Some((pseq, pmax)), Some(min)) = (prev_max, seg.min_ts) {
+            if min < pmax {
+                problems += 1;
+                r.finding(
+                    warn,
+                    NAME,
+                    &file,
+                    format!(
+                        "segment seq {} starts at ts {min}, before seq {pseq} ends ({pmax})",
+                        seg.seq
+                    ),
+                );
+            }
+        }
+        if let Some(max) = seg.max_ts {
+            prev_max = Some((seg.seq, max));
+        }
+    }
+    for p in on_disk.iter().filter(|p| !listed.contains(**p)) {
+        problems += 1;
+        r.finding(warn, NAME, p, format!("segment file not listed in {mpath}"));
+    }
+    r.check(
+        NAME,
+        warn,
+        problems == 0,
+        if problems == 0 {
+            format!(
+                "{} segments, {events} events, in order and without gaps",
+                em.segments.len()
+            )
+        } else {
+            format!("{problems} problems in the event log")
+        },
+        em.total_events.map(|n| json!(n)),
+        Some(json!(events)),
+    );
+    Ok(())
+}
