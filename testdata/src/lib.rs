@@ -5,6 +5,7 @@
 //! Nothing here ships in the `pqsync` binary; the crate is a dev-dependency of
 //! the workspace's test suites and the engine of `bench/`.
 
+pub mod damage;
 pub mod faults;
 pub mod generate;
 pub mod s3;

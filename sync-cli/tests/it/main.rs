@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 mod kill;
 mod output;
+mod verify;
 
 use assert_cmd::Command;
 use pqsync_testdata::s3::S3Server;

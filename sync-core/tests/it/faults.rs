@@ -19,13 +19,15 @@ use pqsync_core::{Engine, LocalTree, Mode, NoProgress, StoreTree, SyncOptions};
 
 use crate::support::*;
 
-/// Fails every PUT whose path contains `needle` while `broken` is set, and
-/// the first `transient` PUTs of any path with a retryable error.
+/// Fails every PUT whose path contains `needle` while `broken` is set, every
+/// GET of such a path while `gets_broken` is set, and the first `transient`
+/// PUTs of any path with a retryable error.
 #[derive(Debug)]
 struct Flaky {
     inner: InMemory,
     needle: String,
     broken: AtomicBool,
+    gets_broken: AtomicBool,
     transient: AtomicU32,
 }
 
@@ -73,6 +75,15 @@ impl ObjectStore for Flaky {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
+        if self.gets_broken.load(Ordering::SeqCst)
+            && !options.head
+            && location.as_ref().contains(&self.needle)
+        {
+            return Err(object_store::Error::PermissionDenied {
+                path: location.to_string(),
+                source: "403 Forbidden (injected)".into(),
+            });
+        }
         self.inner.get_opts(location, options).await
     }
     async fn get_ranges(
@@ -119,6 +130,7 @@ async fn failed_transfer_blocks_commit_and_rerun_moves_only_the_rest() {
         inner: InMemory::new(),
         needle: "data/posts".into(),
         broken: AtomicBool::new(true),
+        gets_broken: AtomicBool::new(false),
         transient: AtomicU32::new(0),
     });
     let tree = || StoreTree::new(flaky.clone(), "db", "memory:///db");
@@ -157,6 +169,61 @@ async fn failed_transfer_blocks_commit_and_rerun_moves_only_the_rest() {
     assert_eq!(tree_files(db.path()), tree_files(out.path()));
 }
 
+/// A pull that cannot fetch a new event segment keeps the old event
+/// manifest, so the local event log never names a segment that is not
+/// there; the other files still arrive, and the next pull completes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_that_misses_a_segment_keeps_the_old_event_manifest() {
+    let db = small_db();
+    let flaky = Arc::new(Flaky {
+        inner: InMemory::new(),
+        needle: "seg-0003".into(),
+        broken: AtomicBool::new(false),
+        gets_broken: AtomicBool::new(false),
+        transient: AtomicU32::new(0),
+    });
+    let tree = || StoreTree::new(flaky.clone(), "db", "memory:///db");
+    assert!(push(db.path(), tree()).await.success);
+    let out = tempfile::tempdir().unwrap();
+    assert!(pull(out.path(), tree()).await.success);
+    let old_manifest = std::fs::read(out.path().join("events/_manifest.json")).unwrap();
+
+    write_old(db.path(), "events/seg-0003.parquet", b"PAR1 seg3 PAR1");
+    write_old(
+        db.path(),
+        "events/_manifest.json",
+        b"{\"version\":1,\"segments\":[1,2,3]}",
+    );
+    write_old(db.path(), "data/users/data.parquet", b"PAR1 users v2 PAR1");
+    assert!(push(db.path(), tree()).await.success);
+
+    flaky.gets_broken.store(true, Ordering::SeqCst);
+    let r = pull(out.path(), tree()).await;
+    assert!(!r.success);
+    let failed: Vec<&str> = r.errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        failed,
+        ["events/seg-0003.parquet", "events/_manifest.json"],
+        "{:?}",
+        r.errors
+    );
+    assert!(r.errors[1].message.contains("held back"));
+    assert!(!out.path().join("events/seg-0003.parquet").exists());
+    assert_eq!(
+        std::fs::read(out.path().join("events/_manifest.json")).unwrap(),
+        old_manifest,
+        "the event manifest must not name a segment that failed to arrive"
+    );
+    assert_eq!(
+        std::fs::read(out.path().join("data/users/data.parquet")).unwrap(),
+        b"PAR1 users v2 PAR1"
+    );
+
+    flaky.gets_broken.store(false, Ordering::SeqCst);
+    assert!(pull(out.path(), tree()).await.success);
+    assert_eq!(tree_files(db.path()), tree_files(out.path()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failures_are_retried_within_one_run() {
     let db = small_db();
@@ -164,6 +231,7 @@ async fn transient_failures_are_retried_within_one_run() {
         inner: InMemory::new(),
         needle: String::new(),
         broken: AtomicBool::new(false),
+        gets_broken: AtomicBool::new(false),
         transient: AtomicU32::new(4),
     });
     let tree = StoreTree::new(flaky.clone(), "db", "memory:///db");
