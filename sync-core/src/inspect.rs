@@ -18,7 +18,7 @@ use futures::TryStreamExt;
 use parquet::column::reader::ColumnReader;
 use parquet::data_type::ByteArray;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
-use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
 use parquet::file::statistics::Statistics;
 use serde::{Deserialize, Serialize};
 
@@ -118,6 +118,37 @@ impl Tree {
                 .await
             }
             Tree::Store(t) => t.read_all(rel).await,
+        }
+    }
+
+    /// A file as a local, seekable [`std::fs::File`]: the file itself for a
+    /// directory; for a remote, the object streamed into an anonymous
+    /// temporary file (gone when dropped), so memory stays bounded.
+    ///
+    /// # Errors
+    /// I/O and store errors.
+    pub async fn open_file(&self, rel: &str) -> Result<std::fs::File> {
+        match self {
+            Tree::Local(t) => {
+                let path = t.abs(rel);
+                std::fs::File::open(&path).map_err(|e| Error::io(&path, e))
+            }
+            Tree::Store(t) => {
+                let tmp_dir = std::env::temp_dir();
+                let io = |e| Error::io(&tmp_dir, e);
+                let file = tempfile::tempfile().map_err(io)?;
+                let mut out = tokio::fs::File::from_std(file.try_clone().map_err(io)?);
+                let mut stream = t.open(rel).await?;
+                while let Some(chunk) = stream.try_next().await? {
+                    tokio::io::AsyncWriteExt::write_all(&mut out, &chunk)
+                        .await
+                        .map_err(io)?;
+                }
+                tokio::io::AsyncWriteExt::flush(&mut out)
+                    .await
+                    .map_err(io)?;
+                Ok(file)
+            }
         }
     }
 
@@ -439,18 +470,22 @@ pub struct RelFile {
     pub misplaced: u64,
 }
 
+/// Rows decoded at a time from each id column, so memory stays bounded
+/// whatever the size of a row group.
+const REL_BATCH: usize = 8192;
+
 /// Reads a relationship file's `fromNs`, `fromId`, `predicate`, `toNs` and
-/// `toId` columns (`predicate` may be absent) and digests its rows.
-/// `own_ns` is the file's namespace and `forward` its direction.
+/// `toId` columns (`predicate` may be absent) in batches and digests its
+/// rows. `own_ns` is the file's namespace and `forward` its direction.
 ///
 /// # Errors
 /// A one-line reason when the file lacks the columns or does not decode.
-pub fn read_relationships(
-    bytes: Bytes,
+pub fn read_relationships<R: ChunkReader + 'static>(
+    file: R,
     own_ns: &str,
     forward: bool,
 ) -> std::result::Result<RelFile, String> {
-    let reader = SerializedFileReader::new(bytes).map_err(|e| e.to_string())?;
+    let reader = SerializedFileReader::new(file).map_err(|e| e.to_string())?;
     let schema = reader.metadata().file_metadata().schema_descr_ptr();
     let find = |name: &str| {
         schema
@@ -467,50 +502,76 @@ pub fn read_relationships(
         Some(need("toId")?),
     ];
     let mut out = RelFile::default();
+    let mut pairs: Vec<(Vec<u8>, Vec<u8>, RelDigest)> = Vec::new();
     for g in 0..reader.num_row_groups() {
         let rg = reader.get_row_group(g).map_err(|e| e.to_string())?;
         let n = usize::try_from(rg.metadata().num_rows()).map_err(|e| e.to_string())?;
-        let mut values: Vec<Vec<ByteArray>> = Vec::with_capacity(5);
+        let mut readers = Vec::with_capacity(5);
         for col in cols {
             let Some(i) = col else {
-                values.push(Vec::new());
+                readers.push(None);
                 continue;
             };
             let name = schema.column(i).path().string();
-            let ColumnReader::ByteArrayColumnReader(mut r) =
+            let ColumnReader::ByteArrayColumnReader(r) =
                 rg.get_column_reader(i).map_err(|e| e.to_string())?
             else {
                 return Err(format!("column {name} is not a string column"));
             };
-            let mut v = Vec::with_capacity(n);
-            let mut def = Vec::with_capacity(n);
-            let (records, _, _) = r
-                .read_records(n, Some(&mut def), None, &mut v)
-                .map_err(|e| format!("column {name}: {e}"))?;
-            if records != n || v.len() != n {
-                return Err(format!(
-                    "column {name} of row group {g} has nulls or too few values ({} of {n})",
-                    v.len()
-                ));
-            }
-            values.push(v);
+            readers.push(Some((name, r)));
         }
-        for row in 0..n {
-            let get = |c: usize| values[c].get(row).map_or(&[][..], ByteArray::data);
-            let (from_ns, to_ns) = (get(0), get(3));
-            let own = if forward { from_ns } else { to_ns };
-            if own != own_ns.as_bytes() {
-                out.misplaced += 1;
+        let mut values: Vec<Vec<ByteArray>> =
+            (0..5).map(|_| Vec::with_capacity(REL_BATCH)).collect();
+        let mut def = Vec::with_capacity(REL_BATCH);
+        let mut done = 0;
+        while done < n {
+            let want = REL_BATCH.min(n - done);
+            for (slot, reader) in values.iter_mut().zip(readers.iter_mut()) {
+                slot.clear();
+                let Some((name, r)) = reader else { continue };
+                def.clear();
+                let (records, _, _) = r
+                    .read_records(want, Some(&mut def), None, slot)
+                    .map_err(|e| format!("column {name}: {e}"))?;
+                if records != want || slot.len() != want {
+                    return Err(format!(
+                        "column {name} of row group {g} has nulls or too few values"
+                    ));
+                }
             }
-            let key = (
-                String::from_utf8_lossy(from_ns).into_owned(),
-                String::from_utf8_lossy(to_ns).into_owned(),
-            );
-            out.pairs
-                .entry(key)
-                .or_default()
-                .add(&[from_ns, get(1), get(2), to_ns, get(4)]);
+            for row in 0..want {
+                let get = |c: usize| values[c].get(row).map_or(&[][..], ByteArray::data);
+                let (from_ns, to_ns) = (get(0), get(3));
+                let own = if forward { from_ns } else { to_ns };
+                if own != own_ns.as_bytes() {
+                    out.misplaced += 1;
+                }
+                // Few namespace pairs per file: a linear scan beats
+                // allocating a key per row.
+                let i = match pairs
+                    .iter()
+                    .position(|(f, t, _)| f == from_ns && t == to_ns)
+                {
+                    Some(i) => i,
+                    None => {
+                        pairs.push((from_ns.to_vec(), to_ns.to_vec(), RelDigest::default()));
+                        pairs.len() - 1
+                    }
+                };
+                pairs[i].2.add(&[from_ns, get(1), get(2), to_ns, get(4)]);
+            }
+            done += want;
         }
+    }
+    for (f, t, d) in pairs {
+        let key = (
+            String::from_utf8_lossy(&f).into_owned(),
+            String::from_utf8_lossy(&t).into_owned(),
+        );
+        let slot = out.pairs.entry(key).or_default();
+        slot.count += d.count;
+        slot.sum = slot.sum.wrapping_add(d.sum);
+        slot.xor ^= d.xor;
     }
     Ok(out)
 }

@@ -646,24 +646,39 @@ async fn check_relationships(
     let mut reverse: BTreeMap<(String, String), (RelDigest, &str)> = BTreeMap::new();
     let mut problems = 0;
     let mut read_ok = true;
-    for (path, ns, is_forward) in &rel_files {
-        if !footers.contains_key(path) {
-            read_ok = false; // already an error under parquet-readable
+    // Each file is decoded on a blocking thread, two at a time (the work
+    // is CPU-bound), in batches of rows.
+    let readable: Vec<(&str, &str, bool)> = rel_files
+        .iter()
+        .filter(|(p, _, _)| footers.contains_key(p))
+        .copied()
+        .collect();
+    if readable.len() < rel_files.len() {
+        read_ok = false; // already an error under parquet-readable
+    }
+    let parsed: Vec<_> = futures::stream::iter(readable)
+        .map(|(path, ns, dir)| async move {
+            let file = match tree.open_file(path).await {
+                Ok(f) => f,
+                Err(e) if e.is_not_found() || matches!(e, Error::Io { .. }) => {
+                    return Ok((path, ns, dir, None));
+                }
+                Err(e) => return Err(e),
+            };
+            let own = ns.to_string();
+            let parsed = tokio::task::spawn_blocking(move || read_relationships(file, &own, dir))
+                .await
+                .map_err(|e| Error::Invalid(format!("a worker thread failed: {e}")))?;
+            Ok((path, ns, dir, Some(parsed)))
+        })
+        .buffered(2)
+        .try_collect()
+        .await?;
+    for (path, ns, dir, parsed) in parsed {
+        let Some(parsed) = parsed else {
+            read_ok = false;
             continue;
-        }
-        let bytes = match tree.read_all(path).await {
-            Ok(b) => b,
-            Err(e) if e.is_not_found() || matches!(e, Error::Io { .. }) => {
-                read_ok = false;
-                continue;
-            }
-            Err(e) => return Err(e),
         };
-        let own = ns.to_string();
-        let dir = *is_forward;
-        let parsed = tokio::task::spawn_blocking(move || read_relationships(bytes, &own, dir))
-            .await
-            .map_err(|e| Error::Invalid(format!("a worker thread failed: {e}")))?;
         match parsed {
             Ok(file) => {
                 if file.misplaced > 0 {
