@@ -72,6 +72,10 @@ fn identity(raw: Option<&[u8]>, fallback_name: &str) -> Manifest {
     m.owner = text("owner");
     m.slug = text("slug");
     m.metadata = v.get("metadata").filter(|x| x.is_object()).cloned();
+    m.visibility = v
+        .get("visibility")
+        .and_then(|x| serde_json::from_value(x.clone()).ok())
+        .unwrap_or_default();
     m
 }
 
@@ -96,20 +100,29 @@ fn compare(report: &mut RebuildReport, old: Option<&[u8]>, new: &Manifest) {
         .collect();
 }
 
-/// Rebuilds a directory's manifest by hashing every file, and writes it.
+/// Rebuilds a directory's manifest by hashing every file, and writes it
+/// (unless `dry_run`).
 /// The old manifest, if it differs, is kept as
 /// `_meta/.pqsync/manifest.json.bak`.
 ///
 /// # Errors
 /// [`Error::Io`].
-pub async fn rebuild_local(tree: &LocalTree, alg: Option<HashAlgorithm>) -> Result<RebuildReport> {
+pub async fn rebuild_local(
+    tree: &LocalTree,
+    alg: Option<HashAlgorithm>,
+    dry_run: bool,
+) -> Result<RebuildReport> {
     let t = tree.clone();
-    tokio::task::spawn_blocking(move || rebuild_local_blocking(&t, alg))
+    tokio::task::spawn_blocking(move || rebuild_local_blocking(&t, alg, dry_run))
         .await
         .map_err(|e| Error::Invalid(format!("a worker thread failed: {e}")))?
 }
 
-fn rebuild_local_blocking(tree: &LocalTree, alg: Option<HashAlgorithm>) -> Result<RebuildReport> {
+fn rebuild_local_blocking(
+    tree: &LocalTree,
+    alg: Option<HashAlgorithm>,
+    dry_run: bool,
+) -> Result<RebuildReport> {
     let path = tree.abs(crate::manifest::MANIFEST_PATH);
     let raw = match std::fs::read(&path) {
         Ok(b) => Some(b),
@@ -143,6 +156,9 @@ fn rebuild_local_blocking(tree: &LocalTree, alg: Option<HashAlgorithm>) -> Resul
         ..Default::default()
     };
     compare(&mut report, raw.as_deref(), &manifest);
+    if dry_run {
+        return Ok(report);
+    }
     if let Some(old) = &raw {
         let differs = report.previous_files.is_none()
             || !report.added.is_empty()
@@ -169,6 +185,7 @@ pub async fn rebuild_remote(
     tree: &StoreTree,
     alg: Option<HashAlgorithm>,
     concurrency: usize,
+    dry_run: bool,
 ) -> Result<RebuildReport> {
     use crate::manifest::MANIFEST_PATH;
     let (old_raw, old_etag) = {
@@ -266,6 +283,10 @@ pub async fn rebuild_remote(
     report.files = manifest.files.len();
     report.bytes = manifest.total_bytes();
     compare(&mut report, old_raw.as_deref(), &manifest);
+    if dry_run {
+        report.requests = tree.requests();
+        return Ok(report);
+    }
     let mode = match (&old_raw, old_etag) {
         (None, _) => CommitMode::Create,
         (Some(_), Some(etag)) => CommitMode::Update(etag),

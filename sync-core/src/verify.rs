@@ -309,6 +309,19 @@ pub async fn verify(
             Some(json!(m.files.len())),
             Some(json!(m.files.len() - missing.len())),
         );
+    } else {
+        // Without a manifest there is nothing to check files against; the
+        // checks are still listed, failed, so every report has all eight.
+        for name in ["files-exist", "hashes-match"] {
+            r.check(
+                name,
+                crit,
+                false,
+                "not checked: there is no readable manifest".into(),
+                None,
+                None,
+            );
+        }
     }
 
     // 3 and 4. Sizes, hashes and footers, in one pass over the files.
@@ -876,6 +889,7 @@ async fn check_events(
     }
     let mut listed = BTreeSet::new();
     let mut events = 0u64;
+    let mut missing_or_unreadable = 0;
     let mut prev_max: Option<(u64, i64)> = None;
     for seg in &em.segments {
         let file = seg.file();
@@ -888,6 +902,7 @@ async fn check_events(
                 &file,
                 format!("segment seq {} is listed in {mpath} but missing", seg.seq),
             );
+            missing_or_unreadable += 1;
             continue;
         };
         if let Some(expected) = seg.size_bytes.filter(|&s| s != size) {
@@ -907,6 +922,7 @@ async fn check_events(
                 &file,
                 format!("segment seq {} is not readable", seg.seq),
             );
+            missing_or_unreadable += 1;
             continue;
         };
         events += info.rows;
@@ -951,6 +967,17 @@ async fn check_events(
     for p in on_disk.iter().filter(|p| !listed.contains(**p)) {
         problems += 1;
         r.finding(warn, NAME, p, format!("segment file not listed in {mpath}"));
+    }
+    if let Some(total) = em.total_events.filter(|&t| t != events) {
+        if missing_or_unreadable == 0 {
+            problems += 1;
+            r.finding(
+                warn,
+                NAME,
+                mpath,
+                format!("totalEvents is {total} but the segments hold {events} events"),
+            );
+        }
     }
     r.check(
         NAME,

@@ -22,7 +22,7 @@ pub async fn run(args: &InitArgs, g: &GlobalArgs, printer: &Printer) -> Result<E
             if !args.rebuild_manifest && exists(remote.read_manifest().await.map(|r| r.is_some())) {
                 return Err(already(url).into());
             }
-            rebuild_remote(&remote, alg, usize::from(g.concurrency)).await?
+            rebuild_remote(&remote, alg, usize::from(g.concurrency), g.dry_run).await?
         }
         None => {
             let dir = super::local_tree(&args.dir, true)?;
@@ -31,10 +31,10 @@ pub async fn run(args: &InitArgs, g: &GlobalArgs, printer: &Printer) -> Result<E
             {
                 return Err(already(&args.dir.display().to_string()).into());
             }
-            rebuild_local(&dir, alg).await?
+            rebuild_local(&dir, alg, g.dry_run).await?
         }
     };
-    print(&report, printer);
+    print(&report, g.dry_run, printer);
     Ok(ExitStatus::Success)
 }
 
@@ -49,7 +49,7 @@ fn already(target: &str) -> UsageError {
     ))
 }
 
-fn print(r: &RebuildReport, printer: &Printer) {
+fn print(r: &RebuildReport, dry_run: bool, printer: &Printer) {
     printer.json(r);
     if printer.json {
         return;
@@ -66,8 +66,15 @@ fn print(r: &RebuildReport, printer: &Printer) {
         }
     }
     printer.info(&format!(
-        "manifest of {} rebuilt: {} files, {}; {} hashed ({}), {} from object metadata; {} request(s)",
+        "manifest of {} {}: {} files, {}; {} hashed ({}), {} from object metadata; {} request(s)",
         r.target,
+        if dry_run {
+            "built (dry run, not written)"
+        } else if r.previous_files.is_some() {
+            "rebuilt"
+        } else {
+            "written"
+        },
         r.files,
         human_bytes(r.bytes),
         r.hashed,

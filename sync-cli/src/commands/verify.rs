@@ -29,6 +29,12 @@ pub async fn run(args: &VerifyArgs, g: &GlobalArgs, printer: &Printer) -> Result
             .with_context(|| format!("writing the report to {}", path.display()))?;
     }
     printer.json(&report);
+    if printer.quiet && !printer.json {
+        // -q keeps only what failed.
+        for f in &report.errors {
+            printer.error(&format!("{}: {} [{}]", f.path, f.message, f.check));
+        }
+    }
     if !printer.json {
         printer.info(&format!(
             "verify {}{}{}",
@@ -79,7 +85,7 @@ pub async fn run(args: &VerifyArgs, g: &GlobalArgs, printer: &Printer) -> Result
             .filter(|c| c.severity == Severity::Critical)
             .count();
         printer.info(&format!(
-            "{}: {} checks, {} errors, {} warnings; {} files, {} read in {:.2} s; {} request(s)",
+            "{}: {} checks, {} errors, {} warnings; {} files, {} hashed in {:.2} s; {} request(s)",
             if report.passed {
                 "passed".to_string()
             } else {

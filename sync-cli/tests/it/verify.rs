@@ -319,7 +319,17 @@ fn entity_counts_are_compared_with_another_side() {
         ],
     );
     assert_eq!(code, 1, "the smaller copy has no manifest: {r:#}");
-    assert_eq!(failed(&r), ["manifest-present", "entity-counts"], "{r:#}");
+    assert_eq!(
+        failed(&r),
+        [
+            "manifest-present",
+            "files-exist",
+            "hashes-match",
+            "entity-counts"
+        ],
+        "every check is listed even without a manifest: {r:#}"
+    );
+    assert_eq!(r["checks"].as_array().unwrap().len(), ALL_CHECKS.len());
     let c = check(&r, "entity-counts");
     assert_eq!(c["expected"]["posts"], 200);
     assert_eq!(c["actual"]["posts"], 150);
@@ -466,6 +476,22 @@ fn rebuild_remote_manifest_from_metadata_and_from_bytes() {
     let file_url = format!("file://{}", remote_dir.path().display());
     push(&server, db.path(), &file_url);
     std::fs::remove_file(remote_dir.path().join("_meta/manifest.json")).unwrap();
+    let dry = json_of(
+        &pqsync(None)
+            .args([
+                "init",
+                &file_url,
+                "--rebuild-manifest",
+                "--dry-run",
+                "--json",
+            ])
+            .stdout_ok(),
+    );
+    assert_eq!(dry["files"], 27);
+    assert!(
+        !remote_dir.path().join("_meta/manifest.json").exists(),
+        "--dry-run writes nothing"
+    );
     let r = json_of(
         &pqsync(None)
             .args(["init", &file_url, "--rebuild-manifest", "--json"])
