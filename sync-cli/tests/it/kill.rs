@@ -151,9 +151,10 @@ fn kill_nine_at_random_moments_then_resume() {
                 .map(|(_, b)| b)
                 .sum();
             let resent = sent.saturating_sub(total);
-            // At most one part plus the small files in flight (eight at a
-            // time).
-            let bound = part + 8 * largest_single_put;
+            // At most the parts in flight plus the small files in flight
+            // (eight at a time).
+            let parts_in_flight = pqsync_core::store::RESUMABLE_PARTS_IN_FLIGHT as u64;
+            let bound = parts_in_flight * part + 8 * largest_single_put;
             if resent > bound {
                 for (l, b) in log.entries().iter().filter(|(l, _)| {
                     l.contains(&prefix) && (l.contains("big") || l.contains("manifest"))
