@@ -21,7 +21,7 @@
 //! ever inferred, since a path missing from one side reads as "added on the
 //! other".
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -139,27 +139,60 @@ pub fn classify(
     })
 }
 
-/// Diffs three manifests' file maps. The result is sorted by path.
+/// What [`diff3`] found: the paths that differ, with their entries, and the
+/// paths that are the same on both sides (only their names: on a tree that
+/// is in sync, that is almost every path, and carrying three entries for
+/// each would multiply the memory a status needs).
+#[derive(Clone, Debug, Default)]
+pub struct Diff3 {
+    /// Paths to act on, sorted by path.
+    pub changed: Vec<PathDiff>,
+    /// Paths identical on both sides, sorted.
+    pub unchanged: Vec<String>,
+}
+
+/// Diffs three manifests' file maps in one merge pass over the sorted
+/// local and remote paths.
 pub fn diff3(
     local: &BTreeMap<String, FileEntry>,
     remote: &BTreeMap<String, FileEntry>,
     base: Option<&BTreeMap<String, FileEntry>>,
-) -> Vec<PathDiff> {
-    let mut paths: BTreeSet<&String> = local.keys().collect();
-    paths.extend(remote.keys());
-    let mut out = Vec::with_capacity(paths.len());
-    for path in paths {
-        let l = local.get(path);
-        let r = remote.get(path);
+) -> Diff3 {
+    let mut out = Diff3::default();
+    let mut li = local.iter().peekable();
+    let mut ri = remote.iter().peekable();
+    loop {
+        let (path, l, r) = match (li.peek(), ri.peek()) {
+            (None, None) => break,
+            (Some((lp, _)), Some((rp, _))) if lp == rp => {
+                let (p, l) = li.next().expect("peeked");
+                let (_, r) = ri.next().expect("peeked");
+                (p, Some(l), Some(r))
+            }
+            (Some((lp, _)), Some((rp, _))) if lp < rp => {
+                let (p, l) = li.next().expect("peeked");
+                (p, Some(l), None)
+            }
+            (Some(_), None) => {
+                let (p, l) = li.next().expect("peeked");
+                (p, Some(l), None)
+            }
+            _ => {
+                let (p, r) = ri.next().expect("peeked");
+                (p, None, Some(r))
+            }
+        };
         let b = base.and_then(|b| b.get(path));
-        if let Some(change) = classify(l, r, b) {
-            out.push(PathDiff {
+        match classify(l, r, b) {
+            Some(Change::Unchanged) => out.unchanged.push(path.clone()),
+            Some(change) => out.changed.push(PathDiff {
                 path: path.clone(),
                 change,
                 local: l.cloned(),
                 remote: r.cloned(),
                 base: b.cloned(),
-            });
+            }),
+            None => {}
         }
     }
     out
@@ -279,8 +312,15 @@ mod tests {
         let mut remote = BTreeMap::new();
         local.insert("only-local".to_string(), e("L", T1));
         remote.insert("only-remote".to_string(), e("R", T1));
+        local.insert("both".to_string(), e("B", T1));
+        remote.insert("both".to_string(), e("B", T1));
         let d = diff3(&local, &remote, None);
-        let changes: Vec<_> = d.iter().map(|p| (p.path.as_str(), p.change)).collect();
+        assert_eq!(d.unchanged, ["both"]);
+        let changes: Vec<_> = d
+            .changed
+            .iter()
+            .map(|p| (p.path.as_str(), p.change))
+            .collect();
         assert_eq!(
             changes,
             vec![

@@ -328,12 +328,12 @@ impl Engine {
     /// # Errors
     /// As for [`Engine::status`].
     pub async fn status_with(&self, reporter: &dyn Reporter) -> Result<StatusReport> {
-        let plan = self.plan_inner(reporter, true).await?;
+        let mut plan = self.plan_inner(reporter, true).await?;
         let mut diff = StatusDiff {
             to_upload: Vec::new(),
             to_download: Vec::new(),
-            conflicts: plan.conflicts.clone(),
-            unchanged: plan.unchanged.clone(),
+            conflicts: std::mem::take(&mut plan.conflicts),
+            unchanged: std::mem::take(&mut plan.unchanged),
             deleted_locally: Vec::new(),
             deleted_remotely: Vec::new(),
         };
@@ -444,7 +444,11 @@ impl Engine {
                 files_hashed = scan.hashed;
                 warnings.extend(scan.warnings);
                 state.local_stats = scan.stats;
-                state.local_manifest = tree.read_manifest()?;
+                // Only a run that writes local state needs the local
+                // manifest (as a template and to skip an unchanged rewrite).
+                if !for_status {
+                    state.local_manifest = tree.read_manifest()?;
+                }
                 journal = self.read_journal(tree)?;
                 (scan.files, self.read_base(tree)?)
             }
@@ -471,7 +475,9 @@ impl Engine {
         let mut diff = diff3(&local_files, remote_files, base.as_ref());
         if !self.opts.selection.is_all() {
             // Outside the selection nothing moves and nothing is deleted.
-            diff.retain(|d| self.opts.selection.contains(&d.path));
+            diff.changed
+                .retain(|d| self.opts.selection.contains(&d.path));
+            diff.unchanged.retain(|p| self.opts.selection.contains(p));
         }
 
         let mut plan = Plan {

@@ -249,6 +249,11 @@ impl LocalTree {
 
         // Two names that are the same file once Unicode-normalised would
         // overwrite each other elsewhere: sync the first, report the other.
+        // Distinct ASCII names are distinct after normalisation: only trees
+        // with a non-ASCII name need the check (and its map of every name).
+        if found.iter().all(|(rel, _, _)| rel.is_ascii()) {
+            return Ok(found);
+        }
         let mut seen_nfc = std::collections::HashMap::new();
         found.retain(|(rel, _, _)| {
             use unicode_normalization::UnicodeNormalization;

@@ -243,14 +243,21 @@ impl Manifest {
             path: origin.to_string(),
             reason,
         };
+        // Distinct ASCII keys are distinct after normalisation: only
+        // manifests with a non-ASCII key need the map of every key.
+        let all_ascii = self.files.keys().all(|k| k.is_ascii());
         let mut normalized: std::collections::HashMap<String, &str> =
-            std::collections::HashMap::with_capacity(self.files.len());
+            std::collections::HashMap::new();
         for (key, entry) in &self.files {
             validate_path(key, origin)?;
             // Two keys that name the same file once Unicode-normalised (as
             // macOS file systems do) would overwrite each other on disk.
-            let nfc: String = key.nfc().collect();
-            if let Some(other) = normalized.insert(nfc, key) {
+            let nfc = if all_ascii {
+                None
+            } else {
+                Some(key.nfc().collect::<String>())
+            };
+            if let Some(other) = nfc.and_then(|n| normalized.insert(n, key)) {
                 return Err(Error::UnsafePath {
                     path: key.clone(),
                     origin: origin.to_string(),

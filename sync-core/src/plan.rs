@@ -155,7 +155,7 @@ pub struct Plan {
     pub held_back: Vec<HeldBack>,
     /// Paths that are the same on both sides.
     pub unchanged: Vec<String>,
-    /// The full diff, for status reports.
+    /// The paths that differ, with their entries, for status reports.
     pub diff: Vec<PathDiff>,
     /// Whether the remote already had a manifest.
     pub remote_managed: bool,
@@ -230,16 +230,18 @@ pub fn resolve(strategy: Strategy, d: &PathDiff) -> Resolution {
 /// Sorts each path of a diff into the plan's buckets for `mode`.
 pub(crate) fn bucket(
     plan: &mut Plan,
-    diff: Vec<PathDiff>,
+    diff: crate::diff::Diff3,
     delete: bool,
     journal: &std::collections::HashSet<(String, String)>,
 ) {
     let mode = plan.mode;
     let fetch_hint = "changed on the remote; pull to fetch it";
     let send_hint = "changed locally; push to send it";
+    plan.unchanged = diff.unchanged;
+    let diff = diff.changed;
     for d in &diff {
         match d.change {
-            Change::Unchanged => plan.unchanged.push(d.path.clone()),
+            Change::Unchanged => {}
             Change::Upload => {
                 let e = d.local.clone().expect("upload has a local entry");
                 if mode.sends() {
