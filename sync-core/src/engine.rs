@@ -432,15 +432,38 @@ impl Engine {
         let mut warnings = early_warnings;
         let mut files_hashed = 0;
         let mut journal = HashSet::new();
+        let mut base_is_remote = false;
         let (local_files, base): (
             BTreeMap<String, FileEntry>,
             Option<BTreeMap<String, FileEntry>>,
         ) = match &self.local {
             Tree::Local(tree) => {
+                // The walk and the base (a manifest-sized JSON file) are
+                // independent: read them on two threads.
                 let t = tree.clone();
-                let scan = tokio::task::spawn_blocking(move || t.scan(algorithm))
-                    .await
-                    .map_err(|e| Error::Invalid(format!("scan task failed: {e}")))??;
+                let scan = tokio::task::spawn_blocking(move || t.scan(algorithm));
+                let t = tree.clone();
+                let key = self.remote_key();
+                // A status against the very manifest the base was recorded
+                // with, when the base holds the same content, compares
+                // with that manifest instead of reading the base.
+                let same_as_remote = for_status
+                    && remote
+                        .as_ref()
+                        .and_then(|r| r.manifest.commit_id.as_deref())
+                        .is_some_and(|id| base_stamp(tree, &key).is_some_and(|s| s.matches(id)));
+                let base = tokio::task::spawn_blocking(move || {
+                    if same_as_remote {
+                        Ok(None)
+                    } else {
+                        read_base(&t, &key)
+                    }
+                });
+                let (scan, base) = tokio::join!(scan, base);
+                let failed = |e| Error::Invalid(format!("scan task failed: {e}"));
+                let scan = scan.map_err(failed)??;
+                let base = base.map_err(failed)??;
+                base_is_remote = same_as_remote;
                 files_hashed = scan.hashed;
                 warnings.extend(scan.warnings);
                 state.local_stats = scan.stats;
@@ -450,7 +473,7 @@ impl Engine {
                     state.local_manifest = tree.read_manifest()?;
                 }
                 journal = self.read_journal(tree)?;
-                (scan.files, self.read_base(tree)?)
+                (scan.files, base)
             }
             Tree::Store(src) => {
                 let Some(src_manifest) = src.read_manifest().await? else {
@@ -472,7 +495,12 @@ impl Engine {
         let remote_files = remote.as_ref().map_or(&empty, |r| &r.manifest.files);
         // A base hashed with another algorithm cannot be compared with.
         let base = base.filter(|b| b.values().all(|e| e.hash_algorithm == algorithm));
-        let mut diff = diff3(&local_files, remote_files, base.as_ref());
+        let base_ref = if base_is_remote {
+            Some(remote_files).filter(|b| b.values().all(|e| e.hash_algorithm == algorithm))
+        } else {
+            base.as_ref()
+        };
+        let mut diff = diff3(&local_files, remote_files, base_ref);
         if !self.opts.selection.is_all() {
             // Outside the selection nothing moves and nothing is deleted.
             diff.changed
@@ -616,25 +644,6 @@ impl Engine {
                 plan.delete_remote = kept;
             } else {
                 plan.delete_local = kept;
-            }
-        }
-    }
-
-    fn read_base(&self, tree: &LocalTree) -> Result<Option<BTreeMap<String, FileEntry>>> {
-        let name = format!("base-{}.json", self.remote_key());
-        match tree.read_state_file(&name)? {
-            None => Ok(None),
-            Some(bytes) => {
-                let origin = tree.state_dir().join(&name).display().to_string();
-                match Manifest::from_slice(&bytes, &origin) {
-                    Ok(m) => Ok(Some(m.files)),
-                    Err(e) => {
-                        // A damaged base only loses deletion inference; say so
-                        // and continue as on a first sync.
-                        tracing::warn!("{e}; treating this as a first sync");
-                        Ok(None)
-                    }
-                }
             }
         }
     }
@@ -907,6 +916,10 @@ impl Run<'_> {
             .map(|r| r.manifest.files.clone())
             .unwrap_or_default();
         let mut remote_final = remote_before.clone();
+        let mut remote_commit = state
+            .remote
+            .as_ref()
+            .and_then(|r| r.manifest.commit_id.clone());
         if all_ok && state.needs_commit {
             let mut ours: Changes = uploaded
                 .iter()
@@ -922,9 +935,10 @@ impl Run<'_> {
                 .run(attempt, |n, e| self.retrying(MANIFEST_PATH, n, e))
                 .await;
             match committed_files {
-                Ok(files) => {
+                Ok((files, id)) => {
                     committed = true;
                     remote_final = files;
+                    remote_commit = Some(id);
                 }
                 Err(e) => errors.push(FileError {
                     path: crate::manifest::MANIFEST_PATH.into(),
@@ -1006,7 +1020,11 @@ impl Run<'_> {
                     }
                 }
             }
-            self.write_local_state(tree, mode, &state, &local_after, &remote_final, clean_run)?;
+            let remote_now = RemoteState {
+                files: &remote_final,
+                commit_id: remote_commit.as_deref(),
+            };
+            self.write_local_state(tree, mode, &state, &local_after, remote_now, clean_run)?;
         }
 
         // Decided conflicts this mode cannot carry out are in `held_back`.
@@ -1124,14 +1142,15 @@ impl Run<'_> {
     }
 
     /// Commits this run's changes without overwriting another writer's
-    /// commit; returns the files the committed manifest lists.
+    /// commit; returns the files the committed manifest lists, and its
+    /// commit id.
     async fn commit(
         &self,
         mode: Mode,
         state: &PlanState,
         ours: &Changes,
         conditional: bool,
-    ) -> Result<BTreeMap<String, FileEntry>> {
+    ) -> Result<(BTreeMap<String, FileEntry>, String)> {
         let engine = self.engine;
         let url = engine.remote.url().to_string();
         let commit_id = format!("{:032x}", rand::random::<u128>());
@@ -1174,7 +1193,7 @@ impl Run<'_> {
                             });
                         }
                     }
-                    return Ok(files);
+                    return Ok((files, commit_id));
                 }
                 Err(Error::Precondition { .. }) => {
                     let now = engine.remote.read_manifest().await?;
@@ -1427,10 +1446,11 @@ impl Run<'_> {
         mode: Mode,
         state: &PlanState,
         local_after: &BTreeMap<String, FileEntry>,
-        remote_final: &BTreeMap<String, FileEntry>,
+        remote_now: RemoteState<'_>,
         clean_run: bool,
     ) -> Result<()> {
         let engine = self.engine;
+        let remote_final = remote_now.files;
         // The local manifest describes the local tree.
         let changed = state
             .local_manifest
@@ -1473,14 +1493,29 @@ impl Run<'_> {
                 }
             }
         }
+        // Whether the base holds the same content as the remote manifest
+        // now there: then a status that finds that manifest (by its commit
+        // id) need not read the base at all.
+        let equals_remote = base.len() == remote_final.len()
+            && base
+                .iter()
+                .zip(remote_final)
+                .all(|((p, b), (q, r))| p == q && b.same_content(r));
         let base_changed = state.base.as_ref() != Some(&base);
+        let key = engine.remote_key();
         if base_changed {
             let mut m = Manifest::new("base", engine.remote.url());
             m.files = base;
-            tree.write_state_file(
-                &format!("base-{}.json", engine.remote_key()),
-                &m.to_json_pretty(),
-            )?;
+            tree.write_state_file(&format!("base-{key}.json"), &m.to_json_pretty())?;
+        }
+        let stamp = BaseStamp {
+            remote_commit_id: remote_now.commit_id.map(str::to_string),
+            equals_remote,
+        };
+        let stamp_name = format!("base-{key}.stamp.json");
+        let stamp_bytes = serde_json::to_vec(&stamp).expect("stamp serialises");
+        if tree.read_state_file(&stamp_name)?.as_deref() != Some(&stamp_bytes[..]) {
+            tree.write_state_file(&stamp_name, &stamp_bytes)?;
         }
         if clean_run {
             tree.remove_state_file(&engine.journal_name());
@@ -1514,6 +1549,57 @@ fn mode_verb(mode: Mode) -> &'static str {
         Mode::Pull => "pull",
         Mode::Sync => "sync",
         Mode::Mirror => "mirror",
+    }
+}
+
+/// The remote manifest a run leaves behind: its files and commit id.
+#[derive(Clone, Copy)]
+struct RemoteState<'a> {
+    files: &'a BTreeMap<String, FileEntry>,
+    commit_id: Option<&'a str>,
+}
+
+/// A small record kept beside the base: the commit id of the remote
+/// manifest at the time, and whether the base held the same content.
+#[derive(Debug, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BaseStamp {
+    remote_commit_id: Option<String>,
+    equals_remote: bool,
+}
+
+impl BaseStamp {
+    /// Whether the base equals the remote manifest whose commit id is `id`.
+    fn matches(&self, id: &str) -> bool {
+        self.equals_remote && self.remote_commit_id.as_deref() == Some(id)
+    }
+}
+
+fn base_stamp(tree: &LocalTree, key: &str) -> Option<BaseStamp> {
+    let bytes = tree
+        .read_state_file(&format!("base-{key}.stamp.json"))
+        .ok()??;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The base (the file map both sides agreed on at the last sync with the
+/// remote whose key is `key`), if there is a readable one.
+fn read_base(tree: &LocalTree, key: &str) -> Result<Option<BTreeMap<String, FileEntry>>> {
+    let name = format!("base-{key}.json");
+    match tree.read_state_file(&name)? {
+        None => Ok(None),
+        Some(bytes) => {
+            let origin = tree.state_dir().join(&name).display().to_string();
+            match Manifest::from_slice(&bytes, &origin) {
+                Ok(m) => Ok(Some(m.files)),
+                Err(e) => {
+                    // A damaged base only loses deletion inference; say so
+                    // and continue as on a first sync.
+                    tracing::warn!("{e}; treating this as a first sync");
+                    Ok(None)
+                }
+            }
+        }
     }
 }
 

@@ -42,6 +42,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    status_uses_the_recorded_remote_as_its_base,
     push_then_pull_is_byte_identical,
     second_push_moves_only_changes,
     status_of_unchanged_tree_reads_nothing_and_makes_one_request,
@@ -158,6 +159,75 @@ async fn status_of_unchanged_tree_reads_nothing_and_makes_one_request(kind: &Rem
     assert_eq!(st.files_hashed, 0, "unchanged files must not be read");
     assert_eq!(st.requests, 1);
     assert_eq!(st.diff.unchanged.len(), 9);
+}
+
+/// After a sync, status compares with the remote manifest that sync left
+/// (recognised by its commit id) instead of reading the base: deletions are
+/// still inferred, and once another writer commits, the base is read again.
+async fn status_uses_the_recorded_remote_as_its_base(kind: &RemoteKind) {
+    let db = small_db();
+    let remote = kind.tree("stamp");
+    push(db.path(), remote.clone()).await;
+    let state = db.path().join("_meta/.pqsync");
+    let base: Vec<std::path::PathBuf> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            name.starts_with("base-") && name.ends_with(".json") && !name.contains("stamp")
+        })
+        .collect();
+    assert_eq!(base.len(), 1, "{base:?}");
+    // Without the base file, only the shortcut can still infer a deletion.
+    let saved = std::fs::read(&base[0]).unwrap();
+    std::fs::remove_file(&base[0]).unwrap();
+    std::fs::remove_file(db.path().join("data/posts/data.parquet")).unwrap();
+    let status = |tree| async {
+        Engine::new(
+            LocalTree::new(db.path()),
+            tree,
+            SyncOptions::new(Mode::Sync),
+        )
+        .unwrap()
+        .status()
+        .await
+        .unwrap()
+    };
+    let st = status(kind.reopen(&remote)).await;
+    assert_eq!(st.diff.deleted_locally, ["data/posts/data.parquet"]);
+    assert!(st.diff.to_download.is_empty(), "{:?}", st.diff);
+
+    // Another writer commits: the stamp no longer matches, the base is read
+    // (here: absent, so nothing is inferred: the deleted file reads as
+    // remote-only, and the file changed remotely as a conflict).
+    let other = tempfile::tempdir().unwrap();
+    pull(other.path(), kind.reopen(&remote)).await;
+    write_old(
+        other.path(),
+        "data/users/data.parquet",
+        b"PAR1 users v9 PAR1",
+    );
+    assert!(push(other.path(), kind.reopen(&remote)).await.committed);
+    let st = status(kind.reopen(&remote)).await;
+    let down: Vec<&str> = st
+        .diff
+        .to_download
+        .iter()
+        .map(|e| e.path.as_str())
+        .collect();
+    assert_eq!(down, ["data/posts/data.parquet"]);
+    assert_eq!(st.diff.conflicts.len(), 1);
+    // With the base back, the deletion is inferred again.
+    std::fs::write(&base[0], saved).unwrap();
+    let st = status(kind.reopen(&remote)).await;
+    assert_eq!(st.diff.deleted_locally, ["data/posts/data.parquet"]);
+    let down: Vec<&str> = st
+        .diff
+        .to_download
+        .iter()
+        .map(|e| e.path.as_str())
+        .collect();
+    assert_eq!(down, ["data/users/data.parquet"]);
 }
 
 async fn pull_propagates_deletions_but_first_sync_infers_none(kind: &RemoteKind) {
