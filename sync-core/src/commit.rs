@@ -329,7 +329,7 @@ mod tests {
         FileEntry {
             content_type: None,
             etag: None,
-            hash: crate::hash::hash_bytes(content.as_bytes(), HashAlgorithm::Blake3),
+            hash: crate::hash::digest_bytes(content.as_bytes(), HashAlgorithm::Blake3),
             hash_algorithm: HashAlgorithm::Blake3,
             modified_at: "2026-01-01T00:00:00.000Z".into(),
             path: p.into(),

@@ -47,6 +47,11 @@ impl ContentHasher {
         }
     }
 
+    /// The digest as a [`Digest`].
+    pub fn finalize_digest(self) -> crate::manifest::Digest {
+        crate::manifest::Digest::from_hex(&self.finalize_hex()).expect("hex digest")
+    }
+
     /// Feeds bytes.
     pub fn update(&mut self, data: &[u8]) {
         match self {
@@ -123,6 +128,11 @@ fn map_window(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<me
             .len(len)
             .map(file)
     }
+}
+
+/// Hashes an in-memory buffer into a [`Digest`](crate::manifest::Digest).
+pub fn digest_bytes(data: &[u8], alg: HashAlgorithm) -> crate::manifest::Digest {
+    crate::manifest::Digest::from_hex(&hash_bytes(data, alg)).expect("hex digest")
 }
 
 /// Hashes an in-memory buffer.

@@ -27,7 +27,8 @@ use crate::error::{Error, Result};
 use crate::hash::{hash_file, ContentHasher};
 use crate::ignore::{is_ignored, is_ignored_name};
 use crate::manifest::{
-    content_type_for, iso_from_system_time, FileEntry, HashAlgorithm, Manifest, MANIFEST_PATH,
+    content_type_for, iso_from_system_time, Digest, FileEntry, HashAlgorithm, Manifest,
+    MANIFEST_PATH,
 };
 
 /// pqsync's private state directory inside a tree; never synced.
@@ -66,7 +67,7 @@ impl FileStat {
 
 /// One stat-cache record: the stat a hash was computed for.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct CacheRecord(u64, i64, i64, u64, HashAlgorithm, String);
+struct CacheRecord(u64, i64, i64, u64, HashAlgorithm, Digest);
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct StatCache {
@@ -89,7 +90,7 @@ impl StatCache {
                 st.ctime_ns,
                 st.ino,
                 e.hash_algorithm,
-                e.hash.clone(),
+                e.hash,
             ),
         );
     }
@@ -163,10 +164,8 @@ impl LocalTree {
                         && *ctime == stat.ctime_ns
                         && *ino == stat.ino =>
                 {
-                    scan.files.insert(
-                        rel.clone(),
-                        make_entry(&rel, stat, modified, alg, hash.clone()),
-                    );
+                    scan.files
+                        .insert(rel.clone(), make_entry(&rel, stat, modified, alg, *hash));
                     scan.stats.insert(rel, stat);
                 }
                 _ => misses.push((rel, stat, modified)),
@@ -181,8 +180,10 @@ impl LocalTree {
             let (rel, stat, modified, hash) = r?;
             scan.hashed += 1;
             scan.hashed_bytes += stat.size;
-            scan.files
-                .insert(rel.clone(), make_entry(&rel, stat, modified, alg, hash));
+            scan.files.insert(
+                rel.clone(),
+                make_entry(&rel, stat, modified, alg, digest(&hash)),
+            );
             scan.stats.insert(rel, stat);
         }
         if scan.hashed > 0 || cache.files.len() != scan.files.len() {
@@ -698,12 +699,17 @@ fn remove_if_stale_temp(path: &Path) {
     }
 }
 
+/// A hasher's hex output as a digest.
+fn digest(hex: &str) -> Digest {
+    Digest::from_hex(hex).expect("hashers produce lowercase hex")
+}
+
 fn make_entry(
     rel: &str,
     stat: FileStat,
     modified: std::time::SystemTime,
     alg: HashAlgorithm,
-    hash: String,
+    hash: Digest,
 ) -> FileEntry {
     FileEntry {
         path: rel.to_string(),
@@ -864,7 +870,7 @@ mod tests {
         let entry = FileEntry {
             path: "a/b.bin".into(),
             size: data.len() as u64,
-            hash: crate::hash::hash_bytes(&data, HashAlgorithm::Blake3),
+            hash: crate::hash::digest_bytes(&data, HashAlgorithm::Blake3),
             hash_algorithm: HashAlgorithm::Blake3,
             modified_at: "2026-01-01T00:00:00.000Z".into(),
             etag: None,
@@ -892,7 +898,7 @@ mod tests {
         let entry = FileEntry {
             path: "link/x".into(),
             size: 1,
-            hash: crate::hash::hash_bytes(b"x", HashAlgorithm::Blake3),
+            hash: crate::hash::digest_bytes(b"x", HashAlgorithm::Blake3),
             hash_algorithm: HashAlgorithm::Blake3,
             modified_at: "2026-01-01T00:00:00.000Z".into(),
             etag: None,

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::hash::ContentHasher;
 use crate::local::LocalTree;
-use crate::manifest::{content_type_for, now_iso, FileEntry, HashAlgorithm, Manifest};
+use crate::manifest::{content_type_for, now_iso, Digest, FileEntry, HashAlgorithm, Manifest};
 use crate::store::{CommitMode, StoreTree};
 
 /// What a rebuild did.
@@ -233,7 +233,7 @@ pub async fn rebuild_remote(
                 .as_deref()
                 .and_then(|t| t.strip_prefix(&want))
                 .filter(|h| size == meta.size && h.len() == alg.hex_len())
-                .map(str::to_string);
+                .and_then(Digest::from_hex);
             let (hash, size, hashed) = match from_meta {
                 Some(h) => (h, size, false),
                 None => {
@@ -244,7 +244,7 @@ pub async fn rebuild_remote(
                         h.update(&chunk);
                         n += chunk.len() as u64;
                     }
-                    (h.finalize_hex(), n, true)
+                    (h.finalize_digest(), n, true)
                 }
             };
             let entry = FileEntry {

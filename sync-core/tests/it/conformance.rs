@@ -586,7 +586,7 @@ async fn hostile_remote_paths_are_refused(kind: &RemoteKind) {
             pqsync_core::FileEntry {
                 path: bad.to_string(),
                 size: 1,
-                hash: pqsync_core::hash::hash_bytes(b"x", HashAlgorithm::Blake3),
+                hash: pqsync_core::hash::digest_bytes(b"x", HashAlgorithm::Blake3),
                 hash_algorithm: HashAlgorithm::Blake3,
                 modified_at: "2026-01-01T00:00:00.000Z".into(),
                 etag: None,

@@ -269,7 +269,7 @@ async fn file_changed_after_scan_is_not_sent_under_a_stale_hash() {
 
 /// Compares two trees by content hash (pqsync's own state excluded).
 fn same_tree(a: &std::path::Path, b: &std::path::Path) {
-    let digest = |root: &std::path::Path| -> std::collections::BTreeMap<String, (u64, String)> {
+    let digest = |root: &std::path::Path| -> std::collections::BTreeMap<String, (u64, pqsync_core::manifest::Digest)> {
         let scan = LocalTree::new(root)
             .scan(pqsync_core::HashAlgorithm::Blake3)
             .unwrap();
@@ -512,7 +512,7 @@ async fn uploaded_objects_carry_their_content_hash() {
         for e in m.files.values() {
             assert!(remote.has_content(e).await, "{}", e.path);
             let mut other = e.clone();
-            other.hash = "0".repeat(64);
+            other.hash = "0".repeat(64).parse().unwrap();
             assert!(!remote.has_content(&other).await);
         }
     }
@@ -667,7 +667,7 @@ async fn mirror_refuses_a_source_naming_reserved_paths() {
         pqsync_core::FileEntry {
             content_type: None,
             etag: None,
-            hash: pqsync_core::hash::hash_bytes(b"x", pqsync_core::HashAlgorithm::Blake3),
+            hash: pqsync_core::hash::digest_bytes(b"x", pqsync_core::HashAlgorithm::Blake3),
             hash_algorithm: pqsync_core::HashAlgorithm::Blake3,
             modified_at: "2026-01-01T00:00:00.000Z".into(),
             path: rel.into(),
