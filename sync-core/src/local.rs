@@ -27,8 +27,7 @@ use crate::error::{Error, Result};
 use crate::hash::{hash_file, ContentHasher};
 use crate::ignore::{is_ignored, is_ignored_name};
 use crate::manifest::{
-    content_type_for, iso_from_system_time, Digest, FileEntry, HashAlgorithm, Manifest,
-    MANIFEST_PATH,
+    content_type_for, Digest, FileEntry, HashAlgorithm, Manifest, MANIFEST_PATH,
 };
 
 /// pqsync's private state directory inside a tree; never synced.
@@ -716,9 +715,9 @@ fn make_entry(
         size: stat.size,
         hash,
         hash_algorithm: alg,
-        modified_at: iso_from_system_time(modified),
+        modified_at: modified.into(),
         etag: None,
-        content_type: Some(content_type_for(rel).to_string()),
+        content_type: Some(content_type_for(rel).into()),
     }
 }
 

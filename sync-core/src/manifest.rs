@@ -9,6 +9,7 @@
 //! malformed hash or an unsafe path is an [`Error::ManifestCorrupt`] or
 //! [`Error::UnsafePath`], never a panic and never a silent skip.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -92,14 +93,30 @@ impl Digest {
         if !raw.len().is_multiple_of(2) || raw.len() > 64 {
             return None;
         }
+        // Lowercase hex digit values; 0xff marks anything else.
+        const VALUE: [u8; 256] = {
+            let mut t = [0xffu8; 256];
+            let mut i = 0;
+            while i < 10 {
+                t[b'0' as usize + i] = i as u8;
+                i += 1;
+            }
+            let mut i = 0;
+            while i < 6 {
+                t[b'a' as usize + i] = 10 + i as u8;
+                i += 1;
+            }
+            t
+        };
         let mut bytes = [0u8; 32];
-        for (i, pair) in raw.chunks(2).enumerate() {
-            let nibble = |c: u8| match c {
-                b'0'..=b'9' => Some(u32::from(c - b'0')),
-                b'a'..=b'f' => Some(u32::from(c - b'a' + 10)),
-                _ => None,
-            };
-            bytes[i] = (nibble(pair[0])? * 16 + nibble(pair[1])?) as u8;
+        let mut bad = 0u8;
+        for (out, pair) in bytes.iter_mut().zip(raw.chunks_exact(2)) {
+            let (hi, lo) = (VALUE[usize::from(pair[0])], VALUE[usize::from(pair[1])]);
+            bad |= hi | lo;
+            *out = (hi << 4) | (lo & 0x0f);
+        }
+        if bad & 0xf0 != 0 {
+            return None;
         }
         Some(Digest {
             len: (raw.len() / 2) as u8,
@@ -206,9 +223,13 @@ pub enum Visibility {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FileEntry {
-    /// MIME type.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content_type: Option<String>,
+    /// MIME type (the common ones are shared, not allocated per entry).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "content_type_de"
+    )]
+    pub content_type: Option<Cow<'static, str>>,
     /// Store ETag, where one is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
@@ -217,7 +238,7 @@ pub struct FileEntry {
     /// Algorithm of `hash`.
     pub hash_algorithm: HashAlgorithm,
     /// ISO-8601 modification time.
-    pub modified_at: String,
+    pub modified_at: Timestamp,
     /// Relative, `/`-separated path; equal to the entry's key.
     pub path: String,
     /// Size in bytes.
@@ -235,14 +256,189 @@ impl FileEntry {
 
     /// The modification time, if it parses.
     pub fn modified(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        chrono::DateTime::parse_from_rfc3339(&self.modified_at)
-            .ok()
-            .map(|t| t.with_timezone(&chrono::Utc))
+        self.modified_at.to_datetime()
     }
 
     /// `"<algorithm>:<hex>"`, the form stored in object metadata.
     pub fn tagged_hash(&self) -> String {
         format!("{}:{}", self.hash_algorithm, self.hash)
+    }
+}
+
+/// The content types ParqueDB writes, shared by every entry that has one.
+const CONTENT_TYPES: [&str; 6] = [
+    "application/vnd.apache.parquet",
+    "application/json",
+    "application/x-ndjson",
+    "text/csv",
+    "text/plain",
+    "application/octet-stream",
+];
+
+fn content_type_de<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Cow<'static, str>>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    Ok(s.map(|s| match CONTENT_TYPES.iter().find(|c| **c == s) {
+        Some(c) => Cow::Borrowed(*c),
+        None => Cow::Owned(s),
+    }))
+}
+
+/// A modification time as a manifest writes it (ISO-8601). pqsync's own
+/// form (UTC, milliseconds, `Z`) is kept as a number; any other text is kept
+/// as written, so a manifest read and written again is unchanged.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Timestamp {
+    /// Milliseconds since the Unix epoch, written as `2026-01-01T00:00:00.000Z`.
+    Millis(i64),
+    /// Any other text.
+    Text(Box<str>),
+}
+
+impl Timestamp {
+    /// The time at `ms` milliseconds since the Unix epoch.
+    pub fn from_millis(ms: i64) -> Timestamp {
+        Timestamp::Millis(ms)
+    }
+
+    /// Reads a manifest's text.
+    pub fn parse(s: &str) -> Timestamp {
+        match canonical_millis(s.as_bytes()) {
+            Some(ms) => Timestamp::Millis(ms),
+            None => Timestamp::Text(s.into()),
+        }
+    }
+
+    /// The time, if the text is a valid RFC 3339 time.
+    pub fn to_datetime(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        match self {
+            Timestamp::Millis(ms) => chrono::DateTime::from_timestamp_millis(*ms),
+            Timestamp::Text(s) => chrono::DateTime::parse_from_rfc3339(s)
+                .ok()
+                .map(|t| t.with_timezone(&chrono::Utc)),
+        }
+    }
+}
+
+/// Milliseconds since the epoch of a time written exactly as
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` with valid fields (the only text that
+/// [`Timestamp::Millis`] writes back unchanged); `None` for anything else.
+/// Parsed by hand: manifests of a million files hold a million of these.
+fn canonical_millis(b: &[u8]) -> Option<i64> {
+    if b.len() != 24
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'.'
+        || b[23] != b'Z'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        b[r].iter().try_fold(0i64, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
+        })
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec, ms) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&mo) || d < 1 || d > month_days[(mo - 1) as usize] {
+        return None;
+    }
+    if h > 23 || mi > 59 || sec > 59 {
+        return None;
+    }
+    // Days from 1970-01-01 to the date (the civil-from-days inverse).
+    let (yy, mm) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * mm + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + mi) * 60_000 + sec * 1000 + ms)
+}
+
+fn iso_millis(ms: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+impl From<&str> for Timestamp {
+    fn from(s: &str) -> Self {
+        Timestamp::parse(s)
+    }
+}
+
+impl From<String> for Timestamp {
+    fn from(s: String) -> Self {
+        Timestamp::parse(&s)
+    }
+}
+
+impl From<std::time::SystemTime> for Timestamp {
+    fn from(t: std::time::SystemTime) -> Self {
+        Timestamp::Millis(chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis())
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Timestamp::Millis(ms) => match iso_millis(*ms) {
+                Some(s) => f.write_str(&s),
+                None => write!(f, "{ms}"),
+            },
+            Timestamp::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+impl std::fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}", self = self.to_string())
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an ISO-8601 time")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Timestamp, E> {
+                Ok(Timestamp::parse(v))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -657,6 +853,55 @@ mod tests {
             let err = Manifest::from_slice(text.as_bytes(), "remote").unwrap_err();
             assert!(err.to_string().contains("malformed"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn times_are_compact_yet_written_back_as_read() {
+        let ours = Timestamp::parse("2026-01-01T00:00:01.250Z");
+        assert_eq!(ours, Timestamp::Millis(1_767_225_601_250));
+        assert_eq!(ours.to_string(), "2026-01-01T00:00:01.250Z");
+        for other in [
+            "2026-01-01T00:00:01Z",
+            "2026-01-01T01:00:01.250+01:00",
+            "2026-01-01T00:00:01.250000Z",
+            "not a time",
+        ] {
+            let t = Timestamp::parse(other);
+            assert!(matches!(t, Timestamp::Text(_)), "{other}");
+            assert_eq!(serde_json::to_string(&t).unwrap(), format!("{other:?}"));
+        }
+        assert_eq!(
+            Timestamp::parse("2026-01-01T01:00:01.250+01:00").to_datetime(),
+            ours.to_datetime()
+        );
+        assert_eq!(Timestamp::parse("not a time").to_datetime(), None);
+        // The hand parser agrees with chrono over a range of dates.
+        let mut ms = -62_135_596_800_000i64; // 0001-01-01
+        while ms < 253_402_300_799_000 {
+            let text = iso_millis(ms).unwrap();
+            assert_eq!(canonical_millis(text.as_bytes()), Some(ms), "{text}");
+            ms += 86_400_000 * 37 + 3_600_000 * 5 + 61_001;
+        }
+        for bad in [
+            "2026-02-29T00:00:00.000Z",
+            "2026-13-01T00:00:00.000Z",
+            "2026-01-01T24:00:00.000Z",
+            "2026-01-01T00:60:00.000Z",
+            "2026-01-00T00:00:00.000Z",
+            "2026-01-01 00:00:00.000Z",
+        ] {
+            assert_eq!(canonical_millis(bad.as_bytes()), None, "{bad}");
+        }
+        assert!(canonical_millis(b"2024-02-29T23:59:59.999Z").is_some());
+        let e: FileEntry = serde_json::from_str(
+            r#"{"contentType":"text/csv","hash":"00","hashAlgorithm":"md5","modifiedAt":"2026-01-01T00:00:00Z","path":"a","size":1}"#,
+        )
+        .unwrap();
+        assert!(matches!(e.content_type, Some(Cow::Borrowed("text/csv"))));
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"contentType":"text/csv","hash":"00","hashAlgorithm":"md5","modifiedAt":"2026-01-01T00:00:00Z","path":"a","size":1}"#
+        );
     }
 
     #[test]

@@ -16,7 +16,9 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::hash::ContentHasher;
 use crate::local::LocalTree;
-use crate::manifest::{content_type_for, now_iso, Digest, FileEntry, HashAlgorithm, Manifest};
+use crate::manifest::{
+    content_type_for, now_iso, Digest, FileEntry, HashAlgorithm, Manifest, Timestamp,
+};
 use crate::store::{CommitMode, StoreTree};
 
 /// What a rebuild did.
@@ -248,13 +250,11 @@ pub async fn rebuild_remote(
                 }
             };
             let entry = FileEntry {
-                content_type: Some(content_type_for(&rel).to_string()),
+                content_type: Some(content_type_for(&rel).into()),
                 etag: meta.e_tag.clone(),
                 hash,
                 hash_algorithm: alg,
-                modified_at: meta
-                    .last_modified
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                modified_at: Timestamp::from_millis(meta.last_modified.timestamp_millis()),
                 path: rel,
                 size,
             };

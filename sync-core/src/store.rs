@@ -573,8 +573,9 @@ impl StoreTree {
         let loc = self.location(rel);
         let content_type = entry
             .content_type
-            .clone()
-            .unwrap_or_else(|| crate::manifest::content_type_for(rel).to_string());
+            .as_deref()
+            .unwrap_or_else(|| crate::manifest::content_type_for(rel))
+            .to_string();
         let mut hasher = ContentHasher::new(entry.hash_algorithm);
         let mut total = 0u64;
         let too_long = |total: u64| Error::Mismatch {
@@ -963,8 +964,9 @@ impl StoreTree {
         let rel = entry.path.as_str();
         let content_type = entry
             .content_type
-            .clone()
-            .unwrap_or_else(|| crate::manifest::content_type_for(rel).to_string());
+            .as_deref()
+            .unwrap_or_else(|| crate::manifest::content_type_for(rel))
+            .to_string();
         let opts = PutMultipartOptions {
             attributes: self.attrs(Some(entry), &content_type),
             ..Default::default()
