@@ -215,7 +215,7 @@ table=$work/table.md
     echo "Concurrency: pqsync \`--concurrency $conc\`, rclone \`--transfers $conc --checkers $conc\`."
     echo
     echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(uname -sr);"
-    echo "pqsync $("$pq" --version | cut -d' ' -f2) ($(git -C "$repo" rev-parse --short HEAD)), $(rclone --version | head -1), $(rsync --version | head -1 | cut -d' ' -f1-3), $(b3sum --version), Garage 2.5.0 on the same machine; run on $(date -u +%Y-%m-%d)."
+    echo "pqsync $("$pq" --version | cut -d' ' -f2) ($(git -C "$repo" rev-parse --short HEAD)), $(rclone --version | head -1), $(rsync --version | head -1 | awk '{print $1, $3}'), $(b3sum --version), Garage 2.5.0 on the same machine; run on $(date -u +%Y-%m-%d)."
 } >"$table"
 echo
 cat "$table"
