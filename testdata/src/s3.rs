@@ -220,6 +220,11 @@ impl Drop for S3Server {
 struct Counting {
     inner: s3s::service::S3Service,
     log: Arc<RequestLog>,
+    /// Held for the whole of every conditional request. s3s-fs checks
+    /// `If-Match`/`If-None-Match` and then writes, in two steps, so two
+    /// conditional PUTs racing on one key could both pass; S3 and R2 make
+    /// the pair atomic, and so does this lock.
+    conditional: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for Counting {
@@ -241,12 +246,22 @@ impl hyper::service::Service<http::Request<Incoming>> for Counting {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         self.log.record(line, body_bytes);
+        let conditional = (req.headers().contains_key(http::header::IF_MATCH)
+            || req.headers().contains_key(http::header::IF_NONE_MATCH))
+        .then(|| self.conditional.clone());
         // Run each request to completion even if the client goes away, as
         // S3 does: s3s-fs assembles a completed multipart upload in steps,
         // and cancelling it half-way would lose the upload.
         let fut = hyper::service::Service::call(&self.inner, req);
         Box::pin(async move {
-            match tokio::spawn(fut).await {
+            let run = async move {
+                let _atomic = match conditional {
+                    Some(lock) => Some(lock.lock_owned().await),
+                    None => None,
+                };
+                fut.await
+            };
+            match tokio::spawn(run).await {
                 Ok(r) => r,
                 Err(e) => Err(s3s::HttpError::new(Box::new(e))),
             }
@@ -266,6 +281,7 @@ async fn serve(
     let service = Counting {
         inner: builder.build(),
         log,
+        conditional: Arc::new(tokio::sync::Mutex::new(())),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
