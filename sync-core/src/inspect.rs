@@ -26,6 +26,7 @@ use crate::engine::Tree;
 use crate::error::{Error, Result};
 use crate::hash::{hash_file, ContentHasher};
 use crate::manifest::{HashAlgorithm, Manifest};
+use crate::store::StoreTree;
 
 /// How much of a Parquet file's end is read to find its footer; a footer
 /// larger than this costs one more read.
@@ -133,22 +134,7 @@ impl Tree {
                 let path = t.abs(rel);
                 std::fs::File::open(&path).map_err(|e| Error::io(&path, e))
             }
-            Tree::Store(t) => {
-                let tmp_dir = std::env::temp_dir();
-                let io = |e| Error::io(&tmp_dir, e);
-                let file = tempfile::tempfile().map_err(io)?;
-                let mut out = tokio::fs::File::from_std(file.try_clone().map_err(io)?);
-                let mut stream = t.open(rel).await?;
-                while let Some(chunk) = stream.try_next().await? {
-                    tokio::io::AsyncWriteExt::write_all(&mut out, &chunk)
-                        .await
-                        .map_err(io)?;
-                }
-                tokio::io::AsyncWriteExt::flush(&mut out)
-                    .await
-                    .map_err(io)?;
-                Ok(file)
-            }
+            Tree::Store(t) => spool(t, rel, |_| {}).await,
         }
     }
 
@@ -156,7 +142,9 @@ impl Tree {
     /// if given, and parses its Parquet footer if `footer` is set. On a
     /// remote, hashing streams the object once and the footer comes from
     /// the same bytes; without hashing, the footer costs one or two ranged
-    /// GETs.
+    /// GETs. With `keep`, a remote object that is hashed is also kept in an
+    /// anonymous temporary file ([`Inspection::spool`]) for a caller that
+    /// reads it again, so it is fetched only once.
     ///
     /// # Errors
     /// I/O and store errors. A file that is not valid Parquet is not an
@@ -167,11 +155,13 @@ impl Tree {
         size: u64,
         alg: Option<HashAlgorithm>,
         footer: bool,
+        keep: bool,
     ) -> Result<Inspection> {
         let mut out = Inspection {
             size,
             hash: None,
             parquet: None,
+            spool: None,
         };
         let mut ends = None;
         if let Some(alg) = alg {
@@ -182,12 +172,19 @@ impl Tree {
                     (hash, n, None, None)
                 }
                 Tree::Store(t) => {
-                    let mut stream = t.open(rel).await?;
                     let mut hasher = ContentHasher::new(alg);
                     let mut ends = Ends::default();
-                    while let Some(chunk) = stream.try_next().await? {
-                        hasher.update(&chunk);
-                        ends.push(&chunk);
+                    let mut seen = |chunk: &[u8]| {
+                        hasher.update(chunk);
+                        ends.push(chunk);
+                    };
+                    if keep {
+                        out.spool = Some(spool(t, rel, seen).await?);
+                    } else {
+                        let mut stream = t.open(rel).await?;
+                        while let Some(chunk) = stream.try_next().await? {
+                            seen(&chunk);
+                        }
                     }
                     let (n, head, tail) = ends.finish();
                     (hasher.finalize_hex(), n, Some(head), Some(tail))
@@ -226,6 +223,26 @@ impl Tree {
     }
 }
 
+/// Streams an object into an anonymous temporary file (gone when dropped),
+/// showing every chunk to `seen` on the way.
+async fn spool(t: &StoreTree, rel: &str, mut seen: impl FnMut(&[u8])) -> Result<std::fs::File> {
+    let tmp_dir = std::env::temp_dir();
+    let io = |e| Error::io(&tmp_dir, e);
+    let file = tempfile::tempfile().map_err(io)?;
+    let mut out = tokio::fs::File::from_std(file.try_clone().map_err(io)?);
+    let mut stream = t.open(rel).await?;
+    while let Some(chunk) = stream.try_next().await? {
+        seen(&chunk);
+        tokio::io::AsyncWriteExt::write_all(&mut out, &chunk)
+            .await
+            .map_err(io)?;
+    }
+    tokio::io::AsyncWriteExt::flush(&mut out)
+        .await
+        .map_err(io)?;
+    Ok(file)
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
@@ -260,7 +277,7 @@ impl Ends {
 }
 
 /// What inspecting one file found.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Inspection {
     /// Bytes read (when hashed) or listed.
     pub size: u64,
@@ -269,6 +286,8 @@ pub struct Inspection {
     /// The footer's facts, or why the file is not valid Parquet; `None`
     /// when not asked for.
     pub parquet: Option<std::result::Result<ParquetInfo, String>>,
+    /// The remote object's bytes in a temporary file, when kept.
+    pub spool: Option<std::fs::File>,
 }
 
 /// What a Parquet footer says about its file.

@@ -114,7 +114,7 @@ pub async fn stats(tree: &Tree, concurrency: usize) -> Result<Stats> {
         .map(|(p, &s)| (p, s))
         .collect();
     let footers: Vec<(&String, Result<Inspection>)> = futures::stream::iter(footers_of)
-        .map(|(p, s)| async move { (p, tree.inspect(p, s, None, true).await) })
+        .map(|(p, s)| async move { (p, tree.inspect(p, s, None, true, false).await) })
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;

@@ -329,7 +329,11 @@ pub async fn verify(
         .as_ref()
         .and_then(Manifest::hash_algorithm)
         .filter(|_| !opts.quick);
-    let inspected = inspect_all(target, &present, alg, opts.concurrency).await?;
+    let mut inspected = inspect_all(target, &present, alg, opts.concurrency).await?;
+    let mut spools: BTreeMap<String, std::fs::File> = inspected
+        .iter_mut()
+        .filter_map(|(p, got)| Some((p.clone(), got.as_mut().ok()?.spool.take()?)))
+        .collect();
     if let Some(m) = &manifest {
         let mut bad = 0usize;
         for (path, e) in &m.files {
@@ -501,7 +505,8 @@ pub async fn verify(
     }
 
     // 6. Relationships.
-    check_relationships(target, &present, &footers, &mut r).await?;
+    check_relationships(target, &present, &footers, &mut spools, &mut r).await?;
+    drop(spools);
 
     // 7. Bloom filters.
     check_blooms(target, &present, &counts, &mut r).await?;
@@ -581,7 +586,10 @@ async fn inspect_all(
     let results: Vec<(String, std::result::Result<Inspection, String>)> =
         futures::stream::iter(present.iter())
             .map(|(path, &size)| async move {
-                let got = tree.inspect(path, size, alg, is_parquet(path)).await;
+                // Relationship files are read again by their check: keep
+                // a remote copy rather than fetch it twice.
+                let keep = matches!(namespace_of(path), Some((_, Role::Forward | Role::Reverse)));
+                let got = tree.inspect(path, size, alg, is_parquet(path), keep).await;
                 match got {
                     Ok(i) => Ok((path.clone(), Ok(i))),
                     Err(e) if e.is_not_found() || matches!(e, Error::Io { .. }) => {
@@ -638,6 +646,7 @@ async fn check_relationships(
     tree: &Tree,
     present: &BTreeMap<String, u64>,
     footers: &BTreeMap<&str, &ParquetInfo>,
+    spools: &mut BTreeMap<String, std::fs::File>,
     r: &mut Report,
 ) -> Result<()> {
     const NAME: &str = "relationships-consistent";
@@ -670,8 +679,13 @@ async fn check_relationships(
         read_ok = false; // already an error under parquet-readable
     }
     let parsed: Vec<_> = futures::stream::iter(readable)
-        .map(|(path, ns, dir)| async move {
-            let file = match tree.open_file(path).await {
+        .map(|(path, ns, dir)| (path, ns, dir, spools.remove(path)))
+        .map(|(path, ns, dir, kept)| async move {
+            let opened = match kept {
+                Some(f) => Ok(f),
+                None => tree.open_file(path).await,
+            };
+            let file = match opened {
                 Ok(f) => f,
                 Err(e) if e.is_not_found() || matches!(e, Error::Io { .. }) => {
                     return Ok((path, ns, dir, None));
