@@ -1,47 +1,308 @@
-//! Command-line arguments.
+//! Command-line arguments. Each flag belongs to the commands it affects:
+//! output flags are global, sync flags go with push, pull, sync and mirror,
+//! selection flags with the commands that choose files, and remote flags
+//! with the commands that open a remote.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// Exit codes, shown in every command's help.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  an error (for verify: a critical check failed; for status --exit-code: not in sync)
+  2  usage: a wrong flag, remote or setting, found before any request
+  3  conflicts were left unresolved";
+
+/// The variables a command that opens a remote reads.
+const REMOTE_ENV: &str = "\
+Environment:
+  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN   S3 and R2 credentials
+  R2_ACCESS_KEY_ID, R2_SECRET_ACCESS_KEY                       R2 credentials (take precedence for r2://)
+  AWS_REGION, AWS_DEFAULT_REGION                               S3 region (default us-east-1)
+  AWS_ENDPOINT_URL                                             S3 endpoint (--endpoint overrides it)
+  AWS_ALLOW_HTTP=true                                          allow a plain-http endpoint
+  AWS_EC2_METADATA_DISABLED=true                               never ask the instance metadata service for credentials
+  R2_JURISDICTION                                              default, eu or fedramp (--jurisdiction and ?jurisdiction= override it)
+  GOOGLE_*, AZURE_*                                            GCS and Azure settings, as object_store reads them
+  PQSYNC_LOG                                                   log filter (tracing's EnvFilter syntax)";
+
 /// Sync ParqueDB databases between local disk and object stores.
 #[derive(Debug, Parser)]
-#[command(name = "pqsync", version, about, propagate_version = true)]
+#[command(
+    name = "pqsync",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Run `pqsync help COMMAND` for a command's flags, examples and environment."
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
-    /// Flags shared by every command.
+    /// Output flags, accepted by every command.
     #[command(flatten)]
-    pub global: GlobalArgs,
+    pub output: OutputArgs,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Send local changes to the remote.
-    Push(TreeArgs),
+    #[command(after_help = help(
+        "pqsync push s3://bucket/prod -d ./db\n  pqsync push -d ./db --dry-run\n  pqsync push r2://0123456789abcdef0123456789abcdef/backups/prod -d ./db --namespaces posts,users",
+        true,
+    ))]
+    Push(TransferArgs),
     /// Fetch remote changes into the local directory.
-    Pull(TreeArgs),
+    #[command(after_help = help(
+        "pqsync pull s3://bucket/prod -d ./restored\n  pqsync pull -d ./db --strategy manual",
+        true,
+    ))]
+    Pull(TransferArgs),
     /// Exchange changes both ways.
-    Sync(TreeArgs),
+    #[command(after_help = help(
+        "pqsync sync -d ./db\n  pqsync sync s3://bucket/prod -d ./db --strategy newest --no-delete",
+        true,
+    ))]
+    Sync(TransferArgs),
     /// Show what push, pull or sync would move, without moving anything.
+    #[command(after_help = help(
+        "pqsync status -d ./db\n  pqsync status -d ./db --exit-code --json",
+        true,
+    ))]
     Status(StatusArgs),
     /// Copy a managed prefix from one remote to another.
+    #[command(after_help = help(
+        "pqsync mirror s3://a/prod r2://0123456789abcdef0123456789abcdef/b/prod --jurisdiction eu\n  pqsync mirror s3://a/prod s3://b/prod -n",
+        true,
+    ))]
     Mirror(MirrorArgs),
     /// Print the remote DIR last synced with.
+    #[command(after_help = help("pqsync remote -d ./db", false))]
     Remote(RemoteArgs),
     /// List the files of a database directory or remote.
+    #[command(after_help = help(
+        "pqsync list s3://bucket/prod --namespaces posts\n  pqsync list ./db --format json",
+        true,
+    ))]
     List(ListArgs),
     /// Check a database directory or remote: manifest, files, hashes,
     /// Parquet footers, entity counts, relationships, bloom filters and the
     /// event log. Exits 1 when a critical check fails.
+    #[command(after_help = help(
+        "pqsync verify s3://bucket/prod --quick\n  pqsync verify ./restored --compare s3://bucket/prod --output report.json",
+        true,
+    ))]
     Verify(VerifyArgs),
     /// Per-namespace files, bytes, entities and relationships, and the
     /// event log's segments, events and time range.
+    #[command(after_help = help("pqsync stats s3://bucket/prod\n  pqsync stats ./db --json", true))]
     Stats(StatsArgs),
     /// Create a database's manifest, or rebuild it from what is there.
+    #[command(after_help = help(
+        "pqsync init -d ./db\n  pqsync init --rebuild-manifest -d ./db\n  pqsync init s3://bucket/prod --rebuild-manifest -n",
+        true,
+    ))]
     Init(InitArgs),
+    /// Print a shell completion script.
+    #[command(after_help = help(
+        "pqsync completions bash > ~/.local/share/bash-completion/completions/pqsync\n  pqsync completions zsh > ~/.zfunc/_pqsync",
+        false,
+    ))]
+    Completions(CompletionsArgs),
+    /// Write man pages (pqsync.1 and one per command) into a directory.
+    #[command(after_help = help("pqsync man docs/man", false))]
+    Man(ManArgs),
+}
+
+/// The help text after a command's flags: examples, the environment it
+/// reads (for commands that open a remote), and the exit codes.
+fn help(examples: &str, remote: bool) -> String {
+    let env = if remote {
+        format!("\n\n{REMOTE_ENV}")
+    } else {
+        String::new()
+    };
+    format!("Examples:\n  {examples}{env}\n\n{EXIT_CODES}")
+}
+
+/// Output flags, accepted by every command (before or after it).
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print one JSON document on stdout (also when a command fails).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print every file and retry, and an error's full chain (-vv for debug
+    /// logs).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Never draw progress bars.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+}
+
+/// How to reach a remote.
+#[derive(Debug, Args, Clone)]
+pub struct RemoteFlags {
+    /// Object-store endpoint, overriding AWS_ENDPOINT_URL and R2's.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// R2 jurisdiction (default: the URL's `?jurisdiction=`, else
+    /// R2_JURISDICTION, else the global endpoint). Applies to every r2://
+    /// remote of the command.
+    #[arg(long, value_enum)]
+    pub jurisdiction: Option<JurisdictionArg>,
+    /// Give up on a store that does not answer for this long, retries
+    /// included (seconds).
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_timeout)]
+    pub timeout: Duration,
+}
+
+/// Which files a command works on.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SelectFlags {
+    /// Only these ParqueDB namespaces (comma-separated): data/NS/**, their
+    /// relationship files and indexes/*/NS.*.
+    #[arg(long, value_delimiter = ',', value_name = "NS,...")]
+    pub namespaces: Vec<String>,
+    /// Only paths matching this glob (repeatable; with --namespaces, either
+    /// selects a path).
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Never paths matching this glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+}
+
+/// How a transfer behaves.
+#[derive(Debug, Args)]
+pub struct SyncFlags {
+    /// Print the plan, with its request count, and transfer nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// How conflicts are resolved (default: local-wins for push and mirror,
+    /// remote-wins for pull, newest for sync).
+    #[arg(long, value_enum)]
+    pub strategy: Option<StrategyArg>,
+    /// Transfers in flight at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+    /// Do not propagate deletions.
+    #[arg(long)]
+    pub no_delete: bool,
+    /// Stop before deleting more than N files, or P% of a side's files.
+    #[arg(long, default_value = "50%", value_parser = parse_max_delete, value_name = "N|P%")]
+    pub max_delete: pqsync_core::MaxDelete,
+    /// Copy remote files that would be overwritten or deleted under this
+    /// prefix of the same bucket first.
+    #[arg(long, value_name = "PREFIX")]
+    pub backup_dir: Option<String>,
+    /// On stores that ignore conditional writes, commit without taking the
+    /// remote's lease.
+    #[arg(long)]
+    pub force: bool,
+    /// Hash algorithm for a new remote (default blake3). A remote that
+    /// already has a manifest keeps its algorithm.
+    #[arg(long, value_enum)]
+    pub hash: Option<HashArg>,
+}
+
+/// A local directory and, optionally, a remote.
+#[derive(Debug, Args)]
+pub struct TransferArgs {
+    /// Remote URL: s3://bucket[/prefix], r2://ACCOUNT/bucket[/prefix],
+    /// gs://…, az://…, file:///path or a path. Defaults to the remote DIR
+    /// last synced with.
+    pub remote: Option<String>,
+    /// The database directory.
+    #[arg(short = 'd', long = "dir", default_value = ".")]
+    pub dir: PathBuf,
+    /// How the transfer behaves.
+    #[command(flatten)]
+    pub sync: SyncFlags,
+    /// Which files it moves.
+    #[command(flatten)]
+    pub select: SelectFlags,
+    /// How the remote is reached.
+    #[command(flatten)]
+    pub remote_flags: RemoteFlags,
+}
+
+/// Arguments of `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Remote URL; defaults to the remote DIR last synced with.
+    pub remote: Option<String>,
+    /// The database directory.
+    #[arg(short = 'd', long = "dir", default_value = ".")]
+    pub dir: PathBuf,
+    /// Exit with status 1 when the trees are not in sync.
+    #[arg(long)]
+    pub exit_code: bool,
+    /// Which files to compare.
+    #[command(flatten)]
+    pub select: SelectFlags,
+    /// How the remote is reached.
+    #[command(flatten)]
+    pub remote_flags: RemoteFlags,
+}
+
+/// Arguments of `mirror`.
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    /// The remote to copy from (it must have a pqsync manifest).
+    pub source: String,
+    /// The remote to copy to; neither the source nor inside it.
+    pub destination: String,
+    /// How the transfer behaves.
+    #[command(flatten)]
+    pub sync: SyncFlags,
+    /// Which files it moves.
+    #[command(flatten)]
+    pub select: SelectFlags,
+    /// How the remotes are reached.
+    #[command(flatten)]
+    pub remote_flags: RemoteFlags,
+}
+
+/// Arguments of `remote`.
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// The database directory.
+    #[arg(short = 'd', long = "dir", default_value = ".")]
+    pub dir: PathBuf,
+}
+
+/// Arguments of `list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// A database directory, or a remote URL (s3://, r2://, gs://, az://,
+    /// file://). Default: the current directory.
+    pub target: Option<String>,
+    /// `paths`: one path per line; `json`: the manifest entries.
+    #[arg(long, value_enum, default_value = "paths")]
+    pub format: ListFormat,
+    /// Which files to list.
+    #[command(flatten)]
+    pub select: SelectFlags,
+    /// How a remote is reached.
+    #[command(flatten)]
+    pub remote_flags: RemoteFlags,
+}
+
+/// Output formats of `list`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ListFormat {
+    /// One path per line.
+    Paths,
+    /// A JSON document with the file entries.
+    Json,
 }
 
 /// Arguments of `verify`.
@@ -63,6 +324,12 @@ pub struct VerifyArgs {
     /// (ranged GETs on a remote).
     #[arg(long)]
     pub quick: bool,
+    /// Files inspected at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+    /// How remotes are reached.
+    #[command(flatten)]
+    pub remote_flags: RemoteFlags,
 }
 
 /// Report formats of `verify`.
@@ -79,6 +346,12 @@ pub enum VerifyFormat {
 pub struct StatsArgs {
     /// A database directory or a remote URL. Default: the current directory.
     pub target: Option<String>,
+    /// Footers read at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+    /// How a remote is reached.
+    #[command(flatten)]
+    pub remote_flags: RemoteFlags,
 }
 
 /// Arguments of `init`.
@@ -94,65 +367,32 @@ pub struct InitArgs {
     /// pqsync's hash metadata are read and hashed).
     #[arg(long)]
     pub rebuild_manifest: bool,
-}
-
-/// Arguments of `list`.
-#[derive(Debug, Args)]
-pub struct ListArgs {
-    /// A database directory, or a remote URL (s3://, r2://, gs://, az://,
-    /// file://). Default: the current directory.
-    pub target: Option<String>,
-    /// `paths`: one path per line; `json`: the manifest entries.
-    #[arg(long, value_enum, default_value = "paths")]
-    pub format: ListFormat,
-}
-
-/// Output formats of `list`.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum ListFormat {
-    /// One path per line.
-    Paths,
-    /// A JSON array of file entries.
-    Json,
-}
-
-/// A local directory and, optionally, a remote.
-#[derive(Debug, Args)]
-pub struct TreeArgs {
-    /// Remote URL: s3://bucket[/prefix], r2://ACCOUNT/bucket[/prefix],
-    /// gs://…, az://…, file:///path or a path. Defaults to the remote DIR
-    /// last synced with.
-    pub remote: Option<String>,
-    /// The database directory.
-    #[arg(short = 'd', long = "dir", default_value = ".")]
-    pub dir: PathBuf,
-}
-
-/// Arguments of `status`.
-#[derive(Debug, Args)]
-pub struct StatusArgs {
-    /// The directory and remote to compare.
+    /// Build the manifest and report, but write nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Hash algorithm (default: the old manifest's, else blake3).
+    #[arg(long, value_enum)]
+    pub hash: Option<HashArg>,
+    /// Objects read at once on a remote.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+    /// How the remote is reached.
     #[command(flatten)]
-    pub tree: TreeArgs,
-    /// Exit with status 1 when the trees are not in sync.
-    #[arg(long)]
-    pub exit_code: bool,
+    pub remote_flags: RemoteFlags,
 }
 
-/// Arguments of `mirror`.
+/// Arguments of `completions`.
 #[derive(Debug, Args)]
-pub struct MirrorArgs {
-    /// The remote to copy from.
-    pub source: String,
-    /// The remote to copy to.
-    pub destination: String,
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
-/// Arguments of `remote`.
+/// Arguments of `man`.
 #[derive(Debug, Args)]
-pub struct RemoteArgs {
-    /// The database directory.
-    #[arg(short = 'd', long = "dir", default_value = ".")]
+pub struct ManArgs {
+    /// Where to write pqsync.1 and pqsync-COMMAND.1.
     pub dir: PathBuf,
 }
 
@@ -169,6 +409,17 @@ pub enum StrategyArg {
     Manual,
 }
 
+impl From<StrategyArg> for pqsync_core::Strategy {
+    fn from(s: StrategyArg) -> Self {
+        match s {
+            StrategyArg::LocalWins => pqsync_core::Strategy::LocalWins,
+            StrategyArg::RemoteWins => pqsync_core::Strategy::RemoteWins,
+            StrategyArg::Newest => pqsync_core::Strategy::Newest,
+            StrategyArg::Manual => pqsync_core::Strategy::Manual,
+        }
+    }
+}
+
 /// Hash algorithms.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum HashArg {
@@ -176,6 +427,15 @@ pub enum HashArg {
     Blake3,
     /// SHA-256, as ParqueDB writes.
     Sha256,
+}
+
+impl From<HashArg> for pqsync_core::HashAlgorithm {
+    fn from(h: HashArg) -> Self {
+        match h {
+            HashArg::Blake3 => pqsync_core::HashAlgorithm::Blake3,
+            HashArg::Sha256 => pqsync_core::HashAlgorithm::Sha256,
+        }
+    }
 }
 
 /// R2 jurisdictions.
@@ -189,70 +449,38 @@ pub enum JurisdictionArg {
     Fedramp,
 }
 
-/// Flags accepted by every command.
-#[derive(Debug, Args)]
-pub struct GlobalArgs {
-    /// Print the plan, with its request count, and transfer nothing.
-    #[arg(long, global = true)]
-    pub dry_run: bool,
-    /// How conflicts are resolved (default: local-wins for push,
-    /// remote-wins for pull, newest for sync).
-    #[arg(long, global = true, value_enum)]
-    pub strategy: Option<StrategyArg>,
-    /// Transfers in flight at once.
-    #[arg(long, global = true, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub concurrency: u16,
-    /// Do not propagate deletions.
-    #[arg(long, global = true)]
-    pub no_delete: bool,
-    /// Stop before deleting more than N files, or P% of a side's files.
-    #[arg(long, global = true, default_value = "50%", value_parser = parse_max_delete)]
-    pub max_delete: pqsync_core::engine::MaxDelete,
-    /// Copy remote files that would be overwritten or deleted under this
-    /// prefix of the same bucket first.
-    #[arg(long, global = true, value_name = "PREFIX")]
-    pub backup_dir: Option<String>,
-    /// On stores that ignore conditional writes, commit without taking the
-    /// remote's lease.
-    #[arg(long, global = true)]
-    pub force: bool,
-    /// Only these ParqueDB namespaces (comma-separated): data/NS/**, their
-    /// relationship files and indexes/*/NS.*.
-    #[arg(long, global = true, value_delimiter = ',', value_name = "NS,...")]
-    pub namespaces: Vec<String>,
-    /// Only paths matching this glob (repeatable; with --namespaces, either
-    /// selects a path).
-    #[arg(long, global = true, value_name = "GLOB")]
-    pub include: Vec<String>,
-    /// Never paths matching this glob (repeatable).
-    #[arg(long, global = true, value_name = "GLOB")]
-    pub exclude: Vec<String>,
-    /// Hash algorithm for a new remote (default blake3). A remote that
-    /// already has a manifest keeps its algorithm.
-    #[arg(long, global = true, value_enum)]
-    pub hash: Option<HashArg>,
-    /// Object-store endpoint, overriding AWS_ENDPOINT_URL and R2's.
-    #[arg(long, global = true)]
-    pub endpoint: Option<String>,
-    /// R2 jurisdiction (default: the URL's `?jurisdiction=`, else
-    /// R2_JURISDICTION, else the global endpoint). Applies to every r2://
-    /// remote of the command.
-    #[arg(long, global = true, value_enum)]
-    pub jurisdiction: Option<JurisdictionArg>,
-    /// Print one JSON document on stdout.
-    #[arg(long, global = true)]
-    pub json: bool,
-    /// Print only errors.
-    #[arg(short, long, global = true)]
-    pub quiet: bool,
-    /// Print every file and retry (-vv for debug logs).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-    /// Never draw progress bars.
-    #[arg(long, global = true)]
-    pub no_progress: bool,
+impl From<JurisdictionArg> for pqsync_backends::Jurisdiction {
+    fn from(j: JurisdictionArg) -> Self {
+        match j {
+            JurisdictionArg::Default => pqsync_backends::Jurisdiction::Default,
+            JurisdictionArg::Eu => pqsync_backends::Jurisdiction::Eu,
+            JurisdictionArg::Fedramp => pqsync_backends::Jurisdiction::Fedramp,
+        }
+    }
 }
 
-fn parse_max_delete(s: &str) -> Result<pqsync_core::engine::MaxDelete, String> {
+fn parse_max_delete(s: &str) -> Result<pqsync_core::MaxDelete, String> {
     s.parse().map_err(|e: pqsync_core::Error| e.to_string())
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() && secs <= 86_400.0 => {
+            Ok(Duration::from_secs_f64(secs))
+        }
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0 and 86400"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

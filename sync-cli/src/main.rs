@@ -1,11 +1,13 @@
 //! `pqsync`: sync ParqueDB databases between local disk and object stores.
 //!
 //! The binary is a thin layer over `pqsync-core`: it parses arguments, opens
-//! remotes through `pqsync-backends`, draws progress, and maps outcomes to
-//! exit codes (0 ok, 1 error, 2 usage, 3 conflicts left unresolved).
+//! remotes through `pqsync-backends`, draws progress, explains failures, and
+//! maps outcomes to exit codes (0 ok, 1 error, 2 usage, 3 conflicts left
+//! unresolved).
 
 mod cli;
 mod commands;
+mod diagnose;
 mod printer;
 mod progress;
 
@@ -50,8 +52,19 @@ impl std::fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
-    let printer = printer::Printer::new(&args.global);
+    run().into()
+}
+
+/// Parses the command line, runs the command, and explains a failure.
+fn run() -> ExitStatus {
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(e) => return clap_failure(e),
+    };
+    // One printer for the whole process: progress bars, logs and the
+    // failure report all go through it.
+    let printer: &'static printer::Printer =
+        Box::leak(Box::new(printer::Printer::new(&args.output)));
     printer.init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -60,19 +73,49 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pqsync: error: cannot start the runtime: {e}");
-            return ExitStatus::Failure.into();
+            return ExitStatus::Failure;
         }
     };
-    match runtime.block_on(commands::run(args, &printer)) {
-        Ok(status) => status.into(),
+    let session = commands::Session::new(printer);
+    match runtime.block_on(commands::run(args.command, &session)) {
+        Ok(status) => status,
         Err(err) => {
-            let usage = err.downcast_ref::<UsageError>().is_some();
-            printer.error(&format!("{err:#}"));
-            if usage {
-                ExitStatus::Usage.into()
-            } else {
-                ExitStatus::Failure.into()
-            }
+            let d = diagnose::diagnose(&err, &session.remotes());
+            printer.failure(&d, &diagnose::chain(&err));
+            d.exit_status()
         }
+    }
+}
+
+/// A command line clap refused (or `--help`/`--version`, which clap prints).
+/// With `--json` anywhere on it, the refusal is also a JSON document.
+fn clap_failure(e: clap::Error) -> ExitStatus {
+    use clap::error::ErrorKind;
+    let informational = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if !informational && std::env::args().any(|a| a == "--json") {
+        let text = e.render().to_string();
+        let line = text
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("invalid command line")
+            .trim_start_matches("error: ")
+            .to_string();
+        let doc = serde_json::json!({
+            "success": false,
+            "error": { "kind": "usage", "message": line, "path": null },
+            "warnings": [],
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
+    }
+    let _ = e.print();
+    if informational {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Usage
     }
 }

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use object_store::local::LocalFileSystem;
-use pqsync_core::{Engine, LocalTree, Mode, NoProgress, StoreTree, SyncOptions};
+use pqsync_core::{Engine, LocalTree, StoreTree, SyncOptions};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,19 +30,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         || StoreTree::new(store.clone(), "prod", "file:///bucket/prod").with_attributes(false);
 
     // Push: plan first (a dry run is just printing the plan), then execute.
-    let engine = Engine::new(
-        LocalTree::new(&local),
-        remote(),
-        SyncOptions::new(Mode::Push),
-    )?;
+    let engine = Engine::push(LocalTree::new(&local), remote(), SyncOptions::default());
     let plan = engine.plan().await?;
     println!(
         "push plan: {} uploads ({} bytes), {} requests planned",
-        plan.uploads.len(),
-        plan.bytes_up,
-        plan.requests_planned
+        plan.uploads().len(),
+        plan.bytes_up(),
+        plan.requests_planned()
     );
-    let result = engine.execute(plan, &NoProgress).await?;
+    let result = engine.execute(plan).await?;
     println!(
         "pushed {} files in {} requests",
         result.uploaded.len(),
@@ -50,13 +46,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // Status of the unchanged tree: one request, no file read.
-    let status = Engine::new(
-        LocalTree::new(&local),
-        remote(),
-        SyncOptions::new(Mode::Sync),
-    )?
-    .status()
-    .await?;
+    let status = Engine::sync(LocalTree::new(&local), remote(), SyncOptions::default())
+        .status()
+        .await?;
     println!(
         "in sync: {} ({} requests)",
         status.is_synced, status.requests
@@ -64,12 +56,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Pull into an empty directory.
     let restored = work.path().join("restored");
-    let engine = Engine::new(
-        LocalTree::new(&restored),
-        remote(),
-        SyncOptions::new(Mode::Pull),
-    )?;
-    let result = engine.execute(engine.plan().await?, &NoProgress).await?;
+    let engine = Engine::pull(LocalTree::new(&restored), remote(), SyncOptions::default());
+    let result = engine.execute(engine.plan().await?).await?;
     println!(
         "pulled {} files into {}",
         result.downloaded.len(),

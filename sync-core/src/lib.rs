@@ -1,7 +1,8 @@
 //! # pqsync-core
 //!
 //! The engine behind `pqsync`: it keeps a ParqueDB database directory and an
-//! object-store prefix (or two prefixes) in sync, moving only what changed.
+//! object-store prefix (or two prefixes) in sync, moving only what changed,
+//! and reads what a database holds without moving it.
 //!
 //! A run has four steps, each a separate, inspectable value:
 //!
@@ -9,49 +10,119 @@
 //!    so unchanged files are never read again ([`LocalTree`]); the remote
 //!    tree's manifest is one GET ([`StoreTree`]).
 //! 2. **3-way diff** against the base, the manifest both sides agreed on at
-//!    the last sync ([`diff::diff3`]): every path is unchanged, an upload, a
+//!    the last sync ([`diff3`]): every path is unchanged, an upload, a
 //!    download, a deletion on one side, or a conflict.
 //! 3. **Plan** ([`Engine::plan`]): the diff sorted into buckets for the mode
-//!    (push, pull, sync, mirror) and conflict strategy, with its request
-//!    count. Printing it is a dry run.
+//!    and conflict strategy, with its request count. Printing it is a dry
+//!    run.
 //! 4. **Execute** ([`Engine::execute`]): concurrent, streaming, verified
 //!    transfers with retries; the remote manifest committed last, and only if
-//!    every transfer succeeded; deletions after the commit.
+//!    every transfer succeeded; deletions after that commit.
 //!
-//! ## Example
+//! The source is laid out as that pipeline: `manifest/` (the format and
+//! hashing), `layout.rs` (ParqueDB's path rules), `tree/local` and
+//! `tree/store` (the two kinds of tree), `sync/` (diff, plan, execute,
+//! transfer, commit, guard), `runtime/` (retries, throttling, progress) and
+//! `parquedb/` (footers, relationships, the event log, and `verify`, `stats`
+//! and the manifest rebuild built on them).
 //!
-//! Push a directory to an in-memory store, change a file, and see that the
-//! second push sends only that file:
+//! ## Push, then push again
+//!
+//! A second push sends only the file that changed:
 //!
 //! ```
 //! use std::sync::Arc;
-//! use pqsync_core::{Engine, LocalTree, Mode, NoProgress, StoreTree, SyncOptions};
+//! use pqsync_core::{Engine, LocalTree, StoreTree, SyncOptions};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> pqsync_core::Result<()> {
 //! let dir = tempfile::tempdir().unwrap();
 //! std::fs::create_dir_all(dir.path().join("data/users")).unwrap();
 //! std::fs::write(dir.path().join("data/users/data.parquet"), b"PAR1...PAR1").unwrap();
-//! std::fs::write(dir.path().join("_meta/schema.json").to_path_buf(), b"{}").ok();
 //!
 //! let store = Arc::new(object_store::memory::InMemory::new());
 //! let push = |store: Arc<object_store::memory::InMemory>| {
 //!     let remote = StoreTree::new(store, "prod", "memory:///prod");
-//!     Engine::new(LocalTree::new(dir.path()), remote, SyncOptions::new(Mode::Push))
+//!     Engine::push(LocalTree::new(dir.path()), remote, SyncOptions::default())
 //! };
 //!
-//! let engine = push(store.clone())?;
+//! let engine = push(store.clone());
 //! let plan = engine.plan().await?;
-//! assert_eq!(plan.uploads.len(), 1);
-//! let result = engine.execute(plan, &NoProgress).await?;
+//! assert_eq!(plan.uploads().len(), 1);
+//! let result = engine.execute(plan).await?;
 //! assert!(result.success && result.committed);
 //!
 //! std::fs::write(dir.path().join("data/users/data.parquet"), b"PAR1changedPAR1").unwrap();
-//! let engine = push(store)?;
-//! let status = engine.status().await?;
-//! assert_eq!(status.diff.to_upload.len(), 1);
-//! let result = engine.execute(engine.plan().await?, &NoProgress).await?;
+//! let engine = push(store);
+//! let result = engine.execute(engine.plan().await?).await?;
 //! assert_eq!(result.uploaded, vec!["data/users/data.parquet"]);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Pull into an empty directory
+//!
+//! ```
+//! use std::sync::Arc;
+//! use pqsync_core::{Engine, LocalTree, StoreTree, SyncOptions};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> pqsync_core::Result<()> {
+//! let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+//! std::fs::create_dir_all(src.path().join("_meta")).unwrap();
+//! std::fs::write(src.path().join("_meta/schema.json"), b"{}").unwrap();
+//! let store = Arc::new(object_store::memory::InMemory::new());
+//! let remote = || StoreTree::new(store.clone(), "prod", "memory:///prod");
+//!
+//! let push = Engine::push(LocalTree::new(src.path()), remote(), SyncOptions::default());
+//! push.execute(push.plan().await?).await?;
+//!
+//! let pull = Engine::pull(LocalTree::new(dst.path()), remote(), SyncOptions::default());
+//! let result = pull.execute(pull.plan().await?).await?;
+//! assert_eq!(result.downloaded, vec!["_meta/schema.json"]);
+//! assert_eq!(std::fs::read(dst.path().join("_meta/schema.json")).unwrap(), b"{}");
+//! # Ok(()) }
+//! ```
+//!
+//! ## Status
+//!
+//! ```
+//! use std::sync::Arc;
+//! use pqsync_core::{Engine, LocalTree, StoreTree, SyncOptions};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> pqsync_core::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! std::fs::write(dir.path().join("a.json"), b"1").unwrap();
+//! let store = Arc::new(object_store::memory::InMemory::new());
+//! let engine = || {
+//!     let remote = StoreTree::new(store.clone(), "prod", "memory:///prod");
+//!     Engine::sync(LocalTree::new(dir.path()), remote, SyncOptions::default())
+//! };
+//! let first = engine();
+//! first.execute(first.plan().await?).await?;
+//!
+//! std::fs::write(dir.path().join("b.json"), b"2").unwrap();
+//! let status = engine().status().await?;
+//! assert!(!status.is_synced);
+//! assert_eq!(status.diff.to_upload[0].path, "b.json");
+//! assert_eq!(status.diff.unchanged, ["a.json"]);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Verify
+//!
+//! ```
+//! use pqsync_core::{verify, LocalTree, VerifyOptions};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> pqsync_core::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let db = LocalTree::new(dir.path());
+//! // No manifest: the critical `manifest-present` check fails.
+//! let report = verify(&db, None, &VerifyOptions::default()).await?;
+//! assert!(!report.passed);
+//! assert_eq!(report.checks[0].name, "manifest-present");
+//! assert_eq!(report.checks.len(), 8);
 //! # Ok(()) }
 //! ```
 //!
@@ -61,38 +132,30 @@
 //! [`object_store::ObjectStore`]. Building stores from URLs lives in
 //! `pqsync-backends`; the terminal UI lives in the `pqsync` binary.
 
-pub mod commit;
-pub mod diff;
-pub mod engine;
-pub mod error;
-pub mod hash;
-pub mod ignore;
-pub mod inspect;
-pub mod local;
-pub mod manifest;
-pub mod plan;
-pub mod progress;
-pub mod rebuild;
-pub mod retry;
-pub mod select;
-pub mod stats;
-pub mod store;
-pub mod throttle;
-pub mod verify;
+mod error;
+mod layout;
+mod manifest;
+mod parquedb;
+#[allow(dead_code)]
+mod repo;
+mod runtime;
+mod sync;
+mod tree;
 
-pub use commit::Capabilities;
-pub use engine::{
-    last_remote, remote_capabilities, Engine, FileError, MaxDelete, StatusDiff, StatusReport,
-    SyncOptions, SyncResult, Tree,
-};
 pub use error::{Error, Result};
-pub use local::LocalTree;
-pub use manifest::{FileEntry, HashAlgorithm, Manifest};
-pub use plan::{Conflict, Mode, Plan, Strategy};
-pub use progress::{Event, NoProgress, Operation, Progress, Reporter};
-pub use retry::RetryConfig;
-pub use select::Selection;
-pub use store::StoreTree;
-pub use throttle::Congestion;
+pub use layout::{is_ignored, MANIFEST_PATH};
+pub use manifest::{
+    validate_path, ContentHasher, Digest, FileEntry, HashAlgorithm, Manifest, Timestamp, Visibility,
+};
+pub use parquedb::{
+    rebuild_local, rebuild_remote, stats, verify, Check, EventStats, FileReport, Finding,
+    NamespaceStats, RebuildReport, Severity, Stats, VerifyOptions, VerifyReport, VerifySummary,
+};
+pub use runtime::{Congestion, Event, NoProgress, Operation, Progress, Reporter, RetryConfig};
+pub use sync::{
+    diff3, Change, Conflict, Diff3, Engine, FileError, HeldBack, MaxDelete, Mode, PathDiff, Plan,
+    Resolution, Selection, StatusDiff, StatusReport, Strategy, SyncOptions, SyncResult, LEASE_TTL,
+};
+pub use tree::{Capabilities, FileStat, LocalScan, LocalTree, StoreTree, Tree};
 
 pub use object_store;

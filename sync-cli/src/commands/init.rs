@@ -1,28 +1,27 @@
 //! `pqsync init`: create a database's manifest, or rebuild it.
 
 use anyhow::Result;
-use pqsync_core::rebuild::{rebuild_local, rebuild_remote, RebuildReport};
-use pqsync_core::{HashAlgorithm, Manifest};
+use pqsync_core::{rebuild_local, rebuild_remote, Manifest, RebuildReport};
 
-use crate::cli::{GlobalArgs, HashArg, InitArgs};
-use crate::printer::{human_bytes, Printer};
+use super::Session;
+use crate::cli::InitArgs;
+use crate::printer::{bytes, Printer};
 use crate::{ExitStatus, UsageError};
 
 /// Writes a manifest built from the files actually present. Without
 /// `--rebuild-manifest`, an existing manifest is left alone.
-pub async fn run(args: &InitArgs, g: &GlobalArgs, printer: &Printer) -> Result<ExitStatus> {
-    let alg = g.hash.map(|h| match h {
-        HashArg::Blake3 => HashAlgorithm::Blake3,
-        HashArg::Sha256 => HashAlgorithm::Sha256,
-    });
+pub async fn run(args: &InitArgs, s: &Session) -> Result<ExitStatus> {
+    let alg = args.hash.map(Into::into);
     let report = match &args.remote {
         Some(url) => {
-            let remote =
-                super::open_remote(url, g, false, &std::sync::Arc::new(Default::default()))?;
+            let remote = s.parse_remote(url)?;
+            let congestion = std::sync::Arc::new(Default::default());
+            let remote = s.open_remote(&remote, &args.remote_flags, false, &congestion)?;
             if !args.rebuild_manifest && exists(remote.read_manifest().await.map(|r| r.is_some())) {
                 return Err(already(url).into());
             }
-            rebuild_remote(&remote, alg, usize::from(g.concurrency), g.dry_run).await?
+            let concurrency = usize::from(args.concurrency);
+            rebuild_remote(&remote, alg, concurrency, args.dry_run).await?
         }
         None => {
             let dir = super::local_tree(&args.dir, true)?;
@@ -31,10 +30,10 @@ pub async fn run(args: &InitArgs, g: &GlobalArgs, printer: &Printer) -> Result<E
             {
                 return Err(already(&args.dir.display().to_string()).into());
             }
-            rebuild_local(&dir, alg, g.dry_run).await?
+            rebuild_local(&dir, alg, args.dry_run).await?
         }
     };
-    print(&report, g.dry_run, printer);
+    print(&report, args.dry_run, s.printer);
     Ok(ExitStatus::Success)
 }
 
@@ -50,11 +49,11 @@ fn already(target: &str) -> UsageError {
 }
 
 fn print(r: &RebuildReport, dry_run: bool, printer: &Printer) {
-    printer.json(r);
-    if printer.json {
+    printer.document(r);
+    if printer.is_json() {
         return;
     }
-    if printer.verbose > 0 {
+    if printer.is_verbose() {
         for p in &r.added {
             printer.info(&format!("  added    {p}"));
         }
@@ -76,9 +75,9 @@ fn print(r: &RebuildReport, dry_run: bool, printer: &Printer) {
             "written"
         },
         r.files,
-        human_bytes(r.bytes),
+        bytes(r.bytes),
         r.hashed,
-        human_bytes(r.hashed_bytes),
+        bytes(r.hashed_bytes),
         r.from_metadata,
         r.requests
     ));

@@ -1,26 +1,29 @@
 //! `pqsync list`: the files of a database directory or remote.
 
 use std::io::Write;
-use std::sync::Arc;
 
 use anyhow::Result;
-use pqsync_core::{Congestion, FileEntry, LocalTree, Manifest};
+use pqsync_core::{Congestion, Error, FileEntry, LocalTree, Manifest};
+use serde_json::json;
 
-use crate::cli::{GlobalArgs, ListArgs, ListFormat};
-use crate::printer::Printer;
+use super::Session;
+use crate::cli::{ListArgs, ListFormat};
 use crate::ExitStatus;
 
 /// Lists a directory (from a scan, with the stat cache) or a remote (from
 /// its manifest: one request), filtered by the selection flags.
-pub async fn run(args: &ListArgs, g: &GlobalArgs, printer: &Printer) -> Result<ExitStatus> {
-    let target = args.target.clone().unwrap_or_else(|| ".".into());
-    let opts = super::sync_options(pqsync_core::Mode::Push, g)?;
-    let files = if target.contains("://") {
-        let remote = super::open_remote(&target, g, false, &Arc::new(Congestion::default()))?;
+pub async fn run(a: &ListArgs, s: &Session) -> Result<ExitStatus> {
+    let printer = s.printer;
+    let target = a.target.clone().unwrap_or_else(|| ".".into());
+    let selection = super::selection(&a.select)?;
+    let files = if pqsync_backends::looks_like_url(&target) {
+        let remote = s.parse_remote(&target)?;
+        let congestion = std::sync::Arc::new(Congestion::default());
+        let remote = s.open_remote(&remote, &a.remote_flags, false, &congestion)?;
         match remote.read_manifest().await? {
             Some(r) => r.manifest.files,
             None => {
-                return Err(pqsync_core::Error::NotManaged {
+                return Err(Error::NotManaged {
                     url: remote.url().to_string(),
                 }
                 .into())
@@ -41,19 +44,20 @@ pub async fn run(args: &ListArgs, g: &GlobalArgs, printer: &Printer) -> Result<E
     };
     let entries: Vec<&FileEntry> = files
         .values()
-        .filter(|e| opts.selection.contains(&e.path))
+        .filter(|e| selection.contains(&e.path))
         .collect();
+    for ns in selection.unmatched_namespaces(files.keys().map(String::as_str)) {
+        printer.warn(&format!(
+            "namespace {ns:?} matches no file (check the spelling)"
+        ));
+    }
+    if printer.is_json() || matches!(a.format, ListFormat::Json) {
+        printer.emit(&json!({ "files": entries, "count": entries.len() }));
+        return Ok(ExitStatus::Success);
+    }
     let mut out = std::io::stdout().lock();
-    match args.format {
-        ListFormat::Paths if !printer.json => {
-            for e in &entries {
-                writeln!(out, "{}", e.path)?;
-            }
-        }
-        _ => {
-            serde_json::to_writer_pretty(&mut out, &entries)?;
-            writeln!(out)?;
-        }
+    for e in &entries {
+        writeln!(out, "{}", e.path)?;
     }
     Ok(ExitStatus::Success)
 }

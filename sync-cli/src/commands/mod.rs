@@ -1,5 +1,7 @@
-//! One file per subcommand; this module dispatches and holds shared helpers.
+//! One file per subcommand; this module dispatches, and holds the
+//! [`Session`] through which every command opens its trees.
 
+mod completions;
 mod init;
 mod list;
 mod remote;
@@ -8,100 +10,160 @@ mod status;
 mod transfer;
 mod verify;
 
+use std::collections::HashSet;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use anyhow::{Context, Result};
-use pqsync_backends::{Jurisdiction, OpenOptions};
-use std::sync::Arc;
+use anyhow::Result;
+use pqsync_backends::{HttpObserver, OpenOptions, Remote};
+use pqsync_core::{Congestion, LocalTree, Selection, StoreTree, Tree};
 
-use pqsync_core::{Congestion, HashAlgorithm, LocalTree, StoreTree, Strategy, SyncOptions, Tree};
-
-use crate::cli::{Cli, Command, GlobalArgs, HashArg, JurisdictionArg, StrategyArg};
+use crate::cli::{Command, RemoteFlags, SelectFlags};
+use crate::diagnose::RemoteInfo;
 use crate::printer::Printer;
 use crate::{ExitStatus, UsageError};
 
 /// Runs the parsed command.
-pub async fn run(cli: Cli, printer: &Printer) -> Result<ExitStatus> {
+pub async fn run(command: Command, s: &Session) -> Result<ExitStatus> {
     use pqsync_core::Mode;
-    let g = &cli.global;
-    match cli.command {
-        Command::Push(t) => transfer::run(Mode::Push, &t, g, printer).await,
-        Command::Pull(t) => transfer::run(Mode::Pull, &t, g, printer).await,
-        Command::Sync(t) => transfer::run(Mode::Sync, &t, g, printer).await,
-        Command::Mirror(m) => transfer::mirror(&m, g, printer).await,
-        Command::Status(s) => status::run(&s, g, printer).await,
-        Command::Remote(r) => remote::run(&r, printer),
-        Command::List(l) => list::run(&l, g, printer).await,
-        Command::Verify(v) => verify::run(&v, g, printer).await,
-        Command::Stats(s) => stats::run(&s, g, printer).await,
-        Command::Init(i) => init::run(&i, g, printer).await,
+    match command {
+        Command::Push(a) => transfer::run(Mode::Push, &a, s).await,
+        Command::Pull(a) => transfer::run(Mode::Pull, &a, s).await,
+        Command::Sync(a) => transfer::run(Mode::Sync, &a, s).await,
+        Command::Mirror(a) => transfer::mirror(&a, s).await,
+        Command::Status(a) => status::run(&a, s).await,
+        Command::Remote(a) => remote::run(&a, s),
+        Command::List(a) => list::run(&a, s).await,
+        Command::Verify(a) => verify::run(&a, s).await,
+        Command::Stats(a) => stats::run(&a, s).await,
+        Command::Init(a) => init::run(&a, s).await,
+        Command::Completions(a) => completions::completions(&a),
+        Command::Man(a) => completions::man(&a, s),
     }
 }
 
-/// Engine options from the global flags.
+/// What one invocation has open: the printer, and every remote it opened
+/// (a failure is explained with their endpoints and credentials).
+#[derive(Debug)]
+pub struct Session {
+    /// Where output goes.
+    pub printer: &'static Printer,
+    remotes: Mutex<Vec<RemoteInfo>>,
+}
+
+impl Session {
+    /// A session printing through `printer`.
+    pub fn new(printer: &'static Printer) -> Self {
+        Session {
+            printer,
+            remotes: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The remotes opened so far.
+    pub fn remotes(&self) -> Vec<RemoteInfo> {
+        self.remotes.lock().expect("remotes lock").clone()
+    }
+
+    /// Parses a remote; a malformed one is a usage error.
+    pub fn parse_remote(&self, url: &str) -> Result<Remote> {
+        pqsync_backends::parse_remote(url).map_err(|e| UsageError(e.to_string()).into())
+    }
+
+    /// Opens a remote as a tree whose HTTP responses feed `congestion`.
+    pub fn open_remote(
+        &self,
+        remote: &Remote,
+        flags: &RemoteFlags,
+        create: bool,
+        congestion: &Arc<Congestion>,
+    ) -> Result<StoreTree> {
+        let observer = Observer {
+            congestion: congestion.clone(),
+            printer: self.printer,
+            timeout: flags.timeout,
+            warned: Mutex::new(HashSet::new()),
+        };
+        let opts = OpenOptions {
+            endpoint: flags.endpoint.clone(),
+            jurisdiction: flags.jurisdiction.map(Into::into),
+            create,
+            timeout: flags.timeout,
+            observer: Some(Arc::new(observer)),
+        };
+        let opened = pqsync_backends::open(remote, &opts)?;
+        self.remotes.lock().expect("remotes lock").push(RemoteInfo {
+            url: opened.url.clone(),
+            bucket: remote.bucket().map(str::to_string),
+            endpoint: opened.endpoint.clone(),
+            credentials: opened.credentials.clone(),
+            timeout: flags.timeout,
+        });
+        let tree = StoreTree::new(opened.store, &opened.prefix, opened.url)
+            .with_attributes(opened.supports_attributes);
+        Ok(match opened.multipart {
+            Some(mp) => tree.with_multipart_store(mp),
+            None => tree,
+        })
+    }
+
+    /// A DIR|REMOTE argument as a tree to read: something that looks like
+    /// a URL (even a mistyped one) is a remote, anything else an existing
+    /// directory.
+    pub fn open_target(&self, target: &str, flags: &RemoteFlags) -> Result<Box<dyn Tree>> {
+        if pqsync_backends::looks_like_url(target) {
+            let remote = self.parse_remote(target)?;
+            let congestion = Arc::new(Congestion::default());
+            Ok(Box::new(self.open_remote(
+                &remote,
+                flags,
+                false,
+                &congestion,
+            )?))
+        } else {
+            Ok(Box::new(local_tree(Path::new(target), true)?))
+        }
+    }
+}
+
+/// Reports to the run's [`Congestion`] and prints one line per endpoint
+/// that stops answering.
+struct Observer {
+    congestion: Arc<Congestion>,
+    printer: &'static Printer,
+    timeout: Duration,
+    warned: Mutex<HashSet<String>>,
+}
+
+impl HttpObserver for Observer {
+    fn response(&self, status: u16) {
+        self.congestion.observe_status(status);
+    }
+
+    fn stalled(&self, endpoint: &str, waited: Duration) {
+        if self
+            .warned
+            .lock()
+            .expect("warned lock")
+            .insert(endpoint.to_string())
+        {
+            self.printer.warn(&format!(
+                "waiting for {endpoint}: no answer after {:.1} s; retrying for up to {} s in all (--timeout)",
+                waited.as_secs_f64(),
+                self.timeout.as_secs()
+            ));
+        }
+    }
+}
+
+/// The paths `flags` select.
 ///
 /// # Errors
 /// A usage error for a malformed glob or namespace.
-pub fn sync_options(mode: pqsync_core::Mode, g: &GlobalArgs) -> Result<SyncOptions> {
-    let mut o = SyncOptions::new(mode);
-    o.selection = pqsync_core::Selection::new(&g.namespaces, &g.include, &g.exclude)
-        .map_err(|e| UsageError(e.to_string()))?;
-    o.concurrency = usize::from(g.concurrency);
-    o.delete = !g.no_delete;
-    o.max_delete = g.max_delete;
-    o.backup_dir = g.backup_dir.clone();
-    o.force = g.force;
-    o.strategy = g.strategy.map(|s| match s {
-        StrategyArg::LocalWins => Strategy::LocalWins,
-        StrategyArg::RemoteWins => Strategy::RemoteWins,
-        StrategyArg::Newest => Strategy::Newest,
-        StrategyArg::Manual => Strategy::Manual,
-    });
-    o.hash = g.hash.map(|h| match h {
-        HashArg::Blake3 => HashAlgorithm::Blake3,
-        HashArg::Sha256 => HashAlgorithm::Sha256,
-    });
-    Ok(o)
-}
-
-/// Opens a remote as a sync tree whose HTTP responses feed `congestion`.
-pub fn open_remote(
-    url: &str,
-    g: &GlobalArgs,
-    create: bool,
-    congestion: &Arc<Congestion>,
-) -> Result<StoreTree> {
-    let spec = pqsync_backends::parse_remote(url).map_err(|e| UsageError(e.to_string()))?;
-    let opts = OpenOptions {
-        endpoint: g.endpoint.clone(),
-        jurisdiction: g.jurisdiction.map(|j| match j {
-            JurisdictionArg::Default => Jurisdiction::Default,
-            JurisdictionArg::Eu => Jurisdiction::Eu,
-            JurisdictionArg::Fedramp => Jurisdiction::Fedramp,
-        }),
-        create,
-        status_observer: Some({
-            let c = congestion.clone();
-            Arc::new(move |status| c.observe_status(status))
-        }),
-    };
-    let opened = pqsync_backends::open(&spec, &opts)?;
-    let tree = StoreTree::new(opened.store, &opened.prefix, opened.url)
-        .with_attributes(opened.supports_attributes);
-    Ok(match opened.multipart {
-        Some(mp) => tree.with_multipart_store(mp),
-        None => tree,
-    })
-}
-
-/// A DIR|REMOTE argument as a tree: a URL (`scheme://`) opens a remote,
-/// anything else is an existing directory.
-pub fn open_target(target: &str, g: &GlobalArgs) -> Result<Tree> {
-    if target.contains("://") {
-        Ok(open_remote(target, g, false, &Arc::new(Congestion::default()))?.into())
-    } else {
-        Ok(local_tree(Path::new(target), true)?.into())
-    }
+pub fn selection(flags: &SelectFlags) -> Result<Selection> {
+    Selection::new(&flags.namespaces, &flags.include, &flags.exclude)
+        .map_err(|e| UsageError(e.to_string()).into())
 }
 
 /// The remote named on the command line, or the one DIR last synced with.
@@ -109,7 +171,7 @@ pub fn resolve_remote(given: Option<&str>, dir: &Path) -> Result<String> {
     if let Some(r) = given {
         return Ok(r.to_string());
     }
-    match pqsync_core::last_remote(dir).context("reading the last-used remote")? {
+    match LocalTree::new(dir).last_remote()? {
         Some(r) => Ok(r),
         None => Err(UsageError(format!(
             "no REMOTE given and {} has not synced with one yet; name one, e.g. `pqsync push s3://bucket/prefix -d {}`",

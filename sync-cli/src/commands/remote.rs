@@ -1,50 +1,50 @@
 //! `pqsync remote`: which remote a directory last synced with.
 
 use anyhow::Result;
+use pqsync_core::LocalTree;
+use serde_json::json;
 
+use super::Session;
 use crate::cli::RemoteArgs;
-use crate::printer::Printer;
 use crate::ExitStatus;
 
 /// Prints the recorded remote, or says there is none (exit 1).
-pub fn run(args: &RemoteArgs, printer: &Printer) -> Result<ExitStatus> {
-    match pqsync_core::last_remote(&args.dir)? {
-        Some(url) => {
-            let caps = pqsync_core::remote_capabilities(&args.dir, &url);
-            if printer.json {
-                printer.json(&serde_json::json!({
-                    "remote": url,
-                    "conditionalWrites": caps.as_ref().map(|c| c.conditional_writes),
-                    "probedAt": caps.as_ref().map(|c| c.probed_at.clone()),
-                }));
-            } else {
-                println!("{url}");
-                if printer.verbose > 0 || !printer.quiet {
-                    match caps {
-                        Some(c) if c.conditional_writes => eprintln!(
-                            "conditional writes: enforced; commits are compare-and-swap (probed {})",
-                            c.probed_at
-                        ),
-                        Some(c) => eprintln!(
-                            "conditional writes: ignored by this store; commits are guarded by a lease (probed {})",
-                            c.probed_at
-                        ),
-                        None => eprintln!("conditional writes: not probed yet (the first run that writes to this remote probes them)"),
-                    }
-                }
-            }
-            Ok(ExitStatus::Success)
+pub fn run(a: &RemoteArgs, s: &Session) -> Result<ExitStatus> {
+    let printer = s.printer;
+    let dir = LocalTree::new(&a.dir);
+    let Some(url) = dir.last_remote()? else {
+        printer.document(&json!({ "remote": null }));
+        if !printer.is_json() {
+            printer.error(&format!(
+                "{} has not synced with a remote yet; push or pull with a REMOTE first",
+                a.dir.display()
+            ));
         }
-        None => {
-            if printer.json {
-                printer.json(&serde_json::json!({ "remote": null }));
-            } else {
-                printer.error(&format!(
-                    "{} has not synced with a remote yet",
-                    args.dir.display()
-                ));
-            }
-            Ok(ExitStatus::Failure)
-        }
+        return Ok(ExitStatus::Failure);
+    };
+    let caps = dir.remote_capabilities(&url);
+    printer.document(&json!({
+        "remote": url,
+        "conditionalWrites": caps.as_ref().map(|c| c.conditional_writes),
+        "probedAt": caps.as_ref().map(|c| c.probed_at.clone()),
+    }));
+    if printer.is_json() {
+        return Ok(ExitStatus::Success);
     }
+    println!("{url}");
+    let line = match caps {
+        Some(c) if c.conditional_writes => format!(
+            "conditional writes: enforced; commits are compare-and-swap (probed {})",
+            c.probed_at
+        ),
+        Some(c) => format!(
+            "conditional writes: ignored by this store; commits are guarded by a lease (probed {})",
+            c.probed_at
+        ),
+        None => "conditional writes: not probed yet (the first run that writes to this remote probes them)".into(),
+    };
+    if printer.mode() != crate::printer::Mode::Quiet {
+        eprintln!("{line}");
+    }
+    Ok(ExitStatus::Success)
 }

@@ -2,25 +2,27 @@
 
 use anyhow::Result;
 
-use crate::cli::{GlobalArgs, StatsArgs};
-use crate::printer::{human_bytes, Printer};
+use super::Session;
+use crate::cli::StatsArgs;
+use crate::printer::bytes;
 use crate::ExitStatus;
 
 /// Prints per-namespace and event-log figures.
-pub async fn run(args: &StatsArgs, g: &GlobalArgs, printer: &Printer) -> Result<ExitStatus> {
+pub async fn run(args: &StatsArgs, s: &Session) -> Result<ExitStatus> {
+    let printer = s.printer;
     let target = args.target.clone().unwrap_or_else(|| ".".into());
-    let tree = super::open_target(&target, g)?;
-    let stats = pqsync_core::stats::stats(&tree, usize::from(g.concurrency)).await?;
+    let tree = s.open_target(&target, &args.remote_flags)?;
+    let stats = pqsync_core::stats(tree.as_ref(), usize::from(args.concurrency)).await?;
     for w in &stats.warnings {
         printer.warn(w);
     }
-    printer.json(&stats);
-    if !printer.json {
+    printer.document(&stats);
+    if !printer.is_json() {
         printer.info(&format!(
             "{}: {} files, {}",
             stats.target,
             stats.files,
-            human_bytes(stats.bytes)
+            bytes(stats.bytes)
         ));
         if !stats.namespaces.is_empty() {
             printer.info(&format!(
@@ -33,7 +35,7 @@ pub async fn run(args: &StatsArgs, g: &GlobalArgs, printer: &Printer) -> Result<
                 "  {:<20} {:>7} {:>11} {:>10} {:>10} {:>10}",
                 ns,
                 n.files,
-                human_bytes(n.bytes),
+                bytes(n.bytes),
                 n.entities,
                 n.forward_relationships,
                 n.reverse_relationships
@@ -45,7 +47,7 @@ pub async fn run(args: &StatsArgs, g: &GlobalArgs, printer: &Printer) -> Result<
                 e.segments,
                 e.events,
                 e.current_events,
-                human_bytes(e.bytes),
+                bytes(e.bytes),
                 match (&e.from, &e.to) {
                     (Some(a), Some(b)) => format!(", {a} .. {b}"),
                     _ => String::new(),

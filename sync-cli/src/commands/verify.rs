@@ -1,41 +1,42 @@
 //! `pqsync verify`: the backup guide's checks on a directory or remote.
 
 use anyhow::{Context, Result};
-use pqsync_core::verify::{verify, Severity, VerifyOptions};
+use pqsync_core::{verify, Severity, VerifyOptions};
 
-use crate::cli::{GlobalArgs, VerifyArgs, VerifyFormat};
-use crate::printer::{human_bytes, Printer};
+use super::Session;
+use crate::cli::{VerifyArgs, VerifyFormat};
+use crate::printer::bytes;
 use crate::ExitStatus;
 
 /// Verifies the target; exit status 1 when a critical check failed.
-pub async fn run(args: &VerifyArgs, g: &GlobalArgs, printer: &Printer) -> Result<ExitStatus> {
+pub async fn run(args: &VerifyArgs, s: &Session) -> Result<ExitStatus> {
+    let printer = s.printer;
     let target = args.target.clone().unwrap_or_else(|| ".".into());
-    let tree = super::open_target(&target, g)?;
+    let tree = s.open_target(&target, &args.remote_flags)?;
     let compare = args
         .compare
         .as_deref()
-        .map(|c| super::open_target(c, g))
+        .map(|c| s.open_target(c, &args.remote_flags))
         .transpose()?;
-    let opts = VerifyOptions {
-        quick: args.quick,
-        concurrency: usize::from(g.concurrency),
-        detailed: args.format == VerifyFormat::Detailed,
-    };
-    let report = verify(&tree, compare.as_ref(), &opts).await?;
+    let opts = VerifyOptions::default()
+        .with_quick(args.quick)
+        .with_concurrency(usize::from(args.concurrency))
+        .with_detailed(args.format == VerifyFormat::Detailed);
+    let report = verify(tree.as_ref(), compare.as_deref(), &opts).await?;
     if let Some(path) = &args.output {
         let mut body = serde_json::to_vec_pretty(&report)?;
         body.push(b'\n');
         std::fs::write(path, body)
             .with_context(|| format!("writing the report to {}", path.display()))?;
     }
-    printer.json(&report);
-    if printer.quiet && !printer.json {
+    printer.document(&report);
+    if printer.mode() == crate::printer::Mode::Quiet {
         // -q keeps only what failed.
         for f in &report.errors {
             printer.error(&format!("{}: {} [{}]", f.path, f.message, f.check));
         }
     }
-    if !printer.json {
+    if !printer.is_json() {
         printer.info(&format!(
             "verify {}{}{}",
             report.target,
@@ -74,7 +75,7 @@ pub async fn run(args: &VerifyArgs, g: &GlobalArgs, printer: &Printer) -> Result
                     "  {}  {}  {}{}",
                     if f.ok { "ok  " } else { "FAIL" },
                     f.path,
-                    human_bytes(f.size),
+                    bytes(f.size),
                     f.rows.map(|r| format!(", {r} rows")).unwrap_or_default()
                 ));
             }
@@ -95,7 +96,7 @@ pub async fn run(args: &VerifyArgs, g: &GlobalArgs, printer: &Printer) -> Result
             report.errors.len(),
             report.warnings.len(),
             s.files,
-            human_bytes(s.hashed_bytes),
+            bytes(s.hashed_bytes),
             s.elapsed_ms as f64 / 1000.0,
             s.requests
         ));

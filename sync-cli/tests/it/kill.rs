@@ -39,7 +39,7 @@ async fn check_remote(store: &dyn ObjectStore, prefix: &str) -> usize {
             .unwrap();
         assert_eq!(data.len() as u64, e.size, "{path}: incomplete object");
         assert_eq!(
-            pqsync_core::hash::hash_bytes(&data, HashAlgorithm::Blake3),
+            HashAlgorithm::Blake3.digest(&data).to_string(),
             e.hash,
             "{path}: object does not match its manifest entry"
         );
@@ -83,10 +83,10 @@ fn kill_nine_at_random_moments_then_resume() {
     let largest_single_put = files
         .values()
         .map(|v| v.len() as u64)
-        .filter(|n| *n <= pqsync_core::store::DEFAULT_MULTIPART_THRESHOLD)
+        .filter(|n| *n <= pqsync_core::StoreTree::MULTIPART_THRESHOLD)
         .max()
         .unwrap();
-    let part = pqsync_core::store::part_size_for(24 << 20);
+    let part = pqsync_core::StoreTree::part_size(24 << 20);
     drop(files);
 
     // Calibrate: how long a whole push takes.
@@ -153,7 +153,7 @@ fn kill_nine_at_random_moments_then_resume() {
             let resent = sent.saturating_sub(total);
             // At most the parts in flight plus the small files in flight
             // (eight at a time).
-            let parts_in_flight = pqsync_core::store::RESUMABLE_PARTS_IN_FLIGHT as u64;
+            let parts_in_flight = pqsync_core::StoreTree::RESUMABLE_PARTS_IN_FLIGHT as u64;
             let bound = parts_in_flight * part + 8 * largest_single_put;
             if resent > bound {
                 for (l, b) in log.entries().iter().filter(|(l, _)| {

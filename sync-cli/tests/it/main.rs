@@ -869,10 +869,13 @@ fn list_directory_and_remote() {
         );
     }
     let v = json_of(&out);
-    let paths = paths(&v);
+    let paths = paths(&v["files"]);
     assert_eq!(paths.len(), 5, "{paths:?}");
     assert!(paths.iter().all(|p| p.contains("users")));
-    assert!(v[0]["hash"].is_string() && v[0]["size"].is_u64());
+    let first = &v["files"][0];
+    assert!(first["hash"].is_string() && first["size"].is_u64());
+    assert_eq!(v["count"], 5);
+    assert!(v["warnings"].as_array().unwrap().is_empty());
     let empty = server.unique_url("list-empty");
     let err = pqsync(Some(&server)).args(["list", &empty]).stderr_with(1);
     assert!(String::from_utf8_lossy(&err).contains("not managed by pqsync"));

@@ -463,7 +463,8 @@ fn rebuild_remote_manifest_from_metadata_and_from_bytes() {
             .stdout_ok(),
     );
     let hashes = |v: &Value| -> Vec<(String, String)> {
-        v.as_array()
+        v["files"]
+            .as_array()
             .unwrap()
             .iter()
             .map(|e| {

@@ -3,9 +3,9 @@
 
 use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use pqsync_core::diff::Resolution;
-use pqsync_core::manifest::MANIFEST_PATH;
-use pqsync_core::{Engine, HashAlgorithm, LocalTree, Mode, NoProgress, Strategy, SyncOptions};
+use pqsync_core::Resolution;
+use pqsync_core::MANIFEST_PATH;
+use pqsync_core::{HashAlgorithm, LocalTree, Mode, Strategy, SyncOptions};
 
 use crate::support::*;
 
@@ -97,26 +97,25 @@ async fn second_push_moves_only_changes(kind: &RemoteKind) {
     std::fs::remove_file(db.path().join("events/seg-0001.parquet")).unwrap();
 
     let remote2 = kind.reopen(&remote);
-    let engine = Engine::new(
+    let engine = engine_for(
         LocalTree::new(db.path()),
         remote2,
-        SyncOptions::new(Mode::Push),
-    )
-    .unwrap();
+        (Mode::Push, SyncOptions::default()),
+    );
     let plan = engine.plan().await.unwrap();
-    let ups: Vec<_> = plan.uploads.iter().map(|e| e.path.as_str()).collect();
+    let ups: Vec<_> = plan.uploads().iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
         ups,
         vec!["data/comments/data.parquet", "data/users/data.parquet"]
     );
-    assert_eq!(plan.delete_remote, vec!["events/seg-0001.parquet"]);
-    assert_eq!(plan.unchanged.len(), 7);
+    assert_eq!(plan.delete_remote(), vec!["events/seg-0001.parquet"]);
+    assert_eq!(plan.unchanged().len(), 7);
     // GET manifest already made; 2 PUTs + 1 bulk delete + 1 manifest PUT,
     // plus the lease where commits cannot be compare-and-swap.
     let lease = if kind.conditional() { 0 } else { 7 };
-    assert_eq!(plan.requests_so_far, 1);
-    assert_eq!(plan.requests_planned, 4 + lease);
-    let r = engine.execute(plan, &NoProgress).await.unwrap();
+    assert_eq!(plan.requests_so_far(), 1);
+    assert_eq!(plan.requests_planned(), 4 + lease);
+    let r = engine.execute(plan).await.unwrap();
     assert!(r.success, "{:?}", r.errors);
     assert_eq!(r.uploaded.len(), 2);
     assert_eq!(r.deleted, vec!["events/seg-0001.parquet"]);
@@ -148,12 +147,11 @@ async fn status_of_unchanged_tree_reads_nothing_and_makes_one_request(kind: &Rem
     let remote = kind.tree("status");
     push(db.path(), remote.clone()).await;
     // Prime the stat cache (files written by the test are "racy" until aged).
-    let engine = Engine::new(
+    let engine = engine_for(
         LocalTree::new(db.path()),
         kind.reopen(&remote),
-        SyncOptions::new(Mode::Sync),
-    )
-    .unwrap();
+        (Mode::Sync, SyncOptions::default()),
+    );
     let st = engine.status().await.unwrap();
     assert!(st.is_synced, "{:?}", st.diff);
     assert_eq!(st.files_hashed, 0, "unchanged files must not be read");
@@ -183,12 +181,11 @@ async fn status_uses_the_recorded_remote_as_its_base(kind: &RemoteKind) {
     std::fs::remove_file(&base[0]).unwrap();
     std::fs::remove_file(db.path().join("data/posts/data.parquet")).unwrap();
     let status = |tree| async {
-        Engine::new(
+        engine_for(
             LocalTree::new(db.path()),
             tree,
-            SyncOptions::new(Mode::Sync),
+            (Mode::Sync, SyncOptions::default()),
         )
-        .unwrap()
         .status()
         .await
         .unwrap()
@@ -253,7 +250,12 @@ async fn pull_propagates_deletions_but_first_sync_infers_none(kind: &RemoteKind)
     // anywhere, the extra file is uploaded and the rest downloaded.
     let c = tempfile::tempdir().unwrap();
     write_old(c.path(), "local-only.txt", b"mine");
-    let r = run(c.path(), kind.reopen(&remote), SyncOptions::new(Mode::Sync)).await;
+    let r = run(
+        c.path(),
+        kind.reopen(&remote),
+        (Mode::Sync, SyncOptions::default()),
+    )
+    .await;
     assert!(r.success, "{:?}", r.errors);
     assert!(r.deleted.is_empty());
     assert_eq!(r.uploaded, vec!["local-only.txt"]);
@@ -286,8 +288,8 @@ async fn concurrent_edits_conflict_and_manual_leaves_both(kind: &RemoteKind) {
     let r = push(a.path(), kind.reopen(&remote)).await;
     assert_eq!(r.uploaded, vec!["data/posts/data.parquet"]);
 
-    let mut opts = SyncOptions::new(Mode::Push);
-    opts.strategy = Some(Strategy::Manual);
+    let mut opts = (Mode::Push, SyncOptions::default());
+    opts.1.strategy = Some(Strategy::Manual);
     let r = run(b.path(), kind.reopen(&remote), opts).await;
     assert!(r.success);
     assert_eq!(r.uploaded, vec!["data/users/data.parquet"]);
@@ -305,12 +307,11 @@ async fn concurrent_edits_conflict_and_manual_leaves_both(kind: &RemoteKind) {
         b"PAR1 posts from A PAR1"
     );
     // Status still reports it as a conflict.
-    let engine = Engine::new(
+    let engine = engine_for(
         LocalTree::new(b.path()),
         kind.reopen(&remote),
-        SyncOptions::new(Mode::Sync),
-    )
-    .unwrap();
+        (Mode::Sync, SyncOptions::default()),
+    );
     let st = engine.status().await.unwrap();
     assert_eq!(st.diff.conflicts.len(), 1);
     assert!(!st.is_synced);
@@ -337,7 +338,12 @@ async fn sync_newest_wins_both_ways(kind: &RemoteKind) {
     std::fs::write(b.path().join("data/users/data.parquet"), b"B users, newer").unwrap();
     std::fs::remove_file(b.path().join("data/posts/data.parquet")).unwrap();
 
-    let r = run(b.path(), kind.reopen(&remote), SyncOptions::new(Mode::Sync)).await;
+    let r = run(
+        b.path(),
+        kind.reopen(&remote),
+        (Mode::Sync, SyncOptions::default()),
+    )
+    .await;
     assert!(r.success, "{:?}", r.errors);
     assert_eq!(r.conflicts_resolved.len(), 2, "{:?}", r.conflicts_resolved);
     assert_eq!(r.uploaded, vec!["data/users/data.parquet"]);
@@ -360,17 +366,16 @@ async fn large_file_goes_multipart_and_round_trips(kind: &RemoteKind) {
     write_old(db.path(), "data/big/data.parquet", &big);
     write_old(db.path(), "data/small/data.parquet", b"small");
     let remote = kind.tree("multipart");
-    let engine = Engine::new(
+    let engine = engine_for(
         LocalTree::new(db.path()),
         remote.clone(),
-        SyncOptions::new(Mode::Push),
-    )
-    .unwrap();
+        (Mode::Push, SyncOptions::default()),
+    );
     let plan = engine.plan().await.unwrap();
     // create + 3 parts + complete, 1 small PUT, 1 manifest PUT, and the
     // first push's probe of conditional writes.
-    assert_eq!(plan.requests_planned, 5 + 1 + 1 + 6);
-    let r = engine.execute(plan, &NoProgress).await.unwrap();
+    assert_eq!(plan.requests_planned(), 5 + 1 + 1 + 6);
+    let r = engine.execute(plan).await.unwrap();
     assert!(r.success, "{:?}", r.errors);
     assert_eq!(r.bytes_transferred, big.len() as u64 + 5);
     if let RemoteKind::S3(server, _) = kind {
@@ -436,8 +441,8 @@ async fn bit_rot_is_reported_and_local_copy_kept(kind: &RemoteKind) {
 async fn sha256_remote_keeps_sha256(kind: &RemoteKind) {
     let db = small_db();
     let remote = kind.tree("sha");
-    let mut opts = SyncOptions::new(Mode::Push);
-    opts.hash = Some(HashAlgorithm::Sha256);
+    let mut opts = (Mode::Push, SyncOptions::default());
+    opts.1.hash = Some(HashAlgorithm::Sha256);
     run(db.path(), remote.clone(), opts).await;
     let m = kind
         .reopen(&remote)
@@ -450,20 +455,21 @@ async fn sha256_remote_keeps_sha256(kind: &RemoteKind) {
         .files
         .values()
         .all(|e| e.hash_algorithm == HashAlgorithm::Sha256));
-    let expected = pqsync_core::hash::hash_bytes(b"PAR1 users v1 PAR1", HashAlgorithm::Sha256);
+    let expected = HashAlgorithm::Sha256
+        .digest(b"PAR1 users v1 PAR1")
+        .to_string();
     assert_eq!(m.files["data/users/data.parquet"].hash, expected);
 
     // Another client, no --hash: it compares in sha256 and finds no change.
     let out = tempfile::tempdir().unwrap();
     pull(out.path(), kind.reopen(&remote)).await;
-    let engine = Engine::new(
+    let engine = engine_for(
         LocalTree::new(out.path()),
         kind.reopen(&remote),
-        SyncOptions::new(Mode::Push),
-    )
-    .unwrap();
+        (Mode::Push, SyncOptions::default()),
+    );
     let plan = engine.plan().await.unwrap();
-    assert_eq!(plan.algorithm, HashAlgorithm::Sha256);
+    assert_eq!(plan.algorithm(), HashAlgorithm::Sha256);
     assert!(plan.is_noop());
 }
 
@@ -472,16 +478,12 @@ async fn mirror_copies_and_second_mirror_is_noop(kind: &RemoteKind) {
     let src = kind.tree("mirror-src");
     push(db.path(), src.clone()).await;
     let dst = kind.tree("mirror-dst");
-    let engine = Engine::new(
+    let engine = engine_for(
         kind.reopen(&src),
         dst.clone(),
-        SyncOptions::new(Mode::Mirror),
-    )
-    .unwrap();
-    let r = engine
-        .execute(engine.plan().await.unwrap(), &NoProgress)
-        .await
-        .unwrap();
+        (Mode::Mirror, SyncOptions::default()),
+    );
+    let r = engine.execute(engine.plan().await.unwrap()).await.unwrap();
     assert!(r.success && r.committed, "{:?}", r.errors);
     assert_eq!(r.uploaded.len(), 9);
     let src_m = kind
@@ -501,29 +503,24 @@ async fn mirror_copies_and_second_mirror_is_noop(kind: &RemoteKind) {
     assert_eq!(src_m.files, dst_m.files);
     assert_eq!(src_m.database_id, dst_m.database_id);
 
-    let engine = Engine::new(
+    let engine = engine_for(
         kind.reopen(&src),
         kind.reopen(&dst),
-        SyncOptions::new(Mode::Mirror),
-    )
-    .unwrap();
+        (Mode::Mirror, SyncOptions::default()),
+    );
     let plan = engine.plan().await.unwrap();
     assert!(plan.is_noop());
-    assert_eq!(plan.requests_so_far, 2);
+    assert_eq!(plan.requests_so_far(), 2);
 
     // A deletion at the source propagates to the mirror.
     std::fs::remove_file(db.path().join("events/seg-0002.parquet")).unwrap();
     push(db.path(), kind.reopen(&src)).await;
-    let engine = Engine::new(
+    let engine = engine_for(
         kind.reopen(&src),
         kind.reopen(&dst),
-        SyncOptions::new(Mode::Mirror),
-    )
-    .unwrap();
-    let r = engine
-        .execute(engine.plan().await.unwrap(), &NoProgress)
-        .await
-        .unwrap();
+        (Mode::Mirror, SyncOptions::default()),
+    );
+    let r = engine.execute(engine.plan().await.unwrap()).await.unwrap();
     assert_eq!(r.deleted, vec!["events/seg-0002.parquet"]);
     let out = tempfile::tempdir().unwrap();
     pull(out.path(), kind.reopen(&dst)).await;
@@ -532,12 +529,11 @@ async fn mirror_copies_and_second_mirror_is_noop(kind: &RemoteKind) {
 
 async fn pull_from_unmanaged_remote_says_so(kind: &RemoteKind) {
     let out = tempfile::tempdir().unwrap();
-    let engine = Engine::new(
+    let engine = engine_for(
         LocalTree::new(out.path()),
         kind.tree("empty"),
-        SyncOptions::new(Mode::Pull),
-    )
-    .unwrap();
+        (Mode::Pull, SyncOptions::default()),
+    );
     let err = engine.plan().await.unwrap_err();
     assert!(err.to_string().contains("not managed by pqsync"), "{err}");
 }
@@ -552,12 +548,11 @@ async fn corrupt_remote_manifest_is_an_error_naming_the_manifest(kind: &RemoteKi
         .await
         .unwrap();
     let out = tempfile::tempdir().unwrap();
-    let engine = Engine::new(
+    let engine = engine_for(
         LocalTree::new(out.path()),
         kind.reopen(&remote),
-        SyncOptions::new(Mode::Pull),
-    )
-    .unwrap();
+        (Mode::Pull, SyncOptions::default()),
+    );
     let err = engine.plan().await.unwrap_err().to_string();
     assert!(
         err.contains("manifest") && err.contains("truncated"),
@@ -586,7 +581,7 @@ async fn hostile_remote_paths_are_refused(kind: &RemoteKind) {
             pqsync_core::FileEntry {
                 path: bad.to_string(),
                 size: 1,
-                hash: pqsync_core::hash::digest_bytes(b"x", HashAlgorithm::Blake3),
+                hash: HashAlgorithm::Blake3.digest(b"x"),
                 hash_algorithm: HashAlgorithm::Blake3,
                 modified_at: "2026-01-01T00:00:00.000Z".into(),
                 etag: None,
@@ -602,12 +597,11 @@ async fn hostile_remote_paths_are_refused(kind: &RemoteKind) {
             .unwrap();
         let parent = tempfile::tempdir().unwrap();
         let out = parent.path().join("db");
-        let engine = Engine::new(
+        let engine = engine_for(
             LocalTree::new(&out),
             kind.reopen(&remote),
-            SyncOptions::new(Mode::Pull),
-        )
-        .unwrap();
+            (Mode::Pull, SyncOptions::default()),
+        );
         let err = engine.plan().await.unwrap_err().to_string();
         assert!(err.contains("unsafe path"), "{bad}: {err}");
         assert!(
@@ -626,8 +620,8 @@ async fn no_delete_keeps_remote_files(kind: &RemoteKind) {
     let remote = kind.tree("nodelete");
     push(db.path(), remote.clone()).await;
     std::fs::remove_file(db.path().join("events/seg-0001.parquet")).unwrap();
-    let mut opts = SyncOptions::new(Mode::Push);
-    opts.delete = false;
+    let mut opts = (Mode::Push, SyncOptions::default());
+    opts.1.delete = false;
     let r = run(db.path(), kind.reopen(&remote), opts).await;
     assert!(r.deleted.is_empty());
     assert_eq!(r.held_back.len(), 1);
@@ -679,16 +673,18 @@ async fn hash_flag_does_not_switch_an_existing_remote(kind: &RemoteKind) {
     let db = small_db();
     let remote = kind.tree("hashswitch");
     push(db.path(), remote.clone()).await;
-    let mut opts = SyncOptions::new(Mode::Push);
-    opts.hash = Some(HashAlgorithm::Sha256);
-    let engine = Engine::new(LocalTree::new(db.path()), kind.reopen(&remote), opts).unwrap();
+    let mut opts = (Mode::Push, SyncOptions::default());
+    opts.1.hash = Some(HashAlgorithm::Sha256);
+    let engine = engine_for(LocalTree::new(db.path()), kind.reopen(&remote), opts);
     let plan = engine.plan().await.unwrap();
-    assert_eq!(plan.algorithm, HashAlgorithm::Blake3);
+    assert_eq!(plan.algorithm(), HashAlgorithm::Blake3);
     assert!(plan.is_noop());
     assert!(
-        plan.warnings.iter().any(|w| w.contains("new remotes only")),
+        plan.warnings()
+            .iter()
+            .any(|w| w.contains("new remotes only")),
         "{:?}",
-        plan.warnings
+        plan.warnings()
     );
 }
 
@@ -718,21 +714,19 @@ async fn concurrent_pushes_merge_and_overlaps_stop(kind: &RemoteKind) {
     // other: disjoint changes merge, and neither commit is lost.
     write_old(a.path(), "data/a-only/data.parquet", b"from A");
     write_old(b.path(), "data/b-only/data.parquet", b"from B");
-    let ea = Engine::new(
+    let ea = engine_for(
         LocalTree::new(a.path()),
         kind.reopen(&remote),
-        SyncOptions::new(Mode::Push),
-    )
-    .unwrap();
-    let eb = Engine::new(
+        (Mode::Push, SyncOptions::default()),
+    );
+    let eb = engine_for(
         LocalTree::new(b.path()),
         kind.reopen(&remote),
-        SyncOptions::new(Mode::Push),
-    )
-    .unwrap();
+        (Mode::Push, SyncOptions::default()),
+    );
     let (pa, pb) = (ea.plan().await.unwrap(), eb.plan().await.unwrap());
-    let ra = ea.execute(pa, &NoProgress).await.unwrap();
-    let rb = eb.execute(pb, &NoProgress).await.unwrap();
+    let ra = ea.execute(pa).await.unwrap();
+    let rb = eb.execute(pb).await.unwrap();
     assert!(ra.success && rb.success, "{:?} {:?}", ra.errors, rb.errors);
     let m = kind
         .reopen(&remote)
@@ -744,12 +738,11 @@ async fn concurrent_pushes_merge_and_overlaps_stop(kind: &RemoteKind) {
     assert!(m.files.contains_key("data/a-only/data.parquet"));
     assert!(m.files.contains_key("data/b-only/data.parquet"));
     // B learns of A's file as a download, not as something to delete.
-    let st = Engine::new(
+    let st = engine_for(
         LocalTree::new(b.path()),
         kind.reopen(&remote),
-        SyncOptions::new(Mode::Sync),
+        (Mode::Sync, SyncOptions::default()),
     )
-    .unwrap()
     .status()
     .await
     .unwrap();
@@ -759,21 +752,19 @@ async fn concurrent_pushes_merge_and_overlaps_stop(kind: &RemoteKind) {
     // Overlapping edits: the second commit stops and names the path.
     write_old(a.path(), "data/users/data.parquet", b"A's users");
     write_old(b.path(), "data/users/data.parquet", b"B's users");
-    let ea = Engine::new(
+    let ea = engine_for(
         LocalTree::new(a.path()),
         kind.reopen(&remote),
-        SyncOptions::new(Mode::Push),
-    )
-    .unwrap();
-    let eb = Engine::new(
+        (Mode::Push, SyncOptions::default()),
+    );
+    let eb = engine_for(
         LocalTree::new(b.path()),
         kind.reopen(&remote),
-        SyncOptions::new(Mode::Push),
-    )
-    .unwrap();
+        (Mode::Push, SyncOptions::default()),
+    );
     let (pa, pb) = (ea.plan().await.unwrap(), eb.plan().await.unwrap());
-    assert!(ea.execute(pa, &NoProgress).await.unwrap().success);
-    let rb = eb.execute(pb, &NoProgress).await.unwrap();
+    assert!(ea.execute(pa).await.unwrap().success);
+    let rb = eb.execute(pb).await.unwrap();
     assert!(!rb.success && !rb.committed);
     let msg = &rb.errors[0].message;
     assert!(
@@ -789,7 +780,7 @@ async fn concurrent_pushes_merge_and_overlaps_stop(kind: &RemoteKind) {
         .manifest;
     assert_eq!(
         m.files["data/users/data.parquet"].hash,
-        pqsync_core::hash::hash_bytes(b"A's users", HashAlgorithm::Blake3),
+        HashAlgorithm::Blake3.digest(b"A's users").to_string(),
         "A's commit stands"
     );
 }
@@ -828,8 +819,8 @@ async fn max_delete_stops_a_mass_deletion(kind: &RemoteKind) {
     assert!(m.files.contains_key("data/users/data.parquet"));
     assert!(m.files.contains_key("events/seg-0003.parquet"));
     // With the limit raised, they go.
-    let mut opts = SyncOptions::new(Mode::Push);
-    opts.max_delete = "100%".parse().unwrap();
+    let mut opts = (Mode::Push, SyncOptions::default());
+    opts.1.max_delete = "100%".parse().unwrap();
     let r = run(db.path(), kind.reopen(&remote), opts).await;
     assert!(r.success, "{:?}", r.errors);
     assert_eq!(r.deleted.len(), 5);
@@ -842,8 +833,8 @@ async fn backup_dir_keeps_overwritten_and_deleted_files(kind: &RemoteKind) {
     write_old(db.path(), "data/users/data.parquet", b"users v2");
     std::fs::remove_file(db.path().join("data/posts/data.parquet")).unwrap();
     let backup = unique("bk");
-    let mut opts = SyncOptions::new(Mode::Push);
-    opts.backup_dir = Some(backup.clone());
+    let mut opts = (Mode::Push, SyncOptions::default());
+    opts.1.backup_dir = Some(backup.clone());
     let r = run(db.path(), kind.reopen(&remote), opts).await;
     assert!(r.success, "{:?}", r.errors);
     let raw = kind.raw();
@@ -888,14 +879,13 @@ async fn a_live_lease_blocks_a_second_writer_unless_forced(kind: &RemoteKind) {
     });
     remote.write_state("lease.json", &lease).await.unwrap();
     write_old(db.path(), "data/users/data.parquet", b"users v2");
-    let engine = Engine::new(
+    let engine = engine_for(
         LocalTree::new(db.path()),
         kind.reopen(&remote),
-        SyncOptions::new(Mode::Push),
-    )
-    .unwrap();
+        (Mode::Push, SyncOptions::default()),
+    );
     let err = engine
-        .execute(engine.plan().await.unwrap(), &NoProgress)
+        .execute(engine.plan().await.unwrap())
         .await
         .unwrap_err();
     assert!(
@@ -913,8 +903,8 @@ async fn a_live_lease_blocks_a_second_writer_unless_forced(kind: &RemoteKind) {
         .manifest;
     assert_eq!(m.files["data/users/data.parquet"].size, 18);
 
-    let mut opts = SyncOptions::new(Mode::Push);
-    opts.force = true;
+    let mut opts = (Mode::Push, SyncOptions::default());
+    opts.1.force = true;
     assert!(run(db.path(), kind.reopen(&remote), opts).await.success);
 
     // An expired lease is taken over.

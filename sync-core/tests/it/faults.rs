@@ -15,7 +15,7 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
 };
-use pqsync_core::{Engine, LocalTree, Mode, NoProgress, StoreTree, SyncOptions};
+use pqsync_core::{LocalTree, Mode, StoreTree, SyncOptions};
 
 use crate::support::*;
 
@@ -58,7 +58,10 @@ impl ObjectStore for Flaky {
         {
             return Err(object_store::Error::Generic {
                 store: "Flaky",
-                source: "connection reset by peer (injected)".into(),
+                source: Box::new(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "connection reset by peer (injected)",
+                )),
             });
         }
         self.inner.put_opts(location, payload, opts).await
@@ -150,16 +153,15 @@ async fn failed_transfer_blocks_commit_and_rerun_moves_only_the_rest() {
 
     // The failure is fixed; the re-run sends only the missing file.
     flaky.broken.store(false, Ordering::SeqCst);
-    let engine = Engine::new(
+    let engine = engine_for(
         LocalTree::new(db.path()),
         tree(),
-        SyncOptions::new(Mode::Push),
-    )
-    .unwrap();
+        (Mode::Push, SyncOptions::default()),
+    );
     let plan = engine.plan().await.unwrap();
-    assert_eq!(plan.uploads.len(), 1, "{:?}", plan.uploads);
-    assert_eq!(plan.already_sent.len(), 8);
-    let r = engine.execute(plan, &NoProgress).await.unwrap();
+    assert_eq!(plan.uploads().len(), 1, "{:?}", plan.uploads());
+    assert_eq!(plan.already_sent().len(), 8);
+    let r = engine.execute(plan).await.unwrap();
     assert!(r.success && r.committed, "{:?}", r.errors);
     let m = tree().read_manifest().await.unwrap().unwrap().manifest;
     assert_eq!(m.files.len(), 9);
@@ -235,8 +237,8 @@ async fn transient_failures_are_retried_within_one_run() {
         transient: AtomicU32::new(4),
     });
     let tree = StoreTree::new(flaky.clone(), "db", "memory:///db");
-    let mut opts = SyncOptions::new(Mode::Push);
-    opts.retry.initial_backoff = std::time::Duration::from_millis(1);
+    let mut opts = (Mode::Push, SyncOptions::default());
+    opts.1.retry.initial_backoff = std::time::Duration::from_millis(1);
     let r = run(db.path(), tree, opts).await;
     assert!(r.success && r.committed, "{:?}", r.errors);
     assert_eq!(flaky.transient.load(Ordering::SeqCst), 0);
@@ -246,16 +248,15 @@ async fn transient_failures_are_retried_within_one_run() {
 async fn file_changed_after_scan_is_not_sent_under_a_stale_hash() {
     let db = small_db();
     let store = Arc::new(InMemory::new());
-    let engine = Engine::new(
+    let engine = engine_for(
         LocalTree::new(db.path()),
         StoreTree::new(store.clone(), "db", "memory:///db"),
-        SyncOptions::new(Mode::Push),
-    )
-    .unwrap();
+        (Mode::Push, SyncOptions::default()),
+    );
     let plan = engine.plan().await.unwrap();
     // Edited between plan and execute.
     std::fs::write(db.path().join("data/users/data.parquet"), b"edited mid-run").unwrap();
-    let r = engine.execute(plan, &NoProgress).await.unwrap();
+    let r = engine.execute(plan).await.unwrap();
     assert!(!r.success);
     assert_eq!(r.errors.len(), 1);
     assert!(
@@ -269,15 +270,16 @@ async fn file_changed_after_scan_is_not_sent_under_a_stale_hash() {
 
 /// Compares two trees by content hash (pqsync's own state excluded).
 fn same_tree(a: &std::path::Path, b: &std::path::Path) {
-    let digest = |root: &std::path::Path| -> std::collections::BTreeMap<String, (u64, pqsync_core::manifest::Digest)> {
-        let scan = LocalTree::new(root)
-            .scan(pqsync_core::HashAlgorithm::Blake3)
-            .unwrap();
-        scan.files
-            .into_iter()
-            .map(|(p, e)| (p, (e.size, e.hash)))
-            .collect()
-    };
+    let digest =
+        |root: &std::path::Path| -> std::collections::BTreeMap<String, (u64, pqsync_core::Digest)> {
+            let scan = LocalTree::new(root)
+                .scan(pqsync_core::HashAlgorithm::Blake3)
+                .unwrap();
+            scan.files
+                .into_iter()
+                .map(|(p, e)| (p, (e.size, e.hash)))
+                .collect()
+        };
     assert_eq!(digest(a), digest(b));
 }
 
@@ -330,13 +332,13 @@ async fn push_and_pull_through_a_faulty_network() {
             format!("s3://{}/{prefix}", server.bucket),
         )
     };
-    let mut opts = SyncOptions::new(Mode::Push);
-    opts.retry.max_attempts = 8;
+    let mut opts = (Mode::Push, SyncOptions::default());
+    opts.1.retry.max_attempts = 8;
     let r = run(db.path(), tree(), opts).await;
     assert!(r.success && r.committed, "{:?}", r.errors);
     let out = tempfile::tempdir().unwrap();
-    let mut opts = SyncOptions::new(Mode::Pull);
-    opts.retry.max_attempts = 8;
+    let mut opts = (Mode::Pull, SyncOptions::default());
+    opts.1.retry.max_attempts = 8;
     let r = run(out.path(), tree(), opts).await;
     assert!(r.success, "{:?}", r.errors);
     same_tree(db.path(), out.path());
@@ -451,21 +453,20 @@ async fn interrupted_multipart_upload_resumes_from_its_last_part() {
             "{kind}: two parts made it"
         );
         // status reports the interrupted upload.
-        let plan = Engine::new(
+        let plan = engine_for(
             LocalTree::new(db.path()),
             tree(),
-            SyncOptions::new(Mode::Push),
+            (Mode::Push, SyncOptions::default()),
         )
-        .unwrap()
         .plan()
         .await
         .unwrap();
         assert!(
-            plan.interrupted
+            plan.interrupted()
                 .iter()
                 .any(|i| i.contains("data/big/data.parquet") && i.contains("2 of 5 parts")),
             "{kind}: {:?}",
-            plan.interrupted
+            plan.interrupted()
         );
 
         failing.fail_from.store(usize::MAX, Ordering::SeqCst);
@@ -608,8 +609,8 @@ async fn slow_down_lowers_concurrency_and_the_run_completes() {
             slow_down_only: true,
         },
     );
-    let mut opts = SyncOptions::new(Mode::Push);
-    let congestion = opts.congestion.clone();
+    let mut opts = (Mode::Push, SyncOptions::default());
+    let congestion = opts.1.congestion.clone();
     let store: Arc<dyn ObjectStore> = Arc::new(
         object_store::aws::AmazonS3Builder::new()
             .with_endpoint(proxy.endpoint())
@@ -637,7 +638,7 @@ async fn slow_down_lowers_concurrency_and_the_run_completes() {
         );
     }
     let prefix = unique("slowdown");
-    opts.retry.max_attempts = 8;
+    opts.1.retry.max_attempts = 8;
     let r = run(
         db.path(),
         StoreTree::new(store, &prefix, "s3://slow"),
@@ -645,8 +646,11 @@ async fn slow_down_lowers_concurrency_and_the_run_completes() {
     )
     .await;
     assert!(r.success && r.committed, "{:?}", r.errors);
-    assert!(opts.congestion.cuts() > 0, "no slow-down seen");
-    assert!(opts.congestion.lowest() < 8, "concurrency never went down");
+    assert!(opts.1.congestion.cuts() > 0, "no slow-down seen");
+    assert!(
+        opts.1.congestion.lowest() < 8,
+        "concurrency never went down"
+    );
     assert!(
         r.warnings.iter().any(|w| w.contains("asked to slow down")),
         "{:?}",
@@ -667,7 +671,7 @@ async fn mirror_refuses_a_source_naming_reserved_paths() {
         pqsync_core::FileEntry {
             content_type: None,
             etag: None,
-            hash: pqsync_core::hash::digest_bytes(b"x", pqsync_core::HashAlgorithm::Blake3),
+            hash: pqsync_core::HashAlgorithm::Blake3.digest(b"x"),
             hash_algorithm: pqsync_core::HashAlgorithm::Blake3,
             modified_at: "2026-01-01T00:00:00.000Z".into(),
             path: rel.into(),
@@ -684,7 +688,7 @@ async fn mirror_refuses_a_source_naming_reserved_paths() {
         .await
         .unwrap();
     let dst = StoreTree::new(store.clone(), "dst", "memory:///dst");
-    let engine = Engine::new(src, dst, SyncOptions::new(Mode::Mirror)).unwrap();
+    let engine = engine_for(src, dst, (Mode::Mirror, SyncOptions::default()));
     let err = engine.plan().await.unwrap_err().to_string();
     assert!(err.contains("unsafe path") && err.contains(rel), "{err}");
 }

@@ -8,7 +8,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::ObjectStore;
-use pqsync_core::{Engine, LocalTree, Mode, NoProgress, StoreTree, SyncOptions, SyncResult};
+use pqsync_core::{Engine, LocalTree, Mode, StoreTree, SyncOptions, SyncResult};
 use pqsync_testdata::s3::S3Server;
 
 /// A kind of remote, able to hand out fresh, empty prefixes.
@@ -199,7 +199,7 @@ pub fn tree_files(root: &Path) -> BTreeMap<String, Vec<u8>> {
             .unwrap()
             .to_string_lossy()
             .replace('\\', "/");
-        if pqsync_core::ignore::is_ignored(&rel) {
+        if pqsync_core::is_ignored(&rel) {
             continue;
         }
         out.insert(rel, std::fs::read(e.path()).unwrap());
@@ -207,16 +207,49 @@ pub fn tree_files(root: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-pub async fn run(local: &Path, remote: StoreTree, opts: SyncOptions) -> SyncResult {
-    let engine = Engine::new(LocalTree::new(local), remote, opts).unwrap();
+/// The options of a run, with the mode the engine is built for.
+pub type Opts = (Mode, SyncOptions);
+
+/// One side of an engine: a directory (push, pull, sync) or a store prefix
+/// (the source of a mirror).
+pub trait Side {
+    /// The engine for `mode` between this side and `remote`.
+    fn engine(self, remote: StoreTree, opts: Opts) -> Engine;
+}
+
+impl Side for LocalTree {
+    fn engine(self, remote: StoreTree, (mode, opts): Opts) -> Engine {
+        match mode {
+            Mode::Push => Engine::push(self, remote, opts),
+            Mode::Pull => Engine::pull(self, remote, opts),
+            Mode::Sync => Engine::sync(self, remote, opts),
+            other => panic!("{other} needs a store as its source"),
+        }
+    }
+}
+
+impl Side for StoreTree {
+    fn engine(self, remote: StoreTree, (mode, opts): Opts) -> Engine {
+        assert_eq!(mode, Mode::Mirror, "a store is the source of a mirror only");
+        Engine::mirror(self, remote, opts)
+    }
+}
+
+/// The engine for `opts.0` between `side` and `remote`.
+pub fn engine_for(side: impl Side, remote: StoreTree, opts: Opts) -> Engine {
+    side.engine(remote, opts)
+}
+
+pub async fn run(local: &Path, remote: StoreTree, opts: Opts) -> SyncResult {
+    let engine = engine_for(LocalTree::new(local), remote, opts);
     let plan = engine.plan().await.unwrap();
-    engine.execute(plan, &NoProgress).await.unwrap()
+    engine.execute(plan).await.unwrap()
 }
 
 pub async fn push(local: &Path, remote: StoreTree) -> SyncResult {
-    run(local, remote, SyncOptions::new(Mode::Push)).await
+    run(local, remote, (Mode::Push, SyncOptions::default())).await
 }
 
 pub async fn pull(local: &Path, remote: StoreTree) -> SyncResult {
-    run(local, remote, SyncOptions::new(Mode::Pull)).await
+    run(local, remote, (Mode::Pull, SyncOptions::default())).await
 }

@@ -1,38 +1,30 @@
-//! Committing the remote manifest without losing another writer's commit.
+//! How the remote is protected during a run.
 //!
 //! Where the store enforces conditional writes (S3, R2, GCS, Azure, the
-//! in-memory store), the manifest is written with `If-Match` on the ETag read
-//! at the start of the run, or `If-None-Match: *` for a first push. When the
-//! precondition fails, the manifest is read again: if the other writer's
-//! changes do not touch this run's paths, both are merged and the commit is
-//! retried; otherwise the run stops with "remote changed during push".
-//!
-//! Some servers accept the conditional headers and ignore them (Garage 2.5),
-//! and plain directories cannot check an ETag. pqsync probes this once per
-//! remote and caches the answer. On such stores a **lease** guards the run: a
-//! lock object under `_meta/.pqsync/lease.json` with a unique token and an
-//! expiry, renewed while the run lasts. The commit re-reads the manifest
-//! first (merging as above), writes it, then reads it back to check that it
-//! carries this run's commit id; that catches a commit that lands between
-//! the write and the read-back, not one that lands after it.
+//! in-memory store), the manifest commit is compare-and-swap
+//! ([`commit`](super::commit)) and nothing more is needed. Some servers
+//! accept the conditional headers and ignore them (Garage 2.5), and plain
+//! directories cannot check an ETag. pqsync probes this once per remote and
+//! caches the answer, in the local directory and in the remote's
+//! `_meta/.pqsync/capabilities.json`. On such stores a **lease** guards the
+//! run: a lock object under `_meta/.pqsync/lease.json` with a unique token
+//! and an expiry, renewed while the run lasts.
 //!
 //! A lease whose holder was a process on this machine that no longer runs
 //! (a killed run) is taken over at once rather than after its expiry.
 //!
 //! The risk that remains on such stores: two writers that acquire the lease
 //! within the same instant (before either sees the other's lease object), or
-//! a writer using `--force`, can still race; the read-back then reports the
-//! lost commit instead of leaving it unnoticed.
+//! a writer using `--force`, can still race; the commit's read-back then
+//! reports the lost commit instead of leaving it unnoticed.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::json;
 
+use super::source::Source;
 use crate::error::{Error, Result};
-use crate::local::LocalTree;
-use crate::manifest::FileEntry;
-use crate::store::StoreTree;
+use crate::tree::{Capabilities, StoreTree};
 
 /// How long a lease lasts without renewal.
 pub const LEASE_TTL: Duration = Duration::from_secs(60);
@@ -40,129 +32,103 @@ pub const LEASE_TTL: Duration = Duration::from_secs(60);
 /// How often a held lease is renewed.
 const LEASE_RENEW: Duration = Duration::from_secs(20);
 
-/// This run's changes to the remote: `Some` to write an entry, `None` to
-/// remove it.
-pub(crate) type Changes = BTreeMap<String, Option<FileEntry>>;
+/// Requests the probe takes (create, create again, update, delete, and the
+/// remote cache's GET and PUT).
+const PROBE_REQUESTS: u64 = 6;
 
-/// What the remote knows how to do, as found by the probe.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Capabilities {
-    /// Whether conditional writes (`If-None-Match`, `If-Match`) are enforced.
-    pub conditional_writes: bool,
-    /// When the probe ran.
-    pub probed_at: String,
+/// Requests the lease takes (read, write, read again, a re-read and a
+/// read-back around the commit, and the release's read and delete).
+const LEASE_REQUESTS: u64 = 7;
+
+/// How the remote is protected during one run.
+pub(crate) struct Guard {
+    /// Whether commits are compare-and-swap.
+    pub conditional: bool,
+    /// The lease held where they are not (and `--force` was not given).
+    pub lease: Option<Lease>,
 }
 
-impl Capabilities {
-    fn to_json(&self) -> serde_json::Value {
-        json!({ "conditionalWrites": self.conditional_writes, "probedAt": self.probed_at })
+impl Guard {
+    /// The guard of a run that does not write to the remote.
+    pub fn none() -> Self {
+        Guard {
+            conditional: true,
+            lease: None,
+        }
     }
 
-    fn from_json(v: &serde_json::Value) -> Option<Self> {
-        Some(Capabilities {
-            conditional_writes: v.get("conditionalWrites")?.as_bool()?,
-            probed_at: v
-                .get("probedAt")
-                .and_then(|t| t.as_str())
-                .unwrap_or_default()
-                .to_string(),
+    /// Finds out how commits to `remote` are protected, and takes the lease
+    /// where one is needed.
+    ///
+    /// # Errors
+    /// [`Error::Leased`] while another writer holds the lease;
+    /// [`Error::Store`].
+    pub async fn take(
+        source: &dyn Source,
+        remote: &StoreTree,
+        token: &str,
+        force: bool,
+    ) -> Result<Guard> {
+        let caps = capabilities(source, remote).await?;
+        let lease = if caps.conditional_writes || force {
+            None
+        } else {
+            Some(Lease::acquire(remote, token).await?)
+        };
+        Ok(Guard {
+            conditional: caps.conditional_writes,
+            lease,
         })
     }
+
+    /// Lets go of the lease, if one is held.
+    pub async fn release(self) {
+        if let Some(lease) = self.lease {
+            lease.release().await;
+        }
+    }
 }
 
-/// The name of the local cache of a remote's capabilities.
-pub(crate) fn local_caps_name(remote_key: &str) -> String {
-    format!("caps-{remote_key}.json")
+/// Requests the guard will add to a run that writes to the remote, as far
+/// as the cached capabilities tell.
+pub(crate) fn guard_requests(source: &dyn Source, force: bool) -> u64 {
+    match source.cached_capabilities() {
+        Some(c) if c.conditional_writes => 0,
+        // --force skips the lease, not the re-read and read-back.
+        Some(_) if force => 2,
+        Some(_) => LEASE_REQUESTS,
+        // A source without a cache of its own (a mirror's) reads the
+        // remote's cached answer.
+        None if !source.keeps_state() => 1,
+        None => PROBE_REQUESTS,
+    }
 }
 
-/// The capabilities a local directory has cached for a remote, if any.
-pub fn cached_capabilities(local: &LocalTree, remote_key: &str) -> Option<Capabilities> {
-    let bytes = local.read_state_file(&local_caps_name(remote_key)).ok()??;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    Capabilities::from_json(&v)
-}
-
-/// Finds the remote's capabilities: from the local cache, else from the
+/// Finds the remote's capabilities: from the source's cache, else from the
 /// remote's own cache (`_meta/.pqsync/capabilities.json`), else by probing
 /// (and caching in both places).
-///
-/// # Errors
-/// [`Error::Store`] if the remote cannot be read or probed.
-pub(crate) async fn capabilities(
-    local: Option<&LocalTree>,
-    remote: &StoreTree,
-    remote_key: &str,
-) -> Result<Capabilities> {
-    if let Some(c) = local.and_then(|l| cached_capabilities(l, remote_key)) {
+async fn capabilities(source: &dyn Source, remote: &StoreTree) -> Result<Capabilities> {
+    if let Some(c) = source.cached_capabilities() {
         return Ok(c);
     }
-    let caps = match remote.read_state("capabilities.json").await {
+    let cached = match remote.read_state("capabilities.json").await {
         Ok(Some((v, _))) => Capabilities::from_json(&v),
         // A damaged cache is only a reason to probe again.
         Ok(None) | Err(Error::ManifestCorrupt { .. }) => None,
         Err(e) => return Err(e),
     };
-    let caps = match caps {
+    let caps = match cached {
         Some(c) => c,
         None => {
-            let c = Capabilities {
-                conditional_writes: remote.probe_conditional_writes().await?,
-                probed_at: crate::manifest::now_iso(),
-            };
+            let c = Capabilities::probed(remote.probe_conditional_writes().await?);
             remote
                 .write_state("capabilities.json", &c.to_json())
                 .await?;
             c
         }
     };
-    if let Some(l) = local {
-        let body = serde_json::to_vec_pretty(&caps.to_json()).expect("JSON serialises");
-        let _ = l.write_state_file(&local_caps_name(remote_key), &body);
-    }
+    source.save_capabilities(&caps);
     Ok(caps)
-}
-
-/// The remote's files after applying `ours` on top of `files`.
-pub(crate) fn apply(
-    files: &BTreeMap<String, FileEntry>,
-    ours: &Changes,
-) -> BTreeMap<String, FileEntry> {
-    let mut out = files.clone();
-    for (p, change) in ours {
-        match change {
-            Some(e) => {
-                out.insert(p.clone(), e.clone());
-            }
-            None => {
-                out.remove(p);
-            }
-        }
-    }
-    out
-}
-
-fn same(a: Option<&FileEntry>, b: Option<&FileEntry>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(a), Some(b)) => a.same_content(b),
-        _ => false,
-    }
-}
-
-/// Paths another writer changed (from `seen` to `now`) that this run also
-/// changes, to a different result.
-pub(crate) fn overlap(
-    seen: &BTreeMap<String, FileEntry>,
-    now: &BTreeMap<String, FileEntry>,
-    ours: &Changes,
-) -> Vec<String> {
-    ours.iter()
-        .filter(|(p, mine)| {
-            let theirs_changed = !same(seen.get(*p), now.get(*p));
-            theirs_changed && !same(now.get(*p), mine.as_ref())
-        })
-        .map(|(p, _)| p.clone())
-        .collect()
 }
 
 /// A held lease; renewed in the background until released.
@@ -323,19 +289,6 @@ fn ignore_corrupt(e: Error) -> Result<Option<(serde_json::Value, Option<String>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::HashAlgorithm;
-
-    fn e(p: &str, content: &str) -> FileEntry {
-        FileEntry {
-            content_type: None,
-            etag: None,
-            hash: crate::hash::digest_bytes(content.as_bytes(), HashAlgorithm::Blake3),
-            hash_algorithm: HashAlgorithm::Blake3,
-            modified_at: "2026-01-01T00:00:00.000Z".into(),
-            path: p.into(),
-            size: content.len() as u64,
-        }
-    }
 
     #[test]
     fn a_lease_of_a_dead_local_process_is_stale() {
@@ -350,40 +303,5 @@ mod tests {
             !holder_is_dead_here(&elsewhere),
             "no verdict on other hosts"
         );
-    }
-
-    #[test]
-    fn disjoint_changes_merge_and_overlaps_are_reported() {
-        let seen: BTreeMap<_, _> = [("a", "1"), ("b", "1"), ("c", "1")]
-            .iter()
-            .map(|(p, c)| (p.to_string(), e(p, c)))
-            .collect();
-        // The other writer changed a, deleted b and added d.
-        let mut now = seen.clone();
-        now.insert("a".into(), e("a", "theirs"));
-        now.remove("b");
-        now.insert("d".into(), e("d", "1"));
-        // We change c and add x: no overlap.
-        let mut ours: Changes = BTreeMap::new();
-        ours.insert("c".into(), Some(e("c", "mine")));
-        ours.insert("x".into(), Some(e("x", "1")));
-        assert!(overlap(&seen, &now, &ours).is_empty());
-        let merged = apply(&now, &ours);
-        assert_eq!(
-            merged.keys().map(String::as_str).collect::<Vec<_>>(),
-            vec!["a", "c", "d", "x"]
-        );
-        assert_eq!(merged["a"].hash, e("a", "theirs").hash);
-        // We also change a: overlap; unless we wrote the very same bytes.
-        ours.insert("a".into(), Some(e("a", "mine")));
-        assert_eq!(overlap(&seen, &now, &ours), vec!["a"]);
-        ours.insert("a".into(), Some(e("a", "theirs")));
-        assert!(overlap(&seen, &now, &ours).is_empty());
-        // Deleting what they deleted is no overlap; deleting what they
-        // changed is.
-        ours.insert("b".into(), None);
-        assert!(overlap(&seen, &now, &ours).is_empty());
-        ours.insert("d".into(), None);
-        assert_eq!(overlap(&seen, &now, &ours), vec!["d"]);
     }
 }

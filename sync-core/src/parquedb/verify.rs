@@ -21,16 +21,21 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::engine::Tree;
+use super::bloom::check_bloom;
+use super::events::EventManifest;
+use super::footer::ParquetInfo;
+use super::inspect::{inspect, Inspection};
+use super::relationships::{read_relationships, RelDigest};
 use crate::error::{Error, Result};
-use crate::inspect::{
-    check_bloom, is_parquet, is_segment_file, namespace_of, read_relationships, EventManifest,
-    Inspection, ParquetInfo, RelDigest, Role, EVENT_MANIFESTS,
+use crate::layout::{
+    bloom_path, is_parquet, is_segment_file, namespace_of, Role, EVENT_MANIFESTS, MANIFEST_PATH,
 };
-use crate::manifest::{Manifest, MANIFEST_PATH};
+use crate::manifest::{Digest, HashAlgorithm, Manifest};
+use crate::tree::Tree;
 
 /// How to verify.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct VerifyOptions {
     /// Check sizes and footers only, without reading whole files (ranged
     /// GETs on a remote).
@@ -39,6 +44,26 @@ pub struct VerifyOptions {
     pub concurrency: usize,
     /// Include a per-file list in the report.
     pub detailed: bool,
+}
+
+impl VerifyOptions {
+    /// Checks sizes and footers only (`--quick`).
+    pub fn with_quick(mut self, quick: bool) -> Self {
+        self.quick = quick;
+        self
+    }
+
+    /// Inspects up to `n` files at once (at least 1).
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Lists every file in the report.
+    pub fn with_detailed(mut self, detailed: bool) -> Self {
+        self.detailed = detailed;
+        self
+    }
 }
 
 impl Default for VerifyOptions {
@@ -64,6 +89,7 @@ pub enum Severity {
 /// One check's outcome.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct Check {
     /// The check's name, e.g. `hashes-match`.
     pub name: &'static str,
@@ -83,6 +109,7 @@ pub struct Check {
 
 /// A problem with one path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Finding {
     /// The check that found it.
     pub check: &'static str,
@@ -95,6 +122,7 @@ pub struct Finding {
 /// What was checked for one file (detailed reports only).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct FileReport {
     /// Relative path.
     pub path: String,
@@ -102,7 +130,7 @@ pub struct FileReport {
     pub size: u64,
     /// Hash found (not with `--quick`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub hash: Option<String>,
+    pub hash: Option<Digest>,
     /// Rows, for Parquet files whose footer parsed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
@@ -113,6 +141,7 @@ pub struct FileReport {
 /// Totals of a verification run.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct VerifySummary {
     /// Files the manifest lists.
     pub files: usize,
@@ -131,6 +160,7 @@ pub struct VerifySummary {
 /// The verification report, in the shape ParqueDB's backup guide shows.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct VerifyReport {
     /// No critical check failed.
     pub passed: bool,
@@ -162,6 +192,7 @@ impl VerifyReport {
 }
 
 /// Collects checks and findings.
+#[derive(Default)]
 struct Report {
     checks: Vec<Check>,
     warnings: Vec<Finding>,
@@ -209,122 +240,26 @@ impl Report {
 /// unreadable directory). Everything wrong with its contents is a finding
 /// in the report.
 pub async fn verify(
-    target: &Tree,
-    compare: Option<&Tree>,
+    target: &dyn Tree,
+    compare: Option<&dyn Tree>,
     opts: &VerifyOptions,
 ) -> Result<VerifyReport> {
     let started = std::time::Instant::now();
-    let mut r = Report {
-        checks: Vec::new(),
-        warnings: Vec::new(),
-        errors: Vec::new(),
-    };
-    let crit = Severity::Critical;
-    let warn = Severity::Warning;
-
-    // 1. The manifest.
-    let (manifest, listed) = futures::try_join!(read_manifest(target), target.list())?;
-    let (present, list_warnings) = listed;
+    let mut r = Report::default();
+    let (manifest, (present, list_warnings)) =
+        futures::try_join!(read_manifest(target), target.list())?;
     for w in list_warnings {
-        r.finding(warn, "files-exist", "", w);
+        r.finding(WARN, "files-exist", "", w);
     }
-    let manifest = match manifest {
-        Ok(Some(m)) => {
-            r.check(
-                "manifest-present",
-                crit,
-                true,
-                format!("{MANIFEST_PATH} lists {} files", m.files.len()),
-                None,
-                None,
-            );
-            Some(m)
-        }
-        Ok(None) => {
-            r.finding(crit, "manifest-present", MANIFEST_PATH, "missing".into());
-            r.check(
-                "manifest-present",
-                crit,
-                false,
-                format!("no {MANIFEST_PATH}; rebuild it with `pqsync init --rebuild-manifest`"),
-                None,
-                None,
-            );
-            None
-        }
-        Err(e) => {
-            r.finding(crit, "manifest-present", MANIFEST_PATH, e.to_string());
-            r.check(
-                "manifest-present",
-                crit,
-                false,
-                format!("{MANIFEST_PATH} is unreadable"),
-                None,
-                None,
-            );
-            None
-        }
-    };
-
-    // 2. Every listed file exists; files not listed are noted.
+    let manifest = check_manifest(manifest, &mut r);
     let mut summary = VerifySummary::default();
     if let Some(m) = &manifest {
         summary.files = m.files.len();
         summary.bytes = m.total_bytes();
-        let missing: Vec<&str> = m
-            .files
-            .keys()
-            .filter(|p| !present.contains_key(*p))
-            .map(String::as_str)
-            .collect();
-        for p in &missing {
-            r.finding(
-                crit,
-                "files-exist",
-                p,
-                "listed in the manifest but missing".into(),
-            );
-        }
-        for p in present.keys().filter(|p| !m.files.contains_key(*p)) {
-            r.finding(
-                warn,
-                "files-exist",
-                p,
-                "present but not in the manifest".into(),
-            );
-        }
-        r.check(
-            "files-exist",
-            crit,
-            missing.is_empty(),
-            if missing.is_empty() {
-                format!("all {} listed files are present", m.files.len())
-            } else {
-                format!(
-                    "{} of {} listed files are missing",
-                    missing.len(),
-                    m.files.len()
-                )
-            },
-            Some(json!(m.files.len())),
-            Some(json!(m.files.len() - missing.len())),
-        );
-    } else {
-        // Without a manifest there is nothing to check files against; the
-        // checks are still listed, failed, so every report has all eight.
-        for name in ["files-exist", "hashes-match"] {
-            r.check(
-                name,
-                crit,
-                false,
-                "not checked: there is no readable manifest".into(),
-                None,
-                None,
-            );
-        }
     }
+    check_files_exist(manifest.as_ref(), &present, &mut r);
 
-    // 3 and 4. Sizes, hashes and footers, in one pass over the files.
+    // Sizes, hashes and footers come from one pass over the files.
     let alg = manifest
         .as_ref()
         .and_then(Manifest::hash_algorithm)
@@ -335,58 +270,180 @@ pub async fn verify(
         .filter_map(|(p, got)| Some((p.clone(), got.as_mut().ok()?.spool.take()?)))
         .collect();
     if let Some(m) = &manifest {
-        let mut bad = 0usize;
-        for (path, e) in &m.files {
-            let Some(Ok(found)) = inspected.get(path) else {
-                if let Some(Err(err)) = inspected.get(path) {
-                    bad += 1;
-                    r.finding(crit, "hashes-match", path, err.clone());
-                }
-                continue;
-            };
-            if found.size != e.size {
+        summary.hashed_bytes = check_hashes(m, &present, &inspected, alg, opts.quick, &mut r);
+    }
+    let footers = check_parquet(manifest.as_ref(), &inspected, &mut r);
+    summary.parquet_files = inspected
+        .iter()
+        .filter(|(p, got)| match got {
+            Ok(i) => i.parquet.is_some(),
+            Err(_) => is_parquet(p),
+        })
+        .count();
+
+    let counts = entity_counts(&footers);
+    check_entity_counts(&counts, compare, opts.concurrency, &mut r).await;
+    check_relationships(target, &present, &footers, &mut spools, &mut r).await?;
+    drop(spools);
+    check_blooms(target, &present, &counts, &mut r).await?;
+    check_events(target, &present, &footers, &mut r).await?;
+
+    summary.requests = target.requests() + compare.map_or(0, |c| c.requests());
+    summary.elapsed_ms = started.elapsed().as_millis() as u64;
+    let files = if opts.detailed {
+        file_reports(&inspected, &present, &r)
+    } else {
+        Vec::new()
+    };
+    Ok(VerifyReport {
+        passed: !r.checks.iter().any(|c| !c.passed && c.severity == CRIT),
+        target: target.name(),
+        compare: compare.map(|c| c.name()),
+        quick: opts.quick,
+        checks: r.checks,
+        warnings: r.warnings,
+        errors: r.errors,
+        summary,
+        files,
+    })
+}
+
+const CRIT: Severity = Severity::Critical;
+const WARN: Severity = Severity::Warning;
+
+/// The outcome of every inspected file, by path.
+type Inspected = BTreeMap<String, std::result::Result<Inspection, String>>;
+
+/// `manifest-present`: `_meta/manifest.json` exists and parses.
+fn check_manifest(
+    manifest: std::result::Result<Option<Manifest>, Error>,
+    r: &mut Report,
+) -> Option<Manifest> {
+    const NAME: &str = "manifest-present";
+    match manifest {
+        Ok(Some(m)) => {
+            let msg = format!("{MANIFEST_PATH} lists {} files", m.files.len());
+            r.check(NAME, CRIT, true, msg, None, None);
+            Some(m)
+        }
+        Ok(None) => {
+            r.finding(CRIT, NAME, MANIFEST_PATH, "missing".into());
+            let msg =
+                format!("no {MANIFEST_PATH}; rebuild it with `pqsync init --rebuild-manifest`");
+            r.check(NAME, CRIT, false, msg, None, None);
+            None
+        }
+        Err(e) => {
+            r.finding(CRIT, NAME, MANIFEST_PATH, e.to_string());
+            let msg = format!("{MANIFEST_PATH} is unreadable");
+            r.check(NAME, CRIT, false, msg, None, None);
+            None
+        }
+    }
+}
+
+/// `files-exist`: every file the manifest lists is there; files it does not
+/// list are noted.
+fn check_files_exist(manifest: Option<&Manifest>, present: &BTreeMap<String, u64>, r: &mut Report) {
+    const NAME: &str = "files-exist";
+    let Some(m) = manifest else {
+        // Without a manifest there is nothing to check files against; the
+        // checks are still listed, failed, so every report has all eight.
+        for name in [NAME, "hashes-match"] {
+            let msg = "not checked: there is no readable manifest".to_string();
+            r.check(name, CRIT, false, msg, None, None);
+        }
+        return;
+    };
+    let missing: Vec<&str> = m
+        .files
+        .keys()
+        .filter(|p| !present.contains_key(*p))
+        .map(String::as_str)
+        .collect();
+    for p in &missing {
+        r.finding(CRIT, NAME, p, "listed in the manifest but missing".into());
+    }
+    for p in present.keys().filter(|p| !m.files.contains_key(*p)) {
+        r.finding(WARN, NAME, p, "present but not in the manifest".into());
+    }
+    let msg = if missing.is_empty() {
+        format!("all {} listed files are present", m.files.len())
+    } else {
+        format!(
+            "{} of {} listed files are missing",
+            missing.len(),
+            m.files.len()
+        )
+    };
+    r.check(
+        NAME,
+        CRIT,
+        missing.is_empty(),
+        msg,
+        Some(json!(m.files.len())),
+        Some(json!(m.files.len() - missing.len())),
+    );
+}
+
+/// `hashes-match`: every present file's size (and, unless `quick`, hash)
+/// matches the manifest. Returns the bytes hashed.
+fn check_hashes(
+    m: &Manifest,
+    present: &BTreeMap<String, u64>,
+    inspected: &Inspected,
+    alg: Option<HashAlgorithm>,
+    quick: bool,
+    r: &mut Report,
+) -> u64 {
+    const NAME: &str = "hashes-match";
+    let mut bad = 0usize;
+    let mut hashed_bytes = 0;
+    for (path, e) in &m.files {
+        let found = match inspected.get(path) {
+            Some(Ok(found)) => found,
+            Some(Err(err)) => {
                 bad += 1;
-                r.finding(
-                    crit,
-                    "hashes-match",
-                    path,
-                    format!("size {} but the manifest says {}", found.size, e.size),
-                );
-            } else if let Some(h) = &found.hash {
-                summary.hashed_bytes += found.size;
-                if found_alg_matches(alg, e) && *h != e.hash {
-                    bad += 1;
-                    r.finding(
-                        crit,
-                        "hashes-match",
-                        path,
-                        format!("{} {h} but the manifest says {}", e.hash_algorithm, e.hash),
-                    );
-                }
+                r.finding(CRIT, NAME, path, err.clone());
+                continue;
+            }
+            None => continue,
+        };
+        if found.size != e.size {
+            bad += 1;
+            let msg = format!("size {} but the manifest says {}", found.size, e.size);
+            r.finding(CRIT, NAME, path, msg);
+        } else if let Some(h) = &found.hash {
+            hashed_bytes += found.size;
+            if alg == Some(e.hash_algorithm) && *h != e.hash {
+                bad += 1;
+                let msg = format!("{} {h} but the manifest says {}", e.hash_algorithm, e.hash);
+                r.finding(CRIT, NAME, path, msg);
             }
         }
-        let what = if opts.quick {
-            "sizes"
-        } else {
-            "sizes and hashes"
-        };
-        let checked = m.files.keys().filter(|p| present.contains_key(*p)).count();
-        r.check(
-            "hashes-match",
-            crit,
-            bad == 0,
-            if bad == 0 {
-                format!("{what} of {checked} files match the manifest")
-            } else {
-                format!("{bad} of {checked} files do not match the manifest's {what}")
-            },
-            None,
-            None,
-        );
     }
-    let mut footers: BTreeMap<&str, &ParquetInfo> = BTreeMap::new();
+    let what = if quick { "sizes" } else { "sizes and hashes" };
+    let checked = m.files.keys().filter(|p| present.contains_key(*p)).count();
+    let msg = if bad == 0 {
+        format!("{what} of {checked} files match the manifest")
+    } else {
+        format!("{bad} of {checked} files do not match the manifest's {what}")
+    };
+    r.check(NAME, CRIT, bad == 0, msg, None, None);
+    hashed_bytes
+}
+
+/// `parquet-readable`: every `.parquet` file has both magics and a footer
+/// that parses. Returns the footers that did, by path.
+fn check_parquet<'a>(
+    manifest: Option<&Manifest>,
+    inspected: &'a Inspected,
+    r: &mut Report,
+) -> BTreeMap<&'a str, &'a ParquetInfo> {
+    const NAME: &str = "parquet-readable";
+    let mut footers = BTreeMap::new();
     let mut unreadable = 0usize;
-    for (path, got) in &inspected {
+    for (path, got) in inspected {
         match got {
             Ok(Inspection {
                 parquet: Some(Ok(info)),
@@ -399,177 +456,135 @@ pub async fn verify(
                 ..
             }) => {
                 unreadable += 1;
-                r.finding(crit, "parquet-readable", path, why.clone());
+                r.finding(CRIT, NAME, path, why.clone());
             }
             Err(why) if is_parquet(path) => {
                 unreadable += 1;
                 // Already reported under hashes-match when listed.
-                if manifest
-                    .as_ref()
-                    .is_none_or(|m| !m.files.contains_key(path))
-                {
-                    r.finding(crit, "parquet-readable", path, why.clone());
+                if manifest.is_none_or(|m| !m.files.contains_key(path)) {
+                    r.finding(CRIT, NAME, path, why.clone());
                 }
             }
             _ => {}
         }
     }
-    summary.parquet_files = footers.len() + unreadable;
+    let all = footers.len() + unreadable;
+    let msg = if unreadable == 0 {
+        format!("all {} Parquet files have valid footers", footers.len())
+    } else {
+        format!("{unreadable} of {all} Parquet files are not readable")
+    };
     r.check(
-        "parquet-readable",
-        crit,
+        NAME,
+        CRIT,
         unreadable == 0,
-        if unreadable == 0 {
-            format!("all {} Parquet files have valid footers", footers.len())
-        } else {
-            format!(
-                "{unreadable} of {} Parquet files are not readable",
-                footers.len() + unreadable
-            )
-        },
-        Some(json!(footers.len() + unreadable)),
+        msg,
+        Some(json!(all)),
         Some(json!(footers.len())),
     );
-
-    // 5. Entity counts.
-    let counts = entity_counts(&footers);
-    match compare {
-        Some(other) => {
-            let theirs = compare_counts(other, opts.concurrency).await;
-            match theirs {
-                Ok(theirs) => {
-                    let names: BTreeSet<&String> = counts.keys().chain(theirs.keys()).collect();
-                    let mut off = 0;
-                    for ns in names {
-                        let (a, b) = (counts.get(ns), theirs.get(ns));
-                        if a != b {
-                            off += 1;
-                            let show = |v: Option<&u64>| {
-                                v.map_or("no data files".to_string(), |n| format!("{n} entities"))
-                            };
-                            r.finding(
-                                warn,
-                                "entity-counts",
-                                &format!("data/{ns}/"),
-                                format!("{} here, {} on {}", show(a), show(b), other.url()),
-                            );
-                        }
-                    }
-                    r.check(
-                        "entity-counts",
-                        warn,
-                        off == 0,
-                        if off == 0 {
-                            format!(
-                                "entity counts of {} namespaces match {}",
-                                counts.len(),
-                                other.url()
-                            )
-                        } else {
-                            format!("{off} namespaces differ from {}", other.url())
-                        },
-                        Some(json!(theirs)),
-                        Some(json!(counts)),
-                    );
-                }
-                Err(e) => {
-                    r.finding(
-                        warn,
-                        "entity-counts",
-                        "",
-                        format!("cannot read {}: {e}", other.url()),
-                    );
-                    r.check(
-                        "entity-counts",
-                        warn,
-                        false,
-                        format!("{} could not be read", other.url()),
-                        None,
-                        Some(json!(counts)),
-                    );
-                }
-            }
-        }
-        None => r.check(
-            "entity-counts",
-            warn,
-            true,
-            format!(
-                "{} entities in {} namespaces (nothing to compare with; pass --compare)",
-                counts.values().sum::<u64>(),
-                counts.len()
-            ),
-            None,
-            Some(json!(counts)),
-        ),
-    }
-
-    // 6. Relationships.
-    check_relationships(target, &present, &footers, &mut spools, &mut r).await?;
-    drop(spools);
-
-    // 7. Bloom filters.
-    check_blooms(target, &present, &counts, &mut r).await?;
-
-    // 8. Event segments.
-    check_events(target, &present, &footers, &mut r).await?;
-
-    summary.requests = target.requests() + compare.map_or(0, Tree::requests);
-    summary.elapsed_ms = started.elapsed().as_millis() as u64;
-    let files = if opts.detailed {
-        let bad: BTreeSet<&str> = r.errors.iter().map(|f| f.path.as_str()).collect();
-        inspected
-            .iter()
-            .map(|(path, got)| {
-                let (size, hash, rows) = match got {
-                    Ok(i) => (
-                        i.size,
-                        i.hash.clone(),
-                        i.parquet
-                            .as_ref()
-                            .and_then(|p| p.as_ref().ok())
-                            .map(|p| p.rows),
-                    ),
-                    Err(_) => (present[path], None, None),
-                };
-                FileReport {
-                    ok: !bad.contains(path.as_str()) && got.is_ok(),
-                    path: path.clone(),
-                    size,
-                    hash,
-                    rows,
-                }
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    Ok(VerifyReport {
-        passed: !r
-            .checks
-            .iter()
-            .any(|c| !c.passed && c.severity == Severity::Critical),
-        target: target.url(),
-        compare: compare.map(Tree::url),
-        quick: opts.quick,
-        checks: r.checks,
-        warnings: r.warnings,
-        errors: r.errors,
-        summary,
-        files,
-    })
+    footers
 }
 
-fn found_alg_matches(alg: Option<crate::HashAlgorithm>, e: &crate::FileEntry) -> bool {
-    alg == Some(e.hash_algorithm)
+/// `entity-counts`: rows per namespace match the `compare` side's.
+async fn check_entity_counts(
+    counts: &BTreeMap<String, u64>,
+    compare: Option<&dyn Tree>,
+    concurrency: usize,
+    r: &mut Report,
+) {
+    const NAME: &str = "entity-counts";
+    let Some(other) = compare else {
+        let msg = format!(
+            "{} entities in {} namespaces (nothing to compare with; pass --compare)",
+            counts.values().sum::<u64>(),
+            counts.len()
+        );
+        r.check(NAME, WARN, true, msg, None, Some(json!(counts)));
+        return;
+    };
+    let theirs = match compare_counts(other, concurrency).await {
+        Ok(t) => t,
+        Err(e) => {
+            r.finding(WARN, NAME, "", format!("cannot read {}: {e}", other.name()));
+            let msg = format!("{} could not be read", other.name());
+            r.check(NAME, WARN, false, msg, None, Some(json!(counts)));
+            return;
+        }
+    };
+    let names: BTreeSet<&String> = counts.keys().chain(theirs.keys()).collect();
+    let mut off = 0;
+    for ns in names {
+        let (a, b) = (counts.get(ns), theirs.get(ns));
+        if a != b {
+            off += 1;
+            let show = |v: Option<&u64>| {
+                v.map_or("no data files".to_string(), |n| format!("{n} entities"))
+            };
+            let msg = format!("{} here, {} on {}", show(a), show(b), other.name());
+            r.finding(WARN, NAME, &format!("data/{ns}/"), msg);
+        }
+    }
+    let msg = if off == 0 {
+        format!(
+            "entity counts of {} namespaces match {}",
+            counts.len(),
+            other.name()
+        )
+    } else {
+        format!("{off} namespaces differ from {}", other.name())
+    };
+    r.check(
+        NAME,
+        WARN,
+        off == 0,
+        msg,
+        Some(json!(theirs)),
+        Some(json!(counts)),
+    );
+}
+
+/// Per-file results of a detailed report.
+fn file_reports(
+    inspected: &Inspected,
+    present: &BTreeMap<String, u64>,
+    r: &Report,
+) -> Vec<FileReport> {
+    let bad: BTreeSet<&str> = r.errors.iter().map(|f| f.path.as_str()).collect();
+    inspected
+        .iter()
+        .map(|(path, got)| {
+            let (size, hash, rows) = match got {
+                Ok(i) => (
+                    i.size,
+                    i.hash,
+                    i.parquet
+                        .as_ref()
+                        .and_then(|p| p.as_ref().ok())
+                        .map(|p| p.rows),
+                ),
+                Err(_) => (present[path], None, None),
+            };
+            FileReport {
+                ok: !bad.contains(path.as_str()) && got.is_ok(),
+                path: path.clone(),
+                size,
+                hash,
+                rows,
+            }
+        })
+        .collect()
 }
 
 /// The manifest, with a parse failure kept as a finding rather than an
 /// error; store and I/O failures still abort.
-async fn read_manifest(t: &Tree) -> Result<std::result::Result<Option<Manifest>, Error>> {
+async fn read_manifest(t: &dyn Tree) -> Result<std::result::Result<Option<Manifest>, Error>> {
     match t.manifest().await {
         Ok(m) => Ok(Ok(m)),
-        Err(e @ (Error::ManifestCorrupt { .. } | Error::UnsafePath { .. })) => Ok(Err(e)),
+        Err(
+            e @ (Error::ManifestCorrupt { .. }
+            | Error::UnsupportedVersion { .. }
+            | Error::UnsafePath { .. }),
+        ) => Ok(Err(e)),
         Err(e) => Err(e),
     }
 }
@@ -578,9 +593,9 @@ async fn read_manifest(t: &Tree) -> Result<std::result::Result<Option<Manifest>,
 /// for Parquet files. A file that vanished or failed to read is kept as an
 /// error message.
 async fn inspect_all(
-    tree: &Tree,
+    tree: &dyn Tree,
     present: &BTreeMap<String, u64>,
-    alg: Option<crate::HashAlgorithm>,
+    alg: Option<HashAlgorithm>,
     concurrency: usize,
 ) -> Result<BTreeMap<String, std::result::Result<Inspection, String>>> {
     let results: Vec<(String, std::result::Result<Inspection, String>)> =
@@ -589,7 +604,7 @@ async fn inspect_all(
                 // Relationship files are read again by their check: keep
                 // a remote copy rather than fetch it twice.
                 let keep = matches!(namespace_of(path), Some((_, Role::Forward | Role::Reverse)));
-                let got = tree.inspect(path, size, alg, is_parquet(path), keep).await;
+                let got = inspect(tree, path, size, alg, is_parquet(path), keep).await;
                 match got {
                     Ok(i) => Ok((path.clone(), Ok(i))),
                     Err(e) if e.is_not_found() || matches!(e, Error::Io { .. }) => {
@@ -616,7 +631,7 @@ fn entity_counts(footers: &BTreeMap<&str, &ParquetInfo>) -> BTreeMap<String, u64
 }
 
 /// Entity counts of the other side, from its data files' footers.
-async fn compare_counts(other: &Tree, concurrency: usize) -> Result<BTreeMap<String, u64>> {
+async fn compare_counts(other: &dyn Tree, concurrency: usize) -> Result<BTreeMap<String, u64>> {
     let files: BTreeMap<String, u64> = match other.manifest().await? {
         Some(m) => m.files.into_values().map(|e| (e.path, e.size)).collect(),
         None => other.list().await?.0,
@@ -643,7 +658,7 @@ async fn compare_counts(other: &Tree, concurrency: usize) -> Result<BTreeMap<Str
 }
 
 async fn check_relationships(
-    tree: &Tree,
+    tree: &dyn Tree,
     present: &BTreeMap<String, u64>,
     footers: &BTreeMap<&str, &ParquetInfo>,
     spools: &mut BTreeMap<String, std::fs::File>,
@@ -695,7 +710,7 @@ async fn check_relationships(
             let own = ns.to_string();
             let parsed = tokio::task::spawn_blocking(move || read_relationships(file, &own, dir))
                 .await
-                .map_err(|e| Error::Invalid(format!("a worker thread failed: {e}")))?;
+                .map_err(|e| Error::task(format!("reading {path}"), e))?;
             Ok((path, ns, dir, Some(parsed)))
         })
         .buffered(2)
@@ -782,7 +797,7 @@ async fn check_relationships(
 }
 
 async fn check_blooms(
-    tree: &Tree,
+    tree: &dyn Tree,
     present: &BTreeMap<String, u64>,
     counts: &BTreeMap<String, u64>,
     r: &mut Report,
@@ -791,7 +806,7 @@ async fn check_blooms(
     let warn = Severity::Warning;
     let mut bad = 0;
     for ns in counts.keys() {
-        let path = format!("indexes/bloom/{ns}.bloom");
+        let path = bloom_path(ns);
         let Some(&size) = present.get(&path) else {
             bad += 1;
             r.finding(
@@ -839,7 +854,7 @@ async fn check_blooms(
 }
 
 async fn check_events(
-    tree: &Tree,
+    tree: &dyn Tree,
     present: &BTreeMap<String, u64>,
     footers: &BTreeMap<&str, &ParquetInfo>,
     r: &mut Report,

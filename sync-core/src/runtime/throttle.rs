@@ -11,57 +11,78 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// Shortest time between two cuts of the limit.
 const CUT_INTERVAL: Duration = Duration::from_millis(500);
 
-/// The shared congestion state of one run.
+/// The shared congestion state of one run: a semaphore whose permits are
+/// the transfers allowed in flight, shrunk and grown as the store answers.
 #[derive(Debug)]
 pub struct Congestion {
+    slots: Semaphore,
+    /// The configured concurrency.
     max: AtomicUsize,
+    /// The current limit: `max` minus the permits taken out of circulation.
     limit: AtomicUsize,
-    in_flight: AtomicUsize,
+    /// Permits to take out of circulation as transfers finish (a cut that
+    /// could not take them at once because they were in use).
+    debt: AtomicUsize,
     successes: AtomicUsize,
     lowest: AtomicUsize,
     cuts: AtomicU64,
     last_cut: Mutex<Option<Instant>>,
-    notify: Notify,
 }
 
 impl Default for Congestion {
+    /// Unconfigured: effectively no limit until [`Congestion::configure`].
     fn default() -> Self {
         Congestion {
-            max: AtomicUsize::new(usize::MAX),
-            limit: AtomicUsize::new(usize::MAX),
-            in_flight: AtomicUsize::new(0),
+            slots: Semaphore::new(Semaphore::MAX_PERMITS),
+            max: AtomicUsize::new(Semaphore::MAX_PERMITS),
+            limit: AtomicUsize::new(Semaphore::MAX_PERMITS),
+            debt: AtomicUsize::new(0),
             successes: AtomicUsize::new(0),
-            lowest: AtomicUsize::new(usize::MAX),
+            lowest: AtomicUsize::new(Semaphore::MAX_PERMITS),
             cuts: AtomicU64::new(0),
             last_cut: Mutex::new(None),
-            notify: Notify::new(),
         }
     }
 }
 
-/// A transfer slot; released when dropped.
+/// A transfer slot; released when dropped (or taken out of circulation, if
+/// the limit was cut meanwhile).
 #[derive(Debug)]
-pub struct Slot<'a>(&'a Congestion);
+pub struct Slot<'a> {
+    permit: Option<SemaphorePermit<'a>>,
+    owner: &'a Congestion,
+}
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-        self.0.notify.notify_waiters();
+        if let Some(p) = self.permit.take() {
+            if self.owner.take_debt() {
+                p.forget();
+            }
+        }
     }
 }
 
 impl Congestion {
     /// Sets the most transfers allowed in flight (the run's concurrency).
+    /// Call it before any slot is taken.
     pub fn configure(&self, max: usize) {
-        let max = max.max(1);
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
+        let available = self.slots.available_permits();
+        if available > max {
+            self.slots.forget_permits(available - max);
+        } else {
+            self.slots.add_permits(max - available);
+        }
         self.max.store(max, Ordering::SeqCst);
         self.limit.store(max, Ordering::SeqCst);
         self.lowest.store(max, Ordering::SeqCst);
+        self.debt.store(0, Ordering::SeqCst);
         self.cuts.store(0, Ordering::SeqCst);
         self.successes.store(0, Ordering::SeqCst);
         *self.last_cut.lock().expect("lock") = None;
@@ -82,10 +103,16 @@ impl Congestion {
             return;
         }
         *last = Some(Instant::now());
-        let now = (self.limit.load(Ordering::SeqCst) / 2).max(1);
+        let limit = self.limit.load(Ordering::SeqCst);
+        let now = (limit / 2).max(1);
         self.limit.store(now, Ordering::SeqCst);
         self.lowest.fetch_min(now, Ordering::SeqCst);
         self.cuts.fetch_add(1, Ordering::SeqCst);
+        // Take idle permits out at once; those in use go when released.
+        let mut remove = limit - now;
+        let idle = self.slots.forget_permits(remove);
+        remove -= idle;
+        self.debt.fetch_add(remove, Ordering::SeqCst);
         tracing::info!("the store asked to slow down; transfers in flight now at most {now}");
     }
 
@@ -98,35 +125,30 @@ impl Congestion {
         // One slot back per `limit` successes: additive increase.
         if self.successes.fetch_add(1, Ordering::SeqCst) + 1 >= limit {
             self.successes.store(0, Ordering::SeqCst);
-            let _ = self.limit.compare_exchange(
-                limit,
-                (limit + 1).min(max),
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            );
-            self.notify.notify_waiters();
+            if self
+                .limit
+                .compare_exchange(limit, limit + 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+                && !self.take_debt()
+            {
+                self.slots.add_permits(1);
+            }
         }
+    }
+
+    /// Takes one unit of debt, if there is any.
+    fn take_debt(&self) -> bool {
+        self.debt
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1))
+            .is_ok()
     }
 
     /// Waits for a transfer slot under the current limit.
     pub async fn acquire(&self) -> Slot<'_> {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let cur = self.in_flight.load(Ordering::SeqCst);
-            if cur < self.limit.load(Ordering::SeqCst)
-                && self
-                    .in_flight
-                    .compare_exchange(cur, cur + 1, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_ok()
-            {
-                return Slot(self);
-            }
-            if cur < self.limit.load(Ordering::SeqCst) {
-                continue; // lost a race for the slot; try again at once
-            }
-            notified.await;
+        Slot {
+            // The semaphore is never closed.
+            permit: self.slots.acquire().await.ok(),
+            owner: self,
         }
     }
 
@@ -192,5 +214,21 @@ mod tests {
             .await
             .expect("released slot is handed on")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_cut_takes_busy_slots_out_as_they_are_released() {
+        let c = Congestion::default();
+        c.configure(4);
+        let held: Vec<_> = futures::future::join_all((0..4).map(|_| c.acquire())).await;
+        c.observe_status(503);
+        assert_eq!(c.limit(), 2);
+        drop(held);
+        // Two of the four released permits went out of circulation.
+        let a = c.acquire().await;
+        let b = c.acquire().await;
+        let third = tokio::time::timeout(Duration::from_millis(50), c.acquire()).await;
+        assert!(third.is_err(), "only two slots after the cut");
+        drop((a, b));
     }
 }

@@ -14,15 +14,15 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::hash::ContentHasher;
-use crate::local::LocalTree;
+use crate::layout::{content_type_for, MANIFEST_PATH};
 use crate::manifest::{
-    content_type_for, now_iso, Digest, FileEntry, HashAlgorithm, Manifest, Timestamp,
+    now_iso, validate_path, ContentHasher, Digest, FileEntry, HashAlgorithm, Manifest, Timestamp,
 };
-use crate::store::{CommitMode, StoreTree};
+use crate::tree::{CommitMode, LocalTree, StoreTree};
 
 /// What a rebuild did.
 #[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
 #[serde(rename_all = "camelCase")]
 pub struct RebuildReport {
     /// The directory or remote.
@@ -115,9 +115,10 @@ pub async fn rebuild_local(
     dry_run: bool,
 ) -> Result<RebuildReport> {
     let t = tree.clone();
-    tokio::task::spawn_blocking(move || rebuild_local_blocking(&t, alg, dry_run))
-        .await
-        .map_err(|e| Error::Invalid(format!("a worker thread failed: {e}")))?
+    crate::tree::blocking("rebuilding the manifest", move || {
+        rebuild_local_blocking(&t, alg, dry_run)
+    })
+    .await
 }
 
 fn rebuild_local_blocking(
@@ -125,7 +126,7 @@ fn rebuild_local_blocking(
     alg: Option<HashAlgorithm>,
     dry_run: bool,
 ) -> Result<RebuildReport> {
-    let path = tree.abs(crate::manifest::MANIFEST_PATH);
+    let path = tree.abs(MANIFEST_PATH);
     let raw = match std::fs::read(&path) {
         Ok(b) => Some(b),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -189,25 +190,9 @@ pub async fn rebuild_remote(
     concurrency: usize,
     dry_run: bool,
 ) -> Result<RebuildReport> {
-    use crate::manifest::MANIFEST_PATH;
-    let (old_raw, old_etag) = {
-        let loc = tree.location(MANIFEST_PATH);
-        match tree
-            .store()
-            .get_opts(&loc, object_store::GetOptions::default())
-            .await
-        {
-            Ok(g) => {
-                let etag = g.meta.e_tag.clone();
-                let b = g
-                    .bytes()
-                    .await
-                    .map_err(|e| Error::store(tree.display_path(MANIFEST_PATH), e))?;
-                (Some(b.to_vec()), etag)
-            }
-            Err(object_store::Error::NotFound { .. }) => (None, None),
-            Err(e) => return Err(Error::store(tree.display_path(MANIFEST_PATH), e)),
-        }
+    let (old_raw, old_etag) = match tree.read_manifest_bytes().await? {
+        Some((bytes, etag)) => (Some(bytes.to_vec()), etag),
+        None => (None, None),
     };
     let name = tree
         .url()
@@ -228,7 +213,7 @@ pub async fn rebuild_remote(
     let objects = tree.list_objects().await?;
     let entries: Vec<(FileEntry, bool)> = futures::stream::iter(objects)
         .map(|(rel, meta)| async move {
-            crate::manifest::validate_path(&rel, tree.url())?;
+            validate_path(&rel, tree.url())?;
             let (size, tagged) = tree.head_hash(&rel).await?;
             let want = format!("{alg}:");
             let from_meta = tagged
@@ -246,7 +231,7 @@ pub async fn rebuild_remote(
                         h.update(&chunk);
                         n += chunk.len() as u64;
                     }
-                    (h.finalize_digest(), n, true)
+                    (h.finalize(), n, true)
                 }
             };
             let entry = FileEntry {

@@ -11,12 +11,14 @@
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::error::{Error, Result};
+use crate::layout::{namespace_globs, namespace_of};
 
 /// The paths a run may touch.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
     include: Option<GlobSet>,
     exclude: Option<GlobSet>,
+    namespaces: Vec<String>,
     description: Vec<String>,
 }
 
@@ -24,7 +26,10 @@ fn glob(pattern: &str) -> Result<Glob> {
     globset::GlobBuilder::new(pattern)
         .literal_separator(true)
         .build()
-        .map_err(|e| Error::Invalid(format!("invalid glob {pattern:?}: {e}")))
+        .map_err(|e| Error::InvalidArgument {
+            argument: "glob",
+            reason: format!("{pattern:?}: {e}"),
+        })
 }
 
 impl Selection {
@@ -45,14 +50,12 @@ impl Selection {
         for ns in namespaces {
             if ns.is_empty() || ns.contains(['/', '\\', '*', '?', '[', ']', '{', '}']) || ns == ".."
             {
-                return Err(Error::Invalid(format!("invalid namespace name {ns:?}")));
+                return Err(Error::InvalidArgument {
+                    argument: "namespace",
+                    reason: format!("{ns:?} is not a namespace name"),
+                });
             }
-            for p in [
-                format!("data/{ns}/**"),
-                format!("rels/forward/{ns}.parquet"),
-                format!("rels/reverse/{ns}.parquet"),
-                format!("indexes/*/{ns}.*"),
-            ] {
+            for p in namespace_globs(ns) {
                 inc.add(glob(&p)?);
             }
             description.push(format!("namespace {ns}"));
@@ -66,8 +69,14 @@ impl Selection {
             exc.add(glob(p)?);
             description.push(format!("exclude {p}"));
         }
-        let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::Invalid(e.to_string()));
+        let build = |b: GlobSetBuilder| {
+            b.build().map_err(|e| Error::InvalidArgument {
+                argument: "glob",
+                reason: e.to_string(),
+            })
+        };
         Ok(Selection {
+            namespaces: namespaces.to_vec(),
             include: if namespaces.is_empty() && include.is_empty() {
                 None
             } else {
@@ -91,6 +100,28 @@ impl Selection {
     pub fn contains(&self, path: &str) -> bool {
         self.include.as_ref().is_none_or(|g| g.is_match(path))
             && !self.exclude.as_ref().is_some_and(|g| g.is_match(path))
+    }
+
+    /// The namespaces asked for that no path in `paths` belongs to (a
+    /// misspelt `--namespaces post` selects nothing and should say so).
+    pub fn unmatched_namespaces<'a>(
+        &self,
+        paths: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<String> {
+        if self.namespaces.is_empty() {
+            return Vec::new();
+        }
+        let mut seen = std::collections::HashSet::new();
+        for p in paths {
+            if let Some((ns, _)) = namespace_of(p) {
+                seen.insert(ns);
+            }
+        }
+        self.namespaces
+            .iter()
+            .filter(|ns| !seen.contains(ns.as_str()))
+            .cloned()
+            .collect()
     }
 
     /// A short description for messages ("namespace posts, exclude *.bloom").
@@ -144,5 +175,13 @@ mod tests {
         assert!(Selection::all().contains("anything"));
         assert!(Selection::new(&["../x".into()], &[], &[]).is_err());
         assert!(Selection::new(&[], &["[".into()], &[]).is_err());
+    }
+
+    #[test]
+    fn unmatched_namespaces_are_reported() {
+        let s = Selection::new(&["post".into(), "users".into()], &[], &[]).unwrap();
+        let paths = ["data/posts/data.parquet", "data/users/data.parquet"];
+        assert_eq!(s.unmatched_namespaces(paths), ["post"]);
+        assert!(Selection::all().unmatched_namespaces(paths).is_empty());
     }
 }

@@ -126,7 +126,10 @@ mod tests {
             .run(
                 || async {
                     calls.fetch_add(1, Ordering::SeqCst);
-                    Err(Error::Invalid("no".into()))
+                    Err(Error::InvalidArgument {
+                        argument: "test",
+                        reason: "permanent".into(),
+                    })
                 },
                 |_, _| {},
             )

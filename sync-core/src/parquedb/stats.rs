@@ -10,15 +10,18 @@ use std::collections::BTreeMap;
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::engine::Tree;
+use super::events::EventManifest;
+use super::inspect::{inspect, Inspection};
 use crate::error::{Error, Result};
-use crate::inspect::{
-    is_parquet, is_segment_file, namespace_of, EventManifest, Inspection, Role, EVENT_MANIFESTS,
+use crate::layout::{
+    is_parquet, is_segment_file, namespace_of, Role, CURRENT_EVENTS, EVENT_MANIFESTS,
 };
+use crate::tree::Tree;
 
 /// Figures for one namespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct NamespaceStats {
     /// Files of the namespace: `data/{ns}/**`, its relationship files and
     /// `indexes/*/{ns}.*`.
@@ -36,6 +39,7 @@ pub struct NamespaceStats {
 /// Figures for the event log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct EventStats {
     /// Segment files (`events/seg-*.parquet`, archived ones included).
     pub segments: usize,
@@ -61,6 +65,7 @@ pub struct EventStats {
 
 /// Figures for a whole database.
 #[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
 #[serde(rename_all = "camelCase")]
 pub struct Stats {
     /// The directory or remote.
@@ -84,9 +89,9 @@ pub struct Stats {
 ///
 /// # Errors
 /// When the tree cannot be read; an unreadable file is a warning.
-pub async fn stats(tree: &Tree, concurrency: usize) -> Result<Stats> {
+pub async fn stats(tree: &dyn Tree, concurrency: usize) -> Result<Stats> {
     let mut out = Stats {
-        target: tree.url(),
+        target: tree.name(),
         ..Default::default()
     };
     let files: BTreeMap<String, u64> = match tree.manifest().await? {
@@ -114,7 +119,7 @@ pub async fn stats(tree: &Tree, concurrency: usize) -> Result<Stats> {
         .map(|(p, &s)| (p, s))
         .collect();
     let footers: Vec<(&String, Result<Inspection>)> = futures::stream::iter(footers_of)
-        .map(|(p, s)| async move { (p, tree.inspect(p, s, None, true, false).await) })
+        .map(|(p, s)| async move { (p, inspect(tree, p, s, None, true, false).await) })
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
@@ -163,7 +168,7 @@ pub async fn stats(tree: &Tree, concurrency: usize) -> Result<Stats> {
 }
 
 async fn event_stats(
-    tree: &Tree,
+    tree: &dyn Tree,
     files: &BTreeMap<String, u64>,
     rows: &BTreeMap<&str, u64>,
     ts: &BTreeMap<&str, (i64, i64)>,
@@ -187,7 +192,7 @@ async fn event_stats(
         if is_segment_file(p) {
             e.segments += 1;
             e.events += n;
-        } else if p.as_str() == "events/current.parquet" {
+        } else if p.as_str() == CURRENT_EVENTS {
             e.current_events = n;
             e.events += n;
         }
@@ -226,36 +231,5 @@ async fn event_stats(
 }
 
 fn iso_ms(ms: i64) -> Option<String> {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-}
-
-/// Seq problems of a local directory's event segment manifest, for
-/// `status`: gaps, repeats and disorder. Empty when there is no event log.
-pub fn local_event_problems(root: &std::path::Path) -> Vec<String> {
-    for mpath in EVENT_MANIFESTS {
-        if let Ok(bytes) = std::fs::read(root.join(mpath)) {
-            return match EventManifest::parse(&bytes) {
-                Ok(m) => {
-                    let mut out: Vec<String> = m
-                        .seq_problems()
-                        .into_iter()
-                        .map(|w| format!("{mpath}: {w}"))
-                        .collect();
-                    for s in &m.segments {
-                        if !root.join(s.file()).is_file() {
-                            out.push(format!(
-                                "{mpath}: segment seq {} ({}) is missing",
-                                s.seq,
-                                s.file()
-                            ));
-                        }
-                    }
-                    out
-                }
-                Err(why) => vec![format!("{mpath}: {why}")],
-            };
-        }
-    }
-    Vec::new()
+    Some(crate::manifest::Timestamp::from_millis(ms).to_string())
 }

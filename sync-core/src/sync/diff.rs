@@ -207,7 +207,7 @@ mod tests {
         FileEntry {
             path: "p".into(),
             size: content.len() as u64,
-            hash: crate::hash::digest_bytes(content.as_bytes(), HashAlgorithm::Blake3),
+            hash: HashAlgorithm::Blake3.digest(content.as_bytes()),
             hash_algorithm: HashAlgorithm::Blake3,
             modified_at: ts.into(),
             etag: None,
@@ -269,7 +269,7 @@ mod tests {
         let a = e("A", T1);
         let mut a2 = a.clone();
         a2.hash_algorithm = HashAlgorithm::Sha256;
-        a2.hash = crate::hash::digest_bytes(b"A", HashAlgorithm::Sha256);
+        a2.hash = HashAlgorithm::Sha256.digest(b"A");
         assert_eq!(classify(Some(&a), Some(&a2), None), Some(Change::Conflict));
     }
 

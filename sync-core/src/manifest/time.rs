@@ -1,0 +1,222 @@
+//! Modification times as manifests write them: ISO-8601, as JavaScript's
+//! `Date.toISOString()` prints them.
+
+use serde::{Deserialize, Serialize};
+
+/// A modification time as a manifest writes it (ISO-8601). pqsync's own
+/// form (UTC, milliseconds, `Z`) is kept as a number; any other text is kept
+/// as written, so a manifest read and written again is unchanged.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Timestamp {
+    /// Milliseconds since the Unix epoch, written as `2026-01-01T00:00:00.000Z`.
+    Millis(i64),
+    /// Any other text.
+    Text(Box<str>),
+}
+
+impl Timestamp {
+    /// The time at `ms` milliseconds since the Unix epoch.
+    pub fn from_millis(ms: i64) -> Timestamp {
+        Timestamp::Millis(ms)
+    }
+
+    /// Reads a manifest's text.
+    pub fn parse(s: &str) -> Timestamp {
+        match canonical_millis(s.as_bytes()) {
+            Some(ms) => Timestamp::Millis(ms),
+            None => Timestamp::Text(s.into()),
+        }
+    }
+
+    /// The time, if the text is a valid RFC 3339 time.
+    pub fn to_datetime(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        match self {
+            Timestamp::Millis(ms) => chrono::DateTime::from_timestamp_millis(*ms),
+            Timestamp::Text(s) => chrono::DateTime::parse_from_rfc3339(s)
+                .ok()
+                .map(|t| t.with_timezone(&chrono::Utc)),
+        }
+    }
+}
+
+/// Milliseconds since the epoch of a time written exactly as
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` with valid fields (the only text that
+/// [`Timestamp::Millis`] writes back unchanged); `None` for anything else.
+/// Parsed by hand: manifests of a million files hold a million of these.
+fn canonical_millis(b: &[u8]) -> Option<i64> {
+    if b.len() != 24
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'.'
+        || b[23] != b'Z'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        b[r].iter().try_fold(0i64, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
+        })
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec, ms) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&mo) || d < 1 || d > month_days[(mo - 1) as usize] {
+        return None;
+    }
+    if h > 23 || mi > 59 || sec > 59 {
+        return None;
+    }
+    // Days from 1970-01-01 to the date (the civil-from-days inverse).
+    let (yy, mm) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * mm + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + mi) * 60_000 + sec * 1000 + ms)
+}
+
+fn iso_millis(ms: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+impl From<&str> for Timestamp {
+    fn from(s: &str) -> Self {
+        Timestamp::parse(s)
+    }
+}
+
+impl From<String> for Timestamp {
+    fn from(s: String) -> Self {
+        Timestamp::parse(&s)
+    }
+}
+
+impl From<std::time::SystemTime> for Timestamp {
+    fn from(t: std::time::SystemTime) -> Self {
+        Timestamp::Millis(chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis())
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Timestamp::Millis(ms) => match iso_millis(*ms) {
+                Some(s) => f.write_str(&s),
+                None => write!(f, "{ms}"),
+            },
+            Timestamp::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+impl std::fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}", self = self.to_string())
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an ISO-8601 time")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Timestamp, E> {
+                Ok(Timestamp::parse(v))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The current time as ParqueDB writes it: `2026-01-31T12:00:00.000Z`.
+pub fn now_iso() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::FileEntry;
+    use std::borrow::Cow;
+
+    #[test]
+    fn times_are_compact_yet_written_back_as_read() {
+        let ours = Timestamp::parse("2026-01-01T00:00:01.250Z");
+        assert_eq!(ours, Timestamp::Millis(1_767_225_601_250));
+        assert_eq!(ours.to_string(), "2026-01-01T00:00:01.250Z");
+        for other in [
+            "2026-01-01T00:00:01Z",
+            "2026-01-01T01:00:01.250+01:00",
+            "2026-01-01T00:00:01.250000Z",
+            "not a time",
+        ] {
+            let t = Timestamp::parse(other);
+            assert!(matches!(t, Timestamp::Text(_)), "{other}");
+            assert_eq!(serde_json::to_string(&t).unwrap(), format!("{other:?}"));
+        }
+        assert_eq!(
+            Timestamp::parse("2026-01-01T01:00:01.250+01:00").to_datetime(),
+            ours.to_datetime()
+        );
+        assert_eq!(Timestamp::parse("not a time").to_datetime(), None);
+        // The hand parser agrees with chrono over a range of dates.
+        let mut ms = -62_135_596_800_000i64; // 0001-01-01
+        while ms < 253_402_300_799_000 {
+            let text = iso_millis(ms).unwrap();
+            assert_eq!(canonical_millis(text.as_bytes()), Some(ms), "{text}");
+            ms += 86_400_000 * 37 + 3_600_000 * 5 + 61_001;
+        }
+        for bad in [
+            "2026-02-29T00:00:00.000Z",
+            "2026-13-01T00:00:00.000Z",
+            "2026-01-01T24:00:00.000Z",
+            "2026-01-01T00:60:00.000Z",
+            "2026-01-00T00:00:00.000Z",
+            "2026-01-01 00:00:00.000Z",
+        ] {
+            assert_eq!(canonical_millis(bad.as_bytes()), None, "{bad}");
+        }
+        assert!(canonical_millis(b"2024-02-29T23:59:59.999Z").is_some());
+        let e: FileEntry = serde_json::from_str(
+            r#"{"contentType":"text/csv","hash":"00","hashAlgorithm":"md5","modifiedAt":"2026-01-01T00:00:00Z","path":"a","size":1}"#,
+        )
+        .unwrap();
+        assert!(matches!(e.content_type, Some(Cow::Borrowed("text/csv"))));
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"contentType":"text/csv","hash":"00","hashAlgorithm":"md5","modifiedAt":"2026-01-01T00:00:00Z","path":"a","size":1}"#
+        );
+    }
+}

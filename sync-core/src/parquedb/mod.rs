@@ -1,0 +1,21 @@
+//! What pqsync knows about ParqueDB's files beyond syncing them: Parquet
+//! footers, relationship files, bloom filters and the event log, and the
+//! three things built on reading them without moving them: `verify` (the
+//! backup guide's checks), `stats` (what a database holds) and the manifest
+//! rebuild.
+
+mod bloom;
+mod events;
+mod footer;
+mod inspect;
+mod rebuild;
+mod relationships;
+mod stats;
+mod verify;
+
+pub(crate) use events::local_event_problems;
+pub use rebuild::{rebuild_local, rebuild_remote, RebuildReport};
+pub use stats::{stats, EventStats, NamespaceStats, Stats};
+pub use verify::{
+    verify, Check, FileReport, Finding, Severity, VerifyOptions, VerifyReport, VerifySummary,
+};

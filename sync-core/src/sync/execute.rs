@@ -1,0 +1,483 @@
+//! Carrying out a plan, phase by phase.
+//!
+//! 1. **guard**: find out how the remote's commits are protected, and take
+//!    the lease where they need one;
+//! 2. **abandoned uploads**: abort multipart uploads an earlier run left for
+//!    content this run no longer sends;
+//! 3. **data files**: concurrent, verified, retried transfers;
+//! 4. **nested manifests** (`manifest.json`, `_manifest.json`), deepest
+//!    first, each only if everything in its subtree arrived;
+//! 5. **commit** the remote manifest, only if every transfer succeeded;
+//! 6. **remote deletions**, only after the commit;
+//! 7. **settle** the source: local deletions, local manifest, base, journal;
+//! 8. **release** the lease and report.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::AtomicU64;
+
+use super::commit::{apply, overlap, Changes};
+use super::diff::Resolution;
+use super::guard::Guard;
+use super::mode::Mode;
+use super::plan::{Conflict, Plan};
+use super::report::{FileError, SyncResult};
+use super::source::{fresh_manifest, Settle};
+use super::transfer::{Dir, Run};
+use super::Engine;
+use crate::error::{Error, Result};
+use crate::layout::{is_nested_manifest, MANIFEST_PATH};
+use crate::manifest::{now_iso, FileEntry, Manifest};
+use crate::runtime::{Event, Operation};
+use crate::tree::{CommitMode, FileStat, RemoteManifest};
+
+/// How many times a commit is retried when other writers keep winning the
+/// compare-and-swap.
+const COMMIT_ATTEMPTS: u32 = 8;
+
+/// Files to move, each with its direction.
+type Jobs = Vec<(Dir, FileEntry)>;
+
+/// What the run has done so far.
+#[derive(Default)]
+struct Outcome {
+    uploaded: Vec<FileEntry>,
+    downloaded: Vec<(FileEntry, FileStat)>,
+    deleted: Vec<String>,
+    errors: Vec<FileError>,
+    /// Paths whose transfer failed (a nested manifest above them is held
+    /// back).
+    failed: Vec<String>,
+    committed: bool,
+    /// The remote's files after the run, and its manifest's commit id.
+    remote_files: BTreeMap<String, FileEntry>,
+    remote_commit: Option<String>,
+}
+
+impl Engine {
+    /// Carries out a plan this engine made. Transfers run concurrently; the
+    /// remote manifest is committed only if all of them succeeded;
+    /// deletions follow the commit.
+    ///
+    /// Per-file failures are collected in [`SyncResult::errors`] rather than
+    /// returned as `Err`.
+    ///
+    /// # Errors
+    /// [`Error::ForeignPlan`] for a plan another engine made; otherwise only
+    /// failures that stop the whole run, such as an unwritable state
+    /// directory or a remote held by another writer's lease.
+    pub async fn execute(&self, plan: Plan) -> Result<SyncResult> {
+        if plan.engine != self.id {
+            return Err(Error::ForeignPlan);
+        }
+        self.opts.congestion.configure(self.opts.concurrency);
+        let run = Run {
+            engine: self,
+            processed: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            total: plan.operations(),
+            bytes_total: plan.bytes_up() + plan.bytes_down(),
+        };
+        run.execute(plan).await
+    }
+}
+
+impl Run<'_> {
+    async fn execute(&self, plan: Plan) -> Result<SyncResult> {
+        let guard = self.guard(&plan).await?;
+        let engine = self.engine;
+        engine
+            .source
+            .abort_abandoned(&engine.remote, &plan.uploads)
+            .await;
+        let mut out = Outcome {
+            remote_files: plan
+                .remote
+                .as_ref()
+                .map(|r| r.manifest.files.clone())
+                .unwrap_or_default(),
+            remote_commit: plan
+                .remote
+                .as_ref()
+                .and_then(|r| r.manifest.commit_id.clone()),
+            ..Outcome::default()
+        };
+        let (manifests, data) = self.jobs(&plan);
+        self.transfer_all(data, &plan, &mut out).await;
+        self.transfer_manifests(manifests, &plan, &mut out).await;
+        out.uploaded.extend(plan.already_sent.iter().cloned());
+        let all_ok = out.errors.is_empty();
+        if all_ok && plan.needs_commit {
+            self.commit(&plan, &guard, &mut out).await;
+        }
+        let clean_run = all_ok && (out.committed || !plan.needs_commit);
+        if out.committed {
+            self.delete_remote(&plan, &mut out).await;
+        }
+        self.settle(&plan, clean_run, &mut out).await?;
+        guard.release().await;
+        Ok(self.result(plan, out))
+    }
+
+    /// Phase 1: the guard, where the plan writes to the remote.
+    async fn guard(&self, plan: &Plan) -> Result<Guard> {
+        if !plan.writes_remote() {
+            return Ok(Guard::none());
+        }
+        let engine = self.engine;
+        let token = format!("{:032x}", rand::random::<u128>());
+        engine
+            .opts
+            .retry
+            .run(
+                || {
+                    Guard::take(
+                        engine.source.as_ref(),
+                        &engine.remote,
+                        &token,
+                        engine.opts.force,
+                    )
+                },
+                |n, e| self.retrying(MANIFEST_PATH, n, e),
+            )
+            .await
+    }
+
+    /// The plan's transfers: nested manifests apart from the data files.
+    fn jobs(&self, plan: &Plan) -> (Jobs, Jobs) {
+        plan.uploads
+            .iter()
+            .map(|e| (Dir::Up, e.clone()))
+            .chain(plan.downloads.iter().map(|e| (Dir::Down, e.clone())))
+            .partition(|(_, e)| is_nested_manifest(&e.path))
+    }
+
+    /// Phase 3: the data files, concurrently.
+    async fn transfer_all(&self, jobs: Jobs, plan: &Plan, out: &mut Outcome) {
+        for (dir, e, r) in self.transfer_batch(jobs, plan).await {
+            self.collect(dir, e, r, out);
+        }
+    }
+
+    /// Phase 4: nested manifests, deepest first. A nested manifest must
+    /// never describe files that failed to arrive: it is held back when
+    /// anything in its subtree failed, including a deeper manifest.
+    async fn transfer_manifests(&self, manifests: Jobs, plan: &Plan, out: &mut Outcome) {
+        let mut by_depth: BTreeMap<std::cmp::Reverse<usize>, Vec<(Dir, FileEntry)>> =
+            BTreeMap::new();
+        for (dir, e) in manifests {
+            let depth = std::cmp::Reverse(e.path.matches('/').count());
+            by_depth.entry(depth).or_default().push((dir, e));
+        }
+        for (_, group) in by_depth {
+            let mut ready = Vec::new();
+            for (dir, e) in group {
+                let subtree = e.path.rsplit_once('/').map_or("", |(d, _)| d);
+                let blocked = out
+                    .failed
+                    .iter()
+                    .any(|f| subtree.is_empty() || f.starts_with(&format!("{subtree}/")));
+                if blocked {
+                    out.errors.push(FileError::new(
+                        &e.path,
+                        dir.operation_name(),
+                        "held back: files it describes failed to transfer",
+                    ));
+                    out.failed.push(e.path);
+                } else {
+                    ready.push((dir, e));
+                }
+            }
+            for (dir, e, r) in self.transfer_batch(ready, plan).await {
+                self.collect(dir, e, r, out);
+            }
+        }
+    }
+
+    /// Files a finished transfer into the outcome.
+    fn collect(&self, dir: Dir, e: FileEntry, r: Result<Option<FileStat>>, out: &mut Outcome) {
+        match (dir, r) {
+            (Dir::Up, Ok(_)) => out.uploaded.push(e),
+            (Dir::Down, Ok(Some(stat))) => out.downloaded.push((e, stat)),
+            (Dir::Down, Ok(None)) => {}
+            (dir, Err(err)) => {
+                self.engine.reporter.event(&Event::Failed {
+                    path: e.path.clone(),
+                    error: err.to_string(),
+                });
+                out.failed.push(e.path.clone());
+                out.errors
+                    .push(FileError::new(e.path, dir.operation_name(), err));
+            }
+        }
+    }
+
+    /// Phase 5: commits this run's changes, retried as a whole, without
+    /// overwriting another writer's commit.
+    async fn commit(&self, plan: &Plan, guard: &Guard, out: &mut Outcome) {
+        let mut ours: Changes = out
+            .uploaded
+            .iter()
+            .map(|e| (e.path.clone(), Some(e.clone())))
+            .collect();
+        for p in &plan.delete_remote {
+            ours.insert(p.clone(), None);
+        }
+        let engine = self.engine;
+        let committed = engine
+            .opts
+            .retry
+            .run(
+                || self.commit_once(plan, &ours, guard.conditional),
+                |n, e| self.retrying(MANIFEST_PATH, n, e),
+            )
+            .await;
+        match committed {
+            Ok((files, id)) => {
+                out.committed = true;
+                out.remote_files = files;
+                out.remote_commit = Some(id);
+            }
+            Err(e) => out.errors.push(FileError::new(MANIFEST_PATH, "commit", e)),
+        }
+    }
+
+    /// One commit attempt: writes the manifest with compare-and-swap (or,
+    /// under a lease, after a re-read and followed by a read-back), merging
+    /// other writers' commits that do not overlap this run's changes.
+    /// Returns the files the committed manifest lists, and its commit id.
+    async fn commit_once(
+        &self,
+        plan: &Plan,
+        ours: &Changes,
+        conditional: bool,
+    ) -> Result<(BTreeMap<String, FileEntry>, String)> {
+        let remote = &self.engine.remote;
+        let commit_id = format!("{:032x}", rand::random::<u128>());
+        let mut seen = plan.remote.clone();
+        for _ in 0..COMMIT_ATTEMPTS {
+            if !conditional {
+                // Under a lease: pick up whatever was committed since the
+                // plan (an expired lease, a --force writer) before writing.
+                let now = remote.read_manifest().await?;
+                seen = self.merge_point(seen, now, ours)?;
+            }
+            let seen_files = seen
+                .as_ref()
+                .map(|r| r.manifest.files.clone())
+                .unwrap_or_default();
+            let files = apply(&seen_files, ours);
+            let mut manifest =
+                self.remote_manifest(plan, seen.as_ref().map(|r| &r.manifest), files.clone());
+            manifest.commit_id = Some(commit_id.clone());
+            let mode = match (&seen, conditional) {
+                (_, false) => CommitMode::Overwrite,
+                (None, true) => CommitMode::Create,
+                (Some(r), true) => match &r.etag {
+                    Some(etag) => CommitMode::Update(etag.clone()),
+                    None => CommitMode::Overwrite,
+                },
+            };
+            match remote.write_manifest(&manifest, mode).await {
+                Ok(_) if conditional => return Ok((files, commit_id)),
+                Ok(_) => {
+                    self.check_read_back(&commit_id).await?;
+                    return Ok((files, commit_id));
+                }
+                Err(Error::Precondition { .. }) => {
+                    let now = remote.read_manifest().await?;
+                    seen = self.merge_point(seen, now, ours)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::CommitContention {
+            url: remote.url().to_string(),
+            attempts: COMMIT_ATTEMPTS,
+        })
+    }
+
+    /// Under a lease: reads the manifest back to check this run's commit is
+    /// the one that stuck.
+    async fn check_read_back(&self, commit_id: &str) -> Result<()> {
+        let remote = &self.engine.remote;
+        let back = remote.read_manifest().await?;
+        let stuck = back.and_then(|b| b.manifest.commit_id);
+        if stuck.as_deref() == Some(commit_id) {
+            return Ok(());
+        }
+        Err(Error::RemoteChanged {
+            operation: self.engine.mode.verb(),
+            url: remote.url().to_string(),
+            paths: vec![format!(
+                "the manifest (another writer's commit replaced this run's, id {commit_id})"
+            )],
+        })
+    }
+
+    /// Moves the commit's starting point from `seen` to `now`, the manifest
+    /// another writer committed, if their changes and ours do not overlap.
+    fn merge_point(
+        &self,
+        seen: Option<RemoteManifest>,
+        now: Option<RemoteManifest>,
+        ours: &Changes,
+    ) -> Result<Option<RemoteManifest>> {
+        let url = self.engine.remote.url();
+        let empty = BTreeMap::new();
+        let seen_files = seen.as_ref().map_or(&empty, |r| &r.manifest.files);
+        let now_files = now.as_ref().map_or(&empty, |r| &r.manifest.files);
+        let clash = overlap(seen_files, now_files, ours);
+        if !clash.is_empty() {
+            return Err(Error::RemoteChanged {
+                operation: self.engine.mode.verb(),
+                url: url.to_string(),
+                paths: clash,
+            });
+        }
+        if now
+            .as_ref()
+            .is_some_and(|n| seen_files != &n.manifest.files)
+        {
+            self.engine.reporter.event(&Event::Warning(format!(
+                "{url} changed during this run; merged the other writer's commit"
+            )));
+        }
+        Ok(now)
+    }
+
+    /// The manifest to commit: the identity of `current` (or the source's),
+    /// with `files`.
+    fn remote_manifest(
+        &self,
+        plan: &Plan,
+        current: Option<&Manifest>,
+        files: BTreeMap<String, FileEntry>,
+    ) -> Manifest {
+        let source = self.engine.source.as_ref();
+        let mut m = source
+            .identity(&plan.view, current)
+            .cloned()
+            .unwrap_or_else(|| fresh_manifest(&source.database_name()));
+        m.files = files;
+        m.last_synced_at = now_iso();
+        m.synced_from = Some(source.synced_from(plan.mode));
+        m
+    }
+
+    /// Phase 6: remote deletions, after the commit. With `--backup-dir`, an
+    /// object is deleted only once its backup copy is made.
+    async fn delete_remote(&self, plan: &Plan, out: &mut Outcome) {
+        if plan.delete_remote.is_empty() {
+            return;
+        }
+        let remote = &self.engine.remote;
+        self.progress(Operation::Deleting, None);
+        let mut doomed = plan.delete_remote.clone();
+        if let Some(prefix) = &self.engine.opts.backup_dir {
+            let mut backed_up = Vec::new();
+            for p in doomed {
+                match remote.backup(&p, prefix).await {
+                    Ok(()) => backed_up.push(p),
+                    // Not backed up, so not deleted: the manifest no longer
+                    // lists it, and the object stays.
+                    Err(e) => out.errors.push(FileError::new(
+                        p,
+                        "delete",
+                        format!("not deleted: backup to {prefix} failed: {e}"),
+                    )),
+                }
+            }
+            doomed = backed_up;
+        }
+        let failed: HashSet<String> = match remote.delete_many(&doomed).await {
+            Ok(()) => HashSet::new(),
+            // The manifest no longer lists these; a leftover object is
+            // garbage, not a visible file.
+            Err(fails) => fails
+                .into_iter()
+                .map(|(path, e)| {
+                    out.errors.push(FileError::new(&path, "delete", e));
+                    path
+                })
+                .collect(),
+        };
+        for p in doomed.into_iter().filter(|p| !failed.contains(p)) {
+            self.done(&p, Operation::Deleting, 0);
+            out.deleted.push(p);
+        }
+    }
+
+    /// Phase 7: the source's part of the outcome.
+    async fn settle(&self, plan: &Plan, clean_run: bool, out: &mut Outcome) -> Result<()> {
+        let on_deleted = |p: &str| self.done(p, Operation::Deleting, 0);
+        let settled = self
+            .engine
+            .source
+            .settle(Settle {
+                mode: plan.mode,
+                view: &plan.view,
+                remote_before: plan.remote.as_ref(),
+                remote_after: &out.remote_files,
+                remote_commit: out.remote_commit.as_deref(),
+                downloaded: &out.downloaded,
+                delete_local: &plan.delete_local,
+                may_delete: out.errors.is_empty(),
+                clean_run,
+                on_deleted: &on_deleted,
+            })
+            .await?;
+        out.deleted.extend(settled.deleted);
+        out.errors.extend(settled.errors);
+        Ok(())
+    }
+
+    /// Phase 8: the result.
+    fn result(&self, plan: Plan, mut out: Outcome) -> SyncResult {
+        let engine = self.engine;
+        // Decided conflicts this mode cannot carry out are in `held_back`.
+        let (pending, rest): (Vec<Conflict>, Vec<Conflict>) = plan
+            .conflicts
+            .into_iter()
+            .partition(|c| c.resolution == Resolution::Manual);
+        let resolved: Vec<Conflict> = rest.into_iter().filter(|c| c.applied).collect();
+        let mut uploaded: Vec<String> = out.uploaded.into_iter().map(|e| e.path).collect();
+        uploaded.sort();
+        let mut downloaded: Vec<String> = out.downloaded.into_iter().map(|(e, _)| e.path).collect();
+        downloaded.sort();
+        out.deleted.sort();
+        // Safety stops are reported last: they hold back only deletions,
+        // and everything else went ahead.
+        let side = match plan.mode {
+            Mode::Pull => "(local deletions)".to_string(),
+            _ => engine.remote.url().to_string(),
+        };
+        for r in &plan.refused {
+            out.errors.push(FileError::new(&side, "delete", r));
+        }
+        let mut warnings = plan.warnings;
+        let congestion = &engine.opts.congestion;
+        if congestion.cuts() > 0 {
+            warnings.push(format!(
+                "the store asked to slow down; transfers in flight went down to {} of {}",
+                congestion.lowest(),
+                engine.opts.concurrency
+            ));
+        }
+        SyncResult {
+            success: out.errors.is_empty(),
+            uploaded,
+            downloaded,
+            deleted: out.deleted,
+            conflicts_resolved: resolved,
+            conflicts_pending: pending,
+            errors: out.errors,
+            held_back: plan.held_back,
+            unchanged_count: plan.unchanged.len(),
+            unchanged: plan.unchanged,
+            committed: out.committed,
+            bytes_transferred: self.bytes.load(std::sync::atomic::Ordering::SeqCst),
+            requests: engine.requests(),
+            warnings,
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! The sync pipeline: one engine for push, pull, sync and mirror.
+//!
+//! ```text
+//! read both sides (source scan or manifest + one remote GET)
+//!   → 3-way diff against the base (diff)
+//!   → Plan (plan: buckets, deletion limit, request estimate)
+//!   → execute (execute: guard, transfers, nested manifests, commit,
+//!              deletions, local state)
+//! ```
+//!
+//! `execute` moves data first, writes nested manifests after the files of
+//! their subtree, commits the remote manifest only when every transfer
+//! succeeded, and deletes only after that commit. A run that fails part way
+//! leaves the remote manifest as it was: new files stay invisible to readers,
+//! replaced files are each swapped atomically (a reader that verifies hashes
+//! notices the mix), and the next run moves only what is left.
+//!
+//! The engine is built for one mode and one pair of trees, and picks the
+//! [`Source`](source::Source) for its kind of tree then; nothing after that
+//! asks which kind of tree it has.
+
+mod commit;
+mod diff;
+mod execute;
+mod guard;
+mod mode;
+mod options;
+mod plan;
+mod report;
+mod select;
+mod source;
+mod transfer;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub use diff::{diff3, Change, Diff3, PathDiff, Resolution};
+pub use guard::LEASE_TTL;
+pub use mode::{Mode, Strategy};
+pub use options::{MaxDelete, SyncOptions};
+pub use plan::{Conflict, HeldBack, Plan};
+pub use report::{FileError, StatusDiff, StatusReport, SyncResult};
+pub use select::Selection;
+
+use crate::error::{Error, Result};
+use crate::manifest::HashAlgorithm;
+use crate::runtime::{NoProgress, Operation, Progress, Reporter};
+use crate::tree::{LocalTree, RemoteManifest, StoreTree};
+use plan::{bucket, limit_deletes};
+use source::{refuse_reserved_paths, LocalSource, ReadOptions, Source, SourceView, StoreSource};
+
+/// What a comparison of the two sides must do.
+#[derive(Clone, Copy, Debug)]
+struct Compare {
+    /// A remote without a manifest is an error (pull, status).
+    require_remote: bool,
+    /// The base may be taken from the remote manifest when its stamp says
+    /// they are equal (a status; a run that writes state reads the base).
+    base_may_be_remote: bool,
+    /// The local manifest is read (a run that writes local state needs it
+    /// as a template).
+    need_manifest: bool,
+}
+
+/// The sync engine for one pair of trees.
+///
+/// ```no_run
+/// # async fn demo() -> pqsync_core::Result<()> {
+/// use std::sync::Arc;
+/// use pqsync_core::{Engine, LocalTree, StoreTree, SyncOptions};
+///
+/// let store = Arc::new(object_store::memory::InMemory::new());
+/// let remote = StoreTree::new(store, "prod", "memory:///prod");
+/// let engine = Engine::push(LocalTree::new("./db"), remote, SyncOptions::default());
+/// let plan = engine.plan().await?;
+/// let result = engine.execute(plan).await?;
+/// assert!(result.success);
+/// # Ok(()) }
+/// ```
+pub struct Engine {
+    id: u64,
+    mode: Mode,
+    source: Box<dyn Source>,
+    remote: StoreTree,
+    opts: SyncOptions,
+    reporter: Arc<dyn Reporter>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("mode", &self.mode)
+            .field("source", &self.source)
+            .field("remote", &self.remote)
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Sends `local`'s changes to `remote`; remote-side changes are
+    /// reported, not fetched.
+    pub fn push(local: LocalTree, remote: StoreTree, opts: SyncOptions) -> Engine {
+        Engine::local(Mode::Push, local, remote, opts)
+    }
+
+    /// Fetches `remote`'s changes into `local`; local changes are reported,
+    /// not sent.
+    pub fn pull(local: LocalTree, remote: StoreTree, opts: SyncOptions) -> Engine {
+        Engine::local(Mode::Pull, local, remote, opts)
+    }
+
+    /// Exchanges changes both ways between `local` and `remote`.
+    pub fn sync(local: LocalTree, remote: StoreTree, opts: SyncOptions) -> Engine {
+        Engine::local(Mode::Sync, local, remote, opts)
+    }
+
+    /// Makes `destination` equal to `source`, a managed store prefix.
+    pub fn mirror(source: StoreTree, destination: StoreTree, opts: SyncOptions) -> Engine {
+        Engine::build(
+            Mode::Mirror,
+            Box::new(StoreSource::new(source)),
+            destination,
+            opts,
+        )
+    }
+
+    fn local(mode: Mode, local: LocalTree, remote: StoreTree, opts: SyncOptions) -> Engine {
+        let source = LocalSource::new(local, &remote);
+        Engine::build(mode, Box::new(source), remote, opts)
+    }
+
+    fn build(mode: Mode, source: Box<dyn Source>, remote: StoreTree, opts: SyncOptions) -> Engine {
+        static IDS: AtomicU64 = AtomicU64::new(1);
+        Engine {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            mode,
+            source,
+            remote,
+            opts: SyncOptions {
+                concurrency: opts.concurrency.max(1),
+                ..opts
+            },
+            reporter: Arc::new(NoProgress),
+        }
+    }
+
+    /// Reports progress and events to `reporter` (by default, nothing is
+    /// reported).
+    pub fn with_reporter(mut self, reporter: Arc<dyn Reporter>) -> Self {
+        self.reporter = reporter;
+        self
+    }
+
+    /// The engine's mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &SyncOptions {
+        &self.opts
+    }
+
+    /// The remote (for a mirror, the destination).
+    pub fn remote(&self) -> &StoreTree {
+        &self.remote
+    }
+
+    fn strategy(&self) -> Strategy {
+        self.opts
+            .strategy
+            .unwrap_or_else(|| self.mode.default_strategy())
+    }
+
+    fn requests(&self) -> u64 {
+        self.source.requests() + self.remote.requests()
+    }
+
+    /// Compares the trees and reports what differs, moving nothing. On an
+    /// unchanged tree this reads no file contents (the stat cache answers)
+    /// and makes one request.
+    ///
+    /// # Errors
+    /// [`Error::NotManaged`] if the remote has no manifest; manifest, I/O
+    /// and store errors otherwise.
+    pub async fn status(&self) -> Result<StatusReport> {
+        let compare = Compare {
+            require_remote: true,
+            base_may_be_remote: true,
+            need_manifest: false,
+        };
+        let plan = self.make_plan(compare).await?;
+        let mut report = status_report(plan);
+        report.requests = self.requests();
+        report.warnings.extend(self.source.status_warnings().await);
+        Ok(report)
+    }
+
+    /// Builds the plan: reads both sides, diffs them against the base and
+    /// sorts every path into a bucket. Moves no data.
+    ///
+    /// # Errors
+    /// [`Error::NotManaged`] when pulling from a remote without a manifest
+    /// (or mirroring from a source without one); manifest, I/O and store
+    /// errors otherwise.
+    pub async fn plan(&self) -> Result<Plan> {
+        self.make_plan(Compare {
+            require_remote: self.mode == Mode::Pull,
+            base_may_be_remote: false,
+            need_manifest: true,
+        })
+        .await
+    }
+
+    async fn make_plan(&self, compare: Compare) -> Result<Plan> {
+        self.reporter.progress(&Progress {
+            operation: Operation::Comparing,
+            current_file: None,
+            processed: 0,
+            total: 0,
+            bytes_transferred: 0,
+            bytes_total: 0,
+        });
+        let remote = self.read_remote(compare.require_remote).await?;
+        let (algorithm, warning) = self.algorithm(remote.as_ref());
+        let read = ReadOptions {
+            algorithm,
+            base_may_be_remote: compare.base_may_be_remote,
+            need_manifest: compare.need_manifest,
+        };
+        let mut view = self.source.read(remote.as_ref(), read).await?;
+        let diff = self.diff(&mut view, remote.as_ref(), algorithm);
+        let journal = std::mem::take(&mut view.journal);
+        let mut warnings: Vec<String> = warning.into_iter().collect();
+        warnings.append(&mut view.warnings);
+        warnings.extend(self.unmatched_namespaces(&view, remote.as_ref()));
+        let local_total = view.files.len();
+        let remote_total = remote.as_ref().map_or(0, |r| r.manifest.files.len());
+        let mut plan = Plan::new(self.id, self.mode, self.strategy(), algorithm, view, remote);
+        plan.warnings = warnings;
+        bucket(&mut plan, diff, self.opts.delete, &journal);
+        plan.interrupted = self.source.interrupted(&self.remote, &plan.uploads);
+        let url = self.remote.url().to_string();
+        limit_deletes(
+            &mut plan,
+            self.opts.max_delete,
+            remote_total,
+            local_total,
+            &url,
+        );
+        plan.needs_commit = self.mode.sends()
+            && (!plan.remote_managed()
+                || !plan.uploads.is_empty()
+                || !plan.already_sent.is_empty()
+                || !plan.delete_remote.is_empty());
+        plan.requests_planned = self.estimate(&plan);
+        plan.requests_so_far = self.requests();
+        Ok(plan)
+    }
+
+    /// The remote manifest, checked for paths pqsync never writes.
+    async fn read_remote(&self, required: bool) -> Result<Option<RemoteManifest>> {
+        let remote = self.remote.read_manifest().await?;
+        match &remote {
+            Some(r) => refuse_reserved_paths(&r.manifest, self.remote.url())?,
+            None if required => {
+                return Err(Error::NotManaged {
+                    url: self.remote.url().to_string(),
+                })
+            }
+            None => {}
+        }
+        Ok(remote)
+    }
+
+    /// The algorithm to compare in: an existing remote's wins, since
+    /// switching would make every file look different; the option applies
+    /// to new remotes. Returns a warning when the two disagree.
+    fn algorithm(&self, remote: Option<&RemoteManifest>) -> (HashAlgorithm, Option<String>) {
+        let remote_alg = remote.and_then(|r| r.manifest.hash_algorithm());
+        match (remote_alg, self.opts.hash) {
+            (Some(r), Some(asked)) if r != asked => (
+                r,
+                Some(format!(
+                    "{} is hashed with {r}; comparing in {r} ({asked} applies to new remotes only)",
+                    self.remote.url()
+                )),
+            ),
+            (Some(r), _) => (r, None),
+            (None, asked) => (asked.unwrap_or_default(), None),
+        }
+    }
+
+    /// The 3-way diff of the source and the remote against the base, cut
+    /// down to the selection. A base hashed with another algorithm cannot
+    /// be compared with, and is dropped.
+    fn diff(
+        &self,
+        view: &mut SourceView,
+        remote: Option<&RemoteManifest>,
+        algorithm: HashAlgorithm,
+    ) -> Diff3 {
+        let same_alg = |b: &std::collections::BTreeMap<String, crate::manifest::FileEntry>| {
+            b.values().all(|e| e.hash_algorithm == algorithm)
+        };
+        if view.base.as_ref().is_some_and(|b| !same_alg(b)) {
+            view.base = None;
+        }
+        let empty = std::collections::BTreeMap::new();
+        let remote_files = remote.map_or(&empty, |r| &r.manifest.files);
+        let base = if view.base_is_remote {
+            Some(remote_files).filter(|b| same_alg(b))
+        } else {
+            view.base.as_ref()
+        };
+        let mut diff = diff3(&view.files, remote_files, base);
+        let selection = &self.opts.selection;
+        if !selection.is_all() {
+            // Outside the selection nothing moves and nothing is deleted.
+            diff.changed.retain(|d| selection.contains(&d.path));
+            diff.unchanged.retain(|p| selection.contains(p));
+        }
+        diff
+    }
+
+    /// A warning for each `--namespaces` name that matches no namespace on
+    /// either side.
+    fn unmatched_namespaces(
+        &self,
+        view: &SourceView,
+        remote: Option<&RemoteManifest>,
+    ) -> Vec<String> {
+        let remote_paths = remote
+            .into_iter()
+            .flat_map(|r| r.manifest.files.keys())
+            .map(String::as_str);
+        let paths = view.files.keys().map(String::as_str).chain(remote_paths);
+        self.opts
+            .selection
+            .unmatched_namespaces(paths)
+            .into_iter()
+            .map(|ns| format!("namespace {ns:?} matches no file on either side; nothing of it is moved (check the spelling)"))
+            .collect()
+    }
+
+    /// Requests executing `plan` will make.
+    fn estimate(&self, plan: &Plan) -> u64 {
+        let per_upload = self.source.read_requests_per_upload();
+        let mut n: u64 = plan
+            .uploads
+            .iter()
+            .map(|e| self.remote.upload_requests(e.size) + per_upload)
+            .sum();
+        n += plan.downloads.len() as u64;
+        n += StoreTree::delete_requests(plan.delete_remote.len() as u64);
+        if plan.needs_commit {
+            n += 1;
+        }
+        if plan.writes_remote() {
+            n += guard::guard_requests(self.source.as_ref(), self.opts.force);
+        }
+        n
+    }
+}
+
+/// A status report from a plan made for one.
+fn status_report(mut plan: Plan) -> StatusReport {
+    let mut diff = StatusDiff {
+        conflicts: std::mem::take(&mut plan.conflicts),
+        unchanged: std::mem::take(&mut plan.unchanged),
+        ..StatusDiff::default()
+    };
+    diff.unchanged_count = diff.unchanged.len();
+    for d in std::mem::take(&mut plan.diff) {
+        match d.change {
+            Change::Upload => diff.to_upload.extend(d.local),
+            Change::Download => diff.to_download.extend(d.remote),
+            Change::DeleteRemote => diff.deleted_locally.push(d.path),
+            Change::DeleteLocal => diff.deleted_remotely.push(d.path),
+            Change::Unchanged | Change::Conflict => {}
+        }
+    }
+    let is_synced = diff.to_upload.is_empty()
+        && diff.to_download.is_empty()
+        && diff.conflicts.is_empty()
+        && diff.deleted_locally.is_empty()
+        && diff.deleted_remotely.is_empty()
+        && plan.already_sent.is_empty();
+    StatusReport {
+        is_synced,
+        diff,
+        resumable: plan.already_sent.iter().map(|e| e.path.clone()).collect(),
+        interrupted: std::mem::take(&mut plan.interrupted),
+        requests: 0,
+        files_hashed: plan.view.files_hashed,
+        warnings: std::mem::take(&mut plan.warnings),
+    }
+}

@@ -1,0 +1,106 @@
+//! Which way a run moves data, and how it settles conflicts.
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// The direction(s) a run moves data in. Chosen by the engine's
+/// constructor ([`Engine::push`](super::Engine::push),
+/// [`pull`](super::Engine::pull), [`sync`](super::Engine::sync),
+/// [`mirror`](super::Engine::mirror)), so a mode and a kind of tree that do
+/// not go together cannot be asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Local → remote. Remote-side changes are reported, not fetched.
+    Push,
+    /// Remote → local. Local changes are reported, not sent.
+    Pull,
+    /// Both ways.
+    Sync,
+    /// One store prefix → another; the destination is made equal to the
+    /// source.
+    Mirror,
+}
+
+impl Mode {
+    /// The conflict strategy used when none is given: `local-wins` for push
+    /// and mirror, `remote-wins` for pull, `newest` for sync.
+    pub fn default_strategy(self) -> Strategy {
+        match self {
+            Mode::Push | Mode::Mirror => Strategy::LocalWins,
+            Mode::Pull => Strategy::RemoteWins,
+            Mode::Sync => Strategy::Newest,
+        }
+    }
+
+    /// Whether the mode sends data to the remote.
+    pub fn sends(self) -> bool {
+        matches!(self, Mode::Push | Mode::Sync | Mode::Mirror)
+    }
+
+    /// Whether the mode fetches data from the remote.
+    pub fn fetches(self) -> bool {
+        matches!(self, Mode::Pull | Mode::Sync)
+    }
+
+    /// The command's name: `push`, `pull`, `sync` or `mirror`.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Mode::Push => "push",
+            Mode::Pull => "pull",
+            Mode::Sync => "sync",
+            Mode::Mirror => "mirror",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.verb())
+    }
+}
+
+/// How conflicts are resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// The local version wins.
+    LocalWins,
+    /// The remote version wins.
+    RemoteWins,
+    /// The version with the newer modification time wins; a tie is left
+    /// pending.
+    Newest,
+    /// Nothing is resolved: conflicts are listed and both copies left alone.
+    Manual,
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Strategy::LocalWins => "local-wins",
+            Strategy::RemoteWins => "remote-wins",
+            Strategy::Newest => "newest",
+            Strategy::Manual => "manual",
+        })
+    }
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "local-wins" => Ok(Strategy::LocalWins),
+            "remote-wins" => Ok(Strategy::RemoteWins),
+            "newest" => Ok(Strategy::Newest),
+            "manual" => Ok(Strategy::Manual),
+            other => Err(Error::InvalidArgument {
+                argument: "strategy",
+                reason: format!(
+                    "unknown strategy {other:?} (expected local-wins, remote-wins, newest or manual)"
+                ),
+            }),
+        }
+    }
+}

@@ -1,0 +1,602 @@
+//! The side of a run that is not the remote, behind one interface: a local
+//! directory (push, pull, sync) or a store prefix (the source of a mirror).
+//!
+//! The engine picks one [`Source`] when it is built and never asks again
+//! which kind it has: everything that differs between the two (how the
+//! file list and the base are read, how a file is streamed out, where the
+//! journal and the capability cache live, what is left to do after the
+//! commit) is a method here.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use async_trait::async_trait;
+
+use super::commit::merged_base;
+use super::mode::Mode;
+use super::report::FileError;
+use crate::error::{Error, Result};
+use crate::layout::is_ignored;
+use crate::layout::MANIFEST_PATH;
+use crate::manifest::{now_iso, FileEntry, HashAlgorithm, Manifest};
+use crate::tree::local::{BaseStamp, RemoteState};
+use crate::tree::{Capabilities, FileStat, LocalTree, PartLog, RemoteManifest, StoreTree};
+
+/// Called with the byte count of each chunk a transfer moves.
+pub(crate) type OnBytes<'a> = &'a (dyn Fn(u64) + Send + Sync);
+
+/// What reading the source found.
+#[derive(Debug, Default)]
+pub(crate) struct SourceView {
+    /// Every file the source has, hashed.
+    pub files: BTreeMap<String, FileEntry>,
+    /// The stat each local file was hashed under.
+    pub stats: HashMap<String, FileStat>,
+    /// The base for the remote (`None`: a first sync).
+    pub base: Option<BTreeMap<String, FileEntry>>,
+    /// The base is the remote manifest itself (its stamp says so), so it
+    /// was not read.
+    pub base_is_remote: bool,
+    /// Uploads an interrupted run completed: `(path, "<alg>:<hex>")`.
+    pub journal: HashSet<(String, String)>,
+    /// The source's own manifest: the local `_meta/manifest.json`, or a
+    /// mirror source's remote manifest.
+    pub manifest: Option<Manifest>,
+    /// Local files whose contents were read.
+    pub files_hashed: usize,
+    /// Things skipped, such as symlinks.
+    pub warnings: Vec<String>,
+}
+
+/// How to read the source.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReadOptions {
+    /// Hash with this algorithm.
+    pub algorithm: HashAlgorithm,
+    /// Skip reading the base when its stamp says it equals the remote
+    /// manifest just read (a status needs nothing but the comparison).
+    pub base_may_be_remote: bool,
+    /// Read the local manifest (a run that writes local state needs it).
+    pub need_manifest: bool,
+}
+
+/// What the run did, for the source to settle after the commit.
+pub(crate) struct Settle<'a> {
+    pub mode: Mode,
+    pub view: &'a SourceView,
+    /// The remote manifest the plan was made against.
+    pub remote_before: Option<&'a RemoteManifest>,
+    /// The remote's files after the run, and the manifest's commit id.
+    pub remote_after: &'a BTreeMap<String, FileEntry>,
+    pub remote_commit: Option<&'a str>,
+    pub downloaded: &'a [(FileEntry, FileStat)],
+    /// Local deletions the plan makes.
+    pub delete_local: &'a [String],
+    /// Nothing failed so far, so local deletions may go ahead.
+    pub may_delete: bool,
+    /// Every transfer succeeded and the commit, if one was needed, too.
+    pub clean_run: bool,
+    /// Told of each local deletion.
+    pub on_deleted: &'a (dyn Fn(&str) + Send + Sync),
+}
+
+/// The source's side of the outcome.
+#[derive(Default)]
+pub(crate) struct Settled {
+    pub deleted: Vec<String>,
+    pub errors: Vec<FileError>,
+}
+
+/// One side of a run: what is sent to the remote, and (for a directory)
+/// what receives from it.
+#[async_trait]
+pub(crate) trait Source: Send + Sync + std::fmt::Debug {
+    /// The name a new database gets.
+    fn database_name(&self) -> String;
+
+    /// How a manifest's `syncedFrom` names this source in `mode`.
+    fn synced_from(&self, mode: Mode) -> String;
+
+    /// Requests made to the source so far.
+    fn requests(&self) -> u64;
+
+    /// Whether the source keeps pqsync's state for the remote (base,
+    /// journals, capability cache): a directory does, a mirror's source
+    /// does not.
+    fn keeps_state(&self) -> bool;
+
+    /// Reads the source's files, and the base for `remote` (the manifest
+    /// just read from the remote).
+    async fn read(&self, remote: Option<&RemoteManifest>, opts: ReadOptions) -> Result<SourceView>;
+
+    /// The manifest whose identity (`databaseId`, `name`, ...) a new remote
+    /// manifest takes: `current` is the remote's own.
+    fn identity<'a>(
+        &self,
+        view: &'a SourceView,
+        current: Option<&'a Manifest>,
+    ) -> Option<&'a Manifest>;
+
+    /// Requests reading one file for upload costs beyond the upload itself.
+    fn read_requests_per_upload(&self) -> u64;
+
+    /// What the capability probe found for the remote, if cached here.
+    fn cached_capabilities(&self) -> Option<Capabilities>;
+
+    /// Caches what the probe found.
+    fn save_capabilities(&self, caps: &Capabilities);
+
+    /// Large uploads an earlier run left part way, among `uploads`.
+    fn interrupted(&self, remote: &StoreTree, uploads: &[FileEntry]) -> Vec<String>;
+
+    /// Aborts multipart uploads an earlier run started for content this run
+    /// no longer sends.
+    async fn abort_abandoned(&self, remote: &StoreTree, uploads: &[FileEntry]);
+
+    /// Sends one file to the remote, verified against `e`.
+    async fn upload(
+        &self,
+        e: &FileEntry,
+        view: &SourceView,
+        remote: &StoreTree,
+        on_bytes: OnBytes<'_>,
+    ) -> Result<()>;
+
+    /// Fetches one file from the remote into the source, verified against
+    /// `e`. Called only in modes that fetch (never for a mirror).
+    async fn download(
+        &self,
+        e: &FileEntry,
+        view: &SourceView,
+        remote: &StoreTree,
+        on_bytes: OnBytes<'_>,
+    ) -> Result<FileStat>;
+
+    /// Records a completed upload, so a re-run does not send it again.
+    fn uploaded(&self, e: &FileEntry);
+
+    /// Everything after the commit: the stat cache learns the downloads,
+    /// local deletions are carried out, and the local manifest, the base
+    /// and the journal are brought up to date.
+    async fn settle(&self, s: Settle<'_>) -> Result<Settled>;
+
+    /// Warnings worth a status (gaps in a local event log).
+    async fn status_warnings(&self) -> Vec<String>;
+}
+
+/// A manifest from a store may not name a path pqsync never syncs (`.git`,
+/// `_meta/.pqsync`, the manifest itself, ...): writing those could plant
+/// hooks or rewrite pqsync's own state.
+pub(crate) fn refuse_reserved_paths(m: &Manifest, url: &str) -> Result<()> {
+    match m.files.keys().find(|p| is_ignored(p)) {
+        Some(p) => Err(Error::UnsafePath {
+            path: p.clone(),
+            origin: format!("{url}/{MANIFEST_PATH}"),
+            reason: "a reserved or ignored path that pqsync never syncs".into(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A local directory as the source of push, pull and sync.
+#[derive(Debug)]
+pub(crate) struct LocalSource {
+    tree: LocalTree,
+    state: RemoteState,
+    /// Whether large uploads to the remote can resume part by part.
+    resumable: bool,
+}
+
+impl LocalSource {
+    pub fn new(tree: LocalTree, remote: &StoreTree) -> Self {
+        LocalSource {
+            state: RemoteState::new(&tree, remote.url()),
+            tree,
+            resumable: remote.resumable(),
+        }
+    }
+
+    /// The log of large uploads in progress, where uploads can resume.
+    fn part_log(&self) -> Option<impl PartLog + '_> {
+        self.resumable.then(|| self.state.parts())
+    }
+
+    /// Deletes what the plan deletes locally, each only if it is still the
+    /// version the scan saw.
+    fn delete_local(
+        &self,
+        s: &Settle<'_>,
+        out: &mut Settled,
+        after: &mut BTreeMap<String, FileEntry>,
+    ) {
+        for p in s.delete_local {
+            let prior = s.view.stats.get(p).copied();
+            match self.tree.delete(p, prior) {
+                Ok(()) => {
+                    after.remove(p);
+                    out.deleted.push(p.clone());
+                    (s.on_deleted)(p);
+                }
+                Err(e) => out.errors.push(FileError::new(p, "delete", e)),
+            }
+        }
+    }
+
+    /// Rewrites the local manifest when the tree's files changed.
+    fn write_local_manifest(
+        &self,
+        s: &Settle<'_>,
+        after: &BTreeMap<String, FileEntry>,
+    ) -> Result<()> {
+        if s.view.manifest.as_ref().is_some_and(|m| &m.files == after) {
+            return Ok(());
+        }
+        let template = s
+            .remote_before
+            .map(|r| &r.manifest)
+            .or(s.view.manifest.as_ref());
+        let mut m = template
+            .cloned()
+            .unwrap_or_else(|| fresh_manifest(&self.database_name()));
+        m.commit_id = None;
+        m.files = after.clone();
+        m.last_synced_at = now_iso();
+        m.synced_from = Some(match s.mode {
+            Mode::Pull => format!("remote:{}", self.state_url()),
+            Mode::Sync => "bidirectional".into(),
+            _ => "local".into(),
+        });
+        self.tree.write_manifest(&m)
+    }
+
+    fn state_url(&self) -> &str {
+        self.state.url()
+    }
+}
+
+/// An empty manifest with a new random `databaseId`.
+pub(crate) fn fresh_manifest(name: &str) -> Manifest {
+    let id: u128 = rand::random();
+    Manifest::new(format!("{id:032x}"), name)
+}
+
+#[async_trait]
+impl Source for LocalSource {
+    fn database_name(&self) -> String {
+        std::fs::canonicalize(self.tree.root())
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
+            .unwrap_or_else(|| "database".into())
+    }
+
+    fn synced_from(&self, mode: Mode) -> String {
+        match mode {
+            Mode::Sync => "bidirectional".into(),
+            _ => "local".into(),
+        }
+    }
+
+    fn requests(&self) -> u64 {
+        0
+    }
+
+    fn keeps_state(&self) -> bool {
+        true
+    }
+
+    async fn read(&self, remote: Option<&RemoteManifest>, opts: ReadOptions) -> Result<SourceView> {
+        // A status against the very manifest the base was recorded with,
+        // when the base holds the same content, compares with that manifest
+        // instead of reading the base.
+        let base_is_remote = opts.base_may_be_remote
+            && remote
+                .and_then(|r| r.manifest.commit_id.as_deref())
+                .is_some_and(|id| self.state.stamp().is_some_and(|s| s.matches(id)));
+        // The walk and the base (a manifest-sized JSON file) are
+        // independent: read them on two threads.
+        let tree = self.tree.clone();
+        let alg = opts.algorithm;
+        let scan = crate::tree::blocking("scanning the directory", move || tree.scan(alg));
+        let base = async {
+            if base_is_remote {
+                return Ok(None);
+            }
+            let state = RemoteState::new(&self.tree, self.state.url());
+            crate::tree::blocking("reading the base", move || state.base()).await
+        };
+        let (scan, base) = tokio::join!(scan, base);
+        let (scan, base) = (scan?, base?);
+        Ok(SourceView {
+            files: scan.files,
+            stats: scan.stats,
+            base,
+            base_is_remote,
+            journal: self.state.journal()?,
+            manifest: if opts.need_manifest {
+                self.tree.read_manifest()?
+            } else {
+                None
+            },
+            files_hashed: scan.hashed,
+            warnings: scan.warnings,
+        })
+    }
+
+    fn identity<'a>(
+        &self,
+        view: &'a SourceView,
+        current: Option<&'a Manifest>,
+    ) -> Option<&'a Manifest> {
+        current.or(view.manifest.as_ref())
+    }
+
+    fn read_requests_per_upload(&self) -> u64 {
+        0
+    }
+
+    fn cached_capabilities(&self) -> Option<Capabilities> {
+        self.state.capabilities()
+    }
+
+    fn save_capabilities(&self, caps: &Capabilities) {
+        self.state.save_capabilities(caps);
+    }
+
+    fn interrupted(&self, _remote: &StoreTree, uploads: &[FileEntry]) -> Vec<String> {
+        let Some(log) = self.part_log() else {
+            return Vec::new();
+        };
+        uploads
+            .iter()
+            .filter_map(|e| {
+                let r = log.load(&e.path).filter(|r| r.hash == e.tagged_hash())?;
+                Some(format!(
+                    "{}: {} of {} parts already sent",
+                    e.path,
+                    r.parts.len(),
+                    e.size.div_ceil(r.part_size)
+                ))
+            })
+            .collect()
+    }
+
+    async fn abort_abandoned(&self, remote: &StoreTree, uploads: &[FileEntry]) {
+        if !self.resumable {
+            return;
+        }
+        let log = self.state.parts();
+        let wanted: HashSet<(&str, String)> = uploads
+            .iter()
+            .map(|e| (e.path.as_str(), e.tagged_hash()))
+            .collect();
+        for record in log.all() {
+            if wanted.contains(&(record.path.as_str(), record.hash.clone())) {
+                continue;
+            }
+            match remote.abort_upload(&record.path, &record.upload_id).await {
+                Ok(()) => log.remove(&record.path),
+                Err(e) => tracing::warn!(
+                    "could not abort an abandoned upload of {}: {e}",
+                    record.path
+                ),
+            }
+        }
+    }
+
+    async fn upload(
+        &self,
+        e: &FileEntry,
+        view: &SourceView,
+        remote: &StoreTree,
+        on_bytes: OnBytes<'_>,
+    ) -> Result<()> {
+        let stat = view
+            .stats
+            .get(&e.path)
+            .copied()
+            .ok_or_else(|| Error::ChangedDuringRun {
+                path: e.path.clone(),
+                detail: "not seen by the scan".into(),
+            })?;
+        let stream = self.tree.open(&e.path, stat).await?;
+        let log = self.part_log();
+        let log = log.as_ref().map(|l| l as &dyn PartLog);
+        match remote.write(e, stream, on_bytes, log).await {
+            // Bytes that differ from the scan's hash mean the file was
+            // edited while it was being read; the upload is abandoned.
+            Err(Error::Mismatch { .. }) => Err(Error::ChangedDuringRun {
+                path: e.path.clone(),
+                detail: "modified while it was being sent".into(),
+            }),
+            other => other,
+        }
+    }
+
+    async fn download(
+        &self,
+        e: &FileEntry,
+        view: &SourceView,
+        remote: &StoreTree,
+        on_bytes: OnBytes<'_>,
+    ) -> Result<FileStat> {
+        let stream = remote.open(&e.path).await?;
+        let prior = view.stats.get(&e.path).copied();
+        self.tree.write(e, stream, prior, on_bytes).await
+    }
+
+    fn uploaded(&self, e: &FileEntry) {
+        self.state.journal_append(e);
+    }
+
+    async fn settle(&self, s: Settle<'_>) -> Result<Settled> {
+        self.state.journal_close();
+        let remembered = s.downloaded.to_vec();
+        let tree = self.tree.clone();
+        let _ = crate::tree::blocking("updating the stat cache", move || {
+            tree.remember(&remembered);
+            Ok(())
+        })
+        .await;
+        let mut out = Settled::default();
+        let mut after = s.view.files.clone();
+        for (e, _) in s.downloaded {
+            after.insert(e.path.clone(), e.clone());
+        }
+        if s.may_delete {
+            self.delete_local(&s, &mut out, &mut after);
+        }
+        self.write_local_manifest(&s, &after)?;
+        // The new base: every path on which both sides now agree; elsewhere
+        // the old base stands, so unresolved differences keep their history.
+        let old = s.view.base.clone().unwrap_or_default();
+        let base = merged_base(&after, s.remote_after, &old);
+        // Whether the base holds the same content as the remote manifest now
+        // there: then a status that finds that manifest (by its commit id)
+        // need not read the base at all.
+        let equals_remote = base.len() == s.remote_after.len()
+            && base
+                .iter()
+                .zip(s.remote_after)
+                .all(|((p, b), (q, r))| p == q && b.same_content(r));
+        if s.view.base.as_ref() != Some(&base) {
+            self.state.write_base(base)?;
+        }
+        self.state.write_stamp(&BaseStamp {
+            remote_commit_id: s.remote_commit.map(str::to_string),
+            equals_remote,
+        })?;
+        if s.clean_run {
+            self.state.clear_journal();
+        }
+        self.state.record_remote()?;
+        Ok(out)
+    }
+
+    async fn status_warnings(&self) -> Vec<String> {
+        let root = self.tree.root().to_path_buf();
+        crate::tree::blocking("reading the event log", move || {
+            Ok(crate::parquedb::local_event_problems(&root))
+        })
+        .await
+        .unwrap_or_default()
+    }
+}
+
+/// A store prefix as the source of a mirror: read-only, no local state.
+#[derive(Debug)]
+pub(crate) struct StoreSource {
+    tree: StoreTree,
+}
+
+impl StoreSource {
+    pub fn new(tree: StoreTree) -> Self {
+        StoreSource { tree }
+    }
+}
+
+#[async_trait]
+impl Source for StoreSource {
+    fn database_name(&self) -> String {
+        self.tree
+            .url()
+            .rsplit('/')
+            .next()
+            .unwrap_or("database")
+            .to_string()
+    }
+
+    fn synced_from(&self, _mode: Mode) -> String {
+        format!("remote:{}", self.tree.url())
+    }
+
+    fn requests(&self) -> u64 {
+        self.tree.requests()
+    }
+
+    fn keeps_state(&self) -> bool {
+        false
+    }
+
+    async fn read(
+        &self,
+        remote: Option<&RemoteManifest>,
+        _opts: ReadOptions,
+    ) -> Result<SourceView> {
+        let Some(src) = self.tree.read_manifest().await? else {
+            return Err(Error::NotManaged {
+                url: self.tree.url().to_string(),
+            });
+        };
+        refuse_reserved_paths(&src.manifest, self.tree.url())?;
+        Ok(SourceView {
+            files: src.manifest.files.clone(),
+            // The destination is made equal to the source: its current
+            // state is the base, so every difference reads as a change at
+            // the source.
+            base: remote.map(|r| r.manifest.files.clone()),
+            manifest: Some(src.manifest),
+            ..SourceView::default()
+        })
+    }
+
+    fn identity<'a>(
+        &self,
+        view: &'a SourceView,
+        _current: Option<&'a Manifest>,
+    ) -> Option<&'a Manifest> {
+        view.manifest.as_ref()
+    }
+
+    fn read_requests_per_upload(&self) -> u64 {
+        1
+    }
+
+    fn cached_capabilities(&self) -> Option<Capabilities> {
+        None
+    }
+
+    fn save_capabilities(&self, _caps: &Capabilities) {}
+
+    fn interrupted(&self, _remote: &StoreTree, _uploads: &[FileEntry]) -> Vec<String> {
+        Vec::new()
+    }
+
+    async fn abort_abandoned(&self, _remote: &StoreTree, _uploads: &[FileEntry]) {}
+
+    async fn upload(
+        &self,
+        e: &FileEntry,
+        _view: &SourceView,
+        remote: &StoreTree,
+        on_bytes: OnBytes<'_>,
+    ) -> Result<()> {
+        let stream = self.tree.open(&e.path).await?;
+        remote.write(e, stream, on_bytes, None).await
+    }
+
+    async fn download(
+        &self,
+        e: &FileEntry,
+        _view: &SourceView,
+        _remote: &StoreTree,
+        _on_bytes: OnBytes<'_>,
+    ) -> Result<FileStat> {
+        Err(Error::InvalidArgument {
+            argument: "mode",
+            reason: format!(
+                "{}: a mirror never writes to its source {}",
+                e.path,
+                self.tree.url()
+            ),
+        })
+    }
+
+    fn uploaded(&self, _e: &FileEntry) {}
+
+    async fn settle(&self, _s: Settle<'_>) -> Result<Settled> {
+        Ok(Settled::default())
+    }
+
+    async fn status_warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+}

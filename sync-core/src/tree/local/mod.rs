@@ -1,0 +1,169 @@
+//! A local directory tree: scanning with a stat cache, streaming reads,
+//! atomic, verified writes, guarded deletes, and pqsync's own state for each
+//! remote the directory syncs with.
+//!
+//! # Contract
+//! * A scan reads a file's contents only when its stat (size, mtime in ns,
+//!   inode, ctime) differs from the cache in `_meta/.pqsync/statcache.json`
+//!   ([`LocalTree::scan`]).
+//! * A read first checks that the file still has the stat the scan saw, so a
+//!   file edited during a run is never sent under a stale hash.
+//! * A write goes to a temporary file beside the target, is hashed while it
+//!   streams, fsynced, and renamed into place only if size and hash match the
+//!   manifest. No partial file is ever left where a real one belongs.
+//! * Nothing is written through a symlink or outside the root.
+
+mod scan;
+mod state;
+mod write;
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::layout::{MANIFEST_PATH, STATE_DIR};
+use crate::manifest::Manifest;
+
+pub use scan::LocalScan;
+pub(crate) use state::{last_remote, BaseStamp, RemoteState};
+
+/// The identity of a file's current version as the file system reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStat {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Status-change time, ns since the epoch.
+    pub ctime_ns: i64,
+    /// Inode number.
+    pub ino: u64,
+}
+
+impl FileStat {
+    pub(crate) fn of(md: &std::fs::Metadata) -> Self {
+        FileStat {
+            size: md.len(),
+            mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+            ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+            ino: md.ino(),
+        }
+    }
+}
+
+/// A local directory.
+#[derive(Debug, Clone)]
+pub struct LocalTree {
+    root: PathBuf,
+}
+
+impl LocalTree {
+    /// A tree rooted at `root`, which need not exist yet.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalTree { root: root.into() }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// pqsync's state directory, `_meta/.pqsync`.
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join(STATE_DIR)
+    }
+
+    /// Absolute path of a validated relative path.
+    pub fn abs(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// The remote this directory last synced with, from
+    /// `_meta/.pqsync/remote.json`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the record exists but cannot be read;
+    /// [`Error::ManifestCorrupt`] if it does not parse.
+    pub fn last_remote(&self) -> Result<Option<String>> {
+        last_remote(self)
+    }
+
+    /// What this directory has cached about the capabilities of the remote
+    /// named `url`, if it has written to it.
+    pub fn remote_capabilities(&self, url: &str) -> Option<crate::tree::Capabilities> {
+        RemoteState::new(self, url).capabilities()
+    }
+
+    /// Reads the local `_meta/manifest.json`, if any.
+    ///
+    /// # Errors
+    /// [`Error::ManifestCorrupt`] if it exists but does not parse.
+    pub fn read_manifest(&self) -> Result<Option<Manifest>> {
+        let path = self.abs(MANIFEST_PATH);
+        match std::fs::read(&path) {
+            Ok(b) => Manifest::from_slice(&b, &path.display().to_string()).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    /// Writes the local `_meta/manifest.json` atomically.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
+        write_atomic(&self.abs(MANIFEST_PATH), &manifest.to_json_pretty())
+    }
+
+    /// The current stat of a file, `None` if it does not exist.
+    ///
+    /// # Errors
+    /// [`Error::Io`] for anything but "not found".
+    pub fn stat(&self, rel: &str) -> Result<Option<FileStat>> {
+        let path = self.abs(rel);
+        match std::fs::symlink_metadata(&path) {
+            Ok(md) => Ok(Some(FileStat::of(&md))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+}
+
+/// Writes a file atomically: temporary file, fsync, rename, fsync directory.
+///
+/// # Errors
+/// [`Error::Io`] naming the file.
+pub(crate) fn write_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = target.parent().expect("target has a parent");
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".pqsync.tmp-")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    tmp.write_all(bytes).map_err(|e| Error::io(target, e))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Readable like any other file of the database, not 0600.
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| Error::io(target, e))?;
+    }
+    tmp.as_file().sync_all().map_err(|e| Error::io(target, e))?;
+    tmp.persist(target)
+        .map_err(|e| Error::io(target, e.error))?;
+    let _ = sync_dir(dir);
+    Ok(())
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Whether `now` is still the version `before` described: same size,
+/// modification time and inode. (The ctime is left out: reading a file for
+/// a hash can move it on some file systems.)
+pub(crate) fn same_version(before: FileStat, now: FileStat) -> bool {
+    before.size == now.size && before.mtime_ns == now.mtime_ns && before.ino == now.ino
+}

@@ -1,0 +1,443 @@
+//! Walking a directory and hashing what changed since the last scan.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::{FileStat, LocalTree};
+use crate::error::{Error, Result};
+use crate::layout::{content_type_for, is_ignored, is_ignored_name};
+use crate::manifest::{hash_file, Digest, FileEntry, HashAlgorithm};
+
+/// Files modified this recently (relative to the scan) are not cached, so an
+/// edit within the file system's timestamp granularity is never missed.
+const RACY_WINDOW_NS: i128 = 2_000_000_000;
+
+/// One stat-cache record: the stat a hash was computed for.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct CacheRecord(u64, i64, i64, u64, HashAlgorithm, Digest);
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StatCache {
+    version: u32,
+    files: HashMap<String, CacheRecord>,
+}
+
+impl StatCache {
+    /// Caches `e`'s hash under `st`, unless the file changed so recently
+    /// (relative to `now_ns`) that a same-tick edit could go unnoticed.
+    fn record(&mut self, e: &FileEntry, st: FileStat, now_ns: i128) {
+        if i128::from(st.mtime_ns) + RACY_WINDOW_NS >= now_ns {
+            return;
+        }
+        self.files.insert(
+            e.path.clone(),
+            CacheRecord(
+                st.size,
+                st.mtime_ns,
+                st.ctime_ns,
+                st.ino,
+                e.hash_algorithm,
+                e.hash,
+            ),
+        );
+    }
+}
+
+/// A file found by a walk: relative path, stat, modification time.
+type Walked = (String, FileStat, std::time::SystemTime);
+
+/// The result of scanning a local tree.
+#[derive(Debug, Default)]
+pub struct LocalScan {
+    /// Every syncable file, hashed.
+    pub files: BTreeMap<String, FileEntry>,
+    /// The stat each entry was hashed under.
+    pub stats: HashMap<String, FileStat>,
+    /// Files whose contents had to be read (cache misses).
+    pub hashed: usize,
+    /// Bytes read to hash them.
+    pub hashed_bytes: u64,
+    /// Things skipped, such as symlinks.
+    pub warnings: Vec<String>,
+}
+
+impl LocalTree {
+    /// Walks the tree, hashing only files whose stat is not in the cache, and
+    /// updates the cache. Blocking: call from a blocking thread.
+    ///
+    /// # Errors
+    /// [`Error::Io`] for unreadable directories or files.
+    pub fn scan(&self, alg: HashAlgorithm) -> Result<LocalScan> {
+        let started_ns = now_ns();
+        let mut scan = LocalScan::default();
+        if !self.root.exists() {
+            return Ok(scan);
+        }
+        let cache = self.load_cache();
+        let found = self.walk(&mut scan.warnings)?;
+        let mut misses = Vec::new();
+        for (rel, stat, modified) in found {
+            match cache.files.get(&rel) {
+                Some(CacheRecord(size, mtime, ctime, ino, a, hash))
+                    if *a == alg
+                        && *size == stat.size
+                        && *mtime == stat.mtime_ns
+                        && *ctime == stat.ctime_ns
+                        && *ino == stat.ino =>
+                {
+                    scan.files
+                        .insert(rel.clone(), make_entry(&rel, stat, modified, alg, *hash));
+                    scan.stats.insert(rel, stat);
+                }
+                _ => misses.push((rel, stat, modified)),
+            }
+        }
+
+        let hashed: Vec<Result<(String, FileStat, std::time::SystemTime, Digest)>> = misses
+            .into_par_iter()
+            .map(|(rel, stat, modified)| self.hash_stable(rel, stat, modified, alg))
+            .collect();
+        for r in hashed {
+            let (rel, stat, modified, hash) = r?;
+            scan.hashed += 1;
+            scan.hashed_bytes += stat.size;
+            scan.files
+                .insert(rel.clone(), make_entry(&rel, stat, modified, alg, hash));
+            scan.stats.insert(rel, stat);
+        }
+        if scan.hashed > 0 || cache.files.len() != scan.files.len() {
+            self.save_cache(&scan, started_ns);
+        }
+        Ok(scan)
+    }
+
+    /// The regular files of the tree that pqsync tracks (ignored names,
+    /// symlinks, unportable and Unicode-duplicate names left out, each with
+    /// a warning), with their stat. Blocking.
+    fn walk(&self, warnings: &mut Vec<String>) -> Result<Vec<Walked>> {
+        let mut found: Vec<Walked> = Vec::new();
+        let walker = walkdir::WalkDir::new(&self.root)
+            .follow_links(false)
+            .into_iter()
+            .filter_entry(|e| e.depth() == 0 || !is_skipped_dir(&self.root, e));
+        for item in walker {
+            let item = item.map_err(|e| {
+                let path = e.path().map(Path::to_path_buf).unwrap_or_default();
+                Error::io(path, e.into())
+            })?;
+            if item.depth() == 0 {
+                continue;
+            }
+            let Some(rel) = rel_path(&self.root, item.path()) else {
+                warnings.push(format!(
+                    "{}: skipped, the name is not valid UTF-8",
+                    item.path().display()
+                ));
+                continue;
+            };
+            if is_ignored(&rel) {
+                if item.file_type().is_file() {
+                    remove_if_stale_temp(item.path());
+                }
+                continue;
+            }
+            let ft = item.file_type();
+            if ft.is_symlink() {
+                let target = std::fs::read_link(item.path())
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_default();
+                warnings.push(format!(
+                    "{rel}: symlink to {target:?} not followed and not synced"
+                ));
+                continue;
+            }
+            if !ft.is_file() {
+                continue;
+            }
+            // A name a manifest cannot carry (a backslash, a control
+            // character) would make the remote manifest unreadable.
+            if let Err(e) = crate::manifest::validate_path(&rel, "the local tree") {
+                warnings.push(format!("{e}; not synced"));
+                continue;
+            }
+            let md = item
+                .metadata()
+                .map_err(|e| Error::io(item.path(), e.into()))?;
+            let modified = md.modified().map_err(|e| Error::io(item.path(), e))?;
+            found.push((rel, FileStat::of(&md), modified));
+        }
+
+        // Two names that are the same file once Unicode-normalised would
+        // overwrite each other elsewhere: sync the first, report the other.
+        // Distinct ASCII names are distinct after normalisation: only trees
+        // with a non-ASCII name need the check (and its map of every name).
+        if found.iter().all(|(rel, _, _)| rel.is_ascii()) {
+            return Ok(found);
+        }
+        let mut seen_nfc = std::collections::HashMap::new();
+        found.retain(|(rel, _, _)| {
+            use unicode_normalization::UnicodeNormalization;
+            let nfc: String = rel.nfc().collect();
+            match seen_nfc.entry(nfc) {
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    warnings.push(format!(
+                        "{rel}: same name as {:?} after Unicode normalisation; not synced",
+                        first.get()
+                    ));
+                    false
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(rel.clone());
+                    true
+                }
+            }
+        });
+        Ok(found)
+    }
+
+    /// The tracked files of the tree and their sizes, without reading them,
+    /// plus warnings about what was left out. Blocking.
+    ///
+    /// # Errors
+    /// [`Error::Io`] for unreadable directories.
+    pub fn list(&self) -> Result<(BTreeMap<String, u64>, Vec<String>)> {
+        let mut warnings = Vec::new();
+        if !self.root.exists() {
+            return Ok((BTreeMap::new(), warnings));
+        }
+        let files = self
+            .walk(&mut warnings)?
+            .into_iter()
+            .map(|(rel, stat, _)| (rel, stat.size))
+            .collect();
+        Ok((files, warnings))
+    }
+
+    /// Hashes a file and checks its stat did not move while it was read;
+    /// a file that keeps changing is reported rather than hashed wrongly.
+    fn hash_stable(
+        &self,
+        rel: String,
+        mut stat: FileStat,
+        mut modified: std::time::SystemTime,
+        alg: HashAlgorithm,
+    ) -> Result<(String, FileStat, std::time::SystemTime, Digest)> {
+        let path = self.abs(&rel);
+        for _ in 0..3 {
+            let (hash, n) = hash_file(&path, alg, stat.size)?;
+            let md = std::fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
+            let after = FileStat::of(&md);
+            if after == stat && n == stat.size {
+                return Ok((rel, stat, modified, hash));
+            }
+            stat = after;
+            modified = md.modified().map_err(|e| Error::io(&path, e))?;
+        }
+        Err(Error::ChangedDuringRun {
+            path: rel,
+            detail: "it kept changing while being hashed".into(),
+        })
+    }
+
+    fn cache_path(&self) -> PathBuf {
+        self.state_dir().join("statcache.json")
+    }
+
+    fn load_cache(&self) -> StatCache {
+        // A missing or unreadable cache only costs a rehash; never an error.
+        std::fs::read(self.cache_path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<StatCache>(&b).ok())
+            .filter(|c| c.version == 1)
+            .unwrap_or_default()
+    }
+
+    fn save_cache(&self, scan: &LocalScan, started_ns: i128) {
+        let mut cache = StatCache {
+            version: 1,
+            files: HashMap::with_capacity(scan.files.len()),
+        };
+        for (rel, e) in &scan.files {
+            cache.record(e, scan.stats[rel], started_ns);
+        }
+        self.store_cache(&cache);
+    }
+
+    fn store_cache(&self, cache: &StatCache) {
+        let bytes = serde_json::to_vec(cache).expect("cache serialises");
+        if let Err(e) = self.write_state_file("statcache.json", &bytes) {
+            tracing::warn!("could not save the stat cache: {e}");
+        }
+    }
+
+    /// Records a file this run wrote, so the next scan need not read it.
+    pub fn remember(&self, entries: &[(FileEntry, FileStat)]) {
+        if entries.is_empty() {
+            return;
+        }
+        let mut cache = self.load_cache();
+        cache.version = 1;
+        let now = now_ns();
+        for (e, st) in entries {
+            cache.record(e, *st, now);
+        }
+        self.store_cache(&cache);
+    }
+}
+
+/// Removes a download temp file (`.NAME.pqsync.tmp-PID-RAND`) left behind by
+/// a pqsync process that no longer runs, such as one that was killed.
+fn remove_if_stale_temp(path: &Path) {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let Some((_, tail)) = name.split_once(".pqsync.tmp-") else {
+        return;
+    };
+    let Some(pid) = tail.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+        return;
+    };
+    let proc_root = Path::new("/proc");
+    if pid != std::process::id() && proc_root.is_dir() && !proc_root.join(pid.to_string()).exists()
+    {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(
+                "could not remove stale temporary file {}: {e}",
+                path.display()
+            );
+        }
+    }
+}
+
+fn make_entry(
+    rel: &str,
+    stat: FileStat,
+    modified: std::time::SystemTime,
+    alg: HashAlgorithm,
+    hash: Digest,
+) -> FileEntry {
+    FileEntry {
+        path: rel.to_string(),
+        size: stat.size,
+        hash,
+        hash_algorithm: alg,
+        modified_at: modified.into(),
+        etag: None,
+        content_type: Some(content_type_for(rel).into()),
+    }
+}
+
+fn is_skipped_dir(root: &Path, e: &walkdir::DirEntry) -> bool {
+    if !e.file_type().is_dir() {
+        return false;
+    }
+    let name = e.file_name().to_string_lossy();
+    if is_ignored_name(&name) {
+        return true;
+    }
+    match rel_path(root, e.path()) {
+        Some(rel) => is_ignored(&rel),
+        None => false,
+    }
+}
+
+fn rel_path(root: &Path, path: &Path) -> Option<String> {
+    let rel = path.strip_prefix(root).ok()?;
+    let mut out = String::new();
+    for comp in rel.components() {
+        if !out.is_empty() {
+            out.push('/');
+        }
+        out.push_str(comp.as_os_str().to_str()?);
+    }
+    Some(out)
+}
+
+fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_skips_ignored_and_symlinks_and_uses_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("data/users")).unwrap();
+        std::fs::create_dir_all(root.join(".git")).unwrap();
+        std::fs::create_dir_all(root.join("_meta")).unwrap();
+        std::fs::write(root.join("data/users/data.parquet"), b"PAR1xxPAR1").unwrap();
+        std::fs::write(root.join(".git/HEAD"), b"ref").unwrap();
+        std::fs::write(root.join("_meta/manifest.json"), b"{}").unwrap();
+        std::fs::write(root.join("x.tmp"), b"t").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("evil")).unwrap();
+        // Old mtime so the entry is cacheable.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(root.join("data/users/data.parquet"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+
+        let tree = LocalTree::new(root);
+        let s1 = tree.scan(HashAlgorithm::Blake3).unwrap();
+        assert_eq!(
+            s1.files.keys().collect::<Vec<_>>(),
+            vec!["data/users/data.parquet"]
+        );
+        assert_eq!(s1.hashed, 1);
+        assert!(s1.warnings.iter().any(|w| w.contains("evil")));
+        let s2 = tree.scan(HashAlgorithm::Blake3).unwrap();
+        assert_eq!(s2.hashed, 0, "unchanged file must come from the cache");
+        assert_eq!(s1.files, s2.files);
+        // A different algorithm is a cache miss.
+        let s3 = tree.scan(HashAlgorithm::Sha256).unwrap();
+        assert_eq!(s3.hashed, 1);
+    }
+
+    #[test]
+    fn scan_skips_names_a_manifest_cannot_carry() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("caf\u{e9}.parquet"), b"1").unwrap();
+        std::fs::write(root.join("cafe\u{301}.parquet"), b"2").unwrap();
+        std::fs::write(root.join("back\\slash"), b"3").unwrap();
+        std::fs::write(root.join("ok.parquet"), b"4").unwrap();
+        let scan = LocalTree::new(root).scan(HashAlgorithm::Blake3).unwrap();
+        assert_eq!(scan.files.len(), 2, "{:?}", scan.files.keys());
+        assert!(scan.files.contains_key("ok.parquet"));
+        assert_eq!(scan.warnings.len(), 2, "{:?}", scan.warnings);
+        let mut m = crate::manifest::Manifest::new("d", "n");
+        m.files = scan.files;
+        crate::manifest::Manifest::from_slice(&m.to_json_pretty(), "t")
+            .expect("what is synced can be read back");
+    }
+
+    #[test]
+    fn scan_removes_temp_files_of_dead_processes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        // PID 999999999 cannot exist; our own PID is alive.
+        let dead = root.join("data/.x.parquet.pqsync.tmp-999999999-0000abcd");
+        let live = root.join(format!(
+            "data/.y.parquet.pqsync.tmp-{}-0000abcd",
+            std::process::id()
+        ));
+        std::fs::write(&dead, b"partial").unwrap();
+        std::fs::write(&live, b"in progress").unwrap();
+        let scan = LocalTree::new(root).scan(HashAlgorithm::Blake3).unwrap();
+        assert!(scan.files.is_empty());
+        assert!(!dead.exists());
+        assert!(live.exists());
+    }
+}

@@ -1,0 +1,299 @@
+//! pqsync's own state in a local directory, under `_meta/.pqsync/`, typed.
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `statcache.json` | the stat cache ([`LocalTree::scan`]) |
+//! | `remote.json` | the remote the directory last synced with |
+//! | `base-<key>.json` | the base: the files both sides agreed on after the last run against the remote whose key is `<key>` |
+//! | `base-<key>.stamp.json` | the remote manifest's commit id at that time, and whether the base equals it |
+//! | `caps-<key>.json` | what the remote's capability probe found |
+//! | `journal/<key>.log` | uploads an interrupted run completed, not yet committed |
+//! | `journal/<key>.parts/` | one record per large upload in progress, part by part |
+//! | `manifest.json.bak` | the manifest a rebuild replaced |
+//!
+//! `<key>` is the first 16 hex digits of the SHA-256 of the remote's
+//! canonical URL ([`remote_key`]).
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use super::{write_atomic, LocalTree};
+use crate::error::{Error, Result};
+use crate::manifest::{FileEntry, HashAlgorithm, Manifest};
+use crate::tree::store::{Capabilities, PartLog, PartRecord};
+
+impl LocalTree {
+    /// Writes a file under the state directory atomically.
+    pub(crate) fn write_state_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        write_atomic(&self.state_dir().join(name), bytes)
+    }
+
+    /// Reads a file under the state directory, `None` if it does not exist.
+    pub(crate) fn read_state_file(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.state_dir().join(name);
+        match std::fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    /// Removes a state file if present.
+    pub(crate) fn remove_state_file(&self, name: &str) {
+        let _ = std::fs::remove_file(self.state_dir().join(name));
+    }
+
+    /// Writes a state file only when its bytes would change.
+    fn update_state_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        if self.read_state_file(name)?.as_deref() != Some(bytes) {
+            self.write_state_file(name, bytes)?;
+        }
+        Ok(())
+    }
+}
+
+/// The key under which a local directory keeps its state for a remote URL.
+pub(crate) fn remote_key(url: &str) -> String {
+    HashAlgorithm::Sha256.digest(url.as_bytes()).to_string()[..16].to_string()
+}
+
+/// The remote a local directory last synced with, from
+/// `_meta/.pqsync/remote.json`.
+///
+/// # Errors
+/// [`Error::Io`] if the record exists but cannot be read;
+/// [`Error::ManifestCorrupt`] if it does not parse.
+pub(crate) fn last_remote(tree: &LocalTree) -> Result<Option<String>> {
+    let Some(bytes) = tree.read_state_file("remote.json")? else {
+        return Ok(None);
+    };
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| Error::ManifestCorrupt {
+            path: tree.state_dir().join("remote.json").display().to_string(),
+            reason: e.to_string(),
+        })?;
+    Ok(v.get("url").and_then(|u| u.as_str()).map(str::to_string))
+}
+
+/// A small record kept beside the base: the commit id of the remote
+/// manifest at the time, and whether the base held the same content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct BaseStamp {
+    pub remote_commit_id: Option<String>,
+    pub equals_remote: bool,
+}
+
+impl BaseStamp {
+    /// Whether the base equals the remote manifest whose commit id is `id`.
+    pub fn matches(&self, id: &str) -> bool {
+        self.equals_remote && self.remote_commit_id.as_deref() == Some(id)
+    }
+}
+
+/// A directory's state for one remote.
+#[derive(Debug)]
+pub(crate) struct RemoteState {
+    tree: LocalTree,
+    url: String,
+    key: String,
+    /// The journal of completed uploads, opened on the first append.
+    journal: Mutex<Option<std::fs::File>>,
+}
+
+impl RemoteState {
+    /// The state `tree` keeps for the remote named `url`.
+    pub fn new(tree: &LocalTree, url: &str) -> Self {
+        RemoteState {
+            tree: tree.clone(),
+            url: url.to_string(),
+            key: remote_key(url),
+            journal: Mutex::new(None),
+        }
+    }
+
+    /// The remote's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn base_name(&self) -> String {
+        format!("base-{}.json", self.key)
+    }
+
+    fn stamp_name(&self) -> String {
+        format!("base-{}.stamp.json", self.key)
+    }
+
+    fn journal_name(&self) -> String {
+        format!("journal/{}.log", self.key)
+    }
+
+    fn caps_name(&self) -> String {
+        format!("caps-{}.json", self.key)
+    }
+
+    /// The base, if there is a readable one. A damaged base only loses
+    /// deletion inference: it is reported and the run continues as a first
+    /// sync.
+    pub fn base(&self) -> Result<Option<BTreeMap<String, FileEntry>>> {
+        let name = self.base_name();
+        let Some(bytes) = self.tree.read_state_file(&name)? else {
+            return Ok(None);
+        };
+        let origin = self.tree.state_dir().join(&name).display().to_string();
+        match Manifest::from_slice(&bytes, &origin) {
+            Ok(m) => Ok(Some(m.files)),
+            Err(e) => {
+                tracing::warn!("{e}; treating this as a first sync");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Replaces the base.
+    pub fn write_base(&self, files: BTreeMap<String, FileEntry>) -> Result<()> {
+        let mut m = Manifest::new("base", &self.url);
+        m.files = files;
+        self.tree
+            .write_state_file(&self.base_name(), &m.to_json_pretty())
+    }
+
+    /// The stamp written with the base, if it is readable.
+    pub fn stamp(&self) -> Option<BaseStamp> {
+        let bytes = self.tree.read_state_file(&self.stamp_name()).ok()??;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Records the stamp (only when it changed).
+    pub fn write_stamp(&self, stamp: &BaseStamp) -> Result<()> {
+        let bytes = serde_json::to_vec(stamp).expect("stamp serialises");
+        self.tree.update_state_file(&self.stamp_name(), &bytes)
+    }
+
+    /// Records this remote as the one the directory last synced with.
+    pub fn record_remote(&self) -> Result<()> {
+        let record = serde_json::json!({ "url": self.url });
+        let bytes = serde_json::to_vec_pretty(&record).expect("record serialises");
+        self.tree.update_state_file("remote.json", &bytes)
+    }
+
+    /// Uploads an interrupted run completed: `(path, "<alg>:<hex>")`.
+    pub fn journal(&self) -> Result<HashSet<(String, String)>> {
+        let Some(bytes) = self.tree.read_state_file(&self.journal_name())? else {
+            return Ok(HashSet::new());
+        };
+        Ok(String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(h, p)| (p.to_string(), h.to_string()))
+            .collect())
+    }
+
+    /// Records a completed upload so a re-run after a failure or a crash
+    /// does not send it again. Best effort: a journal that cannot be written
+    /// only costs a re-send.
+    pub fn journal_append(&self, e: &FileEntry) {
+        let mut guard = self.journal.lock().expect("journal lock");
+        if guard.is_none() {
+            let path = self.tree.state_dir().join(self.journal_name());
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            *guard = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .ok();
+        }
+        if let Some(f) = guard.as_mut() {
+            let _ = writeln!(f, "{}\t{}", e.tagged_hash(), e.path);
+        }
+    }
+
+    /// Closes the journal (its appends are complete).
+    pub fn journal_close(&self) {
+        drop(self.journal.lock().expect("journal lock").take());
+    }
+
+    /// Forgets the journal: everything in it was committed.
+    pub fn clear_journal(&self) {
+        self.journal_close();
+        self.tree.remove_state_file(&self.journal_name());
+    }
+
+    /// What the capability probe found for this remote, if it ran.
+    pub fn capabilities(&self) -> Option<Capabilities> {
+        let bytes = self.tree.read_state_file(&self.caps_name()).ok()??;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        Capabilities::from_json(&v)
+    }
+
+    /// Caches what the capability probe found. Best effort: a missing cache
+    /// only costs a probe.
+    pub fn save_capabilities(&self, caps: &Capabilities) {
+        let body = serde_json::to_vec_pretty(&caps.to_json()).expect("JSON serialises");
+        let _ = self.tree.write_state_file(&self.caps_name(), &body);
+    }
+
+    /// The part log of this remote's resumable uploads.
+    pub fn parts(&self) -> PartsJournal<'_> {
+        PartsJournal { state: self }
+    }
+}
+
+/// The part log of resumable uploads, kept under `journal/<key>.parts/`,
+/// one small file per upload.
+pub(crate) struct PartsJournal<'a> {
+    state: &'a RemoteState,
+}
+
+impl PartsJournal<'_> {
+    fn dir(&self) -> String {
+        format!("journal/{}.parts", self.state.key)
+    }
+
+    fn name(&self, path: &str) -> String {
+        let id = HashAlgorithm::Sha256.digest(path.as_bytes()).to_string();
+        format!("{}/{}.json", self.dir(), &id[..24])
+    }
+
+    /// Every record an earlier run left.
+    pub fn all(&self) -> Vec<PartRecord> {
+        let dir = self.state.tree.state_dir().join(self.dir());
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect()
+    }
+}
+
+impl PartLog for PartsJournal<'_> {
+    fn load(&self, path: &str) -> Option<PartRecord> {
+        let bytes = self.state.tree.read_state_file(&self.name(path)).ok()??;
+        serde_json::from_slice::<PartRecord>(&bytes)
+            .ok()
+            .filter(|r| r.path == path)
+    }
+
+    fn save(&self, record: &PartRecord) {
+        let bytes = serde_json::to_vec(record).expect("record serialises");
+        if let Err(e) = self
+            .state
+            .tree
+            .write_state_file(&self.name(&record.path), &bytes)
+        {
+            tracing::warn!("could not record upload progress of {}: {e}", record.path);
+        }
+    }
+
+    fn remove(&self, path: &str) {
+        self.state.tree.remove_state_file(&self.name(path));
+    }
+}

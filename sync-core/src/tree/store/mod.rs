@@ -1,0 +1,560 @@
+//! An object-store prefix as a sync tree.
+//!
+//! # Contract
+//! * The tree's manifest is the object `<prefix>/_meta/manifest.json`; reading
+//!   it is one GET. Listing is never needed to compute a diff.
+//! * Writes are verified before they become visible: a small file is hashed
+//!   in memory before its single PUT; a large one is hashed while its parts
+//!   stream, and the multipart upload is completed only if size and hash match
+//!   the manifest entry (otherwise it is aborted, so no reader ever sees it).
+//! * Multipart parts are all the same size except the last, as R2 requires.
+//! * Every request goes through a counting wrapper, so a run can report how
+//!   many requests it made.
+
+mod counting;
+mod probe;
+mod resumable;
+mod upload;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::multipart::MultipartStore;
+use object_store::path::Path;
+use object_store::{
+    Attribute, CopyOptions, GetOptions, GetResult, ObjectMeta, ObjectStore, PutMode, PutOptions,
+    PutPayload, UpdateVersion,
+};
+
+pub use probe::Capabilities;
+pub use resumable::{PartLog, PartRecord};
+
+use crate::error::{Error, Result};
+use crate::layout::{is_ignored, MANIFEST_PATH};
+use crate::manifest::{FileEntry, Manifest};
+use counting::{CountingMultipart, CountingStore};
+
+/// Files larger than this are sent with a multipart upload.
+pub(crate) const DEFAULT_MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
+
+/// The smallest part size pqsync uses (S3 and R2 require at least 5 MiB).
+pub(crate) const MIN_PART_SIZE: u64 = 8 * 1024 * 1024;
+
+/// S3's and R2's limit on the number of parts.
+const MAX_PARTS: u64 = 10_000;
+
+/// Parts of one file in flight at once.
+pub(crate) const PARTS_IN_FLIGHT: usize = 2;
+
+/// Parts of one resumable upload in flight at once. A run killed
+/// mid-upload loses (and the next run re-sends) at most this many parts;
+/// with one, a 2 GiB upload to a loopback server took twice as long as with
+/// three, because every part waited for the previous one's round trip.
+pub(crate) const RESUMABLE_PARTS_IN_FLIGHT: usize = 3;
+
+/// Objects per bulk-delete request (S3's DeleteObjects limit).
+pub(crate) const DELETE_BATCH: u64 = 1000;
+
+/// Object metadata key under which pqsync stores `"<alg>:<hex>"`.
+pub(crate) const HASH_METADATA_KEY: &str = "pqsync-hash";
+
+/// The size of every part but the last for a file of `size` bytes: at least
+/// [`MIN_PART_SIZE`], and large enough to stay within 10,000 parts, rounded up
+/// to a whole MiB.
+pub(crate) fn part_size_for(size: u64) -> u64 {
+    const MIB: u64 = 1024 * 1024;
+    let needed = size.div_ceil(MAX_PARTS);
+    needed
+        .div_ceil(MIB)
+        .max(1)
+        .saturating_mul(MIB)
+        .max(MIN_PART_SIZE)
+}
+
+/// How the manifest commit is guarded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommitMode {
+    /// Only if there is no manifest yet (`If-None-Match: *`).
+    Create,
+    /// Only if the manifest still has this ETag (`If-Match`).
+    Update(String),
+    /// Unconditionally (stores without enforced conditional writes, where a
+    /// lease guards the commit instead).
+    Overwrite,
+}
+
+/// The remote manifest as read, with the ETag needed for a conditional write.
+#[derive(Debug, Clone)]
+pub struct RemoteManifest {
+    /// The parsed manifest.
+    pub manifest: Manifest,
+    /// Its ETag, if the store reports one.
+    pub etag: Option<String>,
+}
+
+/// A prefix in an object store.
+#[derive(Clone)]
+pub struct StoreTree {
+    store: Arc<dyn ObjectStore>,
+    multipart: Option<Arc<dyn MultipartStore>>,
+    requests: Arc<AtomicU64>,
+    prefix: Vec<String>,
+    url: String,
+    attributes: bool,
+    multipart_threshold: u64,
+}
+
+impl std::fmt::Debug for StoreTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreTree")
+            .field("url", &self.url)
+            .field("store", &self.store)
+            .field("resumable", &self.multipart.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreTree {
+    /// Files larger than this are sent with a multipart upload (unless
+    /// [`StoreTree::with_multipart_threshold`] says otherwise).
+    pub const MULTIPART_THRESHOLD: u64 = DEFAULT_MULTIPART_THRESHOLD;
+
+    /// Parts of one resumable upload in flight at once: a run killed
+    /// mid-upload re-sends at most this many parts.
+    pub const RESUMABLE_PARTS_IN_FLIGHT: usize = RESUMABLE_PARTS_IN_FLIGHT;
+
+    /// The object metadata key under which pqsync stores an uploaded
+    /// object's `"<alg>:<hex>"` content hash.
+    pub const HASH_METADATA_KEY: &'static str = HASH_METADATA_KEY;
+
+    /// The size of every part but the last of a multipart upload of `size`
+    /// bytes.
+    pub fn part_size(size: u64) -> u64 {
+        part_size_for(size)
+    }
+
+    /// A tree at `prefix` (a `/`-separated path, possibly empty) in `store`.
+    /// `url` is how the user named it and appears in messages.
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, url: impl Into<String>) -> Self {
+        let requests = Arc::new(AtomicU64::new(0));
+        let counting: Arc<dyn ObjectStore> = Arc::new(CountingStore {
+            inner: store,
+            requests: requests.clone(),
+        });
+        StoreTree {
+            store: counting,
+            multipart: None,
+            requests,
+            prefix: prefix
+                .split('/')
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect(),
+            url: url.into(),
+            attributes: true,
+            multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
+        }
+    }
+
+    /// Whether to send content type and the content hash as object
+    /// attributes (stores on plain directories do not keep them).
+    pub fn with_attributes(mut self, enabled: bool) -> Self {
+        self.attributes = enabled;
+        self
+    }
+
+    /// Gives the tree the store's low-level multipart API, so large uploads
+    /// can be resumed part by part after a crash. `store` must be the same
+    /// store as the tree's.
+    pub fn with_multipart_store(mut self, store: Arc<dyn MultipartStore>) -> Self {
+        self.multipart = Some(Arc::new(CountingMultipart {
+            inner: store,
+            requests: self.requests.clone(),
+        }));
+        self
+    }
+
+    /// Whether large uploads can resume after a crash.
+    pub fn resumable(&self) -> bool {
+        self.multipart.is_some()
+    }
+
+    /// Aborts a multipart upload an earlier run left behind.
+    ///
+    /// # Errors
+    /// [`Error::Store`]; an upload that is already gone is not an error.
+    pub async fn abort_upload(&self, rel: &str, upload_id: &str) -> Result<()> {
+        let Some(mp) = &self.multipart else {
+            return Ok(());
+        };
+        match mp
+            .abort_multipart(&self.location(rel), &upload_id.to_string())
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::store(self.display(rel), e)),
+        }
+    }
+
+    /// Sets the size above which uploads are multipart.
+    pub fn with_multipart_threshold(mut self, bytes: u64) -> Self {
+        self.multipart_threshold = bytes.max(MIN_PART_SIZE);
+        self
+    }
+
+    /// The URL the tree was opened with.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Requests made through this tree so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// The store, wrapped in the request counter.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The object path of a tree-relative path.
+    pub fn location(&self, rel: &str) -> Path {
+        Path::from_iter(self.prefix.iter().map(String::as_str).chain(rel.split('/')))
+    }
+
+    fn display(&self, rel: &str) -> String {
+        format!("{}/{}", self.url.trim_end_matches('/'), rel)
+    }
+
+    /// Requests an upload of `size` bytes takes.
+    pub fn upload_requests(&self, size: u64) -> u64 {
+        if size <= self.multipart_threshold {
+            1
+        } else {
+            2 + size.div_ceil(part_size_for(size))
+        }
+    }
+
+    /// Requests deleting `n` objects takes.
+    pub fn delete_requests(n: u64) -> u64 {
+        n.div_ceil(DELETE_BATCH)
+    }
+
+    /// Reads the manifest; `None` if there is none.
+    ///
+    /// # Errors
+    /// [`Error::ManifestCorrupt`] if it does not parse, [`Error::Store`] if
+    /// the request fails.
+    pub async fn read_manifest(&self) -> Result<Option<RemoteManifest>> {
+        let Some((bytes, etag)) = self.read_manifest_bytes().await? else {
+            return Ok(None);
+        };
+        let manifest = Manifest::from_slice(&bytes, &self.display(MANIFEST_PATH))?;
+        Ok(Some(RemoteManifest { manifest, etag }))
+    }
+
+    /// The manifest's bytes and ETag, unparsed; `None` if there is none.
+    ///
+    /// # Errors
+    /// [`Error::BucketNotFound`] when the bucket itself is missing;
+    /// [`Error::Store`] if the request fails.
+    pub(crate) async fn read_manifest_bytes(&self) -> Result<Option<(Bytes, Option<String>)>> {
+        let shown = self.display(MANIFEST_PATH);
+        let got = self
+            .store
+            .get_opts(&self.location(MANIFEST_PATH), GetOptions::default())
+            .await;
+        let got = match got.map_err(|e| Error::store(&shown, e)) {
+            Ok(g) => g,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let etag = got.meta.e_tag.clone();
+        let bytes = got.bytes().await.map_err(|e| Error::store(&shown, e))?;
+        Ok(Some((bytes, etag)))
+    }
+
+    /// Writes the manifest (one PUT) under `mode`: [`CommitMode::Create`]
+    /// for a remote without one, [`CommitMode::Update`] to replace exactly
+    /// the version read, [`CommitMode::Overwrite`] where the store cannot
+    /// check either. Returns the new ETag, if the store reports one.
+    ///
+    /// # Errors
+    /// [`Error::Precondition`] when another writer got there first;
+    /// [`Error::Store`] otherwise.
+    pub async fn write_manifest(
+        &self,
+        manifest: &Manifest,
+        mode: CommitMode,
+    ) -> Result<Option<String>> {
+        let loc = self.location(MANIFEST_PATH);
+        let shown = self.display(MANIFEST_PATH);
+        let put_mode = match mode {
+            CommitMode::Create => PutMode::Create,
+            CommitMode::Update(etag) => PutMode::Update(UpdateVersion {
+                e_tag: Some(etag),
+                version: None,
+            }),
+            CommitMode::Overwrite => PutMode::Overwrite,
+        };
+        let opts = PutOptions {
+            mode: put_mode,
+            attributes: self.attrs(None),
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&loc, PutPayload::from(manifest.to_json_pretty()), opts)
+            .await
+        {
+            Ok(r) => Ok(r.e_tag),
+            Err(
+                object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. },
+            ) => Err(Error::Precondition { path: shown }),
+            Err(e) => Err(Error::store(shown, e)),
+        }
+    }
+
+    /// Copies an object to `backup_prefix/rel` (relative to the store's
+    /// root) before it is overwritten or deleted.
+    ///
+    /// # Errors
+    /// [`Error::Store`]; a missing object is not an error.
+    pub async fn backup(&self, rel: &str, backup_prefix: &str) -> Result<()> {
+        let to = Path::from_iter(
+            backup_prefix
+                .split('/')
+                .filter(|p| !p.is_empty())
+                .chain(rel.split('/')),
+        );
+        match self
+            .store
+            .copy_opts(&self.location(rel), &to, CopyOptions::default())
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::store(self.display(rel), e)),
+        }
+    }
+
+    /// Streams an object.
+    ///
+    /// # Errors
+    /// [`Error::Store`]; a missing object is a permanent error.
+    pub async fn open(&self, rel: &str) -> Result<BoxStream<'static, Result<Bytes>>> {
+        let shown = self.display(rel);
+        let got: GetResult = self
+            .store
+            .get_opts(&self.location(rel), GetOptions::default())
+            .await
+            .map_err(|e| Error::store(&shown, e))?;
+        Ok(got
+            .into_stream()
+            .map_err(move |e| Error::store(shown.clone(), e))
+            .boxed())
+    }
+
+    /// Lists the tree's objects (one request per 1,000) with their sizes,
+    /// leaving out what pqsync never syncs (the manifest itself, its own
+    /// state, temporary and lock files).
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn list_files(&self) -> Result<BTreeMap<String, u64>> {
+        Ok(self
+            .list_objects()
+            .await?
+            .into_iter()
+            .map(|(rel, meta)| (rel, meta.size))
+            .collect())
+    }
+
+    /// [`StoreTree::list_files`] with each object's full listing entry
+    /// (size, modification time, ETag).
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn list_objects(&self) -> Result<BTreeMap<String, ObjectMeta>> {
+        let root = Path::from_iter(self.prefix.iter().map(String::as_str));
+        let skip = self.prefix.len();
+        let mut out = BTreeMap::new();
+        let mut listing = self.store.list(Some(&root));
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(|e| Error::store(&self.url, e))?;
+            let rel = meta
+                .location
+                .parts()
+                .skip(skip)
+                .fold(String::new(), |mut acc, p| {
+                    if !acc.is_empty() {
+                        acc.push('/');
+                    }
+                    acc.push_str(p.as_ref());
+                    acc
+                });
+            if rel.is_empty() || is_ignored(&rel) {
+                continue;
+            }
+            out.insert(rel, meta);
+        }
+        Ok(out)
+    }
+
+    /// Reads a byte range of an object (one ranged GET).
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn read_range(&self, rel: &str, range: Range<u64>) -> Result<Bytes> {
+        let shown = self.display(rel);
+        let opts = GetOptions {
+            range: Some(object_store::GetRange::Bounded(range)),
+            ..Default::default()
+        };
+        let got = self
+            .store
+            .get_opts(&self.location(rel), opts)
+            .await
+            .map_err(|e| Error::store(&shown, e))?;
+        got.bytes().await.map_err(|e| Error::store(shown, e))
+    }
+
+    /// Reads a whole object into memory (one GET); for small files.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn read_all(&self, rel: &str) -> Result<Bytes> {
+        let shown = self.display(rel);
+        let got = self
+            .store
+            .get_opts(&self.location(rel), GetOptions::default())
+            .await
+            .map_err(|e| Error::store(&shown, e))?;
+        got.bytes().await.map_err(|e| Error::store(shown, e))
+    }
+
+    /// The size of an object and the `"<alg>:<hex>"` content hash pqsync
+    /// stored in its metadata when it uploaded it, if any (one HEAD).
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn head_hash(&self, rel: &str) -> Result<(u64, Option<String>)> {
+        let opts = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        let r = self
+            .store
+            .get_opts(&self.location(rel), opts)
+            .await
+            .map_err(|e| Error::store(self.display(rel), e))?;
+        let tagged = r
+            .attributes
+            .get(&Attribute::Metadata(HASH_METADATA_KEY.into()))
+            .map(|v| v.to_string());
+        Ok((r.meta.size, tagged))
+    }
+
+    /// The URL of a path in the tree, as shown in messages.
+    pub fn display_path(&self, rel: &str) -> String {
+        self.display(rel)
+    }
+
+    /// Deletes objects, in bulk where the store supports it. Objects that
+    /// are already gone count as deleted. When a bulk request fails, the
+    /// objects are retried one by one so each failure names its path.
+    ///
+    /// # Errors
+    /// Every path that could not be deleted, with its error.
+    pub async fn delete_many(
+        &self,
+        rels: &[String],
+    ) -> std::result::Result<(), Vec<(String, Error)>> {
+        let locs: Vec<object_store::Result<Path>> =
+            rels.iter().map(|r| Ok(self.location(r))).collect();
+        let mut bulk_failed = false;
+        let mut results = self
+            .store
+            .delete_stream(futures::stream::iter(locs).boxed());
+        while let Some(r) = results.next().await {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(_) => bulk_failed = true,
+            }
+        }
+        if !bulk_failed {
+            return Ok(());
+        }
+        let mut failures = Vec::new();
+        for rel in rels {
+            let one = futures::stream::iter([Ok(self.location(rel))]).boxed();
+            if let Some(Err(e)) = self.store.delete_stream(one).next().await {
+                if !matches!(e, object_store::Error::NotFound { .. }) {
+                    failures.push((rel.clone(), Error::store(self.display(rel), e)));
+                }
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures)
+        }
+    }
+
+    /// Whether the object already holds `entry`'s content, judged by its
+    /// size and the content hash pqsync stores in its metadata (one HEAD).
+    pub async fn has_content(&self, entry: &FileEntry) -> bool {
+        if !self.attributes {
+            return false;
+        }
+        let opts = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        match self.store.get_opts(&self.location(&entry.path), opts).await {
+            Ok(r) => {
+                r.meta.size == entry.size
+                    && r.attributes
+                        .get(&Attribute::Metadata(HASH_METADATA_KEY.into()))
+                        .map(|v| v.as_ref() == entry.tagged_hash())
+                        .unwrap_or(false)
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// [`StoreTree::has_content`], asked a few times over about three
+    /// seconds: a completion that is still being assembled shows up late.
+    async fn appears_with_content(&self, entry: &FileEntry) -> bool {
+        let mut wait = std::time::Duration::from_millis(200);
+        for _ in 0..4 {
+            if self.has_content(entry).await {
+                return true;
+            }
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+        }
+        self.has_content(entry).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_are_equal_and_bounded() {
+        const MIB: u64 = 1024 * 1024;
+        assert_eq!(part_size_for(20 * MIB), MIN_PART_SIZE);
+        assert_eq!(part_size_for(200 * 1024 * MIB) % MIB, 0);
+        let big = 5 * 1024 * 1024 * MIB; // 5 TiB
+        let p = part_size_for(big);
+        assert!(big.div_ceil(p) <= MAX_PARTS);
+        assert!(p >= 5 * MIB);
+    }
+}

@@ -1,0 +1,157 @@
+//! What a store can do, found out once, and pqsync's own small objects in
+//! a remote's `_meta/.pqsync/` (the capability cache and the lease).
+
+use futures::StreamExt;
+use object_store::{GetOptions, PutMode, PutOptions, PutPayload, UpdateVersion};
+use serde_json::json;
+
+use super::StoreTree;
+use crate::error::{Error, Result};
+use crate::layout::STATE_DIR;
+use crate::manifest::now_iso;
+
+/// What a remote knows how to do, as found by the probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Whether conditional writes (`If-None-Match`, `If-Match`) are enforced.
+    pub conditional_writes: bool,
+    /// When the probe ran.
+    pub probed_at: String,
+}
+
+impl Capabilities {
+    /// The probe's findings, as of now.
+    pub(crate) fn probed(conditional_writes: bool) -> Self {
+        Capabilities {
+            conditional_writes,
+            probed_at: now_iso(),
+        }
+    }
+
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        json!({ "conditionalWrites": self.conditional_writes, "probedAt": self.probed_at })
+    }
+
+    pub(crate) fn from_json(v: &serde_json::Value) -> Option<Self> {
+        Some(Capabilities {
+            conditional_writes: v.get("conditionalWrites")?.as_bool()?,
+            probed_at: v
+                .get("probedAt")
+                .and_then(|t| t.as_str())
+                .unwrap_or_default()
+                .to_string(),
+        })
+    }
+}
+
+impl StoreTree {
+    /// Finds out, with a few requests on a scratch object under
+    /// `_meta/.pqsync/`, whether the store really enforces conditional
+    /// writes. Some S3 servers accept `If-None-Match`/`If-Match` and ignore
+    /// them; a compare-and-swap commit is only safe where they are enforced.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if the scratch object cannot be written.
+    pub async fn probe_conditional_writes(&self) -> Result<bool> {
+        let rel = format!("{STATE_DIR}/probe-{:016x}", rand::random::<u64>());
+        let loc = self.location(&rel);
+        let shown = self.display(&rel);
+        let put = |mode: PutMode| {
+            self.store.put_opts(
+                &loc,
+                PutPayload::from_static(b"pqsync conditional-write probe"),
+                PutOptions {
+                    mode,
+                    ..Default::default()
+                },
+            )
+        };
+        let first = match put(PutMode::Create).await {
+            Ok(r) => r,
+            Err(
+                object_store::Error::NotImplemented { .. }
+                | object_store::Error::NotSupported { .. },
+            ) => return Ok(false),
+            Err(e) => return Err(Error::store(shown, e)),
+        };
+        let create_enforced = matches!(
+            put(PutMode::Create).await,
+            Err(object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. })
+        );
+        let update_enforced = create_enforced
+            && first.e_tag.is_some()
+            && matches!(
+                put(PutMode::Update(UpdateVersion {
+                    e_tag: Some("\"pqsync-probe-not-a-real-etag\"".into()),
+                    version: None,
+                }))
+                .await,
+                Err(object_store::Error::Precondition { .. })
+            );
+        let _ = self
+            .store
+            .delete_stream(futures::stream::iter([Ok(loc.clone())]).boxed())
+            .next()
+            .await;
+        Ok(create_enforced && update_enforced)
+    }
+
+    /// Reads a small JSON object under the remote's `_meta/.pqsync/`.
+    ///
+    /// # Errors
+    /// [`Error::Store`] for anything but "not found".
+    pub async fn read_state(
+        &self,
+        name: &str,
+    ) -> Result<Option<(serde_json::Value, Option<String>)>> {
+        let rel = format!("{STATE_DIR}/{name}");
+        let shown = self.display(&rel);
+        match self
+            .store
+            .get_opts(&self.location(&rel), GetOptions::default())
+            .await
+        {
+            Ok(g) => {
+                let etag = g.meta.e_tag.clone();
+                let bytes = g.bytes().await.map_err(|e| Error::store(&shown, e))?;
+                let v = serde_json::from_slice(&bytes).map_err(|e| Error::ManifestCorrupt {
+                    path: shown.clone(),
+                    reason: e.to_string(),
+                })?;
+                Ok(Some((v, etag)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::store(shown, e)),
+        }
+    }
+
+    /// Writes a small JSON object under the remote's `_meta/.pqsync/`.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn write_state(&self, name: &str, value: &serde_json::Value) -> Result<()> {
+        let rel = format!("{STATE_DIR}/{name}");
+        let body = serde_json::to_vec_pretty(value).expect("JSON value serialises");
+        self.store
+            .put_opts(
+                &self.location(&rel),
+                PutPayload::from(body),
+                PutOptions::default(),
+            )
+            .await
+            .map_err(|e| Error::store(self.display(&rel), e))?;
+        Ok(())
+    }
+
+    /// Deletes an object under the remote's `_meta/.pqsync/`.
+    pub async fn delete_state(&self, name: &str) {
+        let loc = self.location(&format!("{STATE_DIR}/{name}"));
+        let _ = self
+            .store
+            .delete_stream(futures::stream::iter([Ok(loc)]).boxed())
+            .next()
+            .await;
+    }
+}

@@ -1,0 +1,158 @@
+//! Verified uploads: a small file in one PUT after it is hashed in memory; a
+//! large one as a multipart upload that is completed only once its hash
+//! checks out. Large uploads from a local directory go through
+//! [`resumable`](super::resumable) instead, when the store offers its
+//! low-level multipart API.
+
+use bytes::{Bytes, BytesMut};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use object_store::{
+    Attribute, Attributes, PutMultipartOptions, PutOptions, PutPayload, WriteMultipart,
+};
+
+use super::{part_size_for, PartLog, StoreTree, HASH_METADATA_KEY, PARTS_IN_FLIGHT};
+use crate::error::{Error, Result};
+use crate::layout::content_type_for;
+use crate::manifest::{ContentHasher, FileEntry};
+
+impl StoreTree {
+    /// Streams bytes into an object, verified against `entry` before it
+    /// becomes visible. `on_bytes` is called as bytes are sent. With a
+    /// `parts_log` and a store whose multipart API the tree was given, a
+    /// large upload is resumable part by part.
+    ///
+    /// # Errors
+    /// [`Error::Mismatch`] if the bytes differ from the entry,
+    /// [`Error::Store`] if a request fails.
+    pub async fn write(
+        &self,
+        entry: &FileEntry,
+        stream: BoxStream<'static, Result<Bytes>>,
+        on_bytes: &(dyn Fn(u64) + Send + Sync),
+        parts_log: Option<&dyn PartLog>,
+    ) -> Result<()> {
+        if entry.size <= self.multipart_threshold {
+            return self.write_small(entry, stream, on_bytes).await;
+        }
+        match (&self.multipart, parts_log) {
+            (Some(mp), Some(log)) => self.write_resumable(mp, entry, stream, on_bytes, log).await,
+            _ => self.write_multipart(entry, stream, on_bytes).await,
+        }
+    }
+
+    /// One PUT of a file held in memory, after its hash checks out.
+    async fn write_small(
+        &self,
+        entry: &FileEntry,
+        mut stream: BoxStream<'static, Result<Bytes>>,
+        on_bytes: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<()> {
+        let mut hasher = ContentHasher::new(entry.hash_algorithm);
+        let mut total = 0u64;
+        let mut buf = BytesMut::with_capacity(entry.size as usize);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            total += chunk.len() as u64;
+            if total > entry.size {
+                return Err(entry.too_long(total));
+            }
+            hasher.update(&chunk);
+            buf.extend_from_slice(&chunk);
+        }
+        entry.verify(total, hasher)?;
+        let opts = PutOptions {
+            attributes: self.attrs(Some(entry)),
+            ..Default::default()
+        };
+        self.store
+            .put_opts(
+                &self.location(&entry.path),
+                PutPayload::from(buf.freeze()),
+                opts,
+            )
+            .await
+            .map_err(|e| Error::store(self.display(&entry.path), e))?;
+        on_bytes(total);
+        Ok(())
+    }
+
+    /// A multipart upload through `object_store`'s [`WriteMultipart`]
+    /// (equal parts, [`PARTS_IN_FLIGHT`] at a time), completed only if the
+    /// bytes are the entry's and aborted otherwise.
+    async fn write_multipart(
+        &self,
+        entry: &FileEntry,
+        mut stream: BoxStream<'static, Result<Bytes>>,
+        on_bytes: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<()> {
+        let shown = self.display(&entry.path);
+        let opts = PutMultipartOptions {
+            attributes: self.attrs(Some(entry)),
+            ..Default::default()
+        };
+        let upload = self
+            .store
+            .put_multipart_opts(&self.location(&entry.path), opts)
+            .await
+            .map_err(|e| Error::store(&shown, e))?;
+        let mut writer =
+            WriteMultipart::new_with_chunk_size(upload, part_size_for(entry.size) as usize);
+        let mut hasher = ContentHasher::new(entry.hash_algorithm);
+        let mut total = 0u64;
+        let fed: Result<()> = async {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                total += chunk.len() as u64;
+                if total > entry.size {
+                    return Err(entry.too_long(total));
+                }
+                hasher.update(&chunk);
+                writer
+                    .wait_for_capacity(PARTS_IN_FLIGHT)
+                    .await
+                    .map_err(|e| Error::store(&shown, e))?;
+                writer.put(chunk.clone());
+                on_bytes(chunk.len() as u64);
+            }
+            entry.verify(total, hasher)
+        }
+        .await;
+        match fed {
+            Ok(()) => writer
+                .finish()
+                .await
+                .map(|_| ())
+                .map_err(|e| Error::store(&shown, e)),
+            Err(e) => {
+                let _ = writer.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The attributes an uploaded object carries: its content type and,
+    /// for an entry, `pqsync-hash: <alg>:<hex>` (none on stores that do not
+    /// keep attributes).
+    pub(super) fn attrs(&self, entry: Option<&FileEntry>) -> Attributes {
+        let mut a = Attributes::new();
+        if self.attributes {
+            let content_type = match entry {
+                Some(e) => e
+                    .content_type
+                    .as_deref()
+                    .unwrap_or_else(|| content_type_for(&e.path))
+                    .to_string(),
+                None => "application/json".to_string(),
+            };
+            a.insert(Attribute::ContentType, content_type.into());
+            if let Some(e) = entry {
+                a.insert(
+                    Attribute::Metadata(HASH_METADATA_KEY.into()),
+                    e.tagged_hash().into(),
+                );
+            }
+        }
+        a
+    }
+}
