@@ -183,7 +183,9 @@ fn store(
                 here(),
             )
         }
-        Some("InvalidAccessKeyId") => {
+        // AWS and most servers say InvalidAccessKeyId; some say
+        // NotSignedUp for a key no account owns.
+        Some("InvalidAccessKeyId" | "NotSignedUp") => {
             let id = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_default();
             return Diagnosis::new(
                 "access-key",

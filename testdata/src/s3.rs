@@ -220,6 +220,10 @@ impl Drop for S3Server {
 struct Counting {
     inner: s3s::service::S3Service,
     log: Arc<RequestLog>,
+    /// The buckets' directory: an object request to a bucket that is not
+    /// there gets S3's `NoSuchBucket`, as from S3, R2 and Garage (s3s-fs
+    /// alone would create the bucket on a PUT and say `NoSuchKey` on a GET).
+    root: std::path::PathBuf,
     /// Held for the whole of every conditional request. s3s-fs checks
     /// `If-Match`/`If-None-Match` and then writes, in two steps, so two
     /// conditional PUTs racing on one key could both pass; S3 and R2 make
@@ -246,6 +250,9 @@ impl hyper::service::Service<http::Request<Incoming>> for Counting {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         self.log.record(line, body_bytes);
+        if let Some(bucket) = missing_bucket(&self.root, req.uri().path()) {
+            return Box::pin(async move { Ok(no_such_bucket(&bucket)) });
+        }
         let conditional = (req.headers().contains_key(http::header::IF_MATCH)
             || req.headers().contains_key(http::header::IF_NONE_MATCH))
         .then(|| self.conditional.clone());
@@ -269,6 +276,25 @@ impl hyper::service::Service<http::Request<Incoming>> for Counting {
     }
 }
 
+/// The bucket an object request names, when that bucket does not exist.
+fn missing_bucket(root: &std::path::Path, path: &str) -> Option<String> {
+    let (bucket, key) = path.trim_start_matches('/').split_once('/')?;
+    (!bucket.is_empty() && !key.is_empty() && !root.join(bucket).is_dir())
+        .then(|| bucket.to_string())
+}
+
+/// S3's answer to a request for a bucket that does not exist.
+fn no_such_bucket(bucket: &str) -> s3s::HttpResponse {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message><BucketName>{bucket}</BucketName></Error>"
+    );
+    http::Response::builder()
+        .status(http::StatusCode::NOT_FOUND)
+        .header(http::header::CONTENT_TYPE, "application/xml")
+        .body(s3s::Body::from(body))
+        .expect("a valid response")
+}
+
 async fn serve(
     root: std::path::PathBuf,
     log: Arc<RequestLog>,
@@ -276,11 +302,13 @@ async fn serve(
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let fs = s3s_fs::FileSystem::new(&root).expect("s3s-fs root");
+    let buckets = root.clone();
     let mut builder = S3ServiceBuilder::new(fs);
     builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
     let service = Counting {
         inner: builder.build(),
         log,
+        root: buckets,
         conditional: Arc::new(tokio::sync::Mutex::new(())),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

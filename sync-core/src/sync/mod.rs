@@ -265,9 +265,10 @@ impl Engine {
         match &remote {
             Some(r) => refuse_reserved_paths(&r.manifest, self.remote.url())?,
             None if required => {
+                self.remote.check_bucket().await?;
                 return Err(Error::NotManaged {
                     url: self.remote.url().to_string(),
-                })
+                });
             }
             None => {}
         }

@@ -522,6 +522,7 @@ impl Source for StoreSource {
         _opts: ReadOptions,
     ) -> Result<SourceView> {
         let Some(src) = self.tree.read_manifest().await? else {
+            self.tree.check_bucket().await?;
             return Err(Error::NotManaged {
                 url: self.tree.url().to_string(),
             });

@@ -279,6 +279,27 @@ impl StoreTree {
         Ok(Some((bytes, etag)))
     }
 
+    /// Checks that the bucket holding the tree exists, with one LIST of the
+    /// prefix: a store answers a missing manifest and a missing bucket alike
+    /// to a GET on some servers, so a run that found no manifest asks once
+    /// more before it says "not managed".
+    ///
+    /// # Errors
+    /// [`Error::BucketNotFound`] when the bucket is missing;
+    /// [`Error::Store`] when the listing fails otherwise.
+    pub async fn check_bucket(&self) -> Result<()> {
+        let root = Path::from_iter(self.prefix.iter().map(String::as_str));
+        match self.store.list_with_delimiter(Some(&root)).await {
+            Ok(_) => Ok(()),
+            Err(e) => match Error::store(&self.url, e) {
+                // A store that cannot list (or a prefix that is not a
+                // directory yet) says nothing about the bucket.
+                Error::Store { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
     /// Writes the manifest (one PUT) under `mode`: [`CommitMode::Create`]
     /// for a remote without one, [`CommitMode::Update`] to replace exactly
     /// the version read, [`CommitMode::Overwrite`] where the store cannot
