@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod cli;
 mod errors;
 mod kill;
 mod output;

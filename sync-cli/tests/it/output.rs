@@ -82,3 +82,52 @@ fn human_output_of_a_conflict_and_of_errors() {
         run(&["status", "gopher://x", "-d", bd], &paths, 2)
     );
 }
+
+/// The JSON documents of a backup cycle, one shape per concept: `unchanged`
+/// is always a list of paths with its count beside it, and every document
+/// has `warnings`. Times and temporary paths are redacted.
+#[test]
+fn json_documents_of_a_backup_cycle() {
+    let db = sample_copy();
+    let parent = tempfile::tempdir().unwrap();
+    let remote = parent.path().join("remote");
+    let d = db.path().to_str().unwrap();
+    let r = remote.to_str().unwrap();
+    let json = |args: &[&str], code: i32| -> serde_json::Value {
+        let out = pqsync(None)
+            .args(args)
+            .arg("--json")
+            .assert()
+            .code(code)
+            .get_output()
+            .clone();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+
+    let plan = json(
+        &["push", r, "-d", d, "--dry-run", "--namespaces", "users"],
+        0,
+    );
+    insta::assert_json_snapshot!("json_dry_run", plan, {
+        ".toUpload[].modifiedAt" => "[time]",
+    });
+    json(&["push", r, "-d", d], 0);
+    std::fs::write(db.path().join("_meta/schema.json"), b"{\"edited\":true}\n").unwrap();
+    age(&db.path().join("_meta/schema.json"));
+    std::fs::remove_file(db.path().join("events/seg-0003.parquet")).unwrap();
+    let status = json(&["status", "-d", d], 0);
+    insta::assert_json_snapshot!("json_status", status, {
+        ".diff.toUpload[].modifiedAt" => "[time]",
+    });
+    let result = json(&["push", "-d", d], 0);
+    insta::assert_json_snapshot!("json_push", result);
+    let failure = json(&["pull", &format!("{r}-missing"), "-d", d], 1);
+    let parent_path = parent.path().display().to_string();
+    let hide = move |v: insta::internals::Content, _: insta::internals::ContentPath<'_>| {
+        v.as_str().unwrap().replace(&parent_path, "[PARENT]")
+    };
+    insta::assert_json_snapshot!("json_failure", failure, {
+        ".error.message" => insta::dynamic_redaction(hide.clone()),
+        ".error.path" => insta::dynamic_redaction(hide),
+    });
+}
