@@ -130,6 +130,21 @@ impl Printer {
         }
     }
 
+    /// The command's answer on stdout, also with `-q` (not with `--json`,
+    /// where the document is the answer): `remote`'s URL, `list`'s paths.
+    pub fn answer(&self, line: &str) {
+        if !self.is_json() {
+            let _ = writeln!(std::io::stdout(), "{line}");
+        }
+    }
+
+    /// A note about the answer on stderr (not with `-q`).
+    pub fn note(&self, line: &str) {
+        if !self.quiet {
+            self.stderr_line(line);
+        }
+    }
+
     /// A line on stderr with `-v` only.
     pub fn detail(&self, line: &str) {
         if self.is_verbose() {

@@ -1,7 +1,5 @@
 //! `pqsync list`: the files of a database directory or remote.
 
-use std::io::Write;
-
 use anyhow::Result;
 use pqsync_core::{Congestion, Error, FileEntry, LocalTree, Manifest};
 use serde_json::json;
@@ -55,9 +53,8 @@ pub async fn run(a: &ListArgs, s: &Session) -> Result<ExitStatus> {
         printer.emit(&json!({ "files": entries, "count": entries.len() }));
         return Ok(ExitStatus::Success);
     }
-    let mut out = std::io::stdout().lock();
     for e in &entries {
-        writeln!(out, "{}", e.path)?;
+        printer.answer(&e.path);
     }
     Ok(ExitStatus::Success)
 }

@@ -31,7 +31,7 @@ pub fn run(a: &RemoteArgs, s: &Session) -> Result<ExitStatus> {
     if printer.is_json() {
         return Ok(ExitStatus::Success);
     }
-    println!("{url}");
+    printer.answer(&url);
     let line = match caps {
         Some(c) if c.conditional_writes => format!(
             "conditional writes: enforced; commits are compare-and-swap (probed {})",
@@ -43,8 +43,6 @@ pub fn run(a: &RemoteArgs, s: &Session) -> Result<ExitStatus> {
         ),
         None => "conditional writes: not probed yet (the first run that writes to this remote probes them)".into(),
     };
-    if printer.mode() != crate::printer::Mode::Quiet {
-        eprintln!("{line}");
-    }
+    printer.note(&line);
     Ok(ExitStatus::Success)
 }
