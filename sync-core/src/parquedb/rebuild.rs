@@ -212,39 +212,7 @@ pub async fn rebuild_remote(
         .unwrap_or_default();
     let objects = tree.list_objects().await?;
     let entries: Vec<(FileEntry, bool)> = futures::stream::iter(objects)
-        .map(|(rel, meta)| async move {
-            validate_path(&rel, tree.url())?;
-            let (size, tagged) = tree.head_hash(&rel).await?;
-            let want = format!("{alg}:");
-            let from_meta = tagged
-                .as_deref()
-                .and_then(|t| t.strip_prefix(&want))
-                .filter(|h| size == meta.size && h.len() == alg.hex_len())
-                .and_then(Digest::from_hex);
-            let (hash, size, hashed) = match from_meta {
-                Some(h) => (h, size, false),
-                None => {
-                    let mut stream = tree.open(&rel).await?;
-                    let mut h = ContentHasher::new(alg);
-                    let mut n = 0u64;
-                    while let Some(chunk) = stream.try_next().await? {
-                        h.update(&chunk);
-                        n += chunk.len() as u64;
-                    }
-                    (h.finalize(), n, true)
-                }
-            };
-            let entry = FileEntry {
-                content_type: Some(content_type_for(&rel).into()),
-                etag: meta.e_tag.clone(),
-                hash,
-                hash_algorithm: alg,
-                modified_at: Timestamp::from_millis(meta.last_modified.timestamp_millis()),
-                path: rel,
-                size,
-            };
-            Ok::<_, Error>((entry, hashed))
-        })
+        .map(|(rel, meta)| object_entry(tree, rel, meta, alg))
         .buffer_unordered(concurrency.max(1))
         .try_collect()
         .await?;
@@ -272,25 +240,75 @@ pub async fn rebuild_remote(
         report.requests = tree.requests();
         return Ok(report);
     }
-    let mode = match (&old_raw, old_etag) {
-        (None, _) => CommitMode::Create,
-        (Some(_), Some(etag)) => CommitMode::Update(etag),
-        (Some(_), None) => CommitMode::Overwrite,
+    commit(tree, &manifest, old_raw.is_some(), old_etag).await?;
+    report.requests = tree.requests();
+    Ok(report)
+}
+
+/// The manifest entry of one listed object: its hash from pqsync's
+/// `pqsync-hash` metadata (one HEAD) when that is in `alg` and the sizes
+/// agree, else from streaming and hashing the object. The flag says which.
+async fn object_entry(
+    tree: &StoreTree,
+    rel: String,
+    meta: object_store::ObjectMeta,
+    alg: HashAlgorithm,
+) -> Result<(FileEntry, bool)> {
+    validate_path(&rel, tree.url())?;
+    let (size, tagged) = tree.head_hash(&rel).await?;
+    let want = format!("{alg}:");
+    let from_meta = tagged
+        .as_deref()
+        .and_then(|t| t.strip_prefix(&want))
+        .filter(|h| size == meta.size && h.len() == alg.hex_len())
+        .and_then(Digest::from_hex);
+    let (hash, size, hashed) = match from_meta {
+        Some(h) => (h, size, false),
+        None => {
+            let mut stream = tree.open(&rel).await?;
+            let mut h = ContentHasher::new(alg);
+            let mut n = 0u64;
+            while let Some(chunk) = stream.try_next().await? {
+                h.update(&chunk);
+                n += chunk.len() as u64;
+            }
+            (h.finalize(), n, true)
+        }
     };
-    match tree.write_manifest(&manifest, mode).await {
-        // Stores that cannot check an ETag (plain directories) take the
-        // write unconditionally.
+    let entry = FileEntry {
+        content_type: Some(content_type_for(&rel).into()),
+        etag: meta.e_tag.clone(),
+        hash,
+        hash_algorithm: alg,
+        modified_at: Timestamp::from_millis(meta.last_modified.timestamp_millis()),
+        path: rel,
+        size,
+    };
+    Ok((entry, hashed))
+}
+
+/// Writes the rebuilt manifest, conditionally on the one it replaces (or on
+/// there being none), and unconditionally on stores that cannot check an
+/// ETag (plain directories).
+async fn commit(
+    tree: &StoreTree,
+    manifest: &Manifest,
+    had_one: bool,
+    etag: Option<String>,
+) -> Result<()> {
+    let mode = match (had_one, etag) {
+        (false, _) => CommitMode::Create,
+        (true, Some(etag)) => CommitMode::Update(etag),
+        (true, None) => CommitMode::Overwrite,
+    };
+    match tree.write_manifest(manifest, mode).await {
         Err(Error::Store {
             source: object_store::Error::NotImplemented { .. },
             ..
-        }) => {
-            tree.write_manifest(&manifest, CommitMode::Overwrite)
-                .await?;
-        }
-        other => {
-            other?;
-        }
+        }) => tree
+            .write_manifest(manifest, CommitMode::Overwrite)
+            .await
+            .map(|_| ()),
+        other => other.map(|_| ()),
     }
-    report.requests = tree.requests();
-    Ok(report)
 }

@@ -78,8 +78,12 @@ pub fn read_relationships<R: ChunkReader + 'static>(
         Some(need("toNs")?),
         Some(need("toId")?),
     ];
-    let mut out = RelFile::default();
-    let mut pairs: Vec<(Vec<u8>, Vec<u8>, RelDigest)> = Vec::new();
+    let mut acc = Accumulator {
+        own_ns: own_ns.as_bytes(),
+        forward,
+        misplaced: 0,
+        pairs: Vec::new(),
+    };
     for g in 0..reader.num_row_groups() {
         let rg = reader.get_row_group(g).map_err(|e| e.to_string())?;
         let n = usize::try_from(rg.metadata().num_rows()).map_err(|e| e.to_string())?;
@@ -97,49 +101,13 @@ pub fn read_relationships<R: ChunkReader + 'static>(
             };
             readers.push(Some((name, r)));
         }
-        let mut values: Vec<Vec<ByteArray>> =
-            (0..5).map(|_| Vec::with_capacity(REL_BATCH)).collect();
-        let mut def = Vec::with_capacity(REL_BATCH);
-        let mut done = 0;
-        while done < n {
-            let want = REL_BATCH.min(n - done);
-            for (slot, reader) in values.iter_mut().zip(readers.iter_mut()) {
-                slot.clear();
-                let Some((name, r)) = reader else { continue };
-                def.clear();
-                let (records, _, _) = r
-                    .read_records(want, Some(&mut def), None, slot)
-                    .map_err(|e| format!("column {name}: {e}"))?;
-                if records != want || slot.len() != want {
-                    return Err(format!(
-                        "column {name} of row group {g} has nulls or too few values"
-                    ));
-                }
-            }
-            for row in 0..want {
-                let get = |c: usize| values[c].get(row).map_or(&[][..], ByteArray::data);
-                let (from_ns, to_ns) = (get(0), get(3));
-                let own = if forward { from_ns } else { to_ns };
-                if own != own_ns.as_bytes() {
-                    out.misplaced += 1;
-                }
-                // Few namespace pairs per file: a linear scan beats
-                // allocating a key per row.
-                let i = match pairs
-                    .iter()
-                    .position(|(f, t, _)| f == from_ns && t == to_ns)
-                {
-                    Some(i) => i,
-                    None => {
-                        pairs.push((from_ns.to_vec(), to_ns.to_vec(), RelDigest::default()));
-                        pairs.len() - 1
-                    }
-                };
-                pairs[i].2.add(&[from_ns, get(1), get(2), to_ns, get(4)]);
-            }
-            done += want;
-        }
+        read_row_group(&mut readers, n, g, &mut acc)?;
     }
+    let mut out = RelFile {
+        misplaced: acc.misplaced,
+        ..RelFile::default()
+    };
+    let pairs = acc.pairs;
     for (f, t, d) in pairs {
         let key = (
             String::from_utf8_lossy(&f).into_owned(),
@@ -151,4 +119,81 @@ pub fn read_relationships<R: ChunkReader + 'static>(
         slot.xor ^= d.xor;
     }
     Ok(out)
+}
+
+/// The id columns of one row group, in the order `fromNs`, `fromId`,
+/// `predicate` (absent: `None`), `toNs`, `toId`, with their names.
+type IdColumns = Vec<
+    Option<(
+        String,
+        parquet::column::reader::ColumnReaderImpl<parquet::data_type::ByteArrayType>,
+    )>,
+>;
+
+/// Digests of one file's rows, by `(fromNs, toNs)` as raw bytes.
+struct Accumulator<'a> {
+    own_ns: &'a [u8],
+    forward: bool,
+    misplaced: u64,
+    pairs: Vec<(Vec<u8>, Vec<u8>, RelDigest)>,
+}
+
+impl Accumulator<'_> {
+    /// Adds one row, given its five id values.
+    fn row(&mut self, ids: [&[u8]; 5]) {
+        let (from_ns, to_ns) = (ids[0], ids[3]);
+        let own = if self.forward { from_ns } else { to_ns };
+        if own != self.own_ns {
+            self.misplaced += 1;
+        }
+        // Few namespace pairs per file: a linear scan beats allocating a
+        // key per row.
+        let i = match self
+            .pairs
+            .iter()
+            .position(|(f, t, _)| f == from_ns && t == to_ns)
+        {
+            Some(i) => i,
+            None => {
+                let fresh = (from_ns.to_vec(), to_ns.to_vec(), RelDigest::default());
+                self.pairs.push(fresh);
+                self.pairs.len() - 1
+            }
+        };
+        self.pairs[i].2.add(&ids);
+    }
+}
+
+/// Decodes the `n` rows of row group `g`, [`REL_BATCH`] at a time.
+fn read_row_group(
+    readers: &mut IdColumns,
+    n: usize,
+    g: usize,
+    acc: &mut Accumulator<'_>,
+) -> std::result::Result<(), String> {
+    let mut values: Vec<Vec<ByteArray>> = (0..5).map(|_| Vec::with_capacity(REL_BATCH)).collect();
+    let mut def = Vec::with_capacity(REL_BATCH);
+    let mut done = 0;
+    while done < n {
+        let want = REL_BATCH.min(n - done);
+        for (slot, reader) in values.iter_mut().zip(readers.iter_mut()) {
+            slot.clear();
+            let Some((name, r)) = reader else { continue };
+            def.clear();
+            let (records, _, _) = r
+                .read_records(want, Some(&mut def), None, slot)
+                .map_err(|e| format!("column {name}: {e}"))?;
+            if records != want || slot.len() != want {
+                return Err(format!(
+                    "column {name} of row group {g} has nulls or too few values"
+                ));
+            }
+        }
+        for row in 0..want {
+            let get = |c: usize| values[c].get(row).map_or(&[][..], ByteArray::data);
+            acc.row([get(0), get(1), get(2), get(3), get(4)]);
+        }
+        done += want;
+    }
+    Ok(())
 }

@@ -25,7 +25,7 @@ use super::bloom::check_bloom;
 use super::events::EventManifest;
 use super::footer::ParquetInfo;
 use super::inspect::{inspect, Inspection};
-use super::relationships::{read_relationships, RelDigest};
+use super::relationships::{read_relationships, RelDigest, RelFile};
 use crate::error::{Error, Result};
 use crate::layout::{
     bloom_path, is_parquet, is_segment_file, namespace_of, Role, EVENT_MANIFESTS, MANIFEST_PATH,
@@ -657,6 +657,8 @@ async fn compare_counts(other: &dyn Tree, concurrency: usize) -> Result<BTreeMap
     Ok(out)
 }
 
+/// `relationships-consistent`: forward and reverse files hold the same
+/// relationships.
 async fn check_relationships(
     tree: &dyn Tree,
     present: &BTreeMap<String, u64>,
@@ -664,9 +666,7 @@ async fn check_relationships(
     spools: &mut BTreeMap<String, std::fs::File>,
     r: &mut Report,
 ) -> Result<()> {
-    const NAME: &str = "relationships-consistent";
-    let warn = Severity::Warning;
-    let rel_files: Vec<(&str, &str, bool)> = present
+    let rel_files: Vec<RelPath<'_>> = present
         .keys()
         .filter_map(|p| match namespace_of(p) {
             Some((ns, Role::Forward)) => Some((p.as_str(), ns, true)),
@@ -675,27 +675,80 @@ async fn check_relationships(
         })
         .collect();
     if rel_files.is_empty() {
-        r.check(NAME, warn, true, "no relationship files".into(), None, None);
+        r.check(RELS, WARN, true, "no relationship files".into(), None, None);
         return Ok(());
     }
-    // (fromNs, toNs) -> digest, per direction, and which file holds it.
-    let mut forward: BTreeMap<(String, String), (RelDigest, &str)> = BTreeMap::new();
-    let mut reverse: BTreeMap<(String, String), (RelDigest, &str)> = BTreeMap::new();
-    let mut problems = 0;
-    let mut read_ok = true;
-    // Each file is decoded on a blocking thread, two at a time (the work
-    // is CPU-bound), in batches of rows.
-    let readable: Vec<(&str, &str, bool)> = rel_files
+    // Files whose footer did not parse are already errors under
+    // parquet-readable.
+    let readable: Vec<RelPath<'_>> = rel_files
         .iter()
         .filter(|(p, _, _)| footers.contains_key(p))
         .copied()
         .collect();
-    if readable.len() < rel_files.len() {
-        read_ok = false; // already an error under parquet-readable
+    let mut read_ok = readable.len() == rel_files.len();
+    let mut problems = 0;
+    // (fromNs, toNs) -> digest, per direction, and which file holds it.
+    let mut forward: RelSide<'_> = BTreeMap::new();
+    let mut reverse: RelSide<'_> = BTreeMap::new();
+    for ((path, ns, dir), parsed) in decode_relationships(tree, readable, spools).await? {
+        match parsed {
+            None => read_ok = false,
+            Some(Ok(file)) => {
+                if file.misplaced > 0 {
+                    problems += 1;
+                    let col = if dir { "fromNs" } else { "toNs" };
+                    let msg = format!("{} rows have a {col} other than {ns}", file.misplaced);
+                    r.finding(WARN, RELS, path, msg);
+                }
+                let side = if dir { &mut forward } else { &mut reverse };
+                for (k, d) in file.pairs {
+                    side.insert(k, (d, path));
+                }
+            }
+            Some(Err(why)) => {
+                problems += 1;
+                let msg = format!("cannot read relationships: {why}");
+                r.finding(WARN, RELS, path, msg);
+            }
+        }
     }
-    let parsed: Vec<_> = futures::stream::iter(readable)
-        .map(|(path, ns, dir)| (path, ns, dir, spools.remove(path)))
-        .map(|(path, ns, dir, kept)| async move {
+    problems += compare_directions(&forward, &reverse, r);
+    let count = |m: &RelSide<'_>| -> u64 { m.values().map(|(d, _)| d.count).sum() };
+    let (nf, nr) = (count(&forward), count(&reverse));
+    let msg = if problems == 0 && read_ok {
+        format!("{nf} forward and {nr} reverse relationships agree")
+    } else if problems == 0 {
+        "some relationship files could not be read".into()
+    } else {
+        format!("{problems} disagreements between forward and reverse relationships")
+    };
+    let passed = problems == 0 && read_ok;
+    r.check(RELS, WARN, passed, msg, Some(json!(nf)), Some(json!(nr)));
+    Ok(())
+}
+
+const RELS: &str = "relationships-consistent";
+
+/// A relationship file: its path, its namespace, and whether it is a
+/// forward file.
+type RelPath<'a> = (&'a str, &'a str, bool);
+
+/// Digests by `(fromNs, toNs)` for one direction, with the file each came
+/// from.
+type RelSide<'a> = BTreeMap<(String, String), (RelDigest, &'a str)>;
+
+/// Decodes each relationship file on a blocking thread, two at a time (the
+/// work is CPU-bound), reusing a copy kept from hashing where there is one.
+/// `None` for a file that could not be opened.
+async fn decode_relationships<'a>(
+    tree: &dyn Tree,
+    files: Vec<RelPath<'a>>,
+    spools: &mut BTreeMap<String, std::fs::File>,
+) -> Result<Vec<(RelPath<'a>, Option<std::result::Result<RelFile, String>>)>> {
+    futures::stream::iter(files)
+        .map(|(path, ns, dir)| ((path, ns, dir), spools.remove(path)))
+        .map(|(rel, kept)| async move {
+            let (path, ns, dir) = rel;
             let opened = match kept {
                 Some(f) => Ok(f),
                 None => tree.open_file(path).await,
@@ -703,7 +756,7 @@ async fn check_relationships(
             let file = match opened {
                 Ok(f) => f,
                 Err(e) if e.is_not_found() || matches!(e, Error::Io { .. }) => {
-                    return Ok((path, ns, dir, None));
+                    return Ok((rel, None));
                 }
                 Err(e) => return Err(e),
             };
@@ -711,52 +764,21 @@ async fn check_relationships(
             let parsed = tokio::task::spawn_blocking(move || read_relationships(file, &own, dir))
                 .await
                 .map_err(|e| Error::task(format!("reading {path}"), e))?;
-            Ok((path, ns, dir, Some(parsed)))
+            Ok((rel, Some(parsed)))
         })
         .buffered(2)
         .try_collect()
-        .await?;
-    for (path, ns, dir, parsed) in parsed {
-        let Some(parsed) = parsed else {
-            read_ok = false;
-            continue;
-        };
-        match parsed {
-            Ok(file) => {
-                if file.misplaced > 0 {
-                    problems += 1;
-                    let col = if dir { "fromNs" } else { "toNs" };
-                    r.finding(
-                        warn,
-                        NAME,
-                        path,
-                        format!("{} rows have a {col} other than {ns}", file.misplaced),
-                    );
-                }
-                let side = if dir { &mut forward } else { &mut reverse };
-                for (k, d) in file.pairs {
-                    side.insert(k, (d, path));
-                }
-            }
-            Err(why) => {
-                problems += 1;
-                r.finding(
-                    warn,
-                    NAME,
-                    path,
-                    format!("cannot read relationships: {why}"),
-                );
-            }
-        }
-    }
+        .await
+}
+
+/// Reports each `(fromNs, toNs)` pair whose forward and reverse digests
+/// differ; returns how many do.
+fn compare_directions(forward: &RelSide<'_>, reverse: &RelSide<'_>, r: &mut Report) -> usize {
     let keys: BTreeSet<&(String, String)> = forward.keys().chain(reverse.keys()).collect();
-    let count = |m: &BTreeMap<(String, String), (RelDigest, &str)>| -> u64 {
-        m.values().map(|(d, _)| d.count).sum()
-    };
+    let mut problems = 0;
     for k in keys {
         let (from, to) = k;
-        let f = forward.get(k);
-        let b = reverse.get(k);
+        let (f, b) = (forward.get(k), reverse.get(k));
         if f.map(|x| x.0) == b.map(|x| x.0) {
             continue;
         }
@@ -776,24 +798,9 @@ async fn check_relationships(
                 n(f)
             )
         };
-        r.finding(warn, NAME, &rev_path, msg);
+        r.finding(WARN, RELS, &rev_path, msg);
     }
-    let (nf, nr) = (count(&forward), count(&reverse));
-    r.check(
-        NAME,
-        warn,
-        problems == 0 && read_ok,
-        if problems == 0 && read_ok {
-            format!("{nf} forward and {nr} reverse relationships agree")
-        } else if problems == 0 {
-            "some relationship files could not be read".into()
-        } else {
-            format!("{problems} disagreements between forward and reverse relationships")
-        },
-        Some(json!(nf)),
-        Some(json!(nr)),
-    );
-    Ok(())
+    problems
 }
 
 async fn check_blooms(
@@ -853,40 +860,21 @@ async fn check_blooms(
     Ok(())
 }
 
+/// `event-segments`: the segments are readable, ordered, without gaps, and
+/// agree with the event manifest.
 async fn check_events(
     tree: &dyn Tree,
     present: &BTreeMap<String, u64>,
     footers: &BTreeMap<&str, &ParquetInfo>,
     r: &mut Report,
 ) -> Result<()> {
-    const NAME: &str = "event-segments";
-    let warn = Severity::Warning;
     let on_disk: Vec<&str> = present
         .keys()
         .map(String::as_str)
         .filter(|p| is_segment_file(p))
         .collect();
     let Some(mpath) = EVENT_MANIFESTS.iter().find(|p| present.contains_key(**p)) else {
-        if on_disk.is_empty() {
-            r.check(NAME, warn, true, "no event log".into(), None, None);
-        } else {
-            for p in &on_disk {
-                r.finding(
-                    warn,
-                    NAME,
-                    p,
-                    "segment present but there is no event manifest".into(),
-                );
-            }
-            r.check(
-                NAME,
-                warn,
-                false,
-                format!("{} segments but no events/_manifest.json", on_disk.len()),
-                None,
-                Some(json!(on_disk.len())),
-            );
-        }
+        no_event_manifest(&on_disk, r);
         return Ok(());
     };
     let em = match tree.read_all(mpath).await {
@@ -899,89 +887,143 @@ async fn check_events(
     let em = match em {
         Ok(m) => m,
         Err(why) => {
-            r.finding(warn, NAME, mpath, why);
-            r.check(
-                NAME,
-                warn,
-                false,
-                format!("{mpath} is unreadable"),
-                None,
-                None,
-            );
+            r.finding(WARN, EVENTS, mpath, why);
+            let msg = format!("{mpath} is unreadable");
+            r.check(EVENTS, WARN, false, msg, None, None);
             return Ok(());
         }
     };
-    let mut problems = 0;
+    let mut log = EventLogCheck::default();
     for p in em.seq_problems() {
-        problems += 1;
-        r.finding(warn, NAME, mpath, p);
+        log.problems += 1;
+        r.finding(WARN, EVENTS, mpath, p);
     }
     let mut listed = BTreeSet::new();
-    let mut events = 0u64;
-    let mut missing_or_unreadable = 0;
-    let mut prev_max: Option<(u64, i64)> = None;
     for seg in &em.segments {
+        listed.insert(seg.file());
+        log.segment(seg, mpath, present, footers, r);
+    }
+    for p in on_disk.iter().filter(|p| !listed.contains(**p)) {
+        log.problems += 1;
+        r.finding(
+            WARN,
+            EVENTS,
+            p,
+            format!("segment file not listed in {mpath}"),
+        );
+    }
+    if let Some(total) = em.total_events.filter(|&t| t != log.events) {
+        if log.missing == 0 {
+            log.problems += 1;
+            let msg = format!(
+                "totalEvents is {total} but the segments hold {} events",
+                log.events
+            );
+            r.finding(WARN, EVENTS, mpath, msg);
+        }
+    }
+    let msg = if log.problems == 0 {
+        format!(
+            "{} segments, {} events, in order and without gaps",
+            em.segments.len(),
+            log.events
+        )
+    } else {
+        format!("{} problems in the event log", log.problems)
+    };
+    r.check(
+        EVENTS,
+        WARN,
+        log.problems == 0,
+        msg,
+        em.total_events.map(|n| json!(n)),
+        Some(json!(log.events)),
+    );
+    Ok(())
+}
+
+const EVENTS: &str = "event-segments";
+
+/// Segments on disk with no event manifest to list them.
+fn no_event_manifest(on_disk: &[&str], r: &mut Report) {
+    if on_disk.is_empty() {
+        r.check(EVENTS, WARN, true, "no event log".into(), None, None);
+        return;
+    }
+    for p in on_disk {
+        let msg = "segment present but there is no event manifest".to_string();
+        r.finding(WARN, EVENTS, p, msg);
+    }
+    let msg = format!("{} segments but no events/_manifest.json", on_disk.len());
+    r.check(EVENTS, WARN, false, msg, None, Some(json!(on_disk.len())));
+}
+
+/// What checking the event manifest's segments found so far.
+#[derive(Default)]
+struct EventLogCheck {
+    problems: usize,
+    events: u64,
+    /// Segments missing or unreadable (their events are not counted).
+    missing: usize,
+    /// The previous segment's seq and `maxTs`.
+    prev_max: Option<(u64, i64)>,
+}
+
+impl EventLogCheck {
+    /// Checks one listed segment against its file and footer.
+    fn segment(
+        &mut self,
+        seg: &super::events::Segment,
+        mpath: &str,
+        present: &BTreeMap<String, u64>,
+        footers: &BTreeMap<&str, &ParquetInfo>,
+        r: &mut Report,
+    ) {
         let file = seg.file();
-        listed.insert(file.clone());
+        let problem = |r: &mut Report, msg: String| {
+            r.finding(WARN, EVENTS, &file, msg);
+        };
         let Some(&size) = present.get(&file) else {
-            problems += 1;
-            r.finding(
-                warn,
-                NAME,
-                &file,
+            self.problems += 1;
+            self.missing += 1;
+            problem(
+                r,
                 format!("segment seq {} is listed in {mpath} but missing", seg.seq),
             );
-            missing_or_unreadable += 1;
-            continue;
+            return;
         };
         if let Some(expected) = seg.size_bytes.filter(|&s| s != size) {
-            problems += 1;
-            r.finding(
-                warn,
-                NAME,
-                &file,
-                format!("{size} bytes but {mpath} says {expected}"),
-            );
+            self.problems += 1;
+            problem(r, format!("{size} bytes but {mpath} says {expected}"));
         }
         let Some(info) = footers.get(file.as_str()) else {
-            problems += 1;
-            r.finding(
-                warn,
-                NAME,
-                &file,
-                format!("segment seq {} is not readable", seg.seq),
-            );
-            missing_or_unreadable += 1;
-            continue;
+            self.problems += 1;
+            self.missing += 1;
+            problem(r, format!("segment seq {} is not readable", seg.seq));
+            return;
         };
-        events += info.rows;
+        self.events += info.rows;
         if let Some(expected) = seg.count.filter(|&c| c != info.rows) {
-            problems += 1;
-            r.finding(
-                warn,
-                NAME,
-                &file,
+            self.problems += 1;
+            problem(
+                r,
                 format!("{} events but {mpath} says {expected}", info.rows),
             );
         }
         if let (Some((lo, hi)), Some(min), Some(max)) = (info.ts_range, seg.min_ts, seg.max_ts) {
             if lo < min || hi > max {
-                problems += 1;
-                r.finding(
-                    warn,
-                    NAME,
-                    &file,
+                self.problems += 1;
+                problem(
+                    r,
                     format!("events span ts {lo}..{hi}, outside {mpath}'s {min}..{max}"),
                 );
             }
         }
-        if let (Some((pseq, pmax)), Some(min)) = (prev_max, seg.min_ts) {
+        if let (Some((pseq, pmax)), Some(min)) = (self.prev_max, seg.min_ts) {
             if min < pmax {
-                problems += 1;
-                r.finding(
-                    warn,
-                    NAME,
-                    &file,
+                self.problems += 1;
+                problem(
+                    r,
                     format!(
                         "segment seq {} starts at ts {min}, before seq {pseq} ends ({pmax})",
                         seg.seq
@@ -990,38 +1032,7 @@ async fn check_events(
             }
         }
         if let Some(max) = seg.max_ts {
-            prev_max = Some((seg.seq, max));
+            self.prev_max = Some((seg.seq, max));
         }
     }
-    for p in on_disk.iter().filter(|p| !listed.contains(**p)) {
-        problems += 1;
-        r.finding(warn, NAME, p, format!("segment file not listed in {mpath}"));
-    }
-    if let Some(total) = em.total_events.filter(|&t| t != events) {
-        if missing_or_unreadable == 0 {
-            problems += 1;
-            r.finding(
-                warn,
-                NAME,
-                mpath,
-                format!("totalEvents is {total} but the segments hold {events} events"),
-            );
-        }
-    }
-    r.check(
-        NAME,
-        warn,
-        problems == 0,
-        if problems == 0 {
-            format!(
-                "{} segments, {events} events, in order and without gaps",
-                em.segments.len()
-            )
-        } else {
-            format!("{problems} problems in the event log")
-        },
-        em.total_events.map(|n| json!(n)),
-        Some(json!(events)),
-    );
-    Ok(())
 }

@@ -318,92 +318,78 @@ pub(crate) fn bucket(
     journal: &HashSet<(String, String)>,
 ) {
     let mode = plan.mode;
-    let fetch_hint = "changed on the remote; pull to fetch it";
-    let send_hint = "changed locally; push to send it";
     plan.unchanged = diff.unchanged;
     let diff = diff.changed;
+    let skipped = "deletion skipped (--no-delete)";
     for d in &diff {
         match d.change {
             Change::Unchanged => {}
+            Change::Upload if !mode.sends() => plan.held_back.push(held(d, SEND_HINT)),
             Change::Upload => {
                 let e = d.local.clone().expect("upload has a local entry");
-                if mode.sends() {
-                    if journal.contains(&(e.path.clone(), e.tagged_hash())) {
-                        plan.already_sent.push(e);
-                    } else {
-                        plan.uploads.push(e);
-                    }
+                if journal.contains(&(e.path.clone(), e.tagged_hash())) {
+                    plan.already_sent.push(e);
                 } else {
-                    plan.held_back.push(held(d, send_hint));
+                    plan.uploads.push(e);
                 }
             }
-            Change::Download => {
-                if mode.fetches() {
-                    plan.downloads
-                        .push(d.remote.clone().expect("download has a remote entry"));
-                } else {
-                    plan.held_back.push(held(d, fetch_hint));
-                }
+            Change::Download if !mode.fetches() => plan.held_back.push(held(d, FETCH_HINT)),
+            Change::Download => plan
+                .downloads
+                .push(d.remote.clone().expect("download has a remote entry")),
+            Change::DeleteRemote if !mode.sends() => plan.held_back.push(held(d, SEND_HINT)),
+            Change::DeleteLocal if !mode.fetches() => plan.held_back.push(held(d, FETCH_HINT)),
+            Change::DeleteRemote | Change::DeleteLocal if !delete => {
+                plan.held_back.push(held(d, skipped))
             }
-            Change::DeleteRemote => {
-                if !mode.sends() {
-                    plan.held_back.push(held(d, send_hint));
-                } else if !delete {
-                    plan.held_back
-                        .push(held(d, "deletion skipped (--no-delete)"));
-                } else {
-                    plan.delete_remote.push(d.path.clone());
-                }
-            }
-            Change::DeleteLocal => {
-                if !mode.fetches() {
-                    plan.held_back.push(held(d, fetch_hint));
-                } else if !delete {
-                    plan.held_back
-                        .push(held(d, "deletion skipped (--no-delete)"));
-                } else {
-                    plan.delete_local.push(d.path.clone());
-                }
-            }
-            Change::Conflict => {
-                let resolution = resolve(plan.strategy, d);
-                let applied = match resolution {
-                    Resolution::KeepLocal if mode.sends() => {
-                        plan.uploads
-                            .push(d.local.clone().expect("kept local side exists"));
-                        true
-                    }
-                    Resolution::KeepRemote if mode.fetches() => {
-                        plan.downloads
-                            .push(d.remote.clone().expect("kept remote side exists"));
-                        true
-                    }
-                    Resolution::KeepLocal => {
-                        plan.held_back
-                            .push(held(d, "conflict: the local version wins; push to send it"));
-                        false
-                    }
-                    Resolution::KeepRemote => {
-                        plan.held_back.push(held(
-                            d,
-                            "conflict: the remote version wins; pull to fetch it",
-                        ));
-                        false
-                    }
-                    Resolution::Manual => false,
-                };
-                plan.conflicts.push(Conflict {
-                    path: d.path.clone(),
-                    local: d.local.clone(),
-                    remote: d.remote.clone(),
-                    suggested_resolution: d.suggested_resolution(),
-                    resolution,
-                    applied,
-                });
-            }
+            Change::DeleteRemote => plan.delete_remote.push(d.path.clone()),
+            Change::DeleteLocal => plan.delete_local.push(d.path.clone()),
+            Change::Conflict => conflict(plan, d),
         }
     }
     plan.diff = diff;
+}
+
+const FETCH_HINT: &str = "changed on the remote; pull to fetch it";
+const SEND_HINT: &str = "changed locally; push to send it";
+
+/// Decides a conflict for the plan's strategy, and carries the decision
+/// out where the mode can (otherwise it is held back for the command that
+/// can).
+fn conflict(plan: &mut Plan, d: &PathDiff) {
+    let mode = plan.mode;
+    let resolution = resolve(plan.strategy, d);
+    let applied = match resolution {
+        Resolution::KeepLocal if mode.sends() => {
+            plan.uploads
+                .push(d.local.clone().expect("kept local side exists"));
+            true
+        }
+        Resolution::KeepRemote if mode.fetches() => {
+            plan.downloads
+                .push(d.remote.clone().expect("kept remote side exists"));
+            true
+        }
+        Resolution::KeepLocal => {
+            let why = "conflict: the local version wins; push to send it";
+            plan.held_back.push(held(d, why));
+            false
+        }
+        Resolution::KeepRemote => {
+            let why = "conflict: the remote version wins; pull to fetch it";
+            plan.held_back.push(held(d, why));
+            false
+        }
+        Resolution::Manual => false,
+    };
+    plan.conflicts.push(Conflict {
+        path: d.path.clone(),
+        local: d.local.clone(),
+        remote: d.remote.clone(),
+        suggested_resolution: d.suggested_resolution(),
+        resolution,
+        applied,
+    });
 }
 
 fn held(d: &PathDiff, reason: &str) -> HeldBack {

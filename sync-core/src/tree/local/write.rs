@@ -80,7 +80,7 @@ impl LocalTree {
     pub async fn write(
         &self,
         entry: &FileEntry,
-        mut stream: BoxStream<'static, Result<Bytes>>,
+        stream: BoxStream<'static, Result<Bytes>>,
         prior: Option<FileStat>,
         on_bytes: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<FileStat> {
@@ -102,61 +102,8 @@ impl LocalTree {
             rand::random::<u32>()
         ));
         let result = async {
-            let mut file = tokio::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .await
-                .map_err(|e| Error::io(&tmp, e))?;
-            let mut hasher = ContentHasher::new(entry.hash_algorithm);
-            let mut total = 0u64;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk?;
-                total += chunk.len() as u64;
-                if total > entry.size {
-                    return Err(entry.too_long(total));
-                }
-                hasher.update(&chunk);
-                file.write_all(&chunk)
-                    .await
-                    .map_err(|e| Error::io(&tmp, e))?;
-                on_bytes(chunk.len() as u64);
-            }
-            entry.verify(total, hasher)?;
-            file.flush().await.map_err(|e| Error::io(&tmp, e))?;
-            let std_file = file.into_std().await;
-            let tmp2 = tmp.clone();
-            let mtime = entry.modified().map(std::time::SystemTime::from);
-            tokio::task::spawn_blocking(move || -> Result<()> {
-                if let Some(t) = mtime {
-                    std_file.set_modified(t).map_err(|e| Error::io(&tmp2, e))?;
-                }
-                std_file.sync_all().map_err(|e| Error::io(&tmp2, e))
-            })
-            .await
-            .map_err(|e| Error::io(&tmp, std::io::Error::other(e)))??;
-            // The Unison rule: re-check the target just before replacing it.
-            let current = self.stat(rel)?;
-            let unchanged = match (prior, current) {
-                (None, None) => true,
-                (Some(p), Some(c)) => same_version(p, c),
-                _ => false,
-            };
-            if !unchanged {
-                return Err(Error::ChangedDuringRun {
-                    path: rel.to_string(),
-                    detail: "the local file changed since the scan".into(),
-                });
-            }
-            if current.is_some() && target.is_dir() {
-                return Err(Error::PathObstructed {
-                    path: rel.to_string(),
-                    reason: "a directory is in the way of this file".into(),
-                });
-            }
-            tokio::fs::rename(&tmp, &target)
-                .await
-                .map_err(|e| Error::io(&target, e))?;
+            self.fill(entry, stream, &tmp, on_bytes).await?;
+            self.swap_in(rel, &tmp, &target, prior)?;
             let _ = sync_dir(&parent);
             let md = std::fs::symlink_metadata(&target).map_err(|e| Error::io(&target, e))?;
             Ok(FileStat::of(&md))
@@ -166,6 +113,73 @@ impl LocalTree {
             let _ = tokio::fs::remove_file(&tmp).await;
         }
         result
+    }
+
+    /// Streams `entry`'s bytes into the new file `tmp`, checks them against
+    /// the entry, sets the entry's modification time, and fsyncs.
+    async fn fill(
+        &self,
+        entry: &FileEntry,
+        mut stream: BoxStream<'static, Result<Bytes>>,
+        tmp: &Path,
+        on_bytes: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<()> {
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(tmp)
+            .await
+            .map_err(|e| Error::io(tmp, e))?;
+        let mut hasher = ContentHasher::new(entry.hash_algorithm);
+        let mut total = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            total += chunk.len() as u64;
+            if total > entry.size {
+                return Err(entry.too_long(total));
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| Error::io(tmp, e))?;
+            on_bytes(chunk.len() as u64);
+        }
+        entry.verify(total, hasher)?;
+        file.flush().await.map_err(|e| Error::io(tmp, e))?;
+        let std_file = file.into_std().await;
+        let path = tmp.to_path_buf();
+        let mtime = entry.modified().map(std::time::SystemTime::from);
+        crate::tree::blocking("syncing a downloaded file", move || {
+            if let Some(t) = mtime {
+                std_file.set_modified(t).map_err(|e| Error::io(&path, e))?;
+            }
+            std_file.sync_all().map_err(|e| Error::io(&path, e))
+        })
+        .await
+    }
+
+    /// Renames `tmp` over `target`, but only if the target is still what
+    /// the scan saw (`prior`; the Unison rule) and is not a directory.
+    fn swap_in(&self, rel: &str, tmp: &Path, target: &Path, prior: Option<FileStat>) -> Result<()> {
+        let current = self.stat(rel)?;
+        let unchanged = match (prior, current) {
+            (None, None) => true,
+            (Some(p), Some(c)) => same_version(p, c),
+            _ => false,
+        };
+        if !unchanged {
+            return Err(Error::ChangedDuringRun {
+                path: rel.to_string(),
+                detail: "the local file changed since the scan".into(),
+            });
+        }
+        if current.is_some() && target.is_dir() {
+            return Err(Error::PathObstructed {
+                path: rel.to_string(),
+                reason: "a directory is in the way of this file".into(),
+            });
+        }
+        std::fs::rename(tmp, target).map_err(|e| Error::io(target, e))
     }
 
     /// Creates `dir` (the parent of `rel`) and every missing ancestor,

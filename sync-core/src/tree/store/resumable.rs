@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 use futures::stream::{BoxStream, FuturesUnordered};
 use futures::StreamExt;
 use object_store::multipart::MultipartStore;
+use object_store::multipart::PartId;
 use object_store::{PutMultipartOptions, PutPayload};
 
 use super::{part_size_for, StoreTree, RESUMABLE_PARTS_IN_FLIGHT};
@@ -51,17 +52,14 @@ impl StoreTree {
         &self,
         mp: &Arc<dyn MultipartStore>,
         entry: &FileEntry,
-        mut stream: BoxStream<'static, Result<Bytes>>,
+        stream: BoxStream<'static, Result<Bytes>>,
         on_bytes: &(dyn Fn(u64) + Send + Sync),
         log: &dyn PartLog,
     ) -> Result<()> {
         let rel = entry.path.as_str();
-        let shown = self.display(rel);
-        let loc = self.location(rel);
         let part_size = part_size_for(entry.size);
-        let tagged = entry.tagged_hash();
-        let mut record = match log.load(rel) {
-            Some(r) if r.hash == tagged && r.part_size == part_size => r,
+        let record = match log.load(rel) {
+            Some(r) if r.hash == entry.tagged_hash() && r.part_size == part_size => r,
             Some(stale) => {
                 let _ = self.abort_upload(rel, &stale.upload_id).await;
                 log.remove(rel);
@@ -77,140 +75,59 @@ impl StoreTree {
             log.remove(rel);
             return Ok(());
         }
-        let mut hasher = ContentHasher::new(entry.hash_algorithm);
-        let mut total = 0u64;
-        let mut idx = 0usize;
-        let mut part = BytesMut::with_capacity(part_size as usize);
-        let mut in_flight = FuturesUnordered::new();
-        let id = record.upload_id.clone();
-        let send = |idx: usize, data: Bytes| {
-            let mp = mp.clone();
-            let loc = loc.clone();
-            let id = id.clone();
-            let len = data.len() as u64;
-            tokio::spawn(async move {
-                let r = mp.put_part(&loc, &id, idx, PutPayload::from(data)).await;
-                (idx, len, r)
-            })
+        let mut upload = Upload {
+            mp,
+            loc: self.location(rel),
+            shown: self.display(rel),
+            record,
+            log,
+            on_bytes,
+            in_flight: FuturesUnordered::new(),
+            gone: false,
         };
-        let finish = |done: (
-            usize,
-            u64,
-            object_store::Result<object_store::multipart::PartId>,
-        ),
-                      record: &mut PartRecord|
-         -> Result<()> {
-            let (i, len, r) = done;
-            match r {
-                Ok(pid) => {
-                    record.parts.insert(i, pid.content_id);
-                    log.save(record);
-                    on_bytes(len);
-                    Ok(())
-                }
-                Err(e @ object_store::Error::NotFound { .. }) => {
-                    // The upload is gone (aborted or expired): start over.
-                    log.remove(rel);
-                    Err(Error::Store {
-                        path: shown.clone(),
-                        retryable: true,
-                        source: e,
-                    })
-                }
-                Err(e) => Err(Error::store(&shown, e)),
-            }
-        };
-        let sent: Result<()> = async {
-            loop {
-                let chunk = stream.next().await;
-                let end = chunk.is_none();
-                if let Some(chunk) = chunk {
-                    let mut chunk = chunk?;
-                    total += chunk.len() as u64;
-                    if total > entry.size {
-                        return Err(entry.too_long(total));
-                    }
-                    hasher.update(&chunk);
-                    while !chunk.is_empty() {
-                        let take = (part_size as usize - part.len()).min(chunk.len());
-                        part.extend_from_slice(&chunk.split_to(take));
-                        if part.len() == part_size as usize {
-                            let full = std::mem::replace(
-                                &mut part,
-                                BytesMut::with_capacity(part_size as usize),
-                            );
-                            if !record.parts.contains_key(&idx) {
-                                while in_flight.len() >= RESUMABLE_PARTS_IN_FLIGHT {
-                                    if let Some(done) = next_part(&mut in_flight, &shown).await? {
-                                        finish(done, &mut record)?;
-                                    }
-                                }
-                                in_flight.push(send(idx, full.freeze()));
-                            }
-                            idx += 1;
-                        }
-                    }
-                }
-                if end {
-                    if !part.is_empty() && !record.parts.contains_key(&idx) {
-                        while in_flight.len() >= RESUMABLE_PARTS_IN_FLIGHT {
-                            if let Some(done) = next_part(&mut in_flight, &shown).await? {
-                                finish(done, &mut record)?;
-                            }
-                        }
-                        in_flight.push(send(idx, part.split().freeze()));
-                    }
-                    break;
-                }
-            }
-            while let Some(done) = next_part(&mut in_flight, &shown).await? {
-                finish(done, &mut record)?;
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = sent {
-            // Record whatever parts did finish, so the next attempt or run
-            // does not send them again.
-            while let Ok(Some(done)) = next_part(&mut in_flight, &shown).await {
-                let _ = finish(done, &mut record);
-            }
-            return Err(e);
-        }
+        let fed = upload.feed(entry, stream).await;
+        // Record whatever parts did finish, so the next attempt or run does
+        // not send them again.
+        let drained = upload.drain().await;
+        let (total, hasher) = fed?;
+        drained?;
         if let Err(e) = entry.verify(total, hasher) {
-            let _ = self.abort_upload(rel, &record.upload_id).await;
+            let _ = self.abort_upload(rel, &upload.record.upload_id).await;
             log.remove(rel);
             return Err(e);
         }
-        let parts: Vec<object_store::multipart::PartId> = record
+        self.complete(&upload, entry).await
+    }
+
+    /// Completes an upload whose parts are all sent and whose bytes checked
+    /// out.
+    async fn complete(&self, upload: &Upload<'_>, entry: &FileEntry) -> Result<()> {
+        let parts: Vec<PartId> = upload
+            .record
             .parts
             .values()
-            .map(|c| object_store::multipart::PartId {
+            .map(|c| PartId {
                 content_id: c.clone(),
             })
             .collect();
-        match mp.complete_multipart(&loc, &record.upload_id, parts).await {
-            Ok(_) => {
-                log.remove(rel);
-                Ok(())
-            }
+        let done = upload
+            .mp
+            .complete_multipart(&upload.loc, &upload.record.upload_id, parts)
+            .await;
+        // Whatever happens, this upload is finished with: completed, or gone
+        // or unusable (the next attempt starts a fresh one).
+        upload.log.remove(&entry.path);
+        match done {
+            Ok(_) => Ok(()),
             // Completed already (a lost response, or a run killed while its
             // completion was under way): the object carries this content's
             // hash, possibly only once the server has finished assembling it.
-            Err(_) if self.appears_with_content(entry).await => {
-                log.remove(rel);
-                Ok(())
-            }
-            Err(e) => {
-                // The upload is gone or unusable; the next attempt starts a
-                // fresh one.
-                log.remove(rel);
-                Err(Error::Store {
-                    path: shown,
-                    retryable: true,
-                    source: e,
-                })
-            }
+            Err(_) if self.appears_with_content(entry).await => Ok(()),
+            Err(e) => Err(Error::Store {
+                path: upload.shown.clone(),
+                retryable: true,
+                source: e,
+            }),
         }
     }
 
@@ -243,11 +160,123 @@ impl StoreTree {
     }
 }
 
-type PartResult = (
-    usize,
-    u64,
-    object_store::Result<object_store::multipart::PartId>,
-);
+/// One resumable upload in progress.
+struct Upload<'a> {
+    mp: &'a Arc<dyn MultipartStore>,
+    loc: object_store::path::Path,
+    shown: String,
+    record: PartRecord,
+    log: &'a dyn PartLog,
+    on_bytes: &'a (dyn Fn(u64) + Send + Sync),
+    in_flight: FuturesUnordered<tokio::task::JoinHandle<PartResult>>,
+    /// The store no longer knows the upload: nothing more is recorded.
+    gone: bool,
+}
+
+impl Upload<'_> {
+    /// Reads the whole stream, hashing it and cutting it into parts; sends
+    /// each part the record does not hold yet. Returns the bytes read and
+    /// their hash.
+    async fn feed(
+        &mut self,
+        entry: &FileEntry,
+        mut stream: BoxStream<'static, Result<Bytes>>,
+    ) -> Result<(u64, ContentHasher)> {
+        let part_size = self.record.part_size as usize;
+        let mut hasher = ContentHasher::new(entry.hash_algorithm);
+        let mut total = 0u64;
+        let mut idx = 0usize;
+        let mut part = BytesMut::with_capacity(part_size);
+        while let Some(chunk) = stream.next().await {
+            let mut chunk = chunk?;
+            total += chunk.len() as u64;
+            if total > entry.size {
+                return Err(entry.too_long(total));
+            }
+            hasher.update(&chunk);
+            while !chunk.is_empty() {
+                let take = (part_size - part.len()).min(chunk.len());
+                part.extend_from_slice(&chunk.split_to(take));
+                if part.len() == part_size {
+                    let full = std::mem::replace(&mut part, BytesMut::with_capacity(part_size));
+                    self.send(idx, full.freeze()).await?;
+                    idx += 1;
+                }
+            }
+        }
+        if !part.is_empty() {
+            self.send(idx, part.freeze()).await?;
+        }
+        Ok((total, hasher))
+    }
+
+    /// Starts sending part `idx` unless the record has it, first waiting
+    /// until fewer than [`RESUMABLE_PARTS_IN_FLIGHT`] are running.
+    async fn send(&mut self, idx: usize, data: Bytes) -> Result<()> {
+        if self.record.parts.contains_key(&idx) {
+            return Ok(());
+        }
+        while self.in_flight.len() >= RESUMABLE_PARTS_IN_FLIGHT {
+            if let Some(done) = next_part(&mut self.in_flight, &self.shown).await? {
+                self.finished(done)?;
+            }
+        }
+        let (mp, loc, id) = (
+            self.mp.clone(),
+            self.loc.clone(),
+            self.record.upload_id.clone(),
+        );
+        let len = data.len() as u64;
+        self.in_flight.push(tokio::spawn(async move {
+            let r = mp.put_part(&loc, &id, idx, PutPayload::from(data)).await;
+            (idx, len, r)
+        }));
+        Ok(())
+    }
+
+    /// Records a part that finished (or says why it did not).
+    fn finished(&mut self, (i, len, r): PartResult) -> Result<()> {
+        match r {
+            Ok(pid) => {
+                self.record.parts.insert(i, pid.content_id);
+                if !self.gone {
+                    self.log.save(&self.record);
+                }
+                (self.on_bytes)(len);
+                Ok(())
+            }
+            Err(e @ object_store::Error::NotFound { .. }) => {
+                // The upload is gone (aborted or expired): start over.
+                self.gone = true;
+                self.log.remove(&self.record.path);
+                Err(Error::Store {
+                    path: self.shown.clone(),
+                    retryable: true,
+                    source: e,
+                })
+            }
+            Err(e) => Err(Error::store(&self.shown, e)),
+        }
+    }
+
+    /// Waits for every part in flight, recording each that finished; the
+    /// first failure is returned once all have settled.
+    async fn drain(&mut self) -> Result<()> {
+        let mut first = Ok(());
+        loop {
+            let done = match next_part(&mut self.in_flight, &self.shown).await {
+                Ok(Some(done)) => self.finished(done),
+                Ok(None) => return first,
+                Err(e) => Err(e),
+            };
+            if let (Err(e), true) = (done, first.is_ok()) {
+                first = Err(e);
+            }
+        }
+    }
+}
+
+type PartResult = (usize, u64, object_store::Result<PartId>);
 
 /// Waits for the next part in flight to finish; `None` when none is.
 async fn next_part(
