@@ -156,6 +156,8 @@ pub use sync::{
     diff3, Change, Conflict, Diff3, Engine, FileError, HeldBack, MaxDelete, Mode, PathDiff, Plan,
     Resolution, Selection, StatusDiff, StatusReport, Strategy, SyncOptions, SyncResult, LEASE_TTL,
 };
-pub use tree::{Capabilities, FileStat, LocalScan, LocalTree, StoreTree, Tree};
+pub use tree::{
+    Capabilities, FileStat, Hashed, LocalScan, LocalTree, RemoteManifest, StoreTree, Tree,
+};
 
 pub use object_store;

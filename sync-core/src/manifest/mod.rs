@@ -178,7 +178,7 @@ pub struct Manifest {
     /// Where the last sync came from (`local`, `remote:<url>`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synced_from: Option<String>,
-    /// Format version; always [`MANIFEST_VERSION`].
+    /// Format version; always 1.
     pub version: u32,
     /// Who may read it.
     #[serde(default)]

@@ -43,7 +43,7 @@ impl Selection {
     /// is selected.
     ///
     /// # Errors
-    /// [`Error::Invalid`] for a malformed glob or namespace name.
+    /// [`Error::InvalidArgument`] for a malformed glob or namespace name.
     pub fn new(namespaces: &[String], include: &[String], exclude: &[String]) -> Result<Self> {
         let mut inc = GlobSetBuilder::new();
         let mut description = Vec::new();

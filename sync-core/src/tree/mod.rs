@@ -18,7 +18,8 @@ use crate::error::{Error, Result};
 use crate::manifest::{hash_file, ContentHasher, Digest, HashAlgorithm, Manifest};
 
 pub use local::{FileStat, LocalScan, LocalTree};
-pub use store::{Capabilities, CommitMode, PartLog, RemoteManifest, StoreTree};
+pub use store::{Capabilities, RemoteManifest, StoreTree};
+pub(crate) use store::{CommitMode, PartLog};
 
 /// A tree read without syncing it: a directory or a store prefix, alike.
 ///

@@ -32,7 +32,7 @@ use object_store::{
 };
 
 pub use probe::Capabilities;
-pub use resumable::{PartLog, PartRecord};
+pub(crate) use resumable::{PartLog, PartRecord};
 
 use crate::error::{Error, Result};
 use crate::layout::{is_ignored, MANIFEST_PATH};
@@ -78,7 +78,7 @@ pub(crate) fn part_size_for(size: u64) -> u64 {
 
 /// How the manifest commit is guarded.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CommitMode {
+pub(crate) enum CommitMode {
     /// Only if there is no manifest yet (`If-None-Match: *`).
     Create,
     /// Only if the manifest still has this ETag (`If-Match`).
@@ -188,7 +188,7 @@ impl StoreTree {
     ///
     /// # Errors
     /// [`Error::Store`]; an upload that is already gone is not an error.
-    pub async fn abort_upload(&self, rel: &str, upload_id: &str) -> Result<()> {
+    pub(crate) async fn abort_upload(&self, rel: &str, upload_id: &str) -> Result<()> {
         let Some(mp) = &self.multipart else {
             return Ok(());
         };
@@ -308,7 +308,7 @@ impl StoreTree {
     /// # Errors
     /// [`Error::Precondition`] when another writer got there first;
     /// [`Error::Store`] otherwise.
-    pub async fn write_manifest(
+    pub(crate) async fn write_manifest(
         &self,
         manifest: &Manifest,
         mode: CommitMode,

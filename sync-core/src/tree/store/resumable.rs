@@ -19,7 +19,7 @@ use crate::manifest::{ContentHasher, FileEntry};
 /// later run can continue it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PartRecord {
+pub(crate) struct PartRecord {
     /// The file.
     pub path: String,
     /// `"<alg>:<hex>"` of the content being uploaded.
@@ -33,7 +33,7 @@ pub struct PartRecord {
 }
 
 /// Where resumable uploads keep their [`PartRecord`]s.
-pub trait PartLog: Send + Sync {
+pub(crate) trait PartLog: Send + Sync {
     /// The record for a path, if an earlier attempt left one.
     fn load(&self, path: &str) -> Option<PartRecord>;
     /// Saves a record; called after every finished part.

@@ -25,7 +25,7 @@ impl StoreTree {
     /// # Errors
     /// [`Error::Mismatch`] if the bytes differ from the entry,
     /// [`Error::Store`] if a request fails.
-    pub async fn write(
+    pub(crate) async fn write(
         &self,
         entry: &FileEntry,
         stream: BoxStream<'static, Result<Bytes>>,
