@@ -66,7 +66,9 @@ export RCLONE_CONFIG_G_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID RCLONE_CONFIG_G_SECRET_A
 export RCLONE_CONFIG_G_ENDPOINT=$PQSYNC_TEST_S3_ENDPOINT RCLONE_CONFIG_G_REGION=garage RCLONE_CONFIG_G_FORCE_PATH_STYLE=true
 # rclone skips pqsync's own files, as pqsync does.
 rc=(rclone --transfers "$conc" --checkers "$conc" --exclude "_meta/.pqsync/**" --exclude "_meta/manifest.json")
-pqs=("$pq" --no-progress -q --concurrency "$conc")
+pqs=("$pq" --no-progress -q)
+# Sync flags go after the command they belong to.
+tx=(--concurrency "$conc")
 
 requests() {
     curl -s "127.0.0.1:$GARAGE_ADMIN_PORT/metrics" |
@@ -139,31 +141,31 @@ reset=
 run "hash cold 3 GiB" b3sum 5 bash -c hash_b3
 
 # 2. 20,000 small files.
-run "20k first push" pqsync 1 "${pqs[@]}" push "s3://$bucket/pq-$run_id" -d "$work/small"
+run "20k first push" pqsync 1 "${pqs[@]}" push "${tx[@]}" "s3://$bucket/pq-$run_id" -d "$work/small"
 run "20k first push" rclone 1 "${rc[@]}" sync "$work/small" "g:$bucket/rc-$run_id"
 run "20k status unchanged" pqsync 5 "${pqs[@]}" status -d "$work/small"
 run "20k status unchanged" rclone 5 "${rc[@]}" sync --dry-run "$work/small" "g:$bucket/rc-$run_id"
 printf 'one more line\n' >>"$work/small/_meta/schema.json"
-run "20k push 1 changed" pqsync 1 "${pqs[@]}" push -d "$work/small"
+run "20k push 1 changed" pqsync 1 "${pqs[@]}" push "${tx[@]}" -d "$work/small"
 run "20k push 1 changed" rclone 1 "${rc[@]}" sync "$work/small" "g:$bucket/rc-$run_id"
 printf 'and another\n' >>"$work/small/_meta/schema.json"
-run "20k push 1 changed, --force" pqsync 1 "${pqs[@]}" --force push -d "$work/small"
+run "20k push 1 changed, --force" pqsync 1 "${pqs[@]}" push "${tx[@]}" --force -d "$work/small"
 
 # 3. One 2 GiB file up and down.
-run "2 GiB upload" pqsync 1 "${pqs[@]}" push "s3://$bucket/bpq-$run_id" -d "$work/big"
+run "2 GiB upload" pqsync 1 "${pqs[@]}" push "${tx[@]}" "s3://$bucket/bpq-$run_id" -d "$work/big"
 run "2 GiB upload" rclone 1 "${rc[@]}" copy "$work/big" "g:$bucket/brc-$run_id"
-run "2 GiB download" pqsync 1 "${pqs[@]}" pull "s3://$bucket/bpq-$run_id" -d "$work/down-pq"
+run "2 GiB download" pqsync 1 "${pqs[@]}" pull "${tx[@]}" "s3://$bucket/bpq-$run_id" -d "$work/down-pq"
 run "2 GiB download" rclone 1 "${rc[@]}" copy "g:$bucket/brc-$run_id" "$work/down-rc"
 rm -rf "$work/down-pq" "$work/down-rc"
 
 # 4. The 1 GiB database: verify.
-run "1 GiB db push" pqsync 1 "${pqs[@]}" push "s3://$bucket/gpq-$run_id" -d "$work/gib"
-run "1 GiB db verify" pqsync 1 "${pqs[@]}" verify "s3://$bucket/gpq-$run_id"
-run "1 GiB db verify --quick" pqsync 1 "${pqs[@]}" verify --quick "s3://$bucket/gpq-$run_id"
+run "1 GiB db push" pqsync 1 "${pqs[@]}" push "${tx[@]}" "s3://$bucket/gpq-$run_id" -d "$work/gib"
+run "1 GiB db verify" pqsync 1 "${pqs[@]}" verify "${tx[@]}" "s3://$bucket/gpq-$run_id"
+run "1 GiB db verify --quick" pqsync 1 "${pqs[@]}" verify "${tx[@]}" --quick "s3://$bucket/gpq-$run_id"
 
 # 5. 1,000,000 files: status memory, against rsync -an.
 if [ "$quick" = 0 ]; then
-    run "1M first push (dir remote)" pqsync 1 "${pqs[@]}" push "file://$work/million-remote" -d "$work/million"
+    run "1M first push (dir remote)" pqsync 1 "${pqs[@]}" push "${tx[@]}" "file://$work/million-remote" -d "$work/million"
     run "1M status unchanged" pqsync 3 "${pqs[@]}" status -d "$work/million"
     rsync -a "$work/million/" "$work/million-copy/"
     run "1M status unchanged" rsync 3 rsync -an "$work/million/" "$work/million-copy/"
