@@ -269,34 +269,57 @@ fn io_is_transient(kind: std::io::ErrorKind) -> bool {
 
 /// Classifies an object-store error from its structure. The HTTP client
 /// inside `object_store` has already retried 5xx and 429 responses and
-/// connection errors by the time an error reaches us; what is left worth a
-/// whole-transfer retry is a transport failure (an `HttpError` anywhere in
-/// the chain: a body cut off mid-stream, a reset during an upload) or a
-/// transient I/O error. A status error that survived those retries (any
-/// 4xx, or a 5xx after the client gave up) is permanent here.
+/// connection errors, within its budget, by the time an error reaches us;
+/// a whole-transfer retry is worth it for:
+/// * a transport failure (an `HttpError` anywhere in the chain: a body cut
+///   off mid-stream, a reset during an upload) or a transient I/O error;
+/// * a response whose S3 error code says the store is busy or failing
+///   (`SlowDown`, `InternalError`, ...) after the client gave up on it;
+/// * a failure that carries neither (a response the client could not
+///   parse, a proxy's error page), as before the client's own retries
+///   were known.
+///
+/// The dedicated kinds (not found, permission denied, precondition, ...)
+/// and any other S3 error code (`InvalidArgument`, `AccessDenied`, ...) are
+/// permanent.
 fn store_error_is_retryable(e: &object_store::Error) -> bool {
     use object_store::Error as E;
     match e {
-        E::Generic { source, .. } => is_transport_failure(source.as_ref()),
+        E::Generic { source, .. } => match transport_failure(source.as_ref()) {
+            Some(transient) => transient,
+            None => s3_error_code(e).is_none_or(|c| TRANSIENT_CODES.contains(&c.as_str())),
+        },
         E::JoinError { .. } => true,
         _ => false,
     }
 }
 
-/// Whether the chain from `e` down holds an HTTP transport error or a
-/// transient I/O error.
-fn is_transport_failure(e: &(dyn StdError + 'static)) -> bool {
+/// S3 error codes of a store that is busy or failing, not of a bad request.
+const TRANSIENT_CODES: &[&str] = &[
+    "SlowDown",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestTimeout",
+    "Throttling",
+    "ThrottlingException",
+    "TooManyRequests",
+];
+
+/// What the chain from `e` down says about a transport failure: `Some(true)`
+/// for an HTTP transport error or a transient I/O error, `Some(false)` for
+/// another I/O error (a full disk), `None` when it holds neither.
+fn transport_failure(e: &(dyn StdError + 'static)) -> Option<bool> {
     let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
     while let Some(err) = cur {
         if err.is::<object_store::client::HttpError>() {
-            return true;
+            return Some(true);
         }
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return io_is_transient(io.kind());
+            return Some(io_is_transient(io.kind()));
         }
         cur = err.source();
     }
-    false
+    None
 }
 
 /// The `<Code>` of an S3-style XML error body carried in the error chain.
@@ -410,15 +433,19 @@ mod tests {
         ] {
             assert!(Error::store("s3://b/x", http_error(kind)).is_retryable());
         }
-        // A message that merely mentions a transient failure is not one.
-        let text_only = Error::store(
-            "s3://b/x",
-            object_store::Error::Generic {
-                store: "S3",
-                source: "connection reset by peer".into(),
-            },
-        );
-        assert!(!text_only.is_retryable());
+        // A response the client gave up on: the store's code decides.
+        let generic = |body: &str| {
+            Error::store(
+                "s3://b/x",
+                object_store::Error::Generic {
+                    store: "S3",
+                    source: body.to_string().into(),
+                },
+            )
+        };
+        assert!(generic("503: <Error><Code>SlowDown</Code></Error>").is_retryable());
+        assert!(!generic("400: <Error><Code>InvalidArgument</Code></Error>").is_retryable());
+        assert!(generic("502 Bad Gateway: <html>proxy</html>").is_retryable());
         let denied = Error::store(
             "s3://b/x",
             object_store::Error::PermissionDenied {

@@ -231,5 +231,6 @@ async fn event_stats(
 }
 
 fn iso_ms(ms: i64) -> Option<String> {
-    Some(crate::manifest::Timestamp::from_millis(ms).to_string())
+    let t = crate::manifest::Timestamp::from_millis(ms);
+    t.to_datetime().map(|_| t.to_string())
 }

@@ -28,6 +28,8 @@ pub struct Congestion {
     /// Permits to take out of circulation as transfers finish (a cut that
     /// could not take them at once because they were in use).
     debt: AtomicUsize,
+    /// Slots held right now.
+    in_use: AtomicUsize,
     successes: AtomicUsize,
     lowest: AtomicUsize,
     cuts: AtomicU64,
@@ -42,6 +44,7 @@ impl Default for Congestion {
             max: AtomicUsize::new(Semaphore::MAX_PERMITS),
             limit: AtomicUsize::new(Semaphore::MAX_PERMITS),
             debt: AtomicUsize::new(0),
+            in_use: AtomicUsize::new(0),
             successes: AtomicUsize::new(0),
             lowest: AtomicUsize::new(Semaphore::MAX_PERMITS),
             cuts: AtomicU64::new(0),
@@ -60,6 +63,7 @@ pub struct Slot<'a> {
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
+        self.owner.in_use.fetch_sub(1, Ordering::SeqCst);
         if let Some(p) = self.permit.take() {
             if self.owner.take_debt() {
                 p.forget();
@@ -70,22 +74,27 @@ impl Drop for Slot<'_> {
 
 impl Congestion {
     /// Sets the most transfers allowed in flight (the run's concurrency).
-    /// Call it before any slot is taken.
+    /// Slots already held count against the new limit.
     pub fn configure(&self, max: usize) {
+        let mut last_cut = self.last_cut.lock().expect("lock");
         let max = max.clamp(1, Semaphore::MAX_PERMITS);
+        let held = self.in_use.load(Ordering::SeqCst);
+        // Free permits are what is left of `max` once the slots held go
+        // back; any excess held now is taken out as it is released.
+        let want_free = max.saturating_sub(held);
         let available = self.slots.available_permits();
-        if available > max {
-            self.slots.forget_permits(available - max);
+        if available > want_free {
+            self.slots.forget_permits(available - want_free);
         } else {
-            self.slots.add_permits(max - available);
+            self.slots.add_permits(want_free - available);
         }
+        self.debt.store(held.saturating_sub(max), Ordering::SeqCst);
         self.max.store(max, Ordering::SeqCst);
         self.limit.store(max, Ordering::SeqCst);
         self.lowest.store(max, Ordering::SeqCst);
-        self.debt.store(0, Ordering::SeqCst);
         self.cuts.store(0, Ordering::SeqCst);
         self.successes.store(0, Ordering::SeqCst);
-        *self.last_cut.lock().expect("lock") = None;
+        *last_cut = None;
     }
 
     /// Reports one HTTP response status.
@@ -122,8 +131,10 @@ impl Congestion {
         if limit >= max {
             return;
         }
-        // One slot back per `limit` successes: additive increase.
+        // One slot back per `limit` successes: additive increase, under the
+        // same lock as a cut so the two never interleave.
         if self.successes.fetch_add(1, Ordering::SeqCst) + 1 >= limit {
+            let _cut = self.last_cut.lock().expect("lock");
             self.successes.store(0, Ordering::SeqCst);
             if self
                 .limit
@@ -145,9 +156,11 @@ impl Congestion {
 
     /// Waits for a transfer slot under the current limit.
     pub async fn acquire(&self) -> Slot<'_> {
+        // The semaphore is never closed.
+        let permit = self.slots.acquire().await.ok();
+        self.in_use.fetch_add(1, Ordering::SeqCst);
         Slot {
-            // The semaphore is never closed.
-            permit: self.slots.acquire().await.ok(),
+            permit,
             owner: self,
         }
     }
@@ -230,5 +243,20 @@ mod tests {
         let third = tokio::time::timeout(Duration::from_millis(50), c.acquire()).await;
         assert!(third.is_err(), "only two slots after the cut");
         drop((a, b));
+    }
+
+    #[tokio::test]
+    async fn configuring_again_counts_slots_still_held() {
+        let c = Congestion::default();
+        c.configure(2);
+        let a = c.acquire().await;
+        let b = c.acquire().await;
+        // Another run sharing the state configures it while these are held.
+        c.configure(2);
+        drop((a, b));
+        let _x = c.acquire().await;
+        let _y = c.acquire().await;
+        let third = tokio::time::timeout(Duration::from_millis(50), c.acquire()).await;
+        assert!(third.is_err(), "still two slots, not four");
     }
 }

@@ -85,10 +85,14 @@ impl Run<'_> {
     async fn execute(&self, plan: Plan) -> Result<SyncResult> {
         let guard = self.guard(&plan).await?;
         let engine = self.engine;
-        engine
-            .source
-            .abort_abandoned(&engine.remote, &plan.uploads)
-            .await;
+        // Only a run that sends may decide an earlier upload is abandoned;
+        // a pull leaves an interrupted push's progress for the next push.
+        if plan.mode.sends() {
+            engine
+                .source
+                .abort_abandoned(&engine.remote, &plan.uploads)
+                .await;
+        }
         let mut out = Outcome {
             remote_files: plan
                 .remote
@@ -113,8 +117,10 @@ impl Run<'_> {
         if out.committed {
             self.delete_remote(&plan, &mut out).await;
         }
-        self.settle(&plan, clean_run, &mut out).await?;
+        let settled = self.settle(&plan, clean_run, &mut out).await;
+        // The lease goes whatever happened to the local state.
         guard.release().await;
+        settled?;
         Ok(self.result(plan, out))
     }
 
@@ -334,10 +340,12 @@ impl Run<'_> {
                 paths: clash,
             });
         }
-        if now
-            .as_ref()
-            .is_some_and(|n| seen_files != &n.manifest.files)
-        {
+        let moved = match (&seen, &now) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(s), Some(n)) => s.manifest.files != n.manifest.files,
+        };
+        if moved {
             self.engine.reporter.event(&Event::Warning(format!(
                 "{url} changed during this run; merged the other writer's commit"
             )));

@@ -442,11 +442,15 @@ async fn interrupted_multipart_upload_resumes_from_its_last_part() {
         let big: Vec<u8> = (0..(40u32 << 20))
             .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
             .collect();
-        write_old(db.path(), "data/big/data.parquet", &big);
         write_old(db.path(), "data/small/data.parquet", b"small");
+        assert!(push(db.path(), tree()).await.success, "{kind}");
+        write_old(db.path(), "data/big/data.parquet", &big);
 
         let r = push(db.path(), tree()).await;
         assert!(!r.success && !r.committed, "{kind}");
+        // A pull in between leaves the interrupted push's upload alone.
+        let r = pull(db.path(), tree()).await;
+        assert!(r.success, "{kind}: {:?}", r.errors);
         assert_eq!(
             failing.sent.load(Ordering::SeqCst),
             2,
