@@ -38,6 +38,7 @@ impl fmt::Display for Flaky {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl ObjectStore for Flaky {
     async fn put_opts(
         &self,
@@ -104,6 +105,13 @@ impl ObjectStore for Flaky {
     }
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         self.inner.list(prefix)
+    }
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
     }
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
         self.inner.list_with_delimiter(prefix).await
@@ -361,6 +369,7 @@ struct PartFailing {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl object_store::multipart::MultipartStore for PartFailing {
     async fn create_multipart(
         &self,
