@@ -6,7 +6,7 @@
 use std::path::{Component, Path};
 
 use libfuzzer_sys::fuzz_target;
-use pqsync_core::manifest::{validate_path, Manifest};
+use pqsync_core::{validate_path, Manifest};
 
 fn assert_contained(p: &str) {
     let root = Path::new("/srv/db");
