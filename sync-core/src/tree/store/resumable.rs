@@ -1,6 +1,12 @@
-//! Resumable multipart uploads: the upload id and every finished part are
-//! logged through a [`PartLog`], so an upload interrupted by a crash, a kill
-//! or a failed attempt continues from its last finished part.
+//! Resumable multipart uploads: the upload id and every finished part, with
+//! the BLAKE3 digest of the bytes it carried, are logged through a
+//! [`PartLog`], so an upload interrupted by a crash, a kill or a failed
+//! attempt continues from its last finished part.
+//!
+//! A part is reused only when this run's bytes for it have the digest the
+//! log recorded: a file edited while an earlier run sent it (and put back
+//! since) has its stale parts sent again, so the completed object is exactly
+//! the bytes this run read and checked against the manifest entry.
 
 use std::sync::Arc;
 
@@ -30,6 +36,21 @@ pub(crate) struct PartRecord {
     pub part_size: u64,
     /// Finished parts: index → the store's part id (ETag).
     pub parts: std::collections::BTreeMap<usize, String>,
+    /// Finished parts: index → hex BLAKE3 of the bytes sent. A part without
+    /// one (logged by an older pqsync) is sent again.
+    #[serde(default)]
+    pub digests: std::collections::BTreeMap<usize, String>,
+}
+
+impl PartRecord {
+    /// Whether part `idx` was sent with exactly the bytes `data`.
+    fn holds(&self, idx: usize, data: &[u8]) -> bool {
+        self.parts.contains_key(&idx)
+            && self
+                .digests
+                .get(&idx)
+                .is_some_and(|d| *d == blake3::hash(data).to_hex().as_str())
+    }
 }
 
 /// Where resumable uploads keep their [`PartRecord`]s.
@@ -84,11 +105,21 @@ impl StoreTree {
             on_bytes,
             in_flight: FuturesUnordered::new(),
             gone: false,
+            reused: 0,
+            resent: 0,
         };
         let fed = upload.feed(entry, stream).await;
         // Record whatever parts did finish, so the next attempt or run does
         // not send them again.
         let drained = upload.drain().await;
+        if upload.resent > 0 {
+            tracing::info!(
+                "{}: {} of the parts an earlier run sent held other bytes and were sent again ({} reused)",
+                upload.shown,
+                upload.resent,
+                upload.reused
+            );
+        }
         let (total, hasher) = fed?;
         drained?;
         if let Err(e) = entry.verify(total, hasher) {
@@ -153,6 +184,7 @@ impl StoreTree {
             upload_id,
             part_size,
             parts: Default::default(),
+            digests: Default::default(),
         };
         // Logged before any part is sent, so a crash never orphans it.
         log.save(&record);
@@ -171,6 +203,10 @@ struct Upload<'a> {
     in_flight: FuturesUnordered<tokio::task::JoinHandle<PartResult>>,
     /// The store no longer knows the upload: nothing more is recorded.
     gone: bool,
+    /// Recorded parts reused, and recorded parts sent again because this
+    /// run's bytes differ.
+    reused: usize,
+    resent: usize,
 }
 
 impl Upload<'_> {
@@ -210,11 +246,17 @@ impl Upload<'_> {
         Ok((total, hasher))
     }
 
-    /// Starts sending part `idx` unless the record has it, first waiting
-    /// until fewer than [`RESUMABLE_PARTS_IN_FLIGHT`] are running.
+    /// Starts sending part `idx` unless the record holds it with these very
+    /// bytes, first waiting until fewer than [`RESUMABLE_PARTS_IN_FLIGHT`]
+    /// are running. A recorded part whose bytes differ is sent again (the
+    /// store keeps the last upload of a part number).
     async fn send(&mut self, idx: usize, data: Bytes) -> Result<()> {
-        if self.record.parts.contains_key(&idx) {
+        if self.record.holds(idx, &data) {
+            self.reused += 1;
             return Ok(());
+        }
+        if self.record.parts.contains_key(&idx) {
+            self.resent += 1;
         }
         while self.in_flight.len() >= RESUMABLE_PARTS_IN_FLIGHT {
             if let Some(done) = next_part(&mut self.in_flight, &self.shown).await? {
@@ -228,17 +270,19 @@ impl Upload<'_> {
         );
         let len = data.len() as u64;
         self.in_flight.push(tokio::spawn(async move {
+            let digest = blake3::hash(&data).to_hex().to_string();
             let r = mp.put_part(&loc, &id, idx, PutPayload::from(data)).await;
-            (idx, len, r)
+            (idx, len, digest, r)
         }));
         Ok(())
     }
 
     /// Records a part that finished (or says why it did not).
-    fn finished(&mut self, (i, len, r): PartResult) -> Result<()> {
+    fn finished(&mut self, (i, len, digest, r): PartResult) -> Result<()> {
         match r {
             Ok(pid) => {
                 self.record.parts.insert(i, pid.content_id);
+                self.record.digests.insert(i, digest);
                 if !self.gone {
                     self.log.save(&self.record);
                 }
@@ -276,7 +320,9 @@ impl Upload<'_> {
     }
 }
 
-type PartResult = (usize, u64, object_store::Result<PartId>);
+/// A finished part: its index, length, the digest of its bytes, and the
+/// store's answer.
+type PartResult = (usize, u64, String, object_store::Result<PartId>);
 
 /// Waits for the next part in flight to finish; `None` when none is.
 async fn next_part(
