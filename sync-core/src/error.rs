@@ -78,6 +78,17 @@ pub enum Error {
         url: String,
     },
 
+    /// The remote has no manifest, though the local directory holds a base
+    /// for it: it lost its data rather than deleted it, and nothing local
+    /// is deleted because of it.
+    #[error("{url} has no manifest, though this directory last synced {known} files with it: the remote lost its data, it did not delete them; nothing was changed here. Restore it from this directory with `pqsync push {url}`")]
+    RemoteLost {
+        /// The remote.
+        url: String,
+        /// Files the base knew.
+        known: usize,
+    },
+
     /// The store says the bucket (or container) does not exist.
     #[error("{path}: the bucket does not exist (NoSuchBucket); check the bucket name in the remote URL, or create the bucket")]
     BucketNotFound {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 mod cli;
 mod errors;
 mod kill;
+mod lost;
 mod output;
 mod verify;
 

@@ -222,7 +222,7 @@ impl Engine {
             bytes_transferred: 0,
             bytes_total: 0,
         });
-        let remote = self.read_remote(compare.require_remote).await?;
+        let remote = self.read_remote().await?;
         let (algorithm, warning) = self.algorithm(remote.as_ref());
         let read = ReadOptions {
             algorithm,
@@ -230,12 +230,17 @@ impl Engine {
             need_manifest: compare.need_manifest,
         };
         let mut view = self.source.read(remote.as_ref(), read).await?;
+        let mut warnings: Vec<String> = warning.into_iter().collect();
+        if remote.is_none() {
+            warnings.extend(self.no_remote_manifest(&compare, &mut view).await?);
+        }
+        // Deletions are measured against the files both sides last agreed
+        // on, not against a tree that has grown since.
+        let local_total = view.base.as_ref().map_or(view.files.len(), |b| b.len());
         let diff = self.diff(&mut view, remote.as_ref(), algorithm);
         let journal = std::mem::take(&mut view.journal);
-        let mut warnings: Vec<String> = warning.into_iter().collect();
         warnings.append(&mut view.warnings);
         warnings.extend(self.unmatched_namespaces(&view, remote.as_ref()));
-        let local_total = view.files.len();
         let remote_total = remote.as_ref().map_or(0, |r| r.manifest.files.len());
         let mut plan = Plan::new(self.id, self.mode, self.strategy(), algorithm, view, remote);
         plan.warnings = warnings;
@@ -260,19 +265,48 @@ impl Engine {
     }
 
     /// The remote manifest, checked for paths pqsync never writes.
-    async fn read_remote(&self, required: bool) -> Result<Option<RemoteManifest>> {
+    async fn read_remote(&self) -> Result<Option<RemoteManifest>> {
         let remote = self.remote.read_manifest().await?;
-        match &remote {
-            Some(r) => refuse_reserved_paths(&r.manifest, self.remote.url())?,
-            None if required => {
-                self.remote.check_bucket().await?;
-                return Err(Error::NotManaged {
-                    url: self.remote.url().to_string(),
-                });
-            }
-            None => {}
+        if let Some(r) = &remote {
+            refuse_reserved_paths(&r.manifest, self.remote.url())?;
         }
         Ok(remote)
+    }
+
+    /// A remote without a manifest. When the source holds a base for it,
+    /// the remote lost its data (a wiped prefix, a deleted manifest); it did
+    /// not delete the files: a push sends everything again (returning the
+    /// warning that says so), and every other run stops before it could
+    /// delete anything. Without a base it is new: an error where a manifest
+    /// is required.
+    ///
+    /// # Errors
+    /// [`Error::RemoteLost`], [`Error::NotManaged`] or
+    /// [`Error::BucketNotFound`].
+    async fn no_remote_manifest(
+        &self,
+        compare: &Compare,
+        view: &mut SourceView,
+    ) -> Result<Option<String>> {
+        let url = self.remote.url().to_string();
+        let known = view.base.as_ref().map_or(0, |b| b.len());
+        if known == 0 {
+            if compare.require_remote {
+                self.remote.check_bucket().await?;
+                return Err(Error::NotManaged { url });
+            }
+            return Ok(None);
+        }
+        self.remote.check_bucket().await?;
+        if self.mode == Mode::Push && !compare.require_remote {
+            // Nothing the base says was deleted remotely: every file goes
+            // again, by first-sync rules.
+            view.base = None;
+            return Ok(Some(format!(
+                "{url} has no manifest, though this directory last synced {known} files with it: the remote lost its data; sending every file again"
+            )));
+        }
+        Err(Error::RemoteLost { url, known })
     }
 
     /// The algorithm to compare in: an existing remote's wins, since

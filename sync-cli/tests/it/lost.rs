@@ -1,0 +1,349 @@
+//! Nothing is ever lost: the scenarios by which a sync could destroy the
+//! only good copy, each run through the real binary on a directory remote
+//! and on S3, and judged by what an independent client reads (the remote
+//! directory itself, or the bucket through `object_store`), never by what
+//! pqsync reports.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use pqsync_core::object_store::aws::AmazonS3Builder;
+use pqsync_core::object_store::path::Path as ObjectPath;
+use pqsync_core::object_store::{ObjectStore, ObjectStoreExt};
+use pqsync_core::HashAlgorithm;
+use pqsync_testdata::s3::S3Server;
+use serde_json::Value;
+
+use crate::{age, pqsync, sample_copy, tree_files, Output};
+
+/// A remote as an independent client sees it.
+pub enum Remote {
+    /// A directory remote, read from the file system.
+    Dir(tempfile::TempDir),
+    /// A prefix of the S3 test server, read through `object_store`.
+    S3 {
+        server: Box<S3Server>,
+        store: Arc<dyn ObjectStore>,
+        prefix: String,
+        rt: tokio::runtime::Runtime,
+    },
+}
+
+impl Remote {
+    pub fn dir() -> Remote {
+        Remote::Dir(tempfile::tempdir().unwrap())
+    }
+
+    pub fn s3(name: &str) -> Remote {
+        let server = S3Server::start();
+        let url = server.unique_url(name);
+        let prefix = url
+            .trim_start_matches("s3://")
+            .split_once('/')
+            .unwrap()
+            .1
+            .to_string();
+        let store = AmazonS3Builder::new()
+            .with_endpoint(&server.endpoint)
+            .with_bucket_name(&server.bucket)
+            .with_access_key_id(&server.access_key)
+            .with_secret_access_key(&server.secret_key)
+            .with_region(&server.region)
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .build()
+            .unwrap();
+        Remote::S3 {
+            server: Box::new(server),
+            store: Arc::new(store),
+            prefix,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// Both kinds, for tests that run on each.
+    pub fn each(name: &str) -> [Remote; 2] {
+        [Remote::dir(), Remote::s3(name)]
+    }
+
+    /// The URL pqsync is given.
+    pub fn url(&self) -> String {
+        match self {
+            Remote::Dir(d) => d.path().join("remote").display().to_string(),
+            Remote::S3 { server, prefix, .. } => format!("s3://{}/{prefix}", server.bucket),
+        }
+    }
+
+    /// The S3 server, for the binary's environment.
+    pub fn server(&self) -> Option<&S3Server> {
+        match self {
+            Remote::Dir(_) => None,
+            Remote::S3 { server, .. } => Some(server),
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        match self {
+            Remote::Dir(d) => d.path().join("remote"),
+            Remote::S3 { .. } => unreachable!("a directory remote only"),
+        }
+    }
+
+    /// Every object under the remote (pqsync's own state left out), with
+    /// its bytes.
+    pub fn objects(&self) -> BTreeMap<String, Vec<u8>> {
+        match self {
+            Remote::Dir(_) => {
+                let root = self.root();
+                let mut out = BTreeMap::new();
+                if !root.exists() {
+                    return out;
+                }
+                for e in walkdir::WalkDir::new(&root) {
+                    let e = e.unwrap();
+                    if !e.file_type().is_file() {
+                        continue;
+                    }
+                    let rel = e
+                        .path()
+                        .strip_prefix(&root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .to_string();
+                    if !rel.starts_with("_meta/.pqsync") {
+                        out.insert(rel, std::fs::read(e.path()).unwrap());
+                    }
+                }
+                out
+            }
+            Remote::S3 {
+                store, prefix, rt, ..
+            } => rt.block_on(async {
+                let listed: Vec<_> = store
+                    .list(Some(&ObjectPath::from(prefix.as_str())))
+                    .try_collect()
+                    .await
+                    .unwrap();
+                let mut out = BTreeMap::new();
+                for meta in listed {
+                    let rel = meta.location.as_ref()[prefix.len() + 1..].to_string();
+                    if rel.starts_with("_meta/.pqsync") {
+                        continue;
+                    }
+                    let bytes = store
+                        .get(&meta.location)
+                        .await
+                        .unwrap()
+                        .bytes()
+                        .await
+                        .unwrap();
+                    out.insert(rel, bytes.to_vec());
+                }
+                out
+            }),
+        }
+    }
+
+    /// Deletes one object behind pqsync's back.
+    pub fn delete(&self, rel: &str) {
+        match self {
+            Remote::Dir(_) => std::fs::remove_file(self.root().join(rel)).unwrap(),
+            Remote::S3 {
+                store, prefix, rt, ..
+            } => rt
+                .block_on(store.delete(&ObjectPath::from(format!("{prefix}/{rel}"))))
+                .unwrap(),
+        }
+    }
+
+    /// Deletes everything under the remote, pqsync's state included.
+    pub fn wipe(&self) {
+        match self {
+            Remote::Dir(_) => std::fs::remove_dir_all(self.root()).unwrap(),
+            Remote::S3 {
+                store, prefix, rt, ..
+            } => rt.block_on(async {
+                let listed: Vec<_> = store
+                    .list(Some(&ObjectPath::from(prefix.as_str())))
+                    .try_collect()
+                    .await
+                    .unwrap();
+                for meta in listed {
+                    store.delete(&meta.location).await.unwrap();
+                }
+            }),
+        }
+    }
+
+    /// The remote manifest as JSON, if there is one.
+    pub fn manifest(&self) -> Option<Value> {
+        self.objects()
+            .get("_meta/manifest.json")
+            .map(|b| serde_json::from_slice(b).unwrap())
+    }
+
+    /// The invariant: every entry of the remote manifest names an object
+    /// with exactly those bytes.
+    pub fn assert_invariant(&self, when: &str) {
+        let objects = self.objects();
+        let Some(m) = self.manifest() else { return };
+        for (path, e) in m["files"].as_object().unwrap() {
+            let bytes = objects
+                .get(path)
+                .unwrap_or_else(|| panic!("{when}: the manifest names {path}, which is missing"));
+            let alg: HashAlgorithm = e["hashAlgorithm"].as_str().unwrap().parse().unwrap();
+            assert_eq!(
+                alg.digest(bytes).to_string(),
+                e["hash"].as_str().unwrap(),
+                "{when}: {path} holds other bytes than the manifest names"
+            );
+        }
+    }
+}
+
+/// The synced files of a remote (its manifest left out).
+fn data_of(remote: &Remote) -> BTreeMap<String, Vec<u8>> {
+    let mut objects = remote.objects();
+    objects.remove("_meta/manifest.json");
+    objects
+}
+
+/// Scenario 2: the remote lost its manifest (or the whole prefix) and the
+/// local tree grew. `sync` must not read that as "the remote deleted
+/// everything": it stops, names the situation and the repair, and every
+/// local file is still there.
+#[test]
+fn sync_after_the_remote_lost_its_manifest_deletes_nothing() {
+    for wipe_all in [false, true] {
+        for remote in Remote::each("lost-sync") {
+            let db = sample_copy();
+            let url = remote.url();
+            pqsync(remote.server())
+                .args(["push", &url, "-d"])
+                .arg(db.path())
+                .stdout_ok();
+            for i in 0..30 {
+                let p = db.path().join(format!("data/new{i}/data.parquet"));
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(&p, format!("new {i}")).unwrap();
+                age(&p);
+            }
+            let before = tree_files(db.path());
+            if wipe_all {
+                remote.wipe();
+            } else {
+                remote.delete("_meta/manifest.json");
+            }
+            for cmd in ["sync", "pull"] {
+                let err = pqsync(remote.server())
+                    .args([cmd, "-d"])
+                    .arg(db.path())
+                    .stderr_with(1);
+                let err = String::from_utf8_lossy(&err);
+                assert!(err.contains("lost its data"), "{cmd}: {err}");
+                assert!(err.contains("pqsync push"), "{cmd}: {err}");
+                assert_eq!(
+                    tree_files(db.path()),
+                    before,
+                    "{cmd}: nothing local changed"
+                );
+            }
+        }
+    }
+}
+
+/// Scenario 3: after the remote was wiped, push sends every file again and
+/// says why; the remote then holds the database, as an independent client
+/// and a fresh pull see it.
+#[test]
+fn push_repairs_a_wiped_remote() {
+    for remote in Remote::each("lost-push") {
+        let db = sample_copy();
+        let url = remote.url();
+        pqsync(remote.server())
+            .args(["push", &url, "-d"])
+            .arg(db.path())
+            .stdout_ok();
+        remote.wipe();
+        let out = pqsync(remote.server())
+            .args(["push", "--dry-run", "-d"])
+            .arg(db.path())
+            .assert()
+            .success()
+            .get_output()
+            .clone();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains("changed on the remote"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "would upload {} file(s)",
+                tree_files(db.path()).len()
+            )),
+            "{text}"
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("lost its data"));
+        pqsync(remote.server())
+            .args(["push", "-d"])
+            .arg(db.path())
+            .stdout_ok();
+        assert_eq!(
+            data_of(&remote),
+            tree_files(db.path()),
+            "the remote holds the database again"
+        );
+        remote.assert_invariant("after the repairing push");
+        let restored = tempfile::tempdir().unwrap();
+        pqsync(remote.server())
+            .args(["pull", &url, "-d"])
+            .arg(restored.path())
+            .stdout_ok();
+        assert_eq!(tree_files(restored.path()), tree_files(db.path()));
+        pqsync(remote.server()).args(["verify", &url]).stdout_ok();
+    }
+}
+
+/// `--max-delete` is measured against the files the base knew: deleting
+/// the 27 files of a database that grew by 30 is over 50%.
+#[test]
+fn max_delete_counts_against_the_base() {
+    let remote = Remote::dir();
+    let db = sample_copy();
+    let url = remote.url();
+    pqsync(None)
+        .args(["push", &url, "-d"])
+        .arg(db.path())
+        .stdout_ok();
+    let clone = tempfile::tempdir().unwrap();
+    pqsync(None)
+        .args(["pull", &url, "-d"])
+        .arg(clone.path())
+        .stdout_ok();
+    // The clone grows by 30 files, then the other side deletes all 27.
+    for i in 0..30 {
+        let p = clone.path().join(format!("data/new{i}/data.parquet"));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, format!("new {i}")).unwrap();
+        age(&p);
+    }
+    for p in tree_files(db.path()).keys() {
+        std::fs::remove_file(db.path().join(p)).unwrap();
+    }
+    pqsync(None)
+        .args(["push", "--max-delete", "100%", "-d"])
+        .arg(db.path())
+        .stdout_ok();
+    let before = tree_files(clone.path());
+    let out = pqsync(None)
+        .args(["sync", "--json", "-d"])
+        .arg(clone.path())
+        .stdout_with(1);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    let msg = v["errors"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("refusing to delete 27 of 27"), "{msg}");
+    assert_eq!(tree_files(clone.path()), before, "nothing deleted locally");
+}
