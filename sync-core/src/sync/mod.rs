@@ -31,7 +31,10 @@ mod select;
 mod source;
 mod transfer;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::StreamExt;
 use std::sync::Arc;
 
 pub use diff::{diff3, Change, Diff3, PathDiff, Resolution};
@@ -45,6 +48,7 @@ pub use select::Selection;
 use crate::error::{Error, Result};
 use crate::manifest::HashAlgorithm;
 use crate::runtime::{NoProgress, Operation, Progress, Reporter};
+use crate::tree::local::JournalEntry;
 use crate::tree::{LocalTree, RemoteManifest, StoreTree};
 use plan::{bucket, limit_deletes};
 use source::{refuse_reserved_paths, LocalSource, ReadOptions, Source, SourceView, StoreSource};
@@ -238,7 +242,9 @@ impl Engine {
         // on, not against a tree that has grown since.
         let local_total = view.base.as_ref().map_or(view.files.len(), |b| b.len());
         let diff = self.diff(&mut view, remote.as_ref(), algorithm);
-        let journal = std::mem::take(&mut view.journal);
+        let journal = self
+            .checked_journal(std::mem::take(&mut view.journal), remote.as_ref(), &view)
+            .await;
         warnings.append(&mut view.warnings);
         warnings.extend(self.unmatched_namespaces(&view, remote.as_ref()));
         let remote_total = remote.as_ref().map_or(0, |r| r.manifest.files.len());
@@ -307,6 +313,36 @@ impl Engine {
             )));
         }
         Err(Error::RemoteLost { url, known })
+    }
+
+    /// The uploads an interrupted run completed that may be committed
+    /// without sending them again: those sent while the remote manifest
+    /// had the commit id it has now; any other (a remote wiped, rebuilt or
+    /// committed to since, or one without a manifest at all) only if a HEAD
+    /// finds the object still carrying that content.
+    async fn checked_journal(
+        &self,
+        journal: Vec<JournalEntry>,
+        remote: Option<&RemoteManifest>,
+        view: &SourceView,
+    ) -> HashSet<(String, String)> {
+        let now = remote.and_then(|r| r.manifest.commit_id.as_deref());
+        let candidates: Vec<(JournalEntry, &crate::manifest::FileEntry)> = journal
+            .into_iter()
+            .filter_map(|j| {
+                let e = view.files.get(&j.path)?;
+                (e.tagged_hash() == j.tagged).then_some((j, e))
+            })
+            .collect();
+        futures::stream::iter(candidates)
+            .map(|(j, e)| async move {
+                let trusted = now.is_some() && j.against.as_deref() == now;
+                (trusted || self.remote.has_content(e).await).then_some((j.path, j.tagged))
+            })
+            .buffer_unordered(self.opts.concurrency)
+            .filter_map(|x| async move { x })
+            .collect()
+            .await
     }
 
     /// The algorithm to compare in: an existing remote's wins, since

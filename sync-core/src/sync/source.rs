@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::layout::is_ignored;
 use crate::layout::MANIFEST_PATH;
 use crate::manifest::{now_iso, FileEntry, HashAlgorithm, Manifest};
-use crate::tree::local::{BaseStamp, RemoteState};
+use crate::tree::local::{BaseStamp, JournalEntry, RemoteState};
 use crate::tree::{Capabilities, FileStat, LocalTree, PartLog, RemoteManifest, StoreTree};
 
 /// Called with the byte count of each chunk a transfer moves.
@@ -36,8 +36,8 @@ pub(crate) struct SourceView {
     /// The base is the remote manifest itself (its stamp says so), so it
     /// was not read.
     pub base_is_remote: bool,
-    /// Uploads an interrupted run completed: `(path, "<alg>:<hex>")`.
-    pub journal: HashSet<(String, String)>,
+    /// Uploads an interrupted run completed, not yet committed.
+    pub journal: Vec<JournalEntry>,
     /// The source's own manifest: the local `_meta/manifest.json`, or a
     /// mirror source's remote manifest.
     pub manifest: Option<Manifest>,
@@ -151,8 +151,10 @@ pub(crate) trait Source: Send + Sync + std::fmt::Debug {
         on_bytes: OnBytes<'_>,
     ) -> Result<FileStat>;
 
-    /// Records a completed upload, so a re-run does not send it again.
-    fn uploaded(&self, e: &FileEntry);
+    /// Records a completed upload, so a re-run does not send it again;
+    /// `against` is the commit id of the remote manifest the run planned
+    /// against.
+    fn uploaded(&self, e: &FileEntry, against: Option<&str>);
 
     /// Everything after the commit: the stat cache learns the downloads,
     /// local deletions are carried out, and the local manifest, the base
@@ -423,8 +425,8 @@ impl Source for LocalSource {
         self.tree.write(e, stream, prior, on_bytes).await
     }
 
-    fn uploaded(&self, e: &FileEntry) {
-        self.state.journal_append(e);
+    fn uploaded(&self, e: &FileEntry, against: Option<&str>) {
+        self.state.journal_append(e, against);
     }
 
     async fn settle(&self, s: Settle<'_>) -> Result<Settled> {
@@ -591,7 +593,7 @@ impl Source for StoreSource {
         })
     }
 
-    fn uploaded(&self, _e: &FileEntry) {}
+    fn uploaded(&self, _e: &FileEntry, _against: Option<&str>) {}
 
     async fn settle(&self, _s: Settle<'_>) -> Result<Settled> {
         Ok(Settled::default())

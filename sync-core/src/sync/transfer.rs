@@ -132,7 +132,11 @@ impl Run<'_> {
             .await;
         if result.is_ok() {
             if dir == Dir::Up {
-                engine.source.uploaded(e);
+                let against = plan
+                    .remote
+                    .as_ref()
+                    .and_then(|r| r.manifest.commit_id.as_deref());
+                engine.source.uploaded(e, against);
             }
             self.done(&e.path, op, e.size);
         }

@@ -235,6 +235,52 @@ async fn pull_that_misses_a_segment_keeps_the_old_event_manifest() {
     assert_eq!(tree_files(db.path()), tree_files(out.path()));
 }
 
+/// Scenario: a first push is cut off, the half-written prefix is deleted by
+/// hand, and push runs again. The journal of completed uploads must not be
+/// taken at its word: what it names is sent again unless the object is
+/// still there with that content, and every manifest entry then names its
+/// object's bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_journal_never_commits_files_that_are_not_there() {
+    let db = small_db();
+    let flaky = Arc::new(Flaky {
+        inner: InMemory::new(),
+        needle: "data/posts".into(),
+        broken: AtomicBool::new(true),
+        gets_broken: AtomicBool::new(false),
+        transient: AtomicU32::new(0),
+    });
+    let store: Arc<dyn ObjectStore> = flaky.clone();
+    let tree = || StoreTree::new(flaky.clone(), "db", "memory:///db");
+    let r = push(db.path(), tree()).await;
+    assert!(!r.success && !r.committed);
+    // The half-written prefix is deleted by hand.
+    let listed: Vec<_> =
+        futures::TryStreamExt::try_collect::<Vec<_>>(store.list(Some(&Path::from("db"))))
+            .await
+            .unwrap();
+    let data = listed
+        .iter()
+        .filter(|m| !m.location.as_ref().contains("_meta/.pqsync"))
+        .count();
+    assert_eq!(data, 8, "eight files made it");
+    for meta in &listed {
+        store.delete(&meta.location).await.unwrap();
+    }
+    flaky.broken.store(false, Ordering::SeqCst);
+    let engine = engine_for(
+        LocalTree::new(db.path()),
+        tree(),
+        (Mode::Push, SyncOptions::default()),
+    );
+    let plan = engine.plan().await.unwrap();
+    assert!(plan.already_sent().is_empty(), "{:?}", plan.already_sent());
+    assert_eq!(plan.uploads().len(), 9);
+    let r = engine.execute(plan).await.unwrap();
+    assert!(r.success && r.committed, "{:?}", r.errors);
+    assert_manifest_matches_objects(&store, "db").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failures_are_retried_within_one_run() {
     let db = small_db();

@@ -28,7 +28,7 @@ use crate::layout::{MANIFEST_PATH, STATE_DIR};
 use crate::manifest::Manifest;
 
 pub use scan::LocalScan;
-pub(crate) use state::{last_remote, BaseStamp, RemoteState};
+pub(crate) use state::{last_remote, BaseStamp, JournalEntry, RemoteState};
 
 /// The identity of a file's current version as the file system reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

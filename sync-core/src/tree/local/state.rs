@@ -14,7 +14,7 @@
 //! `<key>` is the first 16 hex digits of the SHA-256 of the remote's
 //! canonical URL ([`remote_key`]).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Mutex;
 
@@ -76,6 +76,36 @@ pub(crate) fn last_remote(tree: &LocalTree) -> Result<Option<String>> {
             reason: e.to_string(),
         })?;
     Ok(v.get("url").and_then(|u| u.as_str()).map(str::to_string))
+}
+
+/// One completed upload in the journal: `<alg>:<hex> TAB path TAB commit`,
+/// where commit is the id of the remote manifest the run planned against
+/// (`-` for none; absent in journals of older versions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct JournalEntry {
+    /// The file.
+    pub path: String,
+    /// `"<alg>:<hex>"` of what was sent.
+    pub tagged: String,
+    /// The remote manifest's commit id when it was sent.
+    pub against: Option<String>,
+}
+
+impl JournalEntry {
+    fn parse(line: &str) -> Option<JournalEntry> {
+        let mut fields = line.split('\t');
+        let tagged = fields.next()?.to_string();
+        let path = fields.next()?.to_string();
+        let against = fields
+            .next()
+            .filter(|c| *c != "-" && !c.is_empty())
+            .map(str::to_string);
+        Some(JournalEntry {
+            path,
+            tagged,
+            against,
+        })
+    }
 }
 
 /// A small record kept beside the base: the commit id of the remote
@@ -181,22 +211,22 @@ impl RemoteState {
         self.tree.update_state_file("remote.json", &bytes)
     }
 
-    /// Uploads an interrupted run completed: `(path, "<alg>:<hex>")`.
-    pub fn journal(&self) -> Result<HashSet<(String, String)>> {
+    /// Uploads an interrupted run completed, each with the commit id of
+    /// the remote manifest that run planned against.
+    pub fn journal(&self) -> Result<Vec<JournalEntry>> {
         let Some(bytes) = self.tree.read_state_file(&self.journal_name())? else {
-            return Ok(HashSet::new());
+            return Ok(Vec::new());
         };
         Ok(String::from_utf8_lossy(&bytes)
             .lines()
-            .filter_map(|l| l.split_once('\t'))
-            .map(|(h, p)| (p.to_string(), h.to_string()))
+            .filter_map(JournalEntry::parse)
             .collect())
     }
 
     /// Records a completed upload so a re-run after a failure or a crash
     /// does not send it again. Best effort: a journal that cannot be written
     /// only costs a re-send.
-    pub fn journal_append(&self, e: &FileEntry) {
+    pub fn journal_append(&self, e: &FileEntry, against: Option<&str>) {
         let mut guard = self.journal.lock().expect("journal lock");
         if guard.is_none() {
             let path = self.tree.state_dir().join(self.journal_name());
@@ -210,7 +240,13 @@ impl RemoteState {
                 .ok();
         }
         if let Some(f) = guard.as_mut() {
-            let _ = writeln!(f, "{}\t{}", e.tagged_hash(), e.path);
+            let _ = writeln!(
+                f,
+                "{}\t{}\t{}",
+                e.tagged_hash(),
+                e.path,
+                against.unwrap_or("-")
+            );
         }
     }
 
