@@ -186,8 +186,8 @@ pub struct SyncFlags {
     /// Print the plan, with its request count, and transfer nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
-    /// How conflicts are resolved (default: local-wins for push and mirror,
-    /// remote-wins for pull, newest for sync).
+    /// How conflicts are resolved. Default: a path both sides changed since
+    /// the last sync stops with exit 3 (manual); mirror: local-wins.
     #[arg(long, value_enum)]
     pub strategy: Option<StrategyArg>,
     /// Transfers in flight at once.

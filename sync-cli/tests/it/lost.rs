@@ -347,3 +347,103 @@ fn max_delete_counts_against_the_base() {
     assert!(msg.contains("refusing to delete 27 of 27"), "{msg}");
     assert_eq!(tree_files(clone.path()), before, "nothing deleted locally");
 }
+
+/// Reads one file of a remote, as an independent client sees it.
+fn object(remote: &Remote, rel: &str) -> Vec<u8> {
+    remote
+        .objects()
+        .remove(rel)
+        .unwrap_or_else(|| panic!("{rel} is missing"))
+}
+
+/// Scenario 8: a conflict is never a silent overwrite. A clone that lost
+/// its base, two clones editing one file, a pull over a local edit, and a
+/// first pull into a directory that already holds other bytes: each stops
+/// the path with exit 3, and both versions still exist.
+#[test]
+fn conflicts_stop_instead_of_overwriting() {
+    let rel = "_meta/schema.json";
+    for remote in Remote::each("conflicts") {
+        let url = remote.url();
+        let srv = remote.server();
+        let a = sample_copy();
+        pqsync(srv)
+            .args(["push", &url, "-d"])
+            .arg(a.path())
+            .stdout_ok();
+        let b = tempfile::tempdir().unwrap();
+        pqsync(srv)
+            .args(["pull", &url, "-d"])
+            .arg(b.path())
+            .stdout_ok();
+
+        // A commits an edit; B lost its base (a copied tree, a cleaned state
+        // directory) and pushes: first-sync rules must not revert A's edit.
+        std::fs::write(a.path().join(rel), b"{\"edited\":\"by A\"}").unwrap();
+        age(&a.path().join(rel));
+        pqsync(srv).args(["push", "-d"]).arg(a.path()).stdout_ok();
+        std::fs::remove_dir_all(b.path().join("_meta/.pqsync")).unwrap();
+        let out = pqsync(srv)
+            .args(["push", &url, "-d"])
+            .arg(b.path())
+            .stdout_with(3);
+        assert!(String::from_utf8_lossy(&out).contains(&format!("conflict left unresolved: {rel}")));
+        assert_eq!(
+            object(&remote, rel),
+            b"{\"edited\":\"by A\"}",
+            "A's edit is kept"
+        );
+        // Nor does B's pull replace B's copy behind its back.
+        let before = std::fs::read(b.path().join(rel)).unwrap();
+        pqsync(srv)
+            .args(["pull", "-d"])
+            .arg(b.path())
+            .stdout_with(3);
+        assert_eq!(std::fs::read(b.path().join(rel)).unwrap(), before);
+        remote.assert_invariant("after the stopped conflicts");
+
+        // Both clones edit one file; the second push stops.
+        let c = tempfile::tempdir().unwrap();
+        pqsync(srv)
+            .args(["pull", &url, "-d"])
+            .arg(c.path())
+            .stdout_ok();
+        std::fs::write(a.path().join(rel), b"{\"v\":\"A2\"}").unwrap();
+        std::fs::write(c.path().join(rel), b"{\"v\":\"C2\"}").unwrap();
+        pqsync(srv).args(["push", "-d"]).arg(a.path()).stdout_ok();
+        pqsync(srv)
+            .args(["push", "-d"])
+            .arg(c.path())
+            .stdout_with(3);
+        assert_eq!(object(&remote, rel), b"{\"v\":\"A2\"}");
+        // The pull stops over C's local edit.
+        pqsync(srv)
+            .args(["pull", "-d"])
+            .arg(c.path())
+            .stdout_with(3);
+        assert_eq!(
+            std::fs::read(c.path().join(rel)).unwrap(),
+            b"{\"v\":\"C2\"}"
+        );
+        // An explicit strategy resolves, as asked.
+        pqsync(srv)
+            .args(["push", "--strategy", "local-wins", "-d"])
+            .arg(c.path())
+            .stdout_ok();
+        assert_eq!(object(&remote, rel), b"{\"v\":\"C2\"}");
+
+        // A first pull into a directory that holds other bytes at a path.
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("_meta")).unwrap();
+        std::fs::write(d.path().join(rel), b"local, never synced").unwrap();
+        pqsync(srv)
+            .args(["pull", &url, "-d"])
+            .arg(d.path())
+            .stdout_with(3);
+        assert_eq!(
+            std::fs::read(d.path().join(rel)).unwrap(),
+            b"local, never synced"
+        );
+        remote.assert_invariant("at the end");
+    }
+}

@@ -24,13 +24,19 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// The conflict strategy used when none is given: `local-wins` for push
-    /// and mirror, `remote-wins` for pull, `newest` for sync.
+    /// The conflict strategy used when none is given: `manual` for push,
+    /// pull and sync, so a path both sides changed since the last sync
+    /// stops (exit 3) instead of one side's version silently replacing the
+    /// other's, as git refuses a non-fast-forward push; `local-wins` for
+    /// mirror, whose destination is made equal to its source.
+    ///
+    /// ParqueDB's own engine resolves implicitly (`local-wins` for push,
+    /// `remote-wins` for pull, `newest` for sync); pqsync does that only
+    /// when asked with an explicit strategy.
     pub fn default_strategy(self) -> Strategy {
         match self {
-            Mode::Push | Mode::Mirror => Strategy::LocalWins,
-            Mode::Pull => Strategy::RemoteWins,
-            Mode::Sync => Strategy::Newest,
+            Mode::Push | Mode::Pull | Mode::Sync => Strategy::Manual,
+            Mode::Mirror => Strategy::LocalWins,
         }
     }
 

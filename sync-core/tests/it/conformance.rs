@@ -316,8 +316,15 @@ async fn concurrent_edits_conflict_and_manual_leaves_both(kind: &RemoteKind) {
     assert_eq!(st.diff.conflicts.len(), 1);
     assert!(!st.is_synced);
 
-    // The default push strategy (local-wins) resolves it, and says so.
+    // A push without a strategy stops it too: a true conflict is never
+    // resolved by default.
     let r = push(b.path(), kind.reopen(&remote)).await;
+    assert!(r.uploaded.is_empty(), "{:?}", r.uploaded);
+    assert_eq!(r.conflicts_pending.len(), 1);
+    // An explicit local-wins resolves it, and says so.
+    let mut opts = (Mode::Push, SyncOptions::default());
+    opts.1.strategy = Some(Strategy::LocalWins);
+    let r = run(b.path(), kind.reopen(&remote), opts).await;
     assert_eq!(r.conflicts_resolved.len(), 1);
     assert_eq!(r.conflicts_resolved[0].resolution, Resolution::KeepLocal);
     assert_eq!(r.uploaded, vec!["data/posts/data.parquet"]);
@@ -341,7 +348,10 @@ async fn sync_newest_wins_both_ways(kind: &RemoteKind) {
     let r = run(
         b.path(),
         kind.reopen(&remote),
-        (Mode::Sync, SyncOptions::default()),
+        (
+            Mode::Sync,
+            SyncOptions::default().with_strategy(Strategy::Newest),
+        ),
     )
     .await;
     assert!(r.success, "{:?}", r.errors);
@@ -645,7 +655,19 @@ async fn conflict_a_mode_cannot_apply_is_held_back_not_resolved(kind: &RemoteKin
     std::fs::remove_file(a.path().join("data/posts/data.parquet")).unwrap();
     push(a.path(), kind.reopen(&remote)).await;
     write_old(b.path(), "data/posts/data.parquet", b"B's edit");
+    // Without a strategy the pull stops the path, keeping the edit.
     let r = pull(b.path(), kind.reopen(&remote)).await;
+    assert_eq!(r.conflicts_pending.len(), 1);
+    assert_eq!(
+        std::fs::read(b.path().join("data/posts/data.parquet")).unwrap(),
+        b"B's edit"
+    );
+    // remote-wins cannot apply a deletion over an edit: held back.
+    let pull_remote_wins = (
+        Mode::Pull,
+        SyncOptions::default().with_strategy(Strategy::RemoteWins),
+    );
+    let r = run(b.path(), kind.reopen(&remote), pull_remote_wins).await;
     assert!(r.success);
     assert!(
         r.conflicts_resolved.is_empty(),
@@ -664,7 +686,11 @@ async fn conflict_a_mode_cannot_apply_is_held_back_not_resolved(kind: &RemoteKin
         b"B's edit"
     );
     // The push that follows carries the edit back.
-    let r = push(b.path(), kind.reopen(&remote)).await;
+    let push_local_wins = (
+        Mode::Push,
+        SyncOptions::default().with_strategy(Strategy::LocalWins),
+    );
+    let r = run(b.path(), kind.reopen(&remote), push_local_wins).await;
     assert_eq!(r.uploaded, vec!["data/posts/data.parquet"]);
     assert_eq!(r.conflicts_resolved.len(), 1);
 }
