@@ -248,12 +248,13 @@ fn push_change_status_push_pull_over_s3() {
     let v = json_of(&out);
     assert_eq!(paths(&v["uploaded"]), vec![added, changed]);
     assert_eq!(paths(&v["deleted"]), vec![removed]);
-    // GET manifest + 2 PUTs + 1 bulk delete + manifest PUT (+ the lease).
-    assert_eq!(v["requests"], 5 + lease);
+    // GET manifest + 2 PUTs + manifest PUT, then the guarded delete: the
+    // manifest read again, a HEAD of the object, 1 bulk delete (+ the lease).
+    assert_eq!(v["requests"], 7 + lease);
     if server.is_in_process() {
         let seen = server.request_count() - before;
         assert!(
-            seen <= 3 + 3,
+            seen <= 3 + 4,
             "push made {seen} requests for 3 changed files"
         );
     }

@@ -15,6 +15,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::AtomicU64;
 
+use futures::StreamExt;
+
 use super::commit::{apply, overlap, Changes};
 use super::diff::Resolution;
 use super::guard::Guard;
@@ -48,6 +50,8 @@ struct Outcome {
     /// back).
     failed: Vec<String>,
     committed: bool,
+    /// Warnings of the run (deletions left alone).
+    warnings: Vec<String>,
     /// The remote's files after the run, and its manifest's commit id.
     remote_files: BTreeMap<String, FileEntry>,
     remote_commit: Option<String>,
@@ -380,7 +384,7 @@ impl Run<'_> {
         }
         let remote = &self.engine.remote;
         self.progress(Operation::Deleting, None);
-        let mut doomed = plan.delete_remote.clone();
+        let mut doomed = self.still_doomed(plan, out).await;
         if let Some(prefix) = &self.engine.opts.backup_dir {
             let mut backed_up = Vec::new();
             for p in doomed {
@@ -413,6 +417,72 @@ impl Run<'_> {
             self.done(&p, Operation::Deleting, 0);
             out.deleted.push(p);
         }
+    }
+
+    /// The planned remote deletions that are still this run's to make. The
+    /// manifest is read again: a path a later commit names again is left
+    /// alone. On stores that keep pqsync's hash metadata, an object that no
+    /// longer holds the version this run's commit dropped (another writer
+    /// has uploaded a new one, to be committed next) is left alone too.
+    async fn still_doomed(&self, plan: &Plan, out: &mut Outcome) -> Vec<String> {
+        let remote = &self.engine.remote;
+        let now = match remote.read_manifest().await {
+            Ok(now) => now,
+            Err(e) => {
+                for p in &plan.delete_remote {
+                    let why = format!("not deleted: the manifest could not be read again: {e}");
+                    out.errors.push(FileError::new(p, "delete", why));
+                }
+                return Vec::new();
+            }
+        };
+        let named = |p: &str| {
+            now.as_ref()
+                .is_some_and(|n| n.manifest.files.contains_key(p))
+        };
+        let mut doomed = Vec::new();
+        for p in &plan.delete_remote {
+            if named(p) {
+                out.warnings.push(format!(
+                    "{p}: not deleted: another writer committed it again during this run"
+                ));
+            } else {
+                doomed.push(p.clone());
+            }
+        }
+        if !remote.keeps_attributes() {
+            return doomed;
+        }
+        let dropped = |p: &str| {
+            plan.remote
+                .as_ref()
+                .and_then(|r| r.manifest.files.get(p))
+                .map(|e| e.tagged_hash())
+        };
+        let checked: Vec<(String, Result<bool>)> = futures::stream::iter(doomed)
+            .map(|p| async move {
+                let same = match remote.head_hash(&p).await {
+                    Ok((_, stored)) => stored.is_none() || stored == dropped(&p),
+                    Err(e) if e.is_not_found() => true,
+                    Err(e) => return (p, Err(e)),
+                };
+                (p, Ok(same))
+            })
+            .buffer_unordered(self.engine.opts.concurrency)
+            .collect()
+            .await;
+        let mut out_doomed = Vec::new();
+        for (p, same) in checked {
+            match same {
+                Ok(true) => out_doomed.push(p),
+                Ok(false) => out.warnings.push(format!(
+                    "{p}: not deleted: another writer has uploaded a new version of it"
+                )),
+                Err(e) => out.errors.push(FileError::new(p, "delete", e)),
+            }
+        }
+        out_doomed.sort();
+        out_doomed
     }
 
     /// Phase 7: the source's part of the outcome.
@@ -463,6 +533,7 @@ impl Run<'_> {
             out.errors.push(FileError::new(&side, "delete", r));
         }
         let mut warnings = plan.warnings;
+        warnings.append(&mut out.warnings);
         let congestion = &engine.opts.congestion;
         if congestion.cuts() > 0 {
             warnings.push(format!(

@@ -424,7 +424,14 @@ impl Engine {
             .map(|e| self.remote.upload_requests(e.size) + per_upload)
             .sum();
         n += plan.downloads.len() as u64;
-        n += StoreTree::delete_requests(plan.delete_remote.len() as u64);
+        if !plan.delete_remote.is_empty() {
+            // The manifest read again before deleting, and a HEAD per object
+            // where the store keeps pqsync's hash metadata.
+            n += 1 + StoreTree::delete_requests(plan.delete_remote.len() as u64);
+            if self.remote.keeps_attributes() {
+                n += plan.delete_remote.len() as u64;
+            }
+        }
         if plan.needs_commit {
             n += 1;
         }

@@ -111,20 +111,23 @@ async fn second_push_moves_only_changes(kind: &RemoteKind) {
     assert_eq!(plan.delete_remote(), vec!["events/seg-0001.parquet"]);
     assert_eq!(plan.unchanged().len(), 7);
     // GET manifest already made; 2 PUTs + 1 bulk delete + 1 manifest PUT,
-    // plus the lease where commits cannot be compare-and-swap.
+    // plus the lease where commits cannot be compare-and-swap, plus the
+    // deletion's guard: the manifest read again and, where objects carry
+    // pqsync's hash, a HEAD of the object.
     let lease = if kind.conditional() { 0 } else { 7 };
+    let guard = if matches!(kind, RemoteKind::Dir(_)) { 1 } else { 2 };
     assert_eq!(plan.requests_so_far(), 1);
-    assert_eq!(plan.requests_planned(), 4 + lease);
+    assert_eq!(plan.requests_planned(), 4 + lease + guard);
     let r = engine.execute(plan).await.unwrap();
     assert!(r.success, "{:?}", r.errors);
     assert_eq!(r.uploaded.len(), 2);
     assert_eq!(r.deleted, vec!["events/seg-0001.parquet"]);
     if kind.conditional() {
-        assert_eq!(r.requests, 5);
+        assert_eq!(r.requests, 5 + guard);
     } else {
         // Lease: GET, PUT, GET; commit: re-read, PUT, read back; release:
         // GET, DELETE.
-        assert_eq!(r.requests, 5 + 7);
+        assert_eq!(r.requests, 5 + 7 + guard);
     }
 
     let m = kind

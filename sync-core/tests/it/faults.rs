@@ -281,6 +281,157 @@ async fn a_stale_journal_never_commits_files_that_are_not_there() {
     assert_manifest_matches_objects(&store, "db").await;
 }
 
+/// Runs `hook` once, right after the next successful write of a remote
+/// manifest through it: another writer acting between a commit and its
+/// deletions.
+struct AfterCommit {
+    inner: Arc<InMemory>,
+    hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl fmt::Display for AfterCommit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AfterCommit")
+    }
+}
+
+impl fmt::Debug for AfterCommit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AfterCommit")
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl ObjectStore for AfterCommit {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        let r = self.inner.put_opts(location, payload, opts).await?;
+        if location.as_ref().ends_with("_meta/manifest.json") {
+            let hook = self.hook.lock().unwrap().take();
+            if let Some(hook) = hook {
+                tokio::task::spawn_blocking(hook).await.unwrap();
+            }
+        }
+        Ok(r)
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+    async fn rename_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: RenameOptions,
+    ) -> object_store::Result<()> {
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
+/// Scenario: A deletes a file and commits; before A's deletions run, B
+/// (who edited that file) pushes it back with an explicit local-wins and
+/// commits. A's deletion must leave B's object alone: the manifest names
+/// it, with B's bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_never_removes_what_a_later_commit_names() {
+    let inner = Arc::new(InMemory::new());
+    let plain = || StoreTree::new(inner.clone(), "db", "memory:///db");
+    let a = small_db();
+    assert!(push(a.path(), plain()).await.success);
+    let b = tempfile::tempdir().unwrap();
+    assert!(pull(b.path(), plain()).await.success);
+
+    std::fs::remove_file(a.path().join("data/posts/data.parquet")).unwrap();
+    write_old(b.path(), "data/posts/data.parquet", b"PAR1 B's posts PAR1");
+    let b_path = b.path().to_path_buf();
+    let b_tree = plain();
+    let racing = Arc::new(AfterCommit {
+        inner: inner.clone(),
+        // B runs on a runtime of its own, as another process would.
+        hook: std::sync::Mutex::new(Some(Box::new(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let opts = SyncOptions::default().with_strategy(pqsync_core::Strategy::LocalWins);
+            let r = rt.block_on(run(&b_path, b_tree, (Mode::Push, opts)));
+            assert!(r.success && r.committed, "B's push: {:?}", r.errors);
+            assert_eq!(r.uploaded, vec!["data/posts/data.parquet"]);
+        }))),
+    });
+    let a_tree = StoreTree::new(racing.clone(), "db", "memory:///db");
+    let opts = SyncOptions::default().with_max_delete("100%".parse().unwrap());
+    let r = run(a.path(), a_tree, (Mode::Push, opts)).await;
+    assert!(
+        racing.hook.lock().unwrap().is_none(),
+        "B pushed between A's commit and its deletes"
+    );
+    assert!(r.deleted.is_empty(), "{:?}", r.deleted);
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("data/posts/data.parquet") && w.contains("not deleted")),
+        "{:?}",
+        r.warnings
+    );
+    let store: Arc<dyn ObjectStore> = inner.clone();
+    assert_manifest_matches_objects(&store, "db").await;
+    let posts = store
+        .get(&Path::from("db/data/posts/data.parquet"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&posts[..], b"PAR1 B's posts PAR1");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failures_are_retried_within_one_run() {
     let db = small_db();

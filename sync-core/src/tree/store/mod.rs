@@ -179,6 +179,12 @@ impl StoreTree {
         self
     }
 
+    /// Whether objects carry pqsync's attributes (content type and
+    /// `pqsync-hash`); stores on plain directories do not.
+    pub(crate) fn keeps_attributes(&self) -> bool {
+        self.attributes
+    }
+
     /// Whether large uploads can resume after a crash.
     pub fn resumable(&self) -> bool {
         self.multipart.is_some()
