@@ -139,6 +139,7 @@ fn core(e: &pqsync_core::Error, remotes: &[RemoteInfo]) -> Diagnosis {
         E::UnsafePath { path, .. } => Diagnosis::new("unsafe-path", msg, Some(path.clone())),
         E::RemoteChanged { url, .. } => Diagnosis::new("remote-changed", msg, Some(url.clone())),
         E::Leased { url, .. } => Diagnosis::new("leased", msg, Some(url.clone())),
+        E::Busy { path } => Diagnosis::new("busy", msg, Some(path.clone())),
         E::Io { path, .. } => Diagnosis::new("io", msg, Some(path.display().to_string())),
         _ => Diagnosis::new("error", msg, None),
     }

@@ -188,6 +188,15 @@ pub enum Error {
     #[error("this plan was made by another engine; plan and execute with the same engine")]
     ForeignPlan,
 
+    /// Another pqsync run is using the directory.
+    #[error(
+        "another pqsync run is using {path}; wait for it to finish (or stop it), then run again"
+    )]
+    Busy {
+        /// The directory.
+        path: String,
+    },
+
     /// A worker task panicked or was cancelled.
     #[error("{task} failed: {source}")]
     TaskFailed {

@@ -157,7 +157,7 @@ pub use sync::{
     Resolution, Selection, StatusDiff, StatusReport, Strategy, SyncOptions, SyncResult, LEASE_TTL,
 };
 pub use tree::{
-    Capabilities, FileStat, Hashed, LocalScan, LocalTree, RemoteManifest, StoreTree, Tree,
+    Capabilities, FileStat, Hashed, LocalScan, LocalTree, RemoteManifest, RunLock, StoreTree, Tree,
 };
 
 pub use object_store;

@@ -447,3 +447,39 @@ fn conflicts_stop_instead_of_overwriting() {
         remote.assert_invariant("at the end");
     }
 }
+
+/// Two runs on one directory never race: while one holds the directory,
+/// another stops at once, saying so, and changes nothing.
+#[test]
+fn a_second_run_on_one_directory_waits_its_turn() {
+    let remote = Remote::dir();
+    let db = sample_copy();
+    let url = remote.url();
+    let held = std::fs::File::open(db.path()).unwrap();
+    held.try_lock().unwrap();
+    let before = tree_files(db.path());
+    for args in [vec!["push", url.as_str()], vec!["status", url.as_str()]] {
+        let err = pqsync(None)
+            .args(&args)
+            .arg("-d")
+            .arg(db.path())
+            .stderr_with(1);
+        let err = String::from_utf8_lossy(&err);
+        assert!(
+            err.contains("another pqsync run is using"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(remote.objects().is_empty(), "nothing was sent");
+    assert!(
+        !db.path().join("_meta/.pqsync").exists(),
+        "no state was written"
+    );
+    assert_eq!(tree_files(db.path()), before);
+    drop(held);
+    pqsync(None)
+        .args(["push", &url, "-d"])
+        .arg(db.path())
+        .stdout_ok();
+    assert_eq!(data_of(&remote), tree_files(db.path()));
+}

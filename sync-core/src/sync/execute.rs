@@ -73,6 +73,7 @@ impl Engine {
         if plan.engine != self.id {
             return Err(Error::ForeignPlan);
         }
+        let _lock = self.source.lock()?;
         self.opts.congestion.configure(self.opts.concurrency);
         let run = Run {
             engine: self,

@@ -20,8 +20,6 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-
 use super::source::Source;
 use crate::error::{Error, Result};
 use crate::tree::{Capabilities, StoreTree};
@@ -111,8 +109,8 @@ async fn capabilities(source: &dyn Source, remote: &StoreTree) -> Result<Capabil
     if let Some(c) = source.cached_capabilities() {
         return Ok(c);
     }
-    let cached = match remote.read_state("capabilities.json").await {
-        Ok(Some((v, _))) => Capabilities::from_json(&v),
+    let cached = match remote.read_state::<Capabilities>("capabilities.json").await {
+        Ok(Some((c, _))) => Some(c),
         // A damaged cache is only a reason to probe again.
         Ok(None) | Err(Error::ManifestCorrupt { .. }) => None,
         Err(e) => return Err(e),
@@ -121,9 +119,7 @@ async fn capabilities(source: &dyn Source, remote: &StoreTree) -> Result<Capabil
         Some(c) => c,
         None => {
             let c = Capabilities::probed(remote.probe_conditional_writes().await?);
-            remote
-                .write_state("capabilities.json", &c.to_json())
-                .await?;
+            remote.write_state("capabilities.json", &c).await?;
             c
         }
     };
@@ -138,17 +134,64 @@ pub(crate) struct Lease {
     renew: tokio::task::JoinHandle<()>,
 }
 
-fn lease_body(token: &str, holder: &str) -> serde_json::Value {
-    let expires =
-        chrono::Utc::now() + chrono::Duration::from_std(LEASE_TTL).expect("small duration");
-    json!({
-        "token": token,
-        "holder": holder,
-        "host": host_name(),
-        "pid": std::process::id(),
-        "expiresAt": expires.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "expiresAtMs": expires.timestamp_millis(),
-    })
+/// `lease.json` in a remote: who holds the lease, and until when.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LeaseRecord {
+    /// The holding run's random token.
+    #[serde(default)]
+    token: String,
+    /// `pqsync pid <pid> on <host>`, for messages.
+    #[serde(default)]
+    holder: String,
+    /// The holder's host name.
+    #[serde(default)]
+    host: String,
+    /// The holder's process id.
+    #[serde(default)]
+    pid: Option<u64>,
+    /// Expiry, ISO-8601.
+    #[serde(default)]
+    expires_at: String,
+    /// Expiry, ms since the epoch (0: expired).
+    #[serde(default)]
+    expires_at_ms: i64,
+}
+
+impl LeaseRecord {
+    /// A lease for `token`, valid for [`LEASE_TTL`] from now.
+    fn new(token: &str, holder: &str) -> Self {
+        let expires =
+            chrono::Utc::now() + chrono::Duration::from_std(LEASE_TTL).expect("small duration");
+        LeaseRecord {
+            token: token.to_string(),
+            holder: holder.to_string(),
+            host: host_name(),
+            pid: Some(u64::from(std::process::id())),
+            expires_at: expires.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            expires_at_ms: expires.timestamp_millis(),
+        }
+    }
+
+    /// Whether another run's live lease: not expired, and not left by a
+    /// process on this machine that has died.
+    fn blocks(&self, token: &str) -> bool {
+        self.token != token
+            && self.expires_at_ms > chrono::Utc::now().timestamp_millis()
+            && !self.holder_is_dead_here()
+    }
+
+    /// Whether the lease was taken by a process on this machine that has
+    /// since died (a killed run): such a lease is stale before it expires.
+    fn holder_is_dead_here(&self) -> bool {
+        let proc_root = std::path::Path::new("/proc");
+        match self.pid {
+            Some(pid) if self.host == host_name() && proc_root.is_dir() => {
+                pid != u64::from(std::process::id()) && !proc_root.join(pid.to_string()).exists()
+            }
+            _ => false,
+        }
+    }
 }
 
 fn host_name() -> String {
@@ -164,26 +207,30 @@ fn holder() -> String {
     format!("pqsync pid {} on {}", std::process::id(), host_name())
 }
 
-/// Whether a lease was taken by a process on this machine that has since
-/// died (a killed run): such a lease is stale before it expires.
-fn holder_is_dead_here(v: &serde_json::Value) -> bool {
-    let same_host = v.get("host").and_then(|h| h.as_str()) == Some(host_name().as_str());
-    let pid = v.get("pid").and_then(|p| p.as_u64());
-    let proc_root = std::path::Path::new("/proc");
-    match pid {
-        Some(pid) if same_host && proc_root.is_dir() => {
-            pid != u64::from(std::process::id()) && !proc_root.join(pid.to_string()).exists()
-        }
-        _ => false,
-    }
-}
-
 impl Drop for Lease {
-    /// A lease dropped without `release` (a run that failed part way) stops
-    /// being renewed, so it expires, or is taken over once this process has
+    /// A lease dropped without `release` (an error on the way out) stops
+    /// being renewed and is released in the background while the runtime
+    /// lives; otherwise it expires, or is taken over once this process has
     /// exited.
     fn drop(&mut self) {
         self.renew.abort();
+        if self.token.is_empty() {
+            return; // released already
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let remote = self.remote.clone();
+            let token = std::mem::take(&mut self.token);
+            handle.spawn(release(remote, token));
+        }
+    }
+}
+
+/// Removes the lease if it is still `token`'s.
+async fn release(remote: StoreTree, token: String) {
+    if let Ok(Some((v, _))) = remote.read_state::<LeaseRecord>("lease.json").await {
+        if v.token == token {
+            remote.delete_state("lease.json").await;
+        }
     }
 }
 
@@ -197,23 +244,16 @@ impl Lease {
     pub(crate) async fn acquire(remote: &StoreTree, token: &str) -> Result<Lease> {
         let token = token.to_string();
         let me = holder();
-        let check = |v: &serde_json::Value| -> Result<()> {
-            let theirs = v.get("token").and_then(|t| t.as_str()).unwrap_or_default();
-            let until = v.get("expiresAtMs").and_then(|t| t.as_i64()).unwrap_or(0);
-            let live = until > chrono::Utc::now().timestamp_millis() && !holder_is_dead_here(v);
-            if theirs != token && live {
+        let check = |v: &LeaseRecord| -> Result<()> {
+            if v.blocks(&token) {
                 return Err(Error::Leased {
                     url: remote.url().to_string(),
-                    holder: v
-                        .get("holder")
-                        .and_then(|h| h.as_str())
-                        .unwrap_or("another writer")
-                        .to_string(),
-                    until: v
-                        .get("expiresAt")
-                        .and_then(|h| h.as_str())
-                        .unwrap_or("?")
-                        .to_string(),
+                    holder: if v.holder.is_empty() {
+                        "another writer".into()
+                    } else {
+                        v.holder.clone()
+                    },
+                    until: v.expires_at.clone(),
                 });
             }
             Ok(())
@@ -226,7 +266,7 @@ impl Lease {
             check(&v)?;
         }
         remote
-            .write_state("lease.json", &lease_body(&token, &me))
+            .write_state("lease.json", &LeaseRecord::new(&token, &me))
             .await?;
         // Let a writer that raced us land its lease, then see who won.
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -244,8 +284,9 @@ impl Lease {
                 tokio::time::sleep(LEASE_RENEW).await;
                 // Renew only a lease that is still ours: one that expired
                 // during a stall and was taken over must not be clobbered.
-                if let Ok(Some((v, _))) = renew_remote.read_state("lease.json").await {
-                    if v.get("token").and_then(|t| t.as_str()) != Some(renew_token.as_str()) {
+                if let Ok(Some((v, _))) = renew_remote.read_state::<LeaseRecord>("lease.json").await
+                {
+                    if v.token != renew_token {
                         tracing::warn!(
                             "lost the lease on {} to another writer; the commit will be checked",
                             renew_remote.url()
@@ -254,7 +295,7 @@ impl Lease {
                     }
                 }
                 if let Err(e) = renew_remote
-                    .write_state("lease.json", &lease_body(&renew_token, &me))
+                    .write_state("lease.json", &LeaseRecord::new(&renew_token, &me))
                     .await
                 {
                     tracing::warn!("could not renew the lease on {}: {e}", renew_remote.url());
@@ -269,17 +310,14 @@ impl Lease {
     }
 
     /// Stops renewing and removes the lease if it is still ours.
-    pub(crate) async fn release(self) {
+    pub(crate) async fn release(mut self) {
         self.renew.abort();
-        if let Ok(Some((v, _))) = self.remote.read_state("lease.json").await {
-            if v.get("token").and_then(|t| t.as_str()) == Some(self.token.as_str()) {
-                self.remote.delete_state("lease.json").await;
-            }
-        }
+        let token = std::mem::take(&mut self.token);
+        release(self.remote.clone(), token).await;
     }
 }
 
-fn ignore_corrupt(e: Error) -> Result<Option<(serde_json::Value, Option<String>)>> {
+fn ignore_corrupt(e: Error) -> Result<Option<(LeaseRecord, Option<String>)>> {
     match e {
         Error::ManifestCorrupt { .. } => Ok(None),
         other => Err(other),
@@ -292,16 +330,24 @@ mod tests {
 
     #[test]
     fn a_lease_of_a_dead_local_process_is_stale() {
-        let mine = lease_body("t", &holder());
-        assert!(!holder_is_dead_here(&mine), "our own lease is live");
+        let mine = LeaseRecord::new("t", &holder());
+        assert!(!mine.holder_is_dead_here(), "our own lease is live");
+        assert!(mine.blocks("other token") && !mine.blocks("t"));
         let mut dead = mine.clone();
-        dead["pid"] = json!(999_999_999u64);
-        assert!(holder_is_dead_here(&dead));
-        let mut elsewhere = dead.clone();
-        elsewhere["host"] = json!("another-machine");
+        dead.pid = Some(999_999_999);
+        assert!(dead.holder_is_dead_here());
         assert!(
-            !holder_is_dead_here(&elsewhere),
+            !dead.blocks("other token"),
+            "a dead holder's lease is stale"
+        );
+        let mut elsewhere = dead.clone();
+        elsewhere.host = "another-machine".into();
+        assert!(
+            !elsewhere.holder_is_dead_here(),
             "no verdict on other hosts"
         );
+        // A record without an expiry is expired.
+        let old: LeaseRecord = serde_json::from_str(r#"{"token":"x"}"#).unwrap();
+        assert!(!old.blocks("y"));
     }
 }

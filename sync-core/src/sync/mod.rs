@@ -218,6 +218,7 @@ impl Engine {
     }
 
     async fn make_plan(&self, compare: Compare) -> Result<Plan> {
+        let _lock = self.source.lock()?;
         self.reporter.progress(&Progress {
             operation: Operation::Comparing,
             current_file: None,

@@ -99,6 +99,10 @@ pub(crate) trait Source: Send + Sync + std::fmt::Debug {
     /// Requests made to the source so far.
     fn requests(&self) -> u64;
 
+    /// Takes the source's run lock for the length of one plan or execute,
+    /// so two runs never read and write its state at once.
+    fn lock(&self) -> Result<Option<crate::tree::RunLock>>;
+
     /// Whether the source keeps pqsync's state for the remote (base,
     /// journals, capability cache): a directory does, a mirror's source
     /// does not.
@@ -283,6 +287,10 @@ impl Source for LocalSource {
 
     fn keeps_state(&self) -> bool {
         true
+    }
+
+    fn lock(&self) -> Result<Option<crate::tree::RunLock>> {
+        self.tree.lock()
     }
 
     async fn read(&self, remote: Option<&RemoteManifest>, opts: ReadOptions) -> Result<SourceView> {
@@ -516,6 +524,10 @@ impl Source for StoreSource {
 
     fn keeps_state(&self) -> bool {
         false
+    }
+
+    fn lock(&self) -> Result<Option<crate::tree::RunLock>> {
+        Ok(None)
     }
 
     async fn read(

@@ -115,7 +115,11 @@ async fn second_push_moves_only_changes(kind: &RemoteKind) {
     // deletion's guard: the manifest read again and, where objects carry
     // pqsync's hash, a HEAD of the object.
     let lease = if kind.conditional() { 0 } else { 7 };
-    let guard = if matches!(kind, RemoteKind::Dir(_)) { 1 } else { 2 };
+    let guard = if matches!(kind, RemoteKind::Dir(_)) {
+        1
+    } else {
+        2
+    };
     assert_eq!(plan.requests_so_far(), 1);
     assert_eq!(plan.requests_planned(), 4 + lease + guard);
     let r = engine.execute(plan).await.unwrap();
@@ -945,7 +949,11 @@ async fn a_live_lease_blocks_a_second_writer_unless_forced(kind: &RemoteKind) {
     let r = push(db.path(), kind.reopen(&remote)).await;
     assert!(r.success, "{:?}", r.errors);
     assert!(
-        remote.read_state("lease.json").await.unwrap().is_none(),
+        remote
+            .read_state::<serde_json::Value>("lease.json")
+            .await
+            .unwrap()
+            .is_none(),
         "released"
     );
 }

@@ -81,6 +81,28 @@ impl LocalTree {
         self.root.join(rel)
     }
 
+    /// Takes this directory's run lock, so no other pqsync run on it can
+    /// read or write its state meanwhile; released when the returned guard
+    /// is dropped (or the process ends). A directory that does not exist yet
+    /// has nothing to protect: no lock is taken.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] while another run holds it; [`Error::Io`].
+    pub fn lock(&self) -> Result<Option<RunLock>> {
+        let dir = match std::fs::File::open(&self.root) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&self.root, e)),
+        };
+        match dir.try_lock() {
+            Ok(()) => Ok(Some(RunLock { _dir: dir })),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Busy {
+                path: self.root.display().to_string(),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&self.root, e)),
+        }
+    }
+
     /// The remote this directory last synced with, from
     /// `_meta/.pqsync/remote.json`.
     ///
@@ -159,6 +181,13 @@ pub(crate) fn write_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
 
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// A held run lock on a directory ([`LocalTree::lock`]); dropping it lets
+/// the next run in.
+#[derive(Debug)]
+pub struct RunLock {
+    _dir: std::fs::File,
 }
 
 /// Whether `now` is still the version `before` described: same size,

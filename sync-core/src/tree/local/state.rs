@@ -70,12 +70,18 @@ pub(crate) fn last_remote(tree: &LocalTree) -> Result<Option<String>> {
     let Some(bytes) = tree.read_state_file("remote.json")? else {
         return Ok(None);
     };
-    let v: serde_json::Value =
+    let record: RemoteRecord =
         serde_json::from_slice(&bytes).map_err(|e| Error::ManifestCorrupt {
             path: tree.state_dir().join("remote.json").display().to_string(),
             reason: e.to_string(),
         })?;
-    Ok(v.get("url").and_then(|u| u.as_str()).map(str::to_string))
+    Ok(Some(record.url))
+}
+
+/// `remote.json`: the remote a directory last synced with.
+#[derive(Debug, Serialize, Deserialize)]
+struct RemoteRecord {
+    url: String,
 }
 
 /// One completed upload in the journal: `<alg>:<hex> TAB path TAB commit`,
@@ -206,7 +212,9 @@ impl RemoteState {
 
     /// Records this remote as the one the directory last synced with.
     pub fn record_remote(&self) -> Result<()> {
-        let record = serde_json::json!({ "url": self.url });
+        let record = RemoteRecord {
+            url: self.url.clone(),
+        };
         let bytes = serde_json::to_vec_pretty(&record).expect("record serialises");
         self.tree.update_state_file("remote.json", &bytes)
     }
@@ -264,14 +272,13 @@ impl RemoteState {
     /// What the capability probe found for this remote, if it ran.
     pub fn capabilities(&self) -> Option<Capabilities> {
         let bytes = self.tree.read_state_file(&self.caps_name()).ok()??;
-        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-        Capabilities::from_json(&v)
+        serde_json::from_slice(&bytes).ok()
     }
 
     /// Caches what the capability probe found. Best effort: a missing cache
     /// only costs a probe.
     pub fn save_capabilities(&self, caps: &Capabilities) {
-        let body = serde_json::to_vec_pretty(&caps.to_json()).expect("JSON serialises");
+        let body = serde_json::to_vec_pretty(caps).expect("capabilities serialise");
         let _ = self.tree.write_state_file(&self.caps_name(), &body);
     }
 

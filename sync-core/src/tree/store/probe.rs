@@ -3,20 +3,22 @@
 
 use futures::StreamExt;
 use object_store::{GetOptions, PutMode, PutOptions, PutPayload, UpdateVersion};
-use serde_json::json;
 
 use super::StoreTree;
 use crate::error::{Error, Result};
 use crate::layout::STATE_DIR;
 use crate::manifest::now_iso;
 
-/// What a remote knows how to do, as found by the probe.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What a remote knows how to do, as found by the probe; cached as
+/// `capabilities.json` in the remote and `caps-<key>.json` locally.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct Capabilities {
     /// Whether conditional writes (`If-None-Match`, `If-Match`) are enforced.
     pub conditional_writes: bool,
     /// When the probe ran.
+    #[serde(default)]
     pub probed_at: String,
 }
 
@@ -27,21 +29,6 @@ impl Capabilities {
             conditional_writes,
             probed_at: now_iso(),
         }
-    }
-
-    pub(crate) fn to_json(&self) -> serde_json::Value {
-        json!({ "conditionalWrites": self.conditional_writes, "probedAt": self.probed_at })
-    }
-
-    pub(crate) fn from_json(v: &serde_json::Value) -> Option<Self> {
-        Some(Capabilities {
-            conditional_writes: v.get("conditionalWrites")?.as_bool()?,
-            probed_at: v
-                .get("probedAt")
-                .and_then(|t| t.as_str())
-                .unwrap_or_default()
-                .to_string(),
-        })
     }
 }
 
@@ -102,10 +89,10 @@ impl StoreTree {
     ///
     /// # Errors
     /// [`Error::Store`] for anything but "not found".
-    pub async fn read_state(
+    pub async fn read_state<T: serde::de::DeserializeOwned>(
         &self,
         name: &str,
-    ) -> Result<Option<(serde_json::Value, Option<String>)>> {
+    ) -> Result<Option<(T, Option<String>)>> {
         let rel = format!("{STATE_DIR}/{name}");
         let shown = self.display(&rel);
         match self
@@ -131,9 +118,9 @@ impl StoreTree {
     ///
     /// # Errors
     /// [`Error::Store`].
-    pub async fn write_state(&self, name: &str, value: &serde_json::Value) -> Result<()> {
+    pub async fn write_state<T: serde::Serialize>(&self, name: &str, value: &T) -> Result<()> {
         let rel = format!("{STATE_DIR}/{name}");
-        let body = serde_json::to_vec_pretty(value).expect("JSON value serialises");
+        let body = serde_json::to_vec_pretty(value).expect("state serialises");
         self.store
             .put_opts(
                 &self.location(&rel),
