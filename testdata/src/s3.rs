@@ -259,6 +259,21 @@ impl hyper::service::Service<http::Request<Incoming>> for Counting {
         // Run each request to completion even if the client goes away, as
         // S3 does: s3s-fs assembles a completed multipart upload in steps,
         // and cancelling it half-way would lose the upload.
+        // S3 has no directories: once `a/b` is deleted, `a` can be stored.
+        // s3s-fs keeps the empty directory `a/` and then cannot, so an empty
+        // directory where an object is about to be written goes first.
+        let object = req
+            .uri()
+            .path()
+            .trim_start_matches('/')
+            .split_once('/')
+            .filter(|(bucket, key)| !bucket.is_empty() && !key.is_empty() && !key.contains(".."));
+        if let (true, Some((bucket, key))) = (
+            matches!(*req.method(), http::Method::PUT | http::Method::POST),
+            object,
+        ) {
+            remove_if_only_empty_dirs(&self.root.join(bucket).join(key));
+        }
         let fut = hyper::service::Service::call(&self.inner, req);
         Box::pin(async move {
             let run = async move {
@@ -274,6 +289,20 @@ impl hyper::service::Service<http::Request<Incoming>> for Counting {
             }
         })
     }
+}
+
+/// Removes `dir` if it is a directory holding nothing but empty
+/// directories.
+fn remove_if_only_empty_dirs(dir: &std::path::Path) {
+    if !std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        return;
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            remove_if_only_empty_dirs(&e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
 
 /// The bucket an object request names, when that bucket does not exist.

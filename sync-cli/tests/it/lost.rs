@@ -483,3 +483,52 @@ fn a_second_run_on_one_directory_waits_its_turn() {
         .stdout_ok();
     assert_eq!(data_of(&remote), tree_files(db.path()));
 }
+
+/// Scenario 7: a file replaced by a directory of the same name, and back.
+/// Every push succeeds on both kinds of remote, a clone's pull follows each
+/// swap, and the remote's bytes are the local tree's.
+#[test]
+fn a_file_that_became_a_directory_and_back() {
+    let rel = "indexes/bloom/users.bloom";
+    for remote in Remote::each("swap") {
+        let url = remote.url();
+        let srv = remote.server();
+        let db = sample_copy();
+        pqsync(srv)
+            .args(["push", &url, "-d"])
+            .arg(db.path())
+            .stdout_ok();
+        let clone = tempfile::tempdir().unwrap();
+        pqsync(srv)
+            .args(["pull", &url, "-d"])
+            .arg(clone.path())
+            .stdout_ok();
+
+        // The file becomes a directory.
+        std::fs::remove_file(db.path().join(rel)).unwrap();
+        std::fs::create_dir_all(db.path().join(rel)).unwrap();
+        std::fs::write(db.path().join(rel).join("part-0"), b"now a directory").unwrap();
+        age(&db.path().join(rel).join("part-0"));
+        pqsync(srv).args(["push", "-d"]).arg(db.path()).stdout_ok();
+        assert_eq!(data_of(&remote), tree_files(db.path()), "file -> directory");
+        remote.assert_invariant("after file -> directory");
+        pqsync(srv)
+            .args(["pull", "-d"])
+            .arg(clone.path())
+            .stdout_ok();
+        assert_eq!(tree_files(clone.path()), tree_files(db.path()));
+
+        // And back.
+        std::fs::remove_dir_all(db.path().join(rel)).unwrap();
+        std::fs::write(db.path().join(rel), b"a file again").unwrap();
+        age(&db.path().join(rel));
+        pqsync(srv).args(["push", "-d"]).arg(db.path()).stdout_ok();
+        assert_eq!(data_of(&remote), tree_files(db.path()), "directory -> file");
+        remote.assert_invariant("after directory -> file");
+        pqsync(srv)
+            .args(["pull", "-d"])
+            .arg(clone.path())
+            .stdout_ok();
+        assert_eq!(tree_files(clone.path()), tree_files(db.path()));
+    }
+}

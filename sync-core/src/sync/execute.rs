@@ -52,6 +52,13 @@ struct Outcome {
     committed: bool,
     /// Warnings of the run (deletions left alone).
     warnings: Vec<String>,
+    /// The latest remote manifest this run knows of: the plan's, then each
+    /// one it commits.
+    latest: Option<RemoteManifest>,
+    /// Remote deletions already made to clear the way for uploads.
+    cleared: Vec<String>,
+    /// Local deletions already made to clear the way for downloads.
+    cleared_local: Vec<String>,
     /// The remote's files after the run, and its manifest's commit id.
     remote_files: BTreeMap<String, FileEntry>,
     remote_commit: Option<String>,
@@ -99,6 +106,7 @@ impl Run<'_> {
                 .await;
         }
         let mut out = Outcome {
+            latest: plan.remote.clone(),
             remote_files: plan
                 .remote
                 .as_ref()
@@ -110,17 +118,22 @@ impl Run<'_> {
                 .and_then(|r| r.manifest.commit_id.clone()),
             ..Outcome::default()
         };
+        self.clear_the_way(&plan, &guard, &mut out).await;
         let (manifests, data) = self.jobs(&plan);
         self.transfer_all(data, &plan, &mut out).await;
         self.transfer_manifests(manifests, &plan, &mut out).await;
         out.uploaded.extend(plan.already_sent.iter().cloned());
         let all_ok = out.errors.is_empty();
-        if all_ok && plan.needs_commit {
-            self.commit(&plan, &guard, &mut out).await;
-        }
-        let clean_run = all_ok && (out.committed || !plan.needs_commit);
-        if out.committed {
-            self.delete_remote(&plan, &mut out).await;
+        let committed = all_ok && plan.needs_commit && self.commit(&plan, &guard, &mut out).await;
+        let clean_run = all_ok && (committed || !plan.needs_commit);
+        if committed {
+            let rest: Vec<String> = plan
+                .delete_remote
+                .iter()
+                .filter(|p| !out.cleared.contains(p))
+                .cloned()
+                .collect();
+            self.delete_remote(&plan, &rest, &mut out).await;
         }
         let settled = self.settle(&plan, clean_run, &mut out).await;
         // The lease goes whatever happened to the local state.
@@ -224,7 +237,7 @@ impl Run<'_> {
 
     /// Phase 5: commits this run's changes, retried as a whole, without
     /// overwriting another writer's commit.
-    async fn commit(&self, plan: &Plan, guard: &Guard, out: &mut Outcome) {
+    async fn commit(&self, plan: &Plan, guard: &Guard, out: &mut Outcome) -> bool {
         let mut ours: Changes = out
             .uploaded
             .iter()
@@ -233,23 +246,77 @@ impl Run<'_> {
         for p in &plan.delete_remote {
             ours.insert(p.clone(), None);
         }
-        let engine = self.engine;
-        let committed = engine
+        match self.commit_changes(plan, guard, &ours, out).await {
+            Ok(()) => true,
+            Err(e) => {
+                out.errors.push(FileError::new(MANIFEST_PATH, "commit", e));
+                false
+            }
+        }
+    }
+
+    /// Phase 2b: what an upload or a download needs out of its way (a file
+    /// that became a directory, or a directory that became a file) is
+    /// deleted first. On the remote that deletion is committed on its own
+    /// before any upload, so the manifest never names an object that is
+    /// not there, whatever happens next; locally the file is deleted (if
+    /// it is still the version the scan saw) before the downloads.
+    async fn clear_the_way(&self, plan: &Plan, guard: &Guard, out: &mut Outcome) {
+        let blocking = |deletes: &[String], transfers: &[FileEntry]| -> Vec<String> {
+            deletes
+                .iter()
+                .filter(|d| transfers.iter().any(|t| nested(&t.path, d)))
+                .cloned()
+                .collect()
+        };
+        let remote = blocking(&plan.delete_remote, &plan.uploads);
+        if !remote.is_empty() {
+            let ours: Changes = remote.iter().map(|p| (p.clone(), None)).collect();
+            match self.commit_changes(plan, guard, &ours, out).await {
+                Ok(()) => {
+                    self.delete_remote(plan, &remote, out).await;
+                    out.cleared = remote;
+                }
+                Err(e) => out.errors.push(FileError::new(MANIFEST_PATH, "commit", e)),
+            }
+        }
+        let local = blocking(&plan.delete_local, &plan.downloads);
+        if !local.is_empty() {
+            let on_deleted = |p: &str| self.done(p, Operation::Deleting, 0);
+            let (deleted, errors) = self
+                .engine
+                .source
+                .delete_now(&local, &plan.view, &on_deleted);
+            out.deleted.extend(deleted.iter().cloned());
+            out.cleared_local = deleted;
+            out.errors.extend(errors);
+        }
+    }
+
+    /// Commits `ours` on top of the latest manifest this run knows of,
+    /// retried as a whole, and records what was committed.
+    async fn commit_changes(
+        &self,
+        plan: &Plan,
+        guard: &Guard,
+        ours: &Changes,
+        out: &mut Outcome,
+    ) -> Result<()> {
+        let start = out.latest.clone();
+        let committed = self
+            .engine
             .opts
             .retry
             .run(
-                || self.commit_once(plan, &ours, guard.conditional),
+                || self.commit_once(plan, start.clone(), ours, guard.conditional),
                 |n, e| self.retrying(MANIFEST_PATH, n, e),
             )
-            .await;
-        match committed {
-            Ok((files, id)) => {
-                out.committed = true;
-                out.remote_files = files;
-                out.remote_commit = Some(id);
-            }
-            Err(e) => out.errors.push(FileError::new(MANIFEST_PATH, "commit", e)),
-        }
+            .await?;
+        out.committed = true;
+        out.remote_files = committed.manifest.files.clone();
+        out.remote_commit = committed.manifest.commit_id.clone();
+        out.latest = Some(committed);
+        Ok(())
     }
 
     /// One commit attempt: writes the manifest with compare-and-swap (or,
@@ -259,12 +326,13 @@ impl Run<'_> {
     async fn commit_once(
         &self,
         plan: &Plan,
+        start: Option<RemoteManifest>,
         ours: &Changes,
         conditional: bool,
-    ) -> Result<(BTreeMap<String, FileEntry>, String)> {
+    ) -> Result<RemoteManifest> {
         let remote = &self.engine.remote;
         let commit_id = format!("{:032x}", rand::random::<u128>());
-        let mut seen = plan.remote.clone();
+        let mut seen = start;
         for _ in 0..COMMIT_ATTEMPTS {
             if !conditional {
                 // Under a lease: pick up whatever was committed since the
@@ -278,8 +346,11 @@ impl Run<'_> {
                 .unwrap_or_default();
             let files = apply(&seen_files, ours);
             let mut manifest =
-                self.remote_manifest(plan, seen.as_ref().map(|r| &r.manifest), files.clone());
+                self.remote_manifest(plan, seen.as_ref().map(|r| &r.manifest), files);
             manifest.commit_id = Some(commit_id.clone());
+            // Never write a manifest no reader could load (a path listed as
+            // a file and as a directory, ...).
+            manifest.validate(&remote.display_path(MANIFEST_PATH))?;
             let mode = match (&seen, conditional) {
                 (_, false) => CommitMode::Overwrite,
                 (None, true) => CommitMode::Create,
@@ -289,10 +360,11 @@ impl Run<'_> {
                 },
             };
             match remote.write_manifest(&manifest, mode).await {
-                Ok(_) if conditional => return Ok((files, commit_id)),
-                Ok(_) => {
-                    self.check_read_back(&commit_id).await?;
-                    return Ok((files, commit_id));
+                Ok(etag) => {
+                    if !conditional {
+                        self.check_read_back(&commit_id).await?;
+                    }
+                    return Ok(RemoteManifest { manifest, etag });
                 }
                 Err(Error::Precondition { .. }) => {
                     let now = remote.read_manifest().await?;
@@ -379,13 +451,13 @@ impl Run<'_> {
 
     /// Phase 6: remote deletions, after the commit. With `--backup-dir`, an
     /// object is deleted only once its backup copy is made.
-    async fn delete_remote(&self, plan: &Plan, out: &mut Outcome) {
-        if plan.delete_remote.is_empty() {
+    async fn delete_remote(&self, plan: &Plan, paths: &[String], out: &mut Outcome) {
+        if paths.is_empty() {
             return;
         }
         let remote = &self.engine.remote;
         self.progress(Operation::Deleting, None);
-        let mut doomed = self.still_doomed(plan, out).await;
+        let mut doomed = self.still_doomed(plan, paths, out).await;
         if let Some(prefix) = &self.engine.opts.backup_dir {
             let mut backed_up = Vec::new();
             for p in doomed {
@@ -425,12 +497,12 @@ impl Run<'_> {
     /// alone. On stores that keep pqsync's hash metadata, an object that no
     /// longer holds the version this run's commit dropped (another writer
     /// has uploaded a new one, to be committed next) is left alone too.
-    async fn still_doomed(&self, plan: &Plan, out: &mut Outcome) -> Vec<String> {
+    async fn still_doomed(&self, plan: &Plan, paths: &[String], out: &mut Outcome) -> Vec<String> {
         let remote = &self.engine.remote;
         let now = match remote.read_manifest().await {
             Ok(now) => now,
             Err(e) => {
-                for p in &plan.delete_remote {
+                for p in paths {
                     let why = format!("not deleted: the manifest could not be read again: {e}");
                     out.errors.push(FileError::new(p, "delete", why));
                 }
@@ -442,7 +514,7 @@ impl Run<'_> {
                 .is_some_and(|n| n.manifest.files.contains_key(p))
         };
         let mut doomed = Vec::new();
-        for p in &plan.delete_remote {
+        for p in paths {
             if named(p) {
                 out.warnings.push(format!(
                     "{p}: not deleted: another writer committed it again during this run"
@@ -488,6 +560,12 @@ impl Run<'_> {
 
     /// Phase 7: the source's part of the outcome.
     async fn settle(&self, plan: &Plan, clean_run: bool, out: &mut Outcome) -> Result<()> {
+        let remaining_local: Vec<String> = plan
+            .delete_local
+            .iter()
+            .filter(|p| !out.cleared_local.contains(p))
+            .cloned()
+            .collect();
         let on_deleted = |p: &str| self.done(p, Operation::Deleting, 0);
         let settled = self
             .engine
@@ -499,7 +577,8 @@ impl Run<'_> {
                 remote_after: &out.remote_files,
                 remote_commit: out.remote_commit.as_deref(),
                 downloaded: &out.downloaded,
-                delete_local: &plan.delete_local,
+                delete_local: &remaining_local,
+                deleted_early: &out.cleared_local,
                 may_delete: out.errors.is_empty(),
                 clean_run,
                 on_deleted: &on_deleted,
@@ -560,4 +639,11 @@ impl Run<'_> {
             warnings,
         }
     }
+}
+
+/// Whether one path lies inside the other (`a/b` and `a`): on a file system
+/// they cannot both exist.
+fn nested(a: &str, b: &str) -> bool {
+    a.strip_prefix(b).is_some_and(|rest| rest.starts_with('/'))
+        || b.strip_prefix(a).is_some_and(|rest| rest.starts_with('/'))
 }

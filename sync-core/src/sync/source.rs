@@ -69,8 +69,10 @@ pub(crate) struct Settle<'a> {
     pub remote_after: &'a BTreeMap<String, FileEntry>,
     pub remote_commit: Option<&'a str>,
     pub downloaded: &'a [(FileEntry, FileStat)],
-    /// Local deletions the plan makes.
+    /// Local deletions the plan makes (those not made early).
     pub delete_local: &'a [String],
+    /// Local deletions made early, to clear the way for downloads.
+    pub deleted_early: &'a [String],
     /// Nothing failed so far, so local deletions may go ahead.
     pub may_delete: bool,
     /// Every transfer succeeded and the commit, if one was needed, too.
@@ -154,6 +156,16 @@ pub(crate) trait Source: Send + Sync + std::fmt::Debug {
         remote: &StoreTree,
         on_bytes: OnBytes<'_>,
     ) -> Result<FileStat>;
+
+    /// Deletes `paths` now, each only if it is still the version the scan
+    /// saw; returns the paths deleted and the failures. Called only in modes
+    /// that fetch.
+    fn delete_now(
+        &self,
+        paths: &[String],
+        view: &SourceView,
+        on_deleted: &(dyn Fn(&str) + Send + Sync),
+    ) -> (Vec<String>, Vec<FileError>);
 
     /// Records a completed upload, so a re-run does not send it again;
     /// `against` is the commit id of the remote manifest the run planned
@@ -437,6 +449,25 @@ impl Source for LocalSource {
         self.state.journal_append(e, against);
     }
 
+    fn delete_now(
+        &self,
+        paths: &[String],
+        view: &SourceView,
+        on_deleted: &(dyn Fn(&str) + Send + Sync),
+    ) -> (Vec<String>, Vec<FileError>) {
+        let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+        for p in paths {
+            match self.tree.delete(p, view.stats.get(p).copied()) {
+                Ok(()) => {
+                    on_deleted(p);
+                    deleted.push(p.clone());
+                }
+                Err(e) => errors.push(FileError::new(p, "delete", e)),
+            }
+        }
+        (deleted, errors)
+    }
+
     async fn settle(&self, s: Settle<'_>) -> Result<Settled> {
         self.state.journal_close();
         let remembered = s.downloaded.to_vec();
@@ -448,6 +479,9 @@ impl Source for LocalSource {
         .await;
         let mut out = Settled::default();
         let mut after = s.view.files.clone();
+        for p in s.deleted_early {
+            after.remove(p);
+        }
         for (e, _) in s.downloaded {
             after.insert(e.path.clone(), e.clone());
         }
@@ -606,6 +640,22 @@ impl Source for StoreSource {
     }
 
     fn uploaded(&self, _e: &FileEntry, _against: Option<&str>) {}
+
+    fn delete_now(
+        &self,
+        paths: &[String],
+        _view: &SourceView,
+        _on_deleted: &(dyn Fn(&str) + Send + Sync),
+    ) -> (Vec<String>, Vec<FileError>) {
+        let why = "a mirror never deletes from its source";
+        (
+            Vec::new(),
+            paths
+                .iter()
+                .map(|p| FileError::new(p, "delete", why))
+                .collect(),
+        )
+    }
 
     async fn settle(&self, _s: Settle<'_>) -> Result<Settled> {
         Ok(Settled::default())
