@@ -157,7 +157,8 @@ pub use sync::{
     Resolution, Selection, StatusDiff, StatusReport, Strategy, SyncOptions, SyncResult, LEASE_TTL,
 };
 pub use tree::{
-    Capabilities, FileStat, Hashed, LocalScan, LocalTree, RemoteManifest, RunLock, StoreTree, Tree,
+    Capabilities, FileStat, Hashed, LeftOut, LocalScan, LocalTree, RemoteManifest, RunLock,
+    StoreTree, Tree,
 };
 
 pub use object_store;

@@ -532,3 +532,67 @@ fn a_file_that_became_a_directory_and_back() {
         assert_eq!(tree_files(clone.path()), tree_files(db.path()));
     }
 }
+
+/// Item 9: what cannot be read (here a FIFO and a socket, since the tests
+/// may run as root, for whom no permission bit denies a read) is reported
+/// as that path's error; everything else is sent and committed, exit 1.
+/// A synced file replaced by something unreadable is not taken for deleted.
+#[test]
+fn one_unreadable_path_does_not_stop_the_backup() {
+    for remote in Remote::each("unreadable") {
+        let url = remote.url();
+        let srv = remote.server();
+        let db = sample_copy();
+        let fifo = db.path().join("data/users/incoming.fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let _socket =
+            std::os::unix::net::UnixListener::bind(db.path().join("events/writer.sock")).unwrap();
+        let out = pqsync(srv)
+            .args(["push", &url, "--json", "-d"])
+            .arg(db.path())
+            .stdout_with(1);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["committed"], true, "{v:#}");
+        let failed: Vec<&str> = v["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            failed,
+            vec!["data/users/incoming.fifo", "events/writer.sock"]
+        );
+        assert_eq!(
+            data_of(&remote),
+            tree_files(db.path()),
+            "everything else was sent"
+        );
+        remote.assert_invariant("after a push with unreadable paths");
+
+        // A synced file replaced by a FIFO of its name is left alone remotely.
+        let rel = "indexes/bloom/users.bloom";
+        let old = object(&remote, rel);
+        std::fs::remove_file(db.path().join(rel)).unwrap();
+        assert!(std::process::Command::new("mkfifo")
+            .arg(db.path().join(rel))
+            .status()
+            .unwrap()
+            .success());
+        let err = pqsync(srv)
+            .args(["push", "-d"])
+            .arg(db.path())
+            .stderr_with(1);
+        let err = String::from_utf8_lossy(&err);
+        assert!(
+            err.contains(rel) && err.contains("not a regular file"),
+            "{err}"
+        );
+        assert_eq!(object(&remote, rel), old, "not deleted");
+        remote.assert_invariant("after the FIFO replaced a file");
+    }
+}

@@ -612,6 +612,11 @@ impl Run<'_> {
         for r in &plan.refused {
             out.errors.push(FileError::new(&side, "delete", r));
         }
+        // Paths that could not be read were left out; the rest went ahead.
+        for l in &plan.view.left_out {
+            let why = format!("left out: {}", l.reason);
+            out.errors.push(FileError::new(&l.path, "read", why));
+        }
         let mut warnings = plan.warnings;
         warnings.append(&mut out.warnings);
         let congestion = &engine.opts.congestion;

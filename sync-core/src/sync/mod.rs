@@ -247,6 +247,12 @@ impl Engine {
             .checked_journal(std::mem::take(&mut view.journal), remote.as_ref(), &view)
             .await;
         warnings.append(&mut view.warnings);
+        warnings.extend(view.left_out.iter().map(|l| {
+            format!(
+                "{}: left out ({}); it is neither sent nor deleted",
+                l.path, l.reason
+            )
+        }));
         warnings.extend(self.unmatched_namespaces(&view, remote.as_ref()));
         let remote_total = remote.as_ref().map_or(0, |r| r.manifest.files.len());
         let mut plan = Plan::new(self.id, self.mode, self.strategy(), algorithm, view, remote);
@@ -387,6 +393,13 @@ impl Engine {
             view.base.as_ref()
         };
         let mut diff = diff3(&view.files, remote_files, base);
+        if !view.left_out.is_empty() {
+            // A path that could not be read is neither sent nor taken for
+            // deleted: it stays out of the run, like an unselected one.
+            let readable = |p: &str| !view.left_out.iter().any(|l| l.covers(p));
+            diff.changed.retain(|d| readable(&d.path));
+            diff.unchanged.retain(|p| readable(p));
+        }
         let selection = &self.opts.selection;
         if !selection.is_all() {
             // Outside the selection nothing moves and nothing is deleted.

@@ -45,6 +45,8 @@ pub(crate) struct SourceView {
     pub files_hashed: usize,
     /// Things skipped, such as symlinks.
     pub warnings: Vec<String>,
+    /// Paths that could not be read: neither sent nor taken for deleted.
+    pub left_out: Vec<crate::tree::LeftOut>,
 }
 
 /// How to read the source.
@@ -340,6 +342,7 @@ impl Source for LocalSource {
             },
             files_hashed: scan.hashed,
             warnings: scan.warnings,
+            left_out: scan.left_out,
         })
     }
 

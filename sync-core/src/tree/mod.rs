@@ -17,7 +17,7 @@ use futures::TryStreamExt;
 use crate::error::{Error, Result};
 use crate::manifest::{hash_file, ContentHasher, Digest, HashAlgorithm, Manifest};
 
-pub use local::{FileStat, LocalScan, LocalTree, RunLock};
+pub use local::{FileStat, LeftOut, LocalScan, LocalTree, RunLock};
 pub use store::{Capabilities, RemoteManifest, StoreTree};
 pub(crate) use store::{CommitMode, PartLog};
 

@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::layout::{MANIFEST_PATH, STATE_DIR};
 use crate::manifest::Manifest;
 
-pub use scan::LocalScan;
+pub use scan::{LeftOut, LocalScan};
 pub(crate) use state::{last_remote, BaseStamp, JournalEntry, RemoteState};
 
 /// The identity of a file's current version as the file system reports it.

@@ -46,6 +46,17 @@ impl StatCache {
     }
 }
 
+/// A hashed file: relative path, stat, modification time, digest.
+type Hashed = (String, FileStat, std::time::SystemTime, Digest);
+
+/// Why a file was not hashed.
+enum Hashing {
+    /// It is gone since the walk.
+    Gone,
+    /// It could not be read: path and reason.
+    Unreadable(String, String),
+}
+
 /// A file found by a walk: relative path, stat, modification time.
 type Walked = (String, FileStat, std::time::SystemTime);
 
@@ -62,6 +73,33 @@ pub struct LocalScan {
     pub hashed_bytes: u64,
     /// Things skipped, such as symlinks.
     pub warnings: Vec<String>,
+    /// Paths that could not be read (a directory or file pqsync may not
+    /// read, a FIFO, a socket, a file that kept changing): neither sent nor
+    /// taken for deleted.
+    pub left_out: Vec<LeftOut>,
+}
+
+/// A path a scan could not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LeftOut {
+    /// Relative path.
+    pub path: String,
+    /// Whether it is a directory (everything below it is left out too).
+    pub dir: bool,
+    /// Why.
+    pub reason: String,
+}
+
+impl LeftOut {
+    /// Whether `path` is this one or lies below it.
+    pub fn covers(&self, path: &str) -> bool {
+        path == self.path
+            || (self.dir
+                && path
+                    .strip_prefix(self.path.as_str())
+                    .is_some_and(|rest| rest.starts_with('/')))
+    }
 }
 
 impl LocalTree {
@@ -77,7 +115,7 @@ impl LocalTree {
             return Ok(scan);
         }
         let cache = self.load_cache();
-        let found = self.walk(&mut scan.warnings)?;
+        let found = self.walk(&mut scan.warnings, &mut scan.left_out)?;
         let mut misses = Vec::new();
         for (rel, stat, modified) in found {
             match cache.files.get(&rel) {
@@ -96,12 +134,24 @@ impl LocalTree {
             }
         }
 
-        let hashed: Vec<Result<(String, FileStat, std::time::SystemTime, Digest)>> = misses
+        let hashed: Vec<std::result::Result<Hashed, Hashing>> = misses
             .into_par_iter()
             .map(|(rel, stat, modified)| self.hash_stable(rel, stat, modified, alg))
             .collect();
         for r in hashed {
-            let (rel, stat, modified, hash) = r?;
+            let (rel, stat, modified, hash) = match r {
+                Ok(found) => found,
+                // Gone since the walk: not there, like any deleted file.
+                Err(Hashing::Gone) => continue,
+                Err(Hashing::Unreadable(path, reason)) => {
+                    scan.left_out.push(LeftOut {
+                        path,
+                        dir: false,
+                        reason,
+                    });
+                    continue;
+                }
+            };
             scan.hashed += 1;
             scan.hashed_bytes += stat.size;
             scan.files
@@ -111,23 +161,43 @@ impl LocalTree {
         if scan.hashed > 0 || cache.files.len() != scan.files.len() {
             self.save_cache(&scan, started_ns);
         }
+        scan.left_out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(scan)
     }
 
     /// The regular files of the tree that pqsync tracks (ignored names,
     /// symlinks, unportable and Unicode-duplicate names left out, each with
     /// a warning), with their stat. Blocking.
-    fn walk(&self, warnings: &mut Vec<String>) -> Result<Vec<Walked>> {
+    fn walk(&self, warnings: &mut Vec<String>, left_out: &mut Vec<LeftOut>) -> Result<Vec<Walked>> {
         let mut found: Vec<Walked> = Vec::new();
         let walker = walkdir::WalkDir::new(&self.root)
             .follow_links(false)
             .into_iter()
             .filter_entry(|e| e.depth() == 0 || !is_skipped_dir(&self.root, e));
         for item in walker {
-            let item = item.map_err(|e| {
-                let path = e.path().map(Path::to_path_buf).unwrap_or_default();
-                Error::io(path, e.into())
-            })?;
+            let item = match item {
+                Ok(item) => item,
+                // The root itself unreadable: there is nothing to sync.
+                Err(e) if e.depth() == 0 => {
+                    let path = e.path().map(Path::to_path_buf).unwrap_or_default();
+                    return Err(Error::io(path, e.into()));
+                }
+                Err(e) => {
+                    let rel = e.path().and_then(|p| rel_path(&self.root, p));
+                    let dir = e
+                        .path()
+                        .is_some_and(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()));
+                    if let Some(rel) = rel {
+                        let reason = std::io::Error::from(e).to_string();
+                        left_out.push(LeftOut {
+                            path: rel,
+                            dir,
+                            reason,
+                        });
+                    }
+                    continue;
+                }
+            };
             if item.depth() == 0 {
                 continue;
             }
@@ -154,7 +224,23 @@ impl LocalTree {
                 ));
                 continue;
             }
+            if ft.is_dir() {
+                continue;
+            }
             if !ft.is_file() {
+                use std::os::unix::fs::FileTypeExt;
+                let what = if ft.is_fifo() {
+                    "a FIFO"
+                } else if ft.is_socket() {
+                    "a socket"
+                } else {
+                    "a device"
+                };
+                left_out.push(LeftOut {
+                    path: rel,
+                    dir: false,
+                    reason: format!("not a regular file ({what})"),
+                });
                 continue;
             }
             // A name a manifest cannot carry (a backslash, a control
@@ -163,11 +249,18 @@ impl LocalTree {
                 warnings.push(format!("{e}; not synced"));
                 continue;
             }
-            let md = item
+            let read = item
                 .metadata()
-                .map_err(|e| Error::io(item.path(), e.into()))?;
-            let modified = md.modified().map_err(|e| Error::io(item.path(), e))?;
-            found.push((rel, FileStat::of(&md), modified));
+                .map_err(std::io::Error::from)
+                .and_then(|md| Ok((md.modified()?, md)));
+            match read {
+                Ok((modified, md)) => found.push((rel, FileStat::of(&md), modified)),
+                Err(e) => left_out.push(LeftOut {
+                    path: rel,
+                    dir: false,
+                    reason: e.to_string(),
+                }),
+            }
         }
 
         // Two names that are the same file once Unicode-normalised would
@@ -208,11 +301,17 @@ impl LocalTree {
         if !self.root.exists() {
             return Ok((BTreeMap::new(), warnings));
         }
+        let mut left_out = Vec::new();
         let files = self
-            .walk(&mut warnings)?
+            .walk(&mut warnings, &mut left_out)?
             .into_iter()
             .map(|(rel, stat, _)| (rel, stat.size))
             .collect();
+        warnings.extend(
+            left_out
+                .into_iter()
+                .map(|l| format!("{}: left out: {}", l.path, l.reason)),
+        );
         Ok((files, warnings))
     }
 
@@ -224,22 +323,30 @@ impl LocalTree {
         mut stat: FileStat,
         mut modified: std::time::SystemTime,
         alg: HashAlgorithm,
-    ) -> Result<(String, FileStat, std::time::SystemTime, Digest)> {
+    ) -> std::result::Result<Hashed, Hashing> {
         let path = self.abs(&rel);
+        let fail = |rel: &str, e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::NotFound => Hashing::Gone,
+            _ => Hashing::Unreadable(rel.to_string(), e.to_string()),
+        };
         for _ in 0..3 {
-            let (hash, n) = hash_file(&path, alg, stat.size)?;
-            let md = std::fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
+            let (hash, n) = match hash_file(&path, alg, stat.size) {
+                Ok(h) => h,
+                Err(Error::Io { source, .. }) => return Err(fail(&rel, source)),
+                Err(e) => return Err(Hashing::Unreadable(rel, e.to_string())),
+            };
+            let md = std::fs::symlink_metadata(&path).map_err(|e| fail(&rel, e))?;
             let after = FileStat::of(&md);
             if after == stat && n == stat.size {
                 return Ok((rel, stat, modified, hash));
             }
             stat = after;
-            modified = md.modified().map_err(|e| Error::io(&path, e))?;
+            modified = md.modified().map_err(|e| fail(&rel, e))?;
         }
-        Err(Error::ChangedDuringRun {
-            path: rel,
-            detail: "it kept changing while being hashed".into(),
-        })
+        Err(Hashing::Unreadable(
+            rel,
+            "it kept changing while being hashed".into(),
+        ))
     }
 
     fn cache_path(&self) -> PathBuf {
