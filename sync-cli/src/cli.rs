@@ -107,6 +107,12 @@ pub enum Command {
         true,
     ))]
     Init(InitArgs),
+    /// List, restore or empty the versions runs overwrote or deleted.
+    #[command(after_help = help(
+        "pqsync trash list s3://bucket/prod\n  pqsync trash restore -d ./db --path data/users/data.parquet\n  pqsync trash restore s3://bucket/prod -d ./db --run 20261205T054012Z-9f3a61c2\n  pqsync trash empty -d ./db --older-than 2d",
+        true,
+    ))]
+    Trash(TrashArgs),
     /// Print a shell completion script.
     #[command(after_help = help(
         "pqsync completions bash > ~/.local/share/bash-completion/completions/pqsync\n  pqsync completions zsh > ~/.zfunc/_pqsync",
@@ -199,10 +205,19 @@ pub struct SyncFlags {
     /// Stop before deleting more than N files, or P% of a side's files.
     #[arg(long, default_value = "50%", value_parser = parse_max_delete, value_name = "N|P%")]
     pub max_delete: pqsync_core::MaxDelete,
-    /// Copy remote files that would be overwritten or deleted under this
-    /// prefix of the same bucket first.
-    #[arg(long, value_name = "PREFIX")]
+    /// Keep the remote versions this run overwrites or deletes under this
+    /// prefix of the same bucket (for a directory remote: inside it),
+    /// instead of the remote's own trash.
+    #[arg(long, value_name = "PREFIX", conflicts_with = "no_trash")]
     pub backup_dir: Option<String>,
+    /// Destroy what this run overwrites or deletes, instead of keeping it
+    /// in each side's trash (`pqsync trash`).
+    #[arg(long)]
+    pub no_trash: bool,
+    /// How long kept versions stay: a run that keeps anything removes the
+    /// trash's older runs (e.g. 7d, 36h, 2w).
+    #[arg(long, value_name = "AGE", default_value = "7d", value_parser = parse_age)]
+    pub trash_retention: Duration,
     /// On stores that ignore conditional writes, commit without taking the
     /// remote's lease.
     #[arg(long)]
@@ -381,6 +396,68 @@ pub struct InitArgs {
     pub remote_flags: RemoteFlags,
 }
 
+/// Arguments of `trash`.
+#[derive(Debug, Args)]
+pub struct TrashArgs {
+    /// What to do with the trash.
+    #[command(subcommand)]
+    pub action: TrashAction,
+}
+
+/// What `trash` does.
+#[derive(Debug, Subcommand)]
+pub enum TrashAction {
+    /// List the kept versions, oldest run first.
+    List(TrashPlace),
+    /// Copy kept versions back into the directory (each path's latest,
+    /// unless --run names one); a file they replace is kept in turn.
+    Restore(TrashRestoreArgs),
+    /// Delete kept versions for good.
+    Empty(TrashEmptyArgs),
+}
+
+/// Which trash `trash` works on.
+#[derive(Debug, Args)]
+pub struct TrashPlace {
+    /// A remote whose trash to work on; without one, the directory's own.
+    pub remote: Option<String>,
+    /// The database directory.
+    #[arg(short = 'd', long = "dir", default_value = ".")]
+    pub dir: PathBuf,
+    /// The prefix a run was given with --backup-dir, instead of the
+    /// remote's own trash.
+    #[arg(long, value_name = "PREFIX", requires = "remote")]
+    pub backup_dir: Option<String>,
+    /// How the remote is reached.
+    #[command(flatten)]
+    pub remote_flags: RemoteFlags,
+}
+
+/// Arguments of `trash restore`.
+#[derive(Debug, Args)]
+pub struct TrashRestoreArgs {
+    /// Which trash.
+    #[command(flatten)]
+    pub place: TrashPlace,
+    /// Only versions this run kept (a name from `trash list`).
+    #[arg(long, value_name = "RUN")]
+    pub run: Option<String>,
+    /// Only this path, or the files under this folder (repeatable).
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+}
+
+/// Arguments of `trash empty`.
+#[derive(Debug, Args)]
+pub struct TrashEmptyArgs {
+    /// Which trash.
+    #[command(flatten)]
+    pub place: TrashPlace,
+    /// Only runs older than this (e.g. 7d, 36h, 2w); default: every run.
+    #[arg(long, value_name = "AGE", value_parser = parse_age)]
+    pub older_than: Option<Duration>,
+}
+
 /// Arguments of `completions`.
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
@@ -474,10 +551,43 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// An age such as `7d`, `36h`, `90m`, `2w` or `3600s` (a bare number is
+/// seconds).
+fn parse_age(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let secs: u64 = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => 0,
+    };
+    match num.parse::<u64>() {
+        Ok(n) if secs > 0 => Ok(Duration::from_secs(n.saturating_mul(secs))),
+        _ => Err(format!(
+            "{s:?} is not an age; write a whole number with s, m, h, d or w (e.g. 7d)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn ages_parse_with_their_units() {
+        assert_eq!(parse_age("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_age("36h"), Ok(Duration::from_secs(36 * 3600)));
+        assert_eq!(parse_age("2w"), Ok(Duration::from_secs(14 * 86_400)));
+        assert_eq!(parse_age("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_age("0d"), Ok(Duration::ZERO));
+        assert!(parse_age("7 days").is_err());
+        assert!(parse_age("d").is_err());
+        assert!(parse_age("-1d").is_err());
+    }
 
     #[test]
     fn the_command_line_is_consistent() {

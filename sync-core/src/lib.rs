@@ -157,8 +157,8 @@ pub use sync::{
     Resolution, Selection, StatusDiff, StatusReport, Strategy, SyncOptions, SyncResult, LEASE_TTL,
 };
 pub use tree::{
-    Capabilities, FileStat, Hashed, LeftOut, LocalScan, LocalTree, RemoteManifest, RunLock,
-    StoreTree, Tree,
+    Capabilities, FileStat, Hashed, Kept, LeftOut, LocalScan, LocalTree, RemoteManifest, RunLock,
+    Side, StoreTree, Trash, TrashedFile, Tree, DEFAULT_RETENTION, TRASH_DIR,
 };
 
 pub use object_store;

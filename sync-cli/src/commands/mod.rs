@@ -8,6 +8,7 @@ mod remote;
 mod stats;
 mod status;
 mod transfer;
+mod trash;
 mod verify;
 
 use std::collections::HashSet;
@@ -38,6 +39,7 @@ pub async fn run(command: Command, s: &Session) -> Result<ExitStatus> {
         Command::Verify(a) => verify::run(&a, s).await,
         Command::Stats(a) => stats::run(&a, s).await,
         Command::Init(a) => init::run(&a, s).await,
+        Command::Trash(a) => trash::run(&a, s).await,
         Command::Completions(a) => completions::completions(&a),
         Command::Man(a) => completions::man(&a, s),
     }

@@ -1,7 +1,7 @@
 //! `push`, `pull`, `sync` and `mirror`: the same engine on different trees.
 
 use anyhow::Result;
-use pqsync_core::{Engine, Mode, Plan, SyncOptions, SyncResult};
+use pqsync_core::{Engine, Mode, Plan, Side, SyncOptions, SyncResult, Trash};
 
 use super::Session;
 use crate::cli::{MirrorArgs, SelectFlags, SyncFlags, TransferArgs};
@@ -26,9 +26,13 @@ pub fn sync_options(flags: &SyncFlags, select: &SelectFlags) -> Result<SyncOptio
     if let Some(h) = flags.hash {
         o = o.with_hash(h.into());
     }
-    if let Some(prefix) = &flags.backup_dir {
-        o = o.with_backup_dir(prefix.clone());
-    }
+    o = o
+        .with_trash(match (&flags.backup_dir, flags.no_trash) {
+            (_, true) => Trash::Off,
+            (Some(prefix), false) => Trash::At(prefix.clone()),
+            (None, false) => Trash::Default,
+        })
+        .with_trash_retention(flags.trash_retention);
     Ok(o)
 }
 
@@ -200,6 +204,25 @@ fn print_result(r: &SyncResult, title: &str, printer: &Printer) {
         printer.info(&format!(
             "{} change(s) not applied by this command (see `pqsync status`)",
             r.held_back.len()
+        ));
+    }
+    for k in &r.kept {
+        printer.detail(&format!("kept           {} -> {}", k.path, k.location));
+    }
+    let remote = r.kept.iter().filter(|k| k.side == Side::Remote).count();
+    let local = r.kept.len() - remote;
+    let sides: Vec<String> = [
+        (remote, "in the remote's trash"),
+        (local, "in the local trash"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, place)| format!("{n} {place}"))
+    .collect();
+    if !sides.is_empty() {
+        printer.info(&format!(
+            "kept the versions this run replaced: {} (`pqsync trash list` shows them)",
+            sides.join(", ")
         ));
     }
     let failed = if r.errors.is_empty() {

@@ -149,6 +149,49 @@ impl Remote {
         }
     }
 
+    /// The remote's trash, read independently: `(run, path)` → bytes.
+    pub fn trash(&self) -> BTreeMap<(String, String), Vec<u8>> {
+        let all = match self {
+            Remote::Dir(_) => {
+                let root = self.root().join("_meta/.pqsync/trash");
+                let mut out = BTreeMap::new();
+                for e in walkdir::WalkDir::new(&root).into_iter().flatten() {
+                    if e.file_type().is_file() {
+                        let rel = e.path().strip_prefix(&root).unwrap();
+                        out.insert(
+                            rel.to_string_lossy().to_string(),
+                            std::fs::read(e.path()).unwrap(),
+                        );
+                    }
+                }
+                out
+            }
+            Remote::S3 {
+                store, prefix, rt, ..
+            } => rt.block_on(async {
+                let root = format!("{prefix}/_meta/.pqsync/trash");
+                let listed: Vec<_> = store
+                    .list(Some(&ObjectPath::from(root.as_str())))
+                    .try_collect()
+                    .await
+                    .unwrap();
+                let mut out = BTreeMap::new();
+                for meta in listed {
+                    let rel = meta.location.as_ref()[root.len() + 1..].to_string();
+                    let got = store.get(&meta.location).await.unwrap();
+                    out.insert(rel, got.bytes().await.unwrap().to_vec());
+                }
+                out
+            }),
+        };
+        all.into_iter()
+            .map(|(rel, bytes)| {
+                let (run, path) = rel.split_once('/').unwrap();
+                ((run.to_string(), path.to_string()), bytes)
+            })
+            .collect()
+    }
+
     /// Deletes one object behind pqsync's back.
     pub fn delete(&self, rel: &str) {
         match self {
@@ -594,5 +637,130 @@ fn one_unreadable_path_does_not_stop_the_backup() {
         );
         assert_eq!(object(&remote, rel), old, "not deleted");
         remote.assert_invariant("after the FIFO replaced a file");
+    }
+}
+
+/// Item 2: a push keeps on the remote what it overwrites or deletes, a
+/// pull keeps locally what it replaces (the losing side of a conflict
+/// included), and `pqsync trash` lists, restores and empties them. Judged
+/// by the bytes an independent client reads from the remote's trash and by
+/// what a restore puts on disk.
+#[test]
+fn replaced_versions_are_kept_and_restored() {
+    for remote in Remote::each("trash") {
+        let url = remote.url();
+        let a = sample_copy();
+        let original = tree_files(a.path());
+        pqsync(remote.server())
+            .args(["push", &url, "-d"])
+            .arg(a.path())
+            .stdout_ok();
+        let b = tempfile::tempdir().unwrap();
+        pqsync(remote.server())
+            .args(["pull", &url, "-d"])
+            .arg(b.path())
+            .stdout_ok();
+
+        // A edits one file and deletes another, and pushes.
+        let schema = "_meta/schema.json";
+        let bloom = "indexes/bloom/users.bloom";
+        std::fs::write(a.path().join(schema), b"{\"a\":2}\n").unwrap();
+        age(&a.path().join(schema));
+        std::fs::remove_file(a.path().join(bloom)).unwrap();
+        let out = pqsync(remote.server())
+            .args(["push", "--json", "-d"])
+            .arg(a.path())
+            .stdout_ok();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["kept"].as_array().unwrap().len(), 2, "{v}");
+        let trash = remote.trash();
+        let runs: std::collections::BTreeSet<&String> = trash.keys().map(|(r, _)| r).collect();
+        assert_eq!(runs.len(), 1, "one run folder: {runs:?}");
+        let run = runs.into_iter().next().unwrap().clone();
+        assert_eq!(trash[&(run.clone(), schema.into())], original[schema]);
+        assert_eq!(trash[&(run.clone(), bloom.into())], original[bloom]);
+        remote.assert_invariant("after the push");
+
+        // B edited the same file: a pull stops there (and applies the rest:
+        // the file A deleted goes to B's trash); with remote-wins, B's edit
+        // goes to B's trash too.
+        std::fs::write(b.path().join(schema), b"{\"b\":1}\n").unwrap();
+        age(&b.path().join(schema));
+        pqsync(remote.server())
+            .args(["pull", "-d"])
+            .arg(b.path())
+            .stdout_with(3);
+        assert!(!b.path().join(bloom).exists());
+        let out = pqsync(remote.server())
+            .args(["pull", "--strategy", "remote-wins", "--json", "-d"])
+            .arg(b.path())
+            .stdout_ok();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        let kept: Vec<(&str, &str)> = v["kept"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| (k["path"].as_str().unwrap(), k["side"].as_str().unwrap()))
+            .collect();
+        assert_eq!(kept, [(schema, "local")], "{v}");
+        assert_eq!(
+            std::fs::read(b.path().join(schema)).unwrap(),
+            b"{\"a\":2}\n"
+        );
+        assert!(!b.path().join(bloom).exists());
+
+        // B gets its edit back; A's version, which it replaces, is kept in
+        // turn.
+        pqsync(remote.server())
+            .args(["trash", "restore", "-d"])
+            .arg(b.path())
+            .args(["--path", schema])
+            .stdout_ok();
+        assert_eq!(
+            std::fs::read(b.path().join(schema)).unwrap(),
+            b"{\"b\":1}\n"
+        );
+        let listed = pqsync(remote.server())
+            .args(["trash", "list", "--json", "-d"])
+            .arg(b.path())
+            .stdout_ok();
+        let listed: Value = serde_json::from_slice(&listed).unwrap();
+        let mut kept: Vec<&str> = listed["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["path"].as_str().unwrap())
+            .collect();
+        kept.sort();
+        // The deleted file, B's edit, and A's version the restore replaced.
+        assert_eq!(kept, [schema, schema, bloom], "{listed}");
+
+        // The remote's trash restores into a fresh directory.
+        let fresh = tempfile::tempdir().unwrap();
+        pqsync(remote.server())
+            .args(["trash", "restore", &url, "-d"])
+            .arg(fresh.path())
+            .stdout_ok();
+        let restored = tree_files(fresh.path());
+        assert_eq!(restored[schema], original[schema]);
+        assert_eq!(restored[bloom], original[bloom]);
+
+        // --no-trash keeps nothing; emptying removes everything kept.
+        std::fs::write(a.path().join(schema), b"{\"a\":3}\n").unwrap();
+        age(&a.path().join(schema));
+        pqsync(remote.server())
+            .args(["push", "--no-trash", "-d"])
+            .arg(a.path())
+            .stdout_ok();
+        assert_eq!(remote.trash().len(), 2, "--no-trash kept nothing more");
+        pqsync(remote.server())
+            .args(["trash", "empty", &url, "--older-than", "1d"])
+            .stdout_ok();
+        assert_eq!(remote.trash().len(), 2, "nothing is a day old yet");
+        pqsync(remote.server())
+            .args(["trash", "empty", &url])
+            .stdout_ok();
+        assert!(remote.trash().is_empty());
+        remote.assert_invariant("at the end");
     }
 }

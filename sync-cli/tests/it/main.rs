@@ -249,12 +249,25 @@ fn push_change_status_push_pull_over_s3() {
     assert_eq!(paths(&v["uploaded"]), vec![added, changed]);
     assert_eq!(paths(&v["deleted"]), vec![removed]);
     // GET manifest + 2 PUTs + manifest PUT, then the guarded delete: the
-    // manifest read again, a HEAD of the object, 1 bulk delete (+ the lease).
-    assert_eq!(v["requests"], 7 + lease);
+    // manifest read again, a HEAD of the object, 1 bulk delete (+ the lease);
+    // the trash: a COPY of the overwritten and of the deleted object, and a
+    // LIST for its expired runs.
+    assert_eq!(v["requests"], 10 + lease);
+    let kept: Vec<&str> = v["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(
+        kept.contains(&changed) && kept.contains(&removed),
+        "{kept:?}"
+    );
     if server.is_in_process() {
         let seen = server.request_count() - before;
         assert!(
-            seen <= 3 + 4,
+            seen <= 3 + 7,
             "push made {seen} requests for 3 changed files"
         );
     }
@@ -601,7 +614,8 @@ fn mirror_between_remotes() {
 }
 
 /// `--max-delete` stops a mass deletion (exit 1, nothing deleted, other
-/// changes still pushed); `--backup-dir` keeps what is overwritten.
+/// changes still pushed); `--backup-dir` keeps what is overwritten and
+/// deleted there, one folder per run.
 #[test]
 fn safety_flags() {
     let db = sample_copy();
@@ -639,12 +653,31 @@ fn safety_flags() {
         .assert()
         .success();
     assert!(!remote.join("indexes/bloom/users.bloom").exists());
+    // One run folder under bk/, holding what the run replaced.
+    let runs: Vec<_> = std::fs::read_dir(remote.join("bk"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let run = &runs[0];
     assert!(
-        remote.join("bk/indexes/bloom/users.bloom").exists(),
+        run.join("indexes/bloom/users.bloom").exists(),
         "deleted file kept in the backup dir"
     );
+    // The first push's overwrite went to the default trash; this run's
+    // versions went only to bk/.
+    let default_runs: Vec<_> = std::fs::read_dir(remote.join("_meta/.pqsync/trash"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(default_runs.len(), 1, "{default_runs:?}");
+    assert!(default_runs[0].join("events/current.parquet").exists());
+    assert!(
+        !default_runs[0].join("_meta/schema.json").exists(),
+        "--backup-dir replaces the default trash"
+    );
     assert_eq!(
-        std::fs::read(remote.join("bk/_meta/schema.json")).unwrap(),
+        std::fs::read(run.join("_meta/schema.json")).unwrap(),
         std::fs::read(sample_db().join("_meta/schema.json")).unwrap(),
         "overwritten file kept in the backup dir"
     );

@@ -120,7 +120,9 @@ fn json_documents_of_a_backup_cycle() {
         ".diff.toUpload[].modifiedAt" => "[time]",
     });
     let result = json(&["push", "-d", d], 0);
-    insta::assert_json_snapshot!("json_push", result);
+    insta::assert_json_snapshot!("json_push", result, {
+        ".kept[].location" => insta::dynamic_redaction(|v, _| hide_run(v.as_str().unwrap())),
+    });
     let failure = json(&["pull", &format!("{r}-missing"), "-d", d], 1);
     let parent_path = parent.path().display().to_string();
     let hide = move |v: insta::internals::Content, _: insta::internals::ContentPath<'_>| {
@@ -130,4 +132,24 @@ fn json_documents_of_a_backup_cycle() {
         ".error.message" => insta::dynamic_redaction(hide.clone()),
         ".error.path" => insta::dynamic_redaction(hide),
     });
+}
+
+/// A trash location with its run folder (`20261205T054012Z-9f3a61c2`, a
+/// time and a random suffix) replaced by `[RUN]`.
+fn hide_run(location: &str) -> String {
+    location
+        .split('/')
+        .map(|c| {
+            let run = c.len() == 25
+                && c.as_bytes()[8] == b'T'
+                && c.as_bytes()[15] == b'Z'
+                && c.as_bytes()[16] == b'-';
+            if run {
+                "[RUN]"
+            } else {
+                c
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }

@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::layout::{is_nested_manifest, MANIFEST_PATH};
 use crate::manifest::{now_iso, FileEntry, Manifest};
 use crate::runtime::{Event, Operation};
-use crate::tree::{CommitMode, FileStat, RemoteManifest};
+use crate::tree::{CommitMode, FileStat, RemoteManifest, Side};
 
 /// How many times a commit is retried when other writers keep winning the
 /// compare-and-swap.
@@ -88,6 +88,9 @@ impl Engine {
             bytes: AtomicU64::new(0),
             total: plan.operations(),
             bytes_total: plan.bytes_up() + plan.bytes_down(),
+            run_name: crate::tree::trash::run_name(std::time::SystemTime::now()),
+            kept: Default::default(),
+            overwritten: Default::default(),
         };
         run.execute(plan).await
     }
@@ -126,6 +129,9 @@ impl Run<'_> {
         let all_ok = out.errors.is_empty();
         let committed = all_ok && plan.needs_commit && self.commit(&plan, &guard, &mut out).await;
         let clean_run = all_ok && (committed || !plan.needs_commit);
+        if plan.needs_commit && !committed {
+            self.put_back(&plan, &mut out).await;
+        }
         if committed {
             let rest: Vec<String> = plan
                 .delete_remote
@@ -136,6 +142,7 @@ impl Run<'_> {
             self.delete_remote(&plan, &rest, &mut out).await;
         }
         let settled = self.settle(&plan, clean_run, &mut out).await;
+        self.expire_trash(&mut out).await;
         // The lease goes whatever happened to the local state.
         guard.release().await;
         settled?;
@@ -283,10 +290,16 @@ impl Run<'_> {
         let local = blocking(&plan.delete_local, &plan.downloads);
         if !local.is_empty() {
             let on_deleted = |p: &str| self.done(p, Operation::Deleting, 0);
-            let (deleted, errors) = self
-                .engine
-                .source
-                .delete_now(&local, &plan.view, &on_deleted);
+            let keep = self.local_keep();
+            let (deleted, errors) =
+                self.engine
+                    .source
+                    .delete_now(&local, &plan.view, keep, &on_deleted);
+            if let Some(run) = keep {
+                for p in &deleted {
+                    self.kept_local(p, run);
+                }
+            }
             out.deleted.extend(deleted.iter().cloned());
             out.cleared_local = deleted;
             out.errors.extend(errors);
@@ -449,8 +462,8 @@ impl Run<'_> {
         m
     }
 
-    /// Phase 6: remote deletions, after the commit. With `--backup-dir`, an
-    /// object is deleted only once its backup copy is made.
+    /// Phase 6: remote deletions, after the commit. Unless the trash is
+    /// off, an object is deleted only once it is kept in the trash.
     async fn delete_remote(&self, plan: &Plan, paths: &[String], out: &mut Outcome) {
         if paths.is_empty() {
             return;
@@ -458,21 +471,28 @@ impl Run<'_> {
         let remote = &self.engine.remote;
         self.progress(Operation::Deleting, None);
         let mut doomed = self.still_doomed(plan, paths, out).await;
-        if let Some(prefix) = &self.engine.opts.backup_dir {
-            let mut backed_up = Vec::new();
-            for p in doomed {
-                match remote.backup(&p, prefix).await {
-                    Ok(()) => backed_up.push(p),
-                    // Not backed up, so not deleted: the manifest no longer
-                    // lists it, and the object stays.
+        if self.engine.opts.trash.keeps() {
+            let kept: Vec<(String, Result<Option<String>>)> = futures::stream::iter(doomed)
+                .map(|p| async move {
+                    let r = self.keep_remote(&p).await;
+                    (p, r)
+                })
+                .buffer_unordered(self.engine.opts.concurrency)
+                .collect()
+                .await;
+            doomed = Vec::new();
+            for (p, r) in kept {
+                match r {
+                    Ok(_) => doomed.push(p),
+                    // Not kept, so not deleted: the manifest no longer lists
+                    // it, and the object stays.
                     Err(e) => out.errors.push(FileError::new(
                         p,
                         "delete",
-                        format!("not deleted: backup to {prefix} failed: {e}"),
+                        format!("not deleted: keeping it in the trash failed: {e}"),
                     )),
                 }
             }
-            doomed = backed_up;
         }
         let failed: HashSet<String> = match remote.delete_many(&doomed).await {
             Ok(()) => HashSet::new(),
@@ -581,12 +601,86 @@ impl Run<'_> {
                 deleted_early: &out.cleared_local,
                 may_delete: out.errors.is_empty(),
                 clean_run,
+                keep: self.local_keep(),
                 on_deleted: &on_deleted,
             })
             .await?;
+        if let Some(run) = self.local_keep() {
+            for p in &settled.deleted {
+                self.kept_local(p, run);
+            }
+        }
         out.deleted.extend(settled.deleted);
         out.errors.extend(settled.errors);
         Ok(())
+    }
+
+    /// After a run that did not commit: puts back the committed versions
+    /// of the objects it overwrote, so the manifest again names the bytes
+    /// that are there. An object another writer has committed anew since
+    /// the plan is left alone.
+    async fn put_back(&self, plan: &Plan, out: &mut Outcome) {
+        let overwritten = std::mem::take(&mut *self.overwritten.lock().expect("overwritten"));
+        if overwritten.is_empty() {
+            return;
+        }
+        let remote = &self.engine.remote;
+        let now = match remote.read_manifest().await {
+            Ok(now) => now,
+            Err(e) => {
+                out.warnings.push(format!(
+                    "the objects this run replaced were not put back (the manifest could not be read: {e}); their committed versions are in the trash"
+                ));
+                return;
+            }
+        };
+        let planned = plan.remote.as_ref().map(|r| &r.manifest.files);
+        let committed_now = now.as_ref().map(|r| &r.manifest.files);
+        for (path, key) in overwritten {
+            let unchanged = match (
+                planned.and_then(|f| f.get(&path)),
+                committed_now.and_then(|f| f.get(&path)),
+            ) {
+                (Some(a), Some(b)) => a.same_content(b),
+                _ => false,
+            };
+            if !unchanged {
+                continue;
+            }
+            // Put back or not, this run's upload of it no longer counts.
+            self.engine.source.upload_undone(&path);
+            if let Err(e) = remote.put_back(&path, &key).await {
+                out.errors.push(FileError::new(
+                    &path,
+                    "upload",
+                    format!(
+                        "the committed version could not be put back from the trash ({key}): {e}"
+                    ),
+                ));
+            }
+        }
+    }
+
+    /// A run that kept versions removes the trash's runs older than the
+    /// retention period, on the sides where it kept them.
+    async fn expire_trash(&self, out: &mut Outcome) {
+        let kept = self.kept.lock().expect("kept").clone();
+        let age = self.engine.opts.trash_retention;
+        if kept.iter().any(|k| k.side == Side::Remote) {
+            let trash = &self.engine.opts.trash;
+            if let Err(e) = self.engine.remote.trash_empty(trash, Some(age)).await {
+                out.warnings.push(format!(
+                    "the remote trash's expired runs were not removed: {e}"
+                ));
+            }
+        }
+        if kept.iter().any(|k| k.side == Side::Local) {
+            if let Err(e) = self.engine.source.expire_trash(age) {
+                out.warnings.push(format!(
+                    "the local trash's expired runs were not removed: {e}"
+                ));
+            }
+        }
     }
 
     /// Phase 8: the result.
@@ -642,6 +736,7 @@ impl Run<'_> {
             bytes_transferred: self.bytes.load(std::sync::atomic::Ordering::SeqCst),
             requests: engine.requests(),
             warnings,
+            kept: std::mem::take(&mut *self.kept.lock().expect("kept")),
         }
     }
 }

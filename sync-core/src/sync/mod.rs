@@ -446,6 +446,21 @@ impl Engine {
                 n += plan.delete_remote.len() as u64;
             }
         }
+        if self.opts.trash.keeps() {
+            // A server-side COPY into the trash per committed object an
+            // upload replaces or a deletion removes, and one delimited LIST
+            // to expire old runs when anything was kept.
+            let remote = plan.remote.as_ref().map(|r| &r.manifest.files);
+            let replaced = plan
+                .uploads
+                .iter()
+                .filter(|e| remote.is_some_and(|f| f.contains_key(&e.path)))
+                .count() as u64;
+            let kept = replaced + plan.delete_remote.len() as u64;
+            if kept > 0 {
+                n += kept + 1;
+            }
+        }
         if plan.needs_commit {
             n += 1;
         }

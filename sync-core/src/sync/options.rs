@@ -1,12 +1,14 @@
 //! How a run behaves: [`SyncOptions`] and the deletion limit.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::mode::Strategy;
 use super::select::Selection;
 use crate::error::{Error, Result};
 use crate::manifest::HashAlgorithm;
 use crate::runtime::{Congestion, RetryConfig};
+use crate::tree::{Trash, DEFAULT_RETENTION};
 
 /// Options for a run. Start from [`SyncOptions::default`] and change what
 /// you need with the `with_*` methods:
@@ -38,9 +40,12 @@ pub struct SyncOptions {
     pub retry: RetryConfig,
     /// The most files one run may delete on either side. Default 50%.
     pub max_delete: MaxDelete,
-    /// Copy remote files that would be overwritten or deleted under this
-    /// prefix (relative to the bucket) first.
-    pub backup_dir: Option<String>,
+    /// Where versions this run overwrites or deletes are kept. Default: each
+    /// side's trash ([`Trash::Default`]).
+    pub trash: Trash,
+    /// How long kept versions stay: a run that keeps anything removes the
+    /// trash's runs older than this. Default 7 days.
+    pub trash_retention: Duration,
     /// Skip the lease on stores without enforced conditional writes.
     pub force: bool,
     /// Shared with the stores' HTTP clients, which report every response
@@ -60,7 +65,8 @@ impl Default for SyncOptions {
             hash: None,
             retry: RetryConfig::default(),
             max_delete: MaxDelete::Percent(50.0),
-            backup_dir: None,
+            trash: Trash::Default,
+            trash_retention: DEFAULT_RETENTION,
             force: false,
             congestion: Default::default(),
             selection: Selection::all(),
@@ -105,9 +111,16 @@ impl SyncOptions {
         self
     }
 
-    /// Copies remote files to `prefix` before overwriting or deleting them.
-    pub fn with_backup_dir(mut self, prefix: impl Into<String>) -> Self {
-        self.backup_dir = Some(prefix.into());
+    /// Keeps the versions this run replaces as `trash` says.
+    pub fn with_trash(mut self, trash: Trash) -> Self {
+        self.trash = trash;
+        self
+    }
+
+    /// Keeps replaced versions for `retention` (a run that keeps anything
+    /// removes the trash's older runs).
+    pub fn with_trash_retention(mut self, retention: Duration) -> Self {
+        self.trash_retention = retention;
         self
     }
 

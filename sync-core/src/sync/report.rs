@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::plan::{Conflict, HeldBack};
 use crate::manifest::FileEntry;
+use crate::tree::Kept;
 
 /// A file that failed, with ParqueDB's field names.
 #[derive(Clone, Debug, Serialize)]
@@ -66,6 +67,8 @@ pub struct SyncResult {
     pub requests: u64,
     /// Warnings, the plan's included.
     pub warnings: Vec<String>,
+    /// Versions this run overwrote or deleted and kept in a trash.
+    pub kept: Vec<Kept>,
 }
 
 /// A status report, with ParqueDB's field names.

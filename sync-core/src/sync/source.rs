@@ -79,6 +79,8 @@ pub(crate) struct Settle<'a> {
     pub may_delete: bool,
     /// Every transfer succeeded and the commit, if one was needed, too.
     pub clean_run: bool,
+    /// The run's trash folder, where deleted files go instead.
+    pub keep: Option<&'a str>,
     /// Told of each local deletion.
     pub on_deleted: &'a (dyn Fn(&str) + Send + Sync),
 }
@@ -150,29 +152,43 @@ pub(crate) trait Source: Send + Sync + std::fmt::Debug {
     ) -> Result<()>;
 
     /// Fetches one file from the remote into the source, verified against
-    /// `e`. Called only in modes that fetch (never for a mirror).
+    /// `e`; with `keep`, a file it replaces goes to that run's trash folder.
+    /// Called only in modes that fetch (never for a mirror).
     async fn download(
         &self,
         e: &FileEntry,
         view: &SourceView,
         remote: &StoreTree,
+        keep: Option<&str>,
         on_bytes: OnBytes<'_>,
     ) -> Result<FileStat>;
 
     /// Deletes `paths` now, each only if it is still the version the scan
-    /// saw; returns the paths deleted and the failures. Called only in modes
-    /// that fetch.
+    /// saw (with `keep`, moving it to that run's trash folder); returns the
+    /// paths deleted and the failures. Called only in modes that fetch.
     fn delete_now(
         &self,
         paths: &[String],
         view: &SourceView,
+        keep: Option<&str>,
         on_deleted: &(dyn Fn(&str) + Send + Sync),
     ) -> (Vec<String>, Vec<FileError>);
+
+    /// Where `run` keeps a replaced version of `path`, as the output names
+    /// it.
+    fn kept_location(&self, path: &str, run: &str) -> String;
+
+    /// Removes the trash's runs older than `age`; returns the files removed.
+    fn expire_trash(&self, age: std::time::Duration) -> Result<usize>;
 
     /// Records a completed upload, so a re-run does not send it again;
     /// `against` is the commit id of the remote manifest the run planned
     /// against.
     fn uploaded(&self, e: &FileEntry, against: Option<&str>);
+
+    /// Takes back a recorded upload whose object was put back to its
+    /// committed version, so a re-run sends it again.
+    fn upload_undone(&self, path: &str);
 
     /// Everything after the commit: the stat cache learns the downloads,
     /// local deletions are carried out, and the local manifest, the base
@@ -230,7 +246,7 @@ impl LocalSource {
     ) {
         for p in s.delete_local {
             let prior = s.view.stats.get(p).copied();
-            match self.tree.delete(p, prior) {
+            match self.tree.delete(p, prior, s.keep) {
                 Ok(()) => {
                     after.remove(p);
                     out.deleted.push(p.clone());
@@ -441,26 +457,32 @@ impl Source for LocalSource {
         e: &FileEntry,
         view: &SourceView,
         remote: &StoreTree,
+        keep: Option<&str>,
         on_bytes: OnBytes<'_>,
     ) -> Result<FileStat> {
         let stream = remote.open(&e.path).await?;
         let prior = view.stats.get(&e.path).copied();
-        self.tree.write(e, stream, prior, on_bytes).await
+        self.tree.write(e, stream, prior, keep, on_bytes).await
     }
 
     fn uploaded(&self, e: &FileEntry, against: Option<&str>) {
         self.state.journal_append(e, against);
     }
 
+    fn upload_undone(&self, path: &str) {
+        self.state.journal_revoke(path);
+    }
+
     fn delete_now(
         &self,
         paths: &[String],
         view: &SourceView,
+        keep: Option<&str>,
         on_deleted: &(dyn Fn(&str) + Send + Sync),
     ) -> (Vec<String>, Vec<FileError>) {
         let (mut deleted, mut errors) = (Vec::new(), Vec::new());
         for p in paths {
-            match self.tree.delete(p, view.stats.get(p).copied()) {
+            match self.tree.delete(p, view.stats.get(p).copied(), keep) {
                 Ok(()) => {
                     on_deleted(p);
                     deleted.push(p.clone());
@@ -469,6 +491,14 @@ impl Source for LocalSource {
             }
         }
         (deleted, errors)
+    }
+
+    fn kept_location(&self, path: &str, run: &str) -> String {
+        format!("{}/{run}/{path}", crate::tree::TRASH_DIR)
+    }
+
+    fn expire_trash(&self, age: std::time::Duration) -> Result<usize> {
+        self.tree.trash_empty(Some(age))
     }
 
     async fn settle(&self, s: Settle<'_>) -> Result<Settled> {
@@ -630,6 +660,7 @@ impl Source for StoreSource {
         e: &FileEntry,
         _view: &SourceView,
         _remote: &StoreTree,
+        _keep: Option<&str>,
         _on_bytes: OnBytes<'_>,
     ) -> Result<FileStat> {
         Err(Error::InvalidArgument {
@@ -644,10 +675,13 @@ impl Source for StoreSource {
 
     fn uploaded(&self, _e: &FileEntry, _against: Option<&str>) {}
 
+    fn upload_undone(&self, _path: &str) {}
+
     fn delete_now(
         &self,
         paths: &[String],
         _view: &SourceView,
+        _keep: Option<&str>,
         _on_deleted: &(dyn Fn(&str) + Send + Sync),
     ) -> (Vec<String>, Vec<FileError>) {
         let why = "a mirror never deletes from its source";
@@ -658,6 +692,14 @@ impl Source for StoreSource {
                 .map(|p| FileError::new(p, "delete", why))
                 .collect(),
         )
+    }
+
+    fn kept_location(&self, path: &str, _run: &str) -> String {
+        path.to_string()
+    }
+
+    fn expire_trash(&self, _age: std::time::Duration) -> Result<usize> {
+        Ok(0)
     }
 
     async fn settle(&self, _s: Settle<'_>) -> Result<Settled> {

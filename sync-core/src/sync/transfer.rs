@@ -2,6 +2,7 @@
 //! of files, concurrently.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use futures::StreamExt;
 
@@ -10,7 +11,7 @@ use super::Engine;
 use crate::error::{Error, Result};
 use crate::manifest::FileEntry;
 use crate::runtime::{Event, Operation, Progress};
-use crate::tree::FileStat;
+use crate::tree::{FileStat, Kept, Side};
 
 /// Which way a file moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,13 +39,21 @@ impl Dir {
     }
 }
 
-/// The shared state of one `execute`: the engine and the progress counters.
+/// The shared state of one `execute`: the engine, the progress counters
+/// and the versions kept so far.
 pub(crate) struct Run<'a> {
     pub engine: &'a Engine,
     pub processed: AtomicU64,
     pub bytes: AtomicU64,
     pub total: u64,
     pub bytes_total: u64,
+    /// This run's folder in the trash.
+    pub run_name: String,
+    /// Versions kept so far, on either side.
+    pub kept: Mutex<Vec<Kept>>,
+    /// Remote objects this run overwrote, with the key of the kept version:
+    /// put back if the run does not commit.
+    pub overwritten: Mutex<Vec<(String, String)>>,
 }
 
 impl Run<'_> {
@@ -108,21 +117,26 @@ impl Run<'_> {
             self.bytes.fetch_add(n, Ordering::Relaxed);
             self.progress(op, Some(&e.path));
         };
+        if dir == Dir::Up {
+            self.keep_replaced(e, plan).await?;
+        }
+        let keep = self.local_keep();
         let result = engine
             .opts
             .retry
             .run(
                 || async {
+                    let remote = &engine.remote;
                     match dir {
                         Dir::Up => {
-                            self.back_up(e, plan).await?;
-                            let remote = &engine.remote;
                             engine.source.upload(e, view, remote, &on_bytes).await?;
                             Ok(None)
                         }
                         Dir::Down => {
-                            let remote = &engine.remote;
-                            let stat = engine.source.download(e, view, remote, &on_bytes).await?;
+                            let stat = engine
+                                .source
+                                .download(e, view, remote, keep, &on_bytes)
+                                .await?;
                             Ok(Some(stat))
                         }
                     }
@@ -130,6 +144,11 @@ impl Run<'_> {
                 |attempt, err| self.retrying(&e.path, attempt, err),
             )
             .await;
+        if dir == Dir::Down && result.is_ok() && view.stats.contains_key(&e.path) {
+            if let Some(run) = keep {
+                self.kept_local(&e.path, run);
+            }
+        }
         if result.is_ok() {
             if dir == Dir::Up {
                 let against = plan
@@ -143,19 +162,65 @@ impl Run<'_> {
         result
     }
 
-    /// With `--backup-dir`, copies the remote object an upload is about to
-    /// replace.
-    async fn back_up(&self, e: &FileEntry, plan: &Plan) -> Result<()> {
-        let Some(prefix) = &self.engine.opts.backup_dir else {
-            return Ok(());
-        };
-        let exists = plan
+    /// The run's trash folder for local versions, unless nothing is kept.
+    pub fn local_keep(&self) -> Option<&str> {
+        self.engine
+            .opts
+            .trash
+            .keeps()
+            .then_some(self.run_name.as_str())
+    }
+
+    /// Records a local version kept in the trash.
+    pub fn kept_local(&self, path: &str, run: &str) {
+        let location = self.engine.source.kept_location(path, run);
+        self.kept.lock().expect("kept").push(Kept {
+            path: path.to_string(),
+            side: Side::Local,
+            location,
+        });
+    }
+
+    /// Copies the committed version of a remote object into the trash
+    /// before an upload replaces it (once per run, retried on its own: a
+    /// retried upload must not keep its own first attempt's bytes).
+    async fn keep_replaced(&self, e: &FileEntry, plan: &Plan) -> Result<()> {
+        let committed = plan
             .remote
             .as_ref()
             .is_some_and(|r| r.manifest.files.contains_key(&e.path));
-        if exists {
-            self.engine.remote.backup(&e.path, prefix).await?;
+        if !committed {
+            return Ok(());
+        }
+        if let Some(key) = self.keep_remote(&e.path).await? {
+            self.overwritten
+                .lock()
+                .expect("overwritten")
+                .push((e.path.clone(), key));
         }
         Ok(())
+    }
+
+    /// Copies the remote object at `path` into this run's trash folder,
+    /// retrying transient failures. Returns the kept version's key.
+    pub async fn keep_remote(&self, path: &str) -> Result<Option<String>> {
+        let engine = self.engine;
+        let trash = &engine.opts.trash;
+        let key = engine
+            .opts
+            .retry
+            .run(
+                || engine.remote.keep(path, trash, &self.run_name),
+                |attempt, err| self.retrying(path, attempt, err),
+            )
+            .await?;
+        if let Some(key) = &key {
+            self.kept.lock().expect("kept").push(Kept {
+                path: path.to_string(),
+                side: Side::Remote,
+                location: key.clone(),
+            });
+        }
+        Ok(key)
     }
 }

@@ -5,6 +5,7 @@
 
 pub(crate) mod local;
 pub(crate) mod store;
+pub(crate) mod trash;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -20,6 +21,7 @@ use crate::manifest::{hash_file, ContentHasher, Digest, HashAlgorithm, Manifest}
 pub use local::{FileStat, LeftOut, LocalScan, LocalTree, RunLock};
 pub use store::{Capabilities, RemoteManifest, StoreTree};
 pub(crate) use store::{CommitMode, PartLog};
+pub use trash::{Kept, Side, Trash, TrashedFile, DEFAULT_RETENTION, TRASH_DIR};
 
 /// A tree read without syncing it: a directory or a store prefix, alike.
 ///

@@ -5,7 +5,7 @@ use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use pqsync_core::Resolution;
 use pqsync_core::MANIFEST_PATH;
-use pqsync_core::{HashAlgorithm, LocalTree, Mode, Strategy, SyncOptions};
+use pqsync_core::{HashAlgorithm, LocalTree, Mode, Strategy, SyncOptions, Trash, TRASH_DIR};
 
 use crate::support::*;
 
@@ -62,7 +62,7 @@ conformance!(
     probe_finds_whether_conditional_writes_are_enforced,
     concurrent_pushes_merge_and_overlaps_stop,
     max_delete_stops_a_mass_deletion,
-    backup_dir_keeps_overwritten_and_deleted_files,
+    the_trash_keeps_overwritten_and_deleted_files,
     a_live_lease_blocks_a_second_writer_unless_forced,
 );
 
@@ -120,19 +120,25 @@ async fn second_push_moves_only_changes(kind: &RemoteKind) {
     } else {
         2
     };
+    // The trash: a COPY of the overwritten users file and of the deleted
+    // segment, and one LIST for its expired runs.
+    let trash = 3;
     assert_eq!(plan.requests_so_far(), 1);
-    assert_eq!(plan.requests_planned(), 4 + lease + guard);
+    assert_eq!(plan.requests_planned(), 4 + lease + guard + trash);
     let r = engine.execute(plan).await.unwrap();
     assert!(r.success, "{:?}", r.errors);
     assert_eq!(r.uploaded.len(), 2);
     assert_eq!(r.deleted, vec!["events/seg-0001.parquet"]);
     if kind.conditional() {
-        assert_eq!(r.requests, 5 + guard);
+        assert_eq!(r.requests, 5 + guard + trash);
     } else {
         // Lease: GET, PUT, GET; commit: re-read, PUT, read back; release:
         // GET, DELETE.
-        assert_eq!(r.requests, 5 + 7 + guard);
+        assert_eq!(r.requests, 5 + 7 + guard + trash);
     }
+    let mut kept: Vec<&str> = r.kept.iter().map(|k| k.path.as_str()).collect();
+    kept.sort();
+    assert_eq!(kept, ["data/users/data.parquet", "events/seg-0001.parquet"]);
 
     let m = kind
         .reopen(&remote)
@@ -859,41 +865,67 @@ async fn max_delete_stops_a_mass_deletion(kind: &RemoteKind) {
     assert_eq!(r.deleted.len(), 5);
 }
 
-async fn backup_dir_keeps_overwritten_and_deleted_files(kind: &RemoteKind) {
-    let db = small_db();
-    let remote = kind.tree("backup");
-    push(db.path(), remote.clone()).await;
-    write_old(db.path(), "data/users/data.parquet", b"users v2");
-    std::fs::remove_file(db.path().join("data/posts/data.parquet")).unwrap();
-    let backup = unique("bk");
-    let mut opts = (Mode::Push, SyncOptions::default());
-    opts.1.backup_dir = Some(backup.clone());
-    let r = run(db.path(), kind.reopen(&remote), opts).await;
-    assert!(r.success, "{:?}", r.errors);
-    let raw = kind.raw();
-    let get = |p: String| {
-        let raw = raw.clone();
-        async move {
-            raw.get(&object_store::path::Path::from(p))
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap()
+async fn the_trash_keeps_overwritten_and_deleted_files(kind: &RemoteKind) {
+    for (name, trash) in [
+        ("trash", Trash::Default),
+        ("backup", Trash::At(unique("bk"))),
+    ] {
+        let db = small_db();
+        let remote = kind.tree(name);
+        push(db.path(), remote.clone()).await;
+        write_old(db.path(), "data/users/data.parquet", b"users v2");
+        std::fs::remove_file(db.path().join("data/posts/data.parquet")).unwrap();
+        let mut opts = (Mode::Push, SyncOptions::default().with_trash(trash.clone()));
+        opts.1.max_delete = "100%".parse().unwrap();
+        let r = run(db.path(), kind.reopen(&remote), opts).await;
+        assert!(r.success, "{:?}", r.errors);
+        let raw = kind.raw();
+        let get = |p: String| {
+            let raw = raw.clone();
+            async move {
+                raw.get(&object_store::path::Path::from(p))
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap()
+            }
+        };
+        let root = match &trash {
+            Trash::At(prefix) => prefix.clone(),
+            _ => remote.location(TRASH_DIR).to_string(),
+        };
+        let mut kept: Vec<(&str, &str)> = r
+            .kept
+            .iter()
+            .map(|k| (k.path.as_str(), k.location.as_str()))
+            .collect();
+        kept.sort();
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        // One run folder under the trash root, holding both old versions.
+        let run_dir = kept[0]
+            .1
+            .strip_prefix(&format!("{root}/"))
+            .and_then(|rest| rest.split_once('/'))
+            .map(|(run, _)| run.to_string())
+            .unwrap_or_else(|| panic!("{} is not under {root}", kept[0].1));
+        for (path, old) in [
+            ("data/posts/data.parquet", &b"PAR1 posts v1 PAR1"[..]),
+            ("data/users/data.parquet", &b"PAR1 users v1 PAR1"[..]),
+        ] {
+            assert_eq!(&get(format!("{root}/{run_dir}/{path}")).await[..], old);
         }
-    };
-    assert_eq!(
-        &get(format!("{backup}/data/users/data.parquet")).await[..],
-        b"PAR1 users v1 PAR1"
-    );
-    assert_eq!(
-        &get(format!("{backup}/data/posts/data.parquet")).await[..],
-        b"PAR1 posts v1 PAR1"
-    );
-    assert_eq!(
-        &get(remote.location("data/users/data.parquet").to_string()).await[..],
-        b"users v2"
-    );
+        assert_eq!(
+            &get(remote.location("data/users/data.parquet").to_string()).await[..],
+            b"users v2"
+        );
+        // Listed, and emptied.
+        let listed = remote.trash_list(&trash).await.unwrap();
+        assert_eq!(listed.len(), 2);
+        assert!(listed.iter().all(|t| t.run == run_dir));
+        assert_eq!(remote.trash_empty(&trash, None).await.unwrap(), 2);
+        assert!(remote.trash_list(&trash).await.unwrap().is_empty());
+    }
 }
 
 async fn a_live_lease_blocks_a_second_writer_unless_forced(kind: &RemoteKind) {

@@ -180,6 +180,58 @@ async fn failed_transfer_blocks_commit_and_rerun_moves_only_the_rest() {
     assert_eq!(tree_files(db.path()), tree_files(out.path()));
 }
 
+/// A push that overwrites some objects and then fails puts the committed
+/// versions back: the manifest names exactly the bytes that are there, and
+/// the next run sends the edits again rather than trusting its journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_push_puts_back_what_it_overwrote() {
+    let db = small_db();
+    let flaky = Arc::new(Flaky {
+        inner: InMemory::new(),
+        needle: "data/posts".into(),
+        broken: AtomicBool::new(false),
+        gets_broken: AtomicBool::new(false),
+        transient: AtomicU32::new(0),
+    });
+    let store: Arc<dyn ObjectStore> = flaky.clone();
+    let tree = || StoreTree::new(flaky.clone(), "db", "memory:///db");
+    assert!(push(db.path(), tree()).await.success);
+    write_old(db.path(), "data/users/data.parquet", b"PAR1 users v2 PAR1");
+    write_old(db.path(), "rels/forward/users.parquet", b"PAR1 fwd v2 PAR1");
+    write_old(db.path(), "data/posts/data.parquet", b"PAR1 posts v2 PAR1");
+
+    flaky.broken.store(true, Ordering::SeqCst);
+    let r = push(db.path(), tree()).await;
+    assert!(!r.success && !r.committed, "{:?}", r.errors);
+    assert_manifest_matches_objects(&store, "db").await;
+    let users = store
+        .get(&Path::from("db/data/users/data.parquet"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&users[..], b"PAR1 users v1 PAR1");
+
+    flaky.broken.store(false, Ordering::SeqCst);
+    let r = push(db.path(), tree()).await;
+    assert!(r.success && r.committed, "{:?}", r.errors);
+    let mut sent = r.uploaded.clone();
+    sent.sort();
+    assert_eq!(
+        sent,
+        [
+            "data/posts/data.parquet",
+            "data/users/data.parquet",
+            "rels/forward/users.parquet"
+        ]
+    );
+    assert_manifest_matches_objects(&store, "db").await;
+    let out = tempfile::tempdir().unwrap();
+    pull(out.path(), tree()).await;
+    assert_eq!(tree_files(db.path()), tree_files(out.path()));
+}
+
 /// A pull that cannot fetch a new event segment keeps the old event
 /// manifest, so the local event log never names a segment that is not
 /// there; the other files still arrive, and the next pull completes it.

@@ -15,6 +15,7 @@
 
 mod scan;
 mod state;
+mod trash;
 mod write;
 
 use std::io::Write;

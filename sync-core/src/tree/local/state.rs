@@ -84,6 +84,9 @@ struct RemoteRecord {
     url: String,
 }
 
+/// The journal's hash field for an upload that was taken back.
+const REVOKED: &str = "-";
+
 /// One completed upload in the journal: `<alg>:<hex> TAB path TAB commit`,
 /// where commit is the id of the remote manifest the run planned against
 /// (`-` for none; absent in journals of older versions).
@@ -225,16 +228,41 @@ impl RemoteState {
         let Some(bytes) = self.tree.read_state_file(&self.journal_name())? else {
             return Ok(Vec::new());
         };
-        Ok(String::from_utf8_lossy(&bytes)
+        // A later line for a path replaces an earlier one; a revoked upload
+        // (`-`) then matches no hash.
+        let mut latest: BTreeMap<String, JournalEntry> = BTreeMap::new();
+        for e in String::from_utf8_lossy(&bytes)
             .lines()
             .filter_map(JournalEntry::parse)
+        {
+            latest.insert(e.path.clone(), e);
+        }
+        Ok(latest
+            .into_values()
+            .filter(|e| e.tagged != REVOKED)
             .collect())
+    }
+
+    /// Takes back a recorded upload whose object was put back to its
+    /// committed version, so a re-run sends it again.
+    pub fn journal_revoke(&self, path: &str) {
+        self.journal_line(&format!("{REVOKED}\t{path}\t-"));
     }
 
     /// Records a completed upload so a re-run after a failure or a crash
     /// does not send it again. Best effort: a journal that cannot be written
     /// only costs a re-send.
     pub fn journal_append(&self, e: &FileEntry, against: Option<&str>) {
+        self.journal_line(&format!(
+            "{}\t{}\t{}",
+            e.tagged_hash(),
+            e.path,
+            against.unwrap_or("-")
+        ));
+    }
+
+    /// Appends one line to the journal (best effort).
+    fn journal_line(&self, line: &str) {
         let mut guard = self.journal.lock().expect("journal lock");
         if guard.is_none() {
             let path = self.tree.state_dir().join(self.journal_name());
@@ -248,13 +276,7 @@ impl RemoteState {
                 .ok();
         }
         if let Some(f) = guard.as_mut() {
-            let _ = writeln!(
-                f,
-                "{}\t{}\t{}",
-                e.tagged_hash(),
-                e.path,
-                against.unwrap_or("-")
-            );
+            let _ = writeln!(f, "{line}");
         }
     }
 

@@ -82,6 +82,7 @@ impl LocalTree {
         entry: &FileEntry,
         stream: BoxStream<'static, Result<Bytes>>,
         prior: Option<FileStat>,
+        keep: Option<&str>,
         on_bytes: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<FileStat> {
         let rel = entry.path.as_str();
@@ -103,7 +104,7 @@ impl LocalTree {
         ));
         let result = async {
             self.fill(entry, stream, &tmp, on_bytes).await?;
-            self.swap_in(rel, &tmp, &target, prior)?;
+            self.swap_in(rel, &tmp, &target, prior, keep)?;
             let _ = sync_dir(&parent);
             let md = std::fs::symlink_metadata(&target).map_err(|e| Error::io(&target, e))?;
             Ok(FileStat::of(&md))
@@ -160,7 +161,14 @@ impl LocalTree {
 
     /// Renames `tmp` over `target`, but only if the target is still what
     /// the scan saw (`prior`; the Unison rule) and is not a directory.
-    fn swap_in(&self, rel: &str, tmp: &Path, target: &Path, prior: Option<FileStat>) -> Result<()> {
+    fn swap_in(
+        &self,
+        rel: &str,
+        tmp: &Path,
+        target: &Path,
+        prior: Option<FileStat>,
+        keep: Option<&str>,
+    ) -> Result<()> {
         let current = self.stat(rel)?;
         let unchanged = match (prior, current) {
             (None, None) => true,
@@ -179,12 +187,15 @@ impl LocalTree {
                 reason: "a directory is in the way of this file".into(),
             });
         }
+        if let (Some(run), Some(_)) = (keep, current) {
+            self.keep(rel, run)?;
+        }
         std::fs::rename(tmp, target).map_err(|e| Error::io(target, e))
     }
 
     /// Creates `dir` (the parent of `rel`) and every missing ancestor,
     /// refusing to pass through a symlink or a file.
-    fn ensure_dir(&self, rel: &str, dir: &Path) -> Result<()> {
+    pub(super) fn ensure_dir(&self, rel: &str, dir: &Path) -> Result<()> {
         let relative = dir.strip_prefix(&self.root).unwrap_or(Path::new(""));
         let mut cur = self.root.clone();
         std::fs::create_dir_all(&cur).map_err(|e| Error::io(&cur, e))?;
@@ -218,12 +229,13 @@ impl LocalTree {
         Ok(())
     }
 
-    /// Deletes a file if it still has the stat the scan saw, then removes
+    /// Deletes a file if it still has the stat the scan saw (with `keep`,
+    /// moves it into that run's trash folder instead), then removes
     /// directories left empty.
     ///
     /// # Errors
     /// [`Error::ChangedDuringRun`] if it was modified since the scan.
-    pub fn delete(&self, rel: &str, prior: Option<FileStat>) -> Result<()> {
+    pub fn delete(&self, rel: &str, prior: Option<FileStat>, keep: Option<&str>) -> Result<()> {
         let path = self.abs(rel);
         let current = self.stat(rel)?;
         match (prior, current) {
@@ -236,7 +248,12 @@ impl LocalTree {
                 })
             }
         }
-        std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        match keep {
+            Some(run) => {
+                self.move_to_trash(rel, run)?;
+            }
+            None => std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?,
+        }
         let mut dir = path.parent().map(Path::to_path_buf);
         while let Some(d) = dir {
             if d == self.root || !d.starts_with(&self.root) {
@@ -271,7 +288,10 @@ mod tests {
             content_type: None,
         };
         let bad = futures::stream::iter(vec![Ok(Bytes::from_static(b"hello WORLD"))]).boxed();
-        let err = tree.write(&entry, bad, None, &|_| {}).await.unwrap_err();
+        let err = tree
+            .write(&entry, bad, None, None, &|_| {})
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("hash mismatch"), "{err}");
         assert!(std::fs::read_dir(dir.path().join("a"))
             .unwrap()
@@ -279,7 +299,7 @@ mod tests {
             .is_none());
 
         let good = futures::stream::iter(vec![Ok(data.clone())]).boxed();
-        tree.write(&entry, good, None, &|_| {}).await.unwrap();
+        tree.write(&entry, good, None, None, &|_| {}).await.unwrap();
         assert_eq!(std::fs::read(dir.path().join("a/b.bin")).unwrap(), data);
     }
 
@@ -299,7 +319,10 @@ mod tests {
             content_type: None,
         };
         let s = futures::stream::iter(vec![Ok(Bytes::from_static(b"x"))]).boxed();
-        let err = tree.write(&entry, s, None, &|_| {}).await.unwrap_err();
+        let err = tree
+            .write(&entry, s, None, None, &|_| {})
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::UnsafePath { .. }), "{err}");
         assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
     }

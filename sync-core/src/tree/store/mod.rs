@@ -14,6 +14,7 @@
 mod counting;
 mod probe;
 mod resumable;
+mod trash;
 mod upload;
 
 use std::collections::BTreeMap;
@@ -27,8 +28,8 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::{
-    Attribute, CopyOptions, GetOptions, GetResult, ObjectMeta, ObjectStore, PutMode, PutOptions,
-    PutPayload, UpdateVersion,
+    Attribute, GetOptions, GetResult, ObjectMeta, ObjectStore, PutMode, PutOptions, PutPayload,
+    UpdateVersion,
 };
 
 pub use probe::Capabilities;
@@ -345,28 +346,6 @@ impl StoreTree {
                 | object_store::Error::AlreadyExists { .. },
             ) => Err(Error::Precondition { path: shown }),
             Err(e) => Err(Error::store(shown, e)),
-        }
-    }
-
-    /// Copies an object to `backup_prefix/rel` (relative to the store's
-    /// root) before it is overwritten or deleted.
-    ///
-    /// # Errors
-    /// [`Error::Store`]; a missing object is not an error.
-    pub async fn backup(&self, rel: &str, backup_prefix: &str) -> Result<()> {
-        let to = Path::from_iter(
-            backup_prefix
-                .split('/')
-                .filter(|p| !p.is_empty())
-                .chain(rel.split('/')),
-        );
-        match self
-            .store
-            .copy_opts(&self.location(rel), &to, CopyOptions::default())
-            .await
-        {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(Error::store(self.display(rel), e)),
         }
     }
 
