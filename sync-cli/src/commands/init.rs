@@ -93,4 +93,11 @@ fn print(r: &RebuildReport, dry_run: bool, printer: &Printer) {
     if let Some(b) = &r.backup {
         printer.info(&format!("the old manifest is saved as {b}"));
     }
+    if !r.left_out.is_empty() {
+        printer.warn(&format!(
+            "left out {} object(s) a push is deleting (its deletion was announced): {}",
+            r.left_out.len(),
+            r.left_out.join(", ")
+        ));
+    }
 }

@@ -764,3 +764,47 @@ fn replaced_versions_are_kept_and_restored() {
         remote.assert_invariant("at the end");
     }
 }
+
+/// Scenario 6, on a store without compare-and-swap: a manifest rebuild
+/// takes the same lease as a push, so it cannot run while a push holds it
+/// (and a push cannot run during a rebuild).
+#[test]
+fn a_rebuild_waits_for_a_push_holding_the_lease() {
+    let remote = Remote::dir();
+    let db = sample_copy();
+    let url = remote.url();
+    pqsync(None)
+        .args(["push", &url, "-d"])
+        .arg(db.path())
+        .stdout_ok();
+    let until_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 60_000;
+    let lease = serde_json::json!({
+        "token": "a-push-elsewhere",
+        "holder": "pqsync pid 1 on other-host",
+        "host": "other-host",
+        "pid": 1,
+        "expiresAt": "in a minute",
+        "expiresAtMs": until_ms,
+    });
+    let lease_path = std::path::Path::new(&url).join("_meta/.pqsync/lease.json");
+    std::fs::write(&lease_path, serde_json::to_vec(&lease).unwrap()).unwrap();
+    let manifest_before = remote.manifest();
+    let err = pqsync(None)
+        .args(["init", &url, "--rebuild-manifest"])
+        .stderr_with(1);
+    let err = String::from_utf8_lossy(&err);
+    assert!(
+        err.contains("being written by pqsync pid 1 on other-host"),
+        "{err}"
+    );
+    assert_eq!(remote.manifest(), manifest_before, "nothing was written");
+    std::fs::remove_file(&lease_path).unwrap();
+    pqsync(None)
+        .args(["init", &url, "--rebuild-manifest"])
+        .stdout_ok();
+    remote.assert_invariant("after the rebuild");
+}

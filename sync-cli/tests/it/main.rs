@@ -251,8 +251,8 @@ fn push_change_status_push_pull_over_s3() {
     // GET manifest + 2 PUTs + manifest PUT, then the guarded delete: the
     // manifest read again, a HEAD of the object, 1 bulk delete (+ the lease);
     // the trash: a COPY of the overwritten and of the deleted object, and a
-    // LIST for its expired runs.
-    assert_eq!(v["requests"], 10 + lease);
+    // LIST for its expired runs; the deletion's announcement, PUT and DELETE.
+    assert_eq!(v["requests"], 12 + lease);
     let kept: Vec<&str> = v["kept"]
         .as_array()
         .unwrap()
@@ -267,7 +267,7 @@ fn push_change_status_push_pull_over_s3() {
     if server.is_in_process() {
         let seen = server.request_count() - before;
         assert!(
-            seen <= 3 + 7,
+            seen <= 3 + 9,
             "push made {seen} requests for 3 changed files"
         );
     }

@@ -18,6 +18,7 @@ use crate::layout::{content_type_for, MANIFEST_PATH};
 use crate::manifest::{
     now_iso, validate_path, ContentHasher, Digest, FileEntry, HashAlgorithm, Manifest, Timestamp,
 };
+use crate::sync::guard::Guard;
 use crate::tree::{CommitMode, LocalTree, StoreTree};
 
 /// What a rebuild did.
@@ -51,6 +52,9 @@ pub struct RebuildReport {
     /// differed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backup: Option<String>,
+    /// Objects left out because a run announced their deletion (remote
+    /// only).
+    pub left_out: Vec<String>,
 }
 
 /// The identity of the old manifest, read as leniently as possible: a
@@ -190,6 +194,26 @@ pub async fn rebuild_remote(
     concurrency: usize,
     dry_run: bool,
 ) -> Result<RebuildReport> {
+    // The same guard as a push: a lease where commits cannot be
+    // compare-and-swap, so no push commits and deletes while the objects
+    // are listed.
+    let guard = if dry_run {
+        Guard::none()
+    } else {
+        Guard::for_remote(tree).await?
+    };
+    let result = rebuild_remote_guarded(tree, alg, concurrency, dry_run, guard.conditional).await;
+    guard.release().await;
+    result
+}
+
+async fn rebuild_remote_guarded(
+    tree: &StoreTree,
+    alg: Option<HashAlgorithm>,
+    concurrency: usize,
+    dry_run: bool,
+    conditional: bool,
+) -> Result<RebuildReport> {
     let (old_raw, old_etag) = match tree.read_manifest_bytes().await? {
         Some((bytes, etag)) => (Some(bytes.to_vec()), etag),
         None => (None, None),
@@ -210,16 +234,34 @@ pub async fn rebuild_remote(
                 .and_then(|m| m.hash_algorithm())
         })
         .unwrap_or_default();
-    let objects = tree.list_objects().await?;
+    // Deletions a push has announced are read after the manifest and before
+    // the listing: a path one owns that the manifest no longer names is an
+    // object about to go, not one to add back. (Had the push committed after
+    // the manifest was read, the compare-and-swap below fails instead.)
+    let pending = tree.pending_deletions().await?;
+    let old_files = old_raw
+        .as_deref()
+        .and_then(|b| Manifest::from_slice(b, "").ok())
+        .map(|m| m.files)
+        .unwrap_or_default();
+    let named = |p: &str| old_files.contains_key(p);
+    let mut objects = tree.list_objects().await?;
+    let mut report = RebuildReport {
+        target: tree.url().to_string(),
+        ..Default::default()
+    };
+    objects.retain(|rel, _| {
+        let going = pending.contains(rel) && !named(rel);
+        if going {
+            report.left_out.push(rel.clone());
+        }
+        !going
+    });
     let entries: Vec<(FileEntry, bool)> = futures::stream::iter(objects)
         .map(|(rel, meta)| object_entry(tree, rel, meta, alg))
         .buffer_unordered(concurrency.max(1))
         .try_collect()
         .await?;
-    let mut report = RebuildReport {
-        target: tree.url().to_string(),
-        ..Default::default()
-    };
     let mut files = BTreeMap::new();
     for (e, hashed) in entries {
         if hashed {
@@ -240,7 +282,8 @@ pub async fn rebuild_remote(
         report.requests = tree.requests();
         return Ok(report);
     }
-    commit(tree, &manifest, old_raw.is_some(), old_etag).await?;
+    let etag = if conditional { old_etag } else { None };
+    commit(tree, &manifest, old_raw.is_some(), etag).await?;
     report.requests = tree.requests();
     Ok(report)
 }

@@ -121,6 +121,7 @@ impl Run<'_> {
                 .and_then(|r| r.manifest.commit_id.clone()),
             ..Outcome::default()
         };
+        let announced = self.announce_deletions(&plan, &mut out).await;
         self.clear_the_way(&plan, &guard, &mut out).await;
         let (manifests, data) = self.jobs(&plan);
         self.transfer_all(data, &plan, &mut out).await;
@@ -141,12 +142,46 @@ impl Run<'_> {
                 .collect();
             self.delete_remote(&plan, &rest, &mut out).await;
         }
+        if announced {
+            engine.remote.withdraw_deletions(&self.run_name).await;
+        }
         let settled = self.settle(&plan, clean_run, &mut out).await;
         self.expire_trash(&mut out).await;
         // The lease goes whatever happened to the local state.
         guard.release().await;
         settled?;
         Ok(self.result(plan, out))
+    }
+
+    /// Phase 2a: a run that deletes remote files announces them before it
+    /// commits, so a manifest rebuild meanwhile does not add them back
+    /// (withdrawn after the deletions). Returns whether it announced any;
+    /// if the announcement fails, the run commits nothing.
+    async fn announce_deletions(&self, plan: &Plan, out: &mut Outcome) -> bool {
+        if plan.delete_remote.is_empty() {
+            return false;
+        }
+        let remote = &self.engine.remote;
+        let r = self
+            .engine
+            .opts
+            .retry
+            .run(
+                || remote.announce_deletions(&self.run_name, &plan.delete_remote),
+                |n, e| self.retrying(MANIFEST_PATH, n, e),
+            )
+            .await;
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                out.errors.push(FileError::new(
+                    MANIFEST_PATH,
+                    "commit",
+                    format!("the deletions could not be announced: {e}"),
+                ));
+                false
+            }
+        }
     }
 
     /// Phase 1: the guard, where the plan writes to the remote.
@@ -277,7 +312,8 @@ impl Run<'_> {
                 .collect()
         };
         let remote = blocking(&plan.delete_remote, &plan.uploads);
-        if !remote.is_empty() {
+        // Not if the deletions could not be announced.
+        if !remote.is_empty() && out.errors.is_empty() {
             let ours: Changes = remote.iter().map(|p| (p.clone(), None)).collect();
             match self.commit_changes(plan, guard, &ours, out).await {
                 Ok(()) => {

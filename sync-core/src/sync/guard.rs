@@ -79,6 +79,18 @@ impl Guard {
         })
     }
 
+    /// The guard of a writer without a source of its own (a manifest
+    /// rebuild): the remote's cached or probed capabilities, and the lease
+    /// where commits need one.
+    ///
+    /// # Errors
+    /// As [`Guard::take`].
+    pub async fn for_remote(remote: &StoreTree) -> Result<Guard> {
+        let source = super::source::StoreSource::new(remote.clone());
+        let token = format!("{:032x}", rand::random::<u128>());
+        Guard::take(&source, remote, &token, false).await
+    }
+
     /// Lets go of the lease, if one is held.
     pub async fn release(self) {
         if let Some(lease) = self.lease {

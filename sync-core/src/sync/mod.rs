@@ -22,7 +22,7 @@
 mod commit;
 mod diff;
 mod execute;
-mod guard;
+pub(crate) mod guard;
 mod mode;
 mod options;
 mod plan;
@@ -439,9 +439,11 @@ impl Engine {
             .sum();
         n += plan.downloads.len() as u64;
         if !plan.delete_remote.is_empty() {
-            // The manifest read again before deleting, and a HEAD per object
-            // where the store keeps pqsync's hash metadata.
-            n += 1 + StoreTree::delete_requests(plan.delete_remote.len() as u64);
+            // The announcement of the deletions (a PUT, and a DELETE once
+            // they are made), the manifest read again before deleting, and
+            // a HEAD per object where the store keeps pqsync's hash
+            // metadata.
+            n += 3 + StoreTree::delete_requests(plan.delete_remote.len() as u64);
             if self.remote.keeps_attributes() {
                 n += plan.delete_remote.len() as u64;
             }

@@ -121,8 +121,9 @@ async fn second_push_moves_only_changes(kind: &RemoteKind) {
         2
     };
     // The trash: a COPY of the overwritten users file and of the deleted
-    // segment, and one LIST for its expired runs.
-    let trash = 3;
+    // segment, and one LIST for its expired runs; the deletion's
+    // announcement: a PUT, and a DELETE after the deletes.
+    let trash = 3 + 2;
     assert_eq!(plan.requests_so_far(), 1);
     assert_eq!(plan.requests_planned(), 4 + lease + guard + trash);
     let r = engine.execute(plan).await.unwrap();

@@ -484,6 +484,54 @@ async fn a_deletion_never_removes_what_a_later_commit_names() {
     assert_eq!(&posts[..], b"PAR1 B's posts PAR1");
 }
 
+/// Scenario 6: a manifest rebuild runs between a push's commit and its
+/// deletions. The rebuild lists objects the push has just dropped from the
+/// manifest; it must not add them back, or the manifest names objects the
+/// push then deletes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_during_a_push_never_adds_back_what_it_deletes() {
+    let inner = Arc::new(InMemory::new());
+    let plain = || StoreTree::new(inner.clone(), "db", "memory:///db");
+    let a = small_db();
+    assert!(push(a.path(), plain()).await.success);
+    let gone = [
+        "data/posts/data.parquet",
+        "indexes/bloom/users.bloom",
+        "rels/reverse/posts.parquet",
+    ];
+    for p in gone {
+        std::fs::remove_file(a.path().join(p)).unwrap();
+    }
+    let rebuild_tree = plain();
+    let rebuilt = Arc::new(std::sync::Mutex::new(None));
+    let report = rebuilt.clone();
+    let racing = Arc::new(AfterCommit {
+        inner: inner.clone(),
+        hook: std::sync::Mutex::new(Some(Box::new(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let r = rt.block_on(pqsync_core::rebuild_remote(&rebuild_tree, None, 4, false));
+            *report.lock().unwrap() = Some(r.unwrap());
+        }))),
+    });
+    let a_tree = StoreTree::new(racing.clone(), "db", "memory:///db");
+    let opts = SyncOptions::default().with_max_delete("100%".parse().unwrap());
+    let r = run(a.path(), a_tree, (Mode::Push, opts)).await;
+    assert!(r.success, "{:?}", r.errors);
+    assert!(
+        racing.hook.lock().unwrap().is_none(),
+        "the rebuild ran between the commit and the deletes"
+    );
+    let store: Arc<dyn ObjectStore> = inner.clone();
+    assert_manifest_matches_objects(&store, "db").await;
+    let m = plain().read_manifest().await.unwrap().unwrap().manifest;
+    for p in gone {
+        assert!(!m.files.contains_key(p), "{p} was added back");
+    }
+    assert_eq!(m.files.len(), 9 - gone.len());
+    let report = rebuilt.lock().unwrap().take().unwrap();
+    assert_eq!(report.left_out, gone, "{report:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failures_are_retried_within_one_run() {
     let db = small_db();

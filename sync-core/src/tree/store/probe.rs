@@ -1,7 +1,8 @@
 //! What a store can do, found out once, and pqsync's own small objects in
-//! a remote's `_meta/.pqsync/` (the capability cache and the lease).
+//! a remote's `_meta/.pqsync/` (the capability cache, the lease and the
+//! announcements of pending deletions).
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::{GetOptions, PutMode, PutOptions, PutPayload, UpdateVersion};
 
 use super::StoreTree;
@@ -132,6 +133,51 @@ impl StoreTree {
         Ok(())
     }
 
+    /// Announces deletions a run is about to commit and make, as
+    /// `_meta/.pqsync/pending/<run>.json`, so a manifest rebuild that lists
+    /// the objects meanwhile does not add them back.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub(crate) async fn announce_deletions(&self, run: &str, paths: &[String]) -> Result<()> {
+        let record = PendingDeletions {
+            paths: paths.to_vec(),
+        };
+        self.write_state(&format!("{PENDING_DIR}/{run}.json"), &record)
+            .await
+    }
+
+    /// Withdraws a run's announcement (best effort: a stale one only names
+    /// paths no manifest lists).
+    pub(crate) async fn withdraw_deletions(&self, run: &str) {
+        self.delete_state(&format!("{PENDING_DIR}/{run}.json"))
+            .await;
+    }
+
+    /// Every path some run has announced it deletes (one LIST, and one GET
+    /// per announcement).
+    ///
+    /// # Errors
+    /// [`Error::Store`]; an unreadable announcement is skipped.
+    pub(crate) async fn pending_deletions(&self) -> Result<std::collections::BTreeSet<String>> {
+        let dir = self.location(&format!("{STATE_DIR}/{PENDING_DIR}"));
+        let names: Vec<String> = self
+            .store
+            .list(Some(&dir))
+            .map_ok(|m| m.location.filename().unwrap_or_default().to_string())
+            .try_collect()
+            .await
+            .map_err(|e| Error::store(&self.url, e))?;
+        let mut out = std::collections::BTreeSet::new();
+        for name in names {
+            let rel = format!("{PENDING_DIR}/{name}");
+            if let Ok(Some((rec, _))) = self.read_state::<PendingDeletions>(&rel).await {
+                out.extend(rec.paths);
+            }
+        }
+        Ok(out)
+    }
+
     /// Deletes an object under the remote's `_meta/.pqsync/`.
     pub async fn delete_state(&self, name: &str) {
         let loc = self.location(&format!("{STATE_DIR}/{name}"));
@@ -141,4 +187,13 @@ impl StoreTree {
             .next()
             .await;
     }
+}
+
+/// Where runs announce their deletions, under `_meta/.pqsync/`.
+const PENDING_DIR: &str = "pending";
+
+/// `pending/<run>.json`: the deletions a run is committing.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct PendingDeletions {
+    paths: Vec<String>,
 }
