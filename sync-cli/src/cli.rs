@@ -218,6 +218,16 @@ pub struct SyncFlags {
     /// trash's older runs (e.g. 7d, 36h, 2w).
     #[arg(long, value_name = "AGE", default_value = "7d", value_parser = parse_age)]
     pub trash_retention: Duration,
+    /// Also send again the files whose remote object is missing, has the
+    /// wrong size or (where objects carry pqsync's hash) another stored hash:
+    /// one LIST, plus a HEAD per object on S3, R2, GCS and Azure (push, sync,
+    /// mirror).
+    #[arg(long)]
+    pub repair: bool,
+    /// As --repair, and read and hash every remote object to find other
+    /// bytes (bit rot).
+    #[arg(long)]
+    pub checksum: bool,
     /// On stores that ignore conditional writes, commit without taking the
     /// remote's lease.
     #[arg(long)]
@@ -342,6 +352,14 @@ pub struct VerifyArgs {
     /// Files inspected at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
+    /// When a remote fails the check, send its damaged files again from
+    /// the database directory -d (as `push --checksum`, or `push --repair`
+    /// with --quick).
+    #[arg(long, requires = "repair_from")]
+    pub repair: bool,
+    /// The database directory --repair sends from.
+    #[arg(short = 'd', long = "dir", value_name = "DIR", id = "repair_from")]
+    pub dir: Option<PathBuf>,
     /// How remotes are reached.
     #[command(flatten)]
     pub remote_flags: RemoteFlags,

@@ -153,8 +153,9 @@ pub use parquedb::{
 };
 pub use runtime::{Congestion, Event, NoProgress, Operation, Progress, Reporter, RetryConfig};
 pub use sync::{
-    diff3, Change, Conflict, Diff3, Engine, FileError, HeldBack, MaxDelete, Mode, PathDiff, Plan,
-    Resolution, Selection, StatusDiff, StatusReport, Strategy, SyncOptions, SyncResult, LEASE_TTL,
+    diff3, Change, Conflict, Damage, Diff3, Engine, FileError, HeldBack, MaxDelete, Mode, PathDiff,
+    Plan, Repair, Resolution, Selection, StatusDiff, StatusReport, Strategy, SyncOptions,
+    SyncResult, LEASE_TTL,
 };
 pub use tree::{
     Capabilities, FileStat, Hashed, Kept, LeftOut, LocalScan, LocalTree, RemoteManifest, RunLock,

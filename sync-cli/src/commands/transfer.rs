@@ -1,7 +1,7 @@
 //! `push`, `pull`, `sync` and `mirror`: the same engine on different trees.
 
 use anyhow::Result;
-use pqsync_core::{Engine, Mode, Plan, Side, SyncOptions, SyncResult, Trash};
+use pqsync_core::{Engine, Mode, Plan, Repair, Side, SyncOptions, SyncResult, Trash};
 
 use super::Session;
 use crate::cli::{MirrorArgs, SelectFlags, SyncFlags, TransferArgs};
@@ -26,6 +26,11 @@ pub fn sync_options(flags: &SyncFlags, select: &SelectFlags) -> Result<SyncOptio
     if let Some(h) = flags.hash {
         o = o.with_hash(h.into());
     }
+    if flags.checksum {
+        o = o.with_repair(Repair::Checksum);
+    } else if flags.repair {
+        o = o.with_repair(Repair::Listing);
+    }
     o = o
         .with_trash(match (&flags.backup_dir, flags.no_trash) {
             (_, true) => Trash::Off,
@@ -38,6 +43,12 @@ pub fn sync_options(flags: &SyncFlags, select: &SelectFlags) -> Result<SyncOptio
 
 /// Push, pull or sync DIR with a remote.
 pub async fn run(mode: Mode, a: &TransferArgs, s: &Session) -> Result<ExitStatus> {
+    if mode == Mode::Pull && (a.sync.repair || a.sync.checksum) {
+        return Err(UsageError(
+            "--repair and --checksum send damaged remote files again from the local copy; use them with push or sync (to check a local copy, run `pqsync verify DIR`)".into(),
+        )
+        .into());
+    }
     let url = super::resolve_remote(a.remote.as_deref(), &a.dir)?;
     let remote = s.parse_remote(&url)?;
     let local = super::local_tree(&a.dir, mode != Mode::Pull)?;
@@ -139,6 +150,12 @@ fn print_plan(plan: &Plan, title: &str, printer: &Printer) {
     for e in plan.uploads() {
         printer.info(&format!("  upload         {} ({})", e.path, bytes(e.size)));
     }
+    for d in plan.repairs() {
+        printer.info(&format!(
+            "  repair         {} ({} on the remote)",
+            d.path, d.reason
+        ));
+    }
     for e in plan.already_sent() {
         printer.info(&format!(
             "  resume         {} (sent by an interrupted run; will be committed)",
@@ -204,6 +221,12 @@ fn print_result(r: &SyncResult, title: &str, printer: &Printer) {
         printer.info(&format!(
             "{} change(s) not applied by this command (see `pqsync status`)",
             r.held_back.len()
+        ));
+    }
+    for d in &r.repaired {
+        printer.info(&format!(
+            "repaired: {} ({} on the remote)",
+            d.path, d.reason
         ));
     }
     for k in &r.kept {

@@ -1,12 +1,12 @@
 //! `pqsync verify`: the backup guide's checks on a directory or remote.
 
 use anyhow::{Context, Result};
-use pqsync_core::{verify, Severity, VerifyOptions};
+use pqsync_core::{verify, Engine, Repair, Severity, SyncOptions, SyncResult, VerifyOptions};
 
 use super::Session;
 use crate::cli::{VerifyArgs, VerifyFormat};
 use crate::printer::bytes;
-use crate::ExitStatus;
+use crate::{ExitStatus, UsageError};
 
 /// Verifies the target; exit status 1 when a critical check failed.
 pub async fn run(args: &VerifyArgs, s: &Session) -> Result<ExitStatus> {
@@ -29,7 +29,19 @@ pub async fn run(args: &VerifyArgs, s: &Session) -> Result<ExitStatus> {
         std::fs::write(path, body)
             .with_context(|| format!("writing the report to {}", path.display()))?;
     }
-    printer.document(&report);
+    let repaired = if args.repair && !report.passed {
+        Some(repair(args, &target, s).await?)
+    } else {
+        None
+    };
+    match &repaired {
+        Some(r) => {
+            let mut doc = serde_json::to_value(&report)?;
+            doc["repair"] = serde_json::to_value(r)?;
+            printer.document(&doc);
+        }
+        None => printer.document(&report),
+    }
     if printer.mode() == crate::printer::Mode::Quiet {
         // -q keeps only what failed.
         for f in &report.errors {
@@ -104,9 +116,54 @@ pub async fn run(args: &VerifyArgs, s: &Session) -> Result<ExitStatus> {
             printer.info(&format!("report written to {}", path.display()));
         }
     }
+    if let Some(r) = &repaired {
+        for d in &r.repaired {
+            printer.info(&format!(
+                "repaired: {} ({} on the remote)",
+                d.path, d.reason
+            ));
+        }
+        for e in &r.errors {
+            printer.error(&format!("{} ({}): {}", e.path, e.operation, e.message));
+        }
+        printer.info(&format!(
+            "repair from {}: {} file(s) sent again, {}; run verify again to check",
+            args.dir
+                .as_ref()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+            r.uploaded.len(),
+            if r.success { "done" } else { "incomplete" }
+        ));
+        return Ok(if r.success {
+            ExitStatus::Success
+        } else {
+            ExitStatus::Failure
+        });
+    }
     Ok(if report.passed {
         ExitStatus::Success
     } else {
         ExitStatus::Failure
     })
+}
+
+/// `--repair`: a push from -d that looks for damaged objects (hashing every
+/// one unless --quick) and sends them again.
+async fn repair(args: &VerifyArgs, target: &str, s: &Session) -> Result<SyncResult> {
+    if !pqsync_backends::looks_like_url(target) && !std::path::Path::new(target).is_dir() {
+        return Err(UsageError(format!("{target} is not a directory or a remote")).into());
+    }
+    let dir = args.dir.as_ref().expect("clap requires -d with --repair");
+    let opts = SyncOptions::default().with_repair(if args.quick {
+        Repair::Listing
+    } else {
+        Repair::Checksum
+    });
+    let remote = s.parse_remote(target)?;
+    let tree = s.open_remote(&remote, &args.remote_flags, false, &opts.congestion)?;
+    let local = super::local_tree(dir, true)?;
+    let engine = Engine::push(local, tree, opts);
+    let plan = engine.plan().await?;
+    Ok(engine.execute(plan).await?)
 }

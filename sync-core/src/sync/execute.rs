@@ -773,6 +773,7 @@ impl Run<'_> {
             requests: engine.requests(),
             warnings,
             kept: std::mem::take(&mut *self.kept.lock().expect("kept")),
+            repaired: plan.repairs,
         }
     }
 }

@@ -26,6 +26,7 @@ pub(crate) mod guard;
 mod mode;
 mod options;
 mod plan;
+mod repair;
 mod report;
 mod select;
 mod source;
@@ -42,6 +43,7 @@ pub use guard::LEASE_TTL;
 pub use mode::{Mode, Strategy};
 pub use options::{MaxDelete, SyncOptions};
 pub use plan::{Conflict, HeldBack, Plan};
+pub use repair::{Damage, Repair};
 pub use report::{FileError, StatusDiff, StatusReport, SyncResult};
 pub use select::Selection;
 
@@ -258,6 +260,7 @@ impl Engine {
         let mut plan = Plan::new(self.id, self.mode, self.strategy(), algorithm, view, remote);
         plan.warnings = warnings;
         bucket(&mut plan, diff, self.opts.delete, &journal);
+        self.find_damage(&mut plan).await?;
         plan.interrupted = self.source.interrupted(&self.remote, &plan.uploads);
         let url = self.remote.url().to_string();
         limit_deletes(

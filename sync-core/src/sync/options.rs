@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::mode::Strategy;
+use super::repair::Repair;
 use super::select::Selection;
 use crate::error::{Error, Result};
 use crate::manifest::HashAlgorithm;
@@ -54,6 +55,9 @@ pub struct SyncOptions {
     /// The paths this run may touch; others are neither sent, fetched nor
     /// deleted. Default: everything.
     pub selection: Selection,
+    /// Whether a sending run looks for damaged remote objects to send
+    /// again. Default: no.
+    pub repair: Repair,
 }
 
 impl Default for SyncOptions {
@@ -70,6 +74,7 @@ impl Default for SyncOptions {
             force: false,
             congestion: Default::default(),
             selection: Selection::all(),
+            repair: Repair::Off,
         }
     }
 }
@@ -134,6 +139,13 @@ impl SyncOptions {
     /// Shares `congestion` with the stores' HTTP clients.
     pub fn with_congestion(mut self, congestion: Arc<Congestion>) -> Self {
         self.congestion = congestion;
+        self
+    }
+
+    /// Looks for damaged remote objects as `repair` says, and sends them
+    /// again.
+    pub fn with_repair(mut self, repair: Repair) -> Self {
+        self.repair = repair;
         self
     }
 

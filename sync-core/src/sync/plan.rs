@@ -89,6 +89,8 @@ pub struct Plan {
     pub(crate) view: SourceView,
     pub(crate) remote: Option<RemoteManifest>,
     pub(crate) needs_commit: bool,
+    /// Remote objects found damaged, sent again among the uploads.
+    pub(crate) repairs: Vec<super::repair::Damage>,
 }
 
 impl Plan {
@@ -123,6 +125,7 @@ impl Plan {
             view,
             remote,
             needs_commit: false,
+            repairs: Vec::new(),
         }
     }
 
@@ -204,6 +207,12 @@ impl Plan {
         self.requests_planned
     }
 
+    /// Remote objects found damaged by `--repair` or `--checksum`; each is
+    /// among the uploads.
+    pub fn repairs(&self) -> &[super::repair::Damage] {
+        &self.repairs
+    }
+
     /// Requests in all: planning plus execution.
     pub fn requests_total(&self) -> u64 {
         self.requests_so_far + self.requests_planned
@@ -269,7 +278,7 @@ impl Plan {
 impl Serialize for Plan {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let resumable: Vec<&str> = self.already_sent.iter().map(|e| e.path.as_str()).collect();
-        let mut st = s.serialize_struct("Plan", 20)?;
+        let mut st = s.serialize_struct("Plan", 21)?;
         st.serialize_field("dryRun", &true)?;
         st.serialize_field("mode", &self.mode)?;
         st.serialize_field("strategy", &self.strategy)?;
@@ -289,6 +298,7 @@ impl Serialize for Plan {
         st.serialize_field("requests", &self.requests_total())?;
         st.serialize_field("requestsPlanned", &self.requests_planned)?;
         st.serialize_field("refused", &self.refused)?;
+        st.serialize_field("toRepair", &self.repairs)?;
         st.serialize_field("warnings", &self.warnings)?;
         st.end()
     }

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::plan::{Conflict, HeldBack};
+use super::repair::Damage;
 use crate::manifest::FileEntry;
 use crate::tree::Kept;
 
@@ -69,6 +70,9 @@ pub struct SyncResult {
     pub warnings: Vec<String>,
     /// Versions this run overwrote or deleted and kept in a trash.
     pub kept: Vec<Kept>,
+    /// Remote objects found damaged and sent again (`--repair`,
+    /// `--checksum`).
+    pub repaired: Vec<Damage>,
 }
 
 /// A status report, with ParqueDB's field names.
