@@ -250,3 +250,228 @@ fn kill_nine_during_pull_never_leaves_a_partial_file() {
         assert_eq!(tree_files(out.path()), expected, "trial {trial}");
     }
 }
+
+/// The objects under `prefix/_meta/.pqsync/trash/`, as the BLAKE3 hashes of
+/// their bytes.
+async fn trash_hashes(store: &dyn ObjectStore, prefix: &str) -> std::collections::HashSet<String> {
+    use futures::TryStreamExt;
+    let root = format!("{prefix}/_meta/.pqsync/trash");
+    let listed: Vec<_> = store
+        .list(Some(&root.as_str().into()))
+        .try_collect()
+        .await
+        .unwrap();
+    let mut out = std::collections::HashSet::new();
+    for meta in listed {
+        let bytes = store
+            .get(&meta.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        out.insert(HashAlgorithm::Blake3.digest(&bytes).to_string());
+    }
+    out
+}
+
+/// The BLAKE3 hash of the object at `prefix/rel`, if there is one.
+async fn object_hash(store: &dyn ObjectStore, prefix: &str, rel: &str) -> Option<String> {
+    let loc = format!("{prefix}/{rel}");
+    // A key that is now a folder on the test server's file system reads
+    // as an error: no object there.
+    let got = store.get(&loc.as_str().into()).await.ok()?;
+    let bytes = got.bytes().await.ok()?;
+    Some(HashAlgorithm::Blake3.digest(&bytes).to_string())
+}
+
+/// `kill -9` at random moments of a push that deletes 40 files, turns a
+/// file into a directory and a directory into a file. After every kill the
+/// contract holds: every manifest entry names an object with exactly those
+/// bytes, and every version the last commit named is still somewhere, at
+/// its path or in the trash. The next push completes the change.
+#[test]
+fn kill_nine_during_deletions_and_swaps_keeps_the_contract() {
+    let trials: usize = std::env::var("PQSYNC_KILL_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let server = S3Server::start();
+    let store = AmazonS3Builder::new()
+        .with_endpoint(&server.endpoint)
+        .with_bucket_name(&server.bucket)
+        .with_access_key_id(&server.access_key)
+        .with_secret_access_key(&server.secret_key)
+        .with_region(&server.region)
+        .with_allow_http(true)
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let no_trash = std::env::var("PQSYNC_KILL_NO_TRASH").is_ok();
+    let base = tempfile::tempdir().unwrap();
+    generate(
+        base.path(),
+        &GenOptions {
+            extra_files: 44,
+            ..GenOptions::default()
+        },
+    )
+    .unwrap();
+    let write = |root: &std::path::Path, rel: &str, bytes: &[u8]| {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+        age(&p);
+    };
+    write(
+        base.path(),
+        "data/swap/a.parquet",
+        b"a file that becomes a folder",
+    );
+    for i in 0..3 {
+        write(
+            base.path(),
+            &format!("data/fold/part-{i}.parquet"),
+            b"in a folder that becomes a file",
+        );
+    }
+    for p in tree_files(base.path()).keys() {
+        age(&base.path().join(p));
+    }
+    // The change each trial pushes: 40 deletions and the two swaps.
+    let change = |root: &std::path::Path| {
+        let extras: Vec<String> = tree_files(root)
+            .into_keys()
+            .filter(|p| p.starts_with("snapshots/extra/"))
+            .take(40)
+            .collect();
+        for p in extras {
+            std::fs::remove_file(root.join(p)).unwrap();
+        }
+        std::fs::remove_file(root.join("data/swap/a.parquet")).unwrap();
+        write(
+            root,
+            "data/swap/a.parquet/part-0.parquet",
+            b"now inside the folder",
+        );
+        std::fs::remove_dir_all(root.join("data/fold")).unwrap();
+        write(root, "data/fold", b"now a file");
+    };
+    let copy_of = |src: &std::path::Path| {
+        let dst = tempfile::tempdir().unwrap();
+        for (p, bytes) in tree_files(src) {
+            write(dst.path(), &p, &bytes);
+        }
+        dst
+    };
+
+    // Calibrate: how long the changing push takes.
+    let calibrate = copy_of(base.path());
+    let url = server.unique_url("swapkill-calibrate");
+    pqsync(Some(&server))
+        .args(["push", &url, "-d"])
+        .arg(calibrate.path())
+        .assert()
+        .success();
+    change(calibrate.path());
+    let started = Instant::now();
+    pqsync(Some(&server))
+        .args(["push", "--max-delete", "100%", "-d"])
+        .arg(calibrate.path())
+        .assert()
+        .success();
+    let full = started.elapsed();
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261205);
+    let mut killed_mid_run = 0;
+    for trial in 0..trials {
+        let db = copy_of(base.path());
+        let url = server.unique_url(&format!("swapkill{trial}"));
+        let prefix = prefix_of(&url).to_string();
+        pqsync(Some(&server))
+            .args(["push", &url, "-d"])
+            .arg(db.path())
+            .assert()
+            .success();
+        let committed: Vec<(String, String)> = {
+            let mloc = format!("{prefix}/_meta/manifest.json");
+            let bytes = rt
+                .block_on(async {
+                    store
+                        .get(&mloc.as_str().into())
+                        .await
+                        .unwrap()
+                        .bytes()
+                        .await
+                })
+                .unwrap();
+            Manifest::from_slice(&bytes, &mloc)
+                .unwrap()
+                .files
+                .into_values()
+                .map(|e| (e.path, e.hash.to_string()))
+                .collect()
+        };
+        change(db.path());
+        let delay = full.mul_f64(rng.random_range(0.0..1.2));
+        let mut child = binary(Some(&server))
+            .args(["--no-progress", "push", "--max-delete", "100%"])
+            .args(no_trash.then_some("--no-trash"))
+            .arg("-d")
+            .arg(db.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            killed_mid_run += 1;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        // Requests the killed process had sent still complete on the server
+        // (as they would on a real store); let them.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+
+        // The contract, after the kill.
+        rt.block_on(check_remote(&store, &prefix));
+        let trash = rt.block_on(trash_hashes(&store, &prefix));
+        for (path, hash) in &committed {
+            let here = rt.block_on(object_hash(&store, &prefix, path));
+            assert!(
+                here.as_deref() == Some(hash.as_str()) || trash.contains(hash),
+                "trial {trial}: the committed version of {path} is gone (delay {delay:?})"
+            );
+        }
+
+        // The next push completes the change.
+        pqsync(Some(&server))
+            .args(["push", "--max-delete", "100%", "-d"])
+            .arg(db.path())
+            .assert()
+            .success();
+        let listed = rt.block_on(check_remote(&store, &prefix));
+        assert_eq!(listed, tree_files(db.path()).len(), "trial {trial}");
+        let restored = tempfile::tempdir().unwrap();
+        pqsync(Some(&server))
+            .args(["pull", &url, "-d"])
+            .arg(restored.path())
+            .assert()
+            .success();
+        assert_eq!(
+            tree_files(restored.path()),
+            tree_files(db.path()),
+            "trial {trial}"
+        );
+        if std::env::var("PQSYNC_KILL_DEBUG").is_ok() {
+            eprintln!("trial {trial}: delay {delay:?} of {full:?}");
+        }
+    }
+    eprintln!(
+        "swap kill trials: {trials} ({killed_mid_run} killed mid-run), changing push {full:?}"
+    );
+    assert!(
+        killed_mid_run * 2 >= trials,
+        "most kills should land mid-run"
+    );
+}
