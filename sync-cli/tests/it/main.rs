@@ -198,7 +198,12 @@ fn push_change_status_push_pull_over_s3() {
     } else {
         (5, 7)
     };
-    assert_eq!(v["requests"], (total + 2 + probe + lease) as u64);
+    // The LIST of other runs' announced deletions.
+    let announced = 1;
+    assert_eq!(
+        v["requests"],
+        (total + 2 + probe + lease + announced) as u64
+    );
 
     // Change one, add one, delete one.
     let changed = "indexes/bloom/users.bloom";
@@ -251,8 +256,9 @@ fn push_change_status_push_pull_over_s3() {
     // GET manifest + 2 PUTs + manifest PUT, then the guarded delete: the
     // manifest read again, a HEAD of the object, 1 bulk delete (+ the lease);
     // the trash: a COPY of the overwritten and of the deleted object, and a
-    // LIST for its expired runs; the deletion's announcement, PUT and DELETE.
-    assert_eq!(v["requests"], 12 + lease);
+    // LIST for its expired runs; the deletion's announcement, PUT and DELETE,
+    // and the LIST of other runs' announcements.
+    assert_eq!(v["requests"], 13 + lease);
     let kept: Vec<&str> = v["kept"]
         .as_array()
         .unwrap()
@@ -267,7 +273,7 @@ fn push_change_status_push_pull_over_s3() {
     if server.is_in_process() {
         let seen = server.request_count() - before;
         assert!(
-            seen <= 3 + 9,
+            seen <= 3 + 10,
             "push made {seen} requests for 3 changed files"
         );
     }
@@ -407,10 +413,11 @@ fn dry_run_prints_plan_and_transfers_nothing() {
         text.contains(&format!("would upload {total} file(s)")),
         "{text}"
     );
-    // GET manifest, a PUT per file, manifest PUT, and the one-time probe of
-    // the remote's conditional writes (6).
+    // GET manifest, a PUT per file, manifest PUT, the LIST of other runs'
+    // announced deletions, and the one-time probe of the remote's
+    // conditional writes (6).
     assert!(
-        text.contains(&format!("{} in all", total + 2 + 6)),
+        text.contains(&format!("{} in all", total + 3 + 6)),
         "{text}"
     );
     if server.is_in_process() {
@@ -423,7 +430,7 @@ fn dry_run_prints_plan_and_transfers_nothing() {
     let v = json_of(&out);
     assert_eq!(v["dryRun"], true);
     assert_eq!(v["toUpload"].as_array().unwrap().len(), total);
-    assert_eq!(v["requests"], (total + 2 + 6) as u64);
+    assert_eq!(v["requests"], (total + 3 + 6) as u64);
     // Still nothing there.
     let empty = tempfile::tempdir().unwrap();
     let out = pqsync(Some(&server))

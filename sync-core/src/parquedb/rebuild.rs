@@ -238,7 +238,12 @@ async fn rebuild_remote_guarded(
     // the listing: a path one owns that the manifest no longer names is an
     // object about to go, not one to add back. (Had the push committed after
     // the manifest was read, the compare-and-swap below fails instead.)
-    let pending = tree.pending_deletions().await?;
+    let pending: std::collections::HashSet<String> = tree
+        .pending_deletions()
+        .await?
+        .into_iter()
+        .flat_map(|(_, files)| files.into_iter().map(|f| f.path))
+        .collect();
     let old_files = old_raw
         .as_deref()
         .and_then(|b| Manifest::from_slice(b, "").ok())

@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::layout::{is_nested_manifest, MANIFEST_PATH};
 use crate::manifest::{now_iso, FileEntry, Manifest};
 use crate::runtime::{Event, Operation};
-use crate::tree::{CommitMode, FileStat, RemoteManifest, Side};
+use crate::tree::{Announced, CommitMode, FileStat, RemoteManifest, Side};
 
 /// How many times a commit is retried when other writers keep winning the
 /// compare-and-swap.
@@ -121,6 +121,9 @@ impl Run<'_> {
                 .and_then(|r| r.manifest.commit_id.clone()),
             ..Outcome::default()
         };
+        if plan.writes_remote() {
+            self.finish_announced(&mut out).await;
+        }
         let announced = self.announce_deletions(&plan, &mut out).await;
         self.clear_the_way(&plan, &guard, &mut out).await;
         let (manifests, data) = self.jobs(&plan);
@@ -142,7 +145,10 @@ impl Run<'_> {
                 .collect();
             self.delete_remote(&plan, &rest, &mut out).await;
         }
-        if announced {
+        // An announcement stays until every deletion it names is made, so
+        // a later run finishes what this one could not.
+        let all_deleted = plan.delete_remote.iter().all(|p| out.deleted.contains(p));
+        if announced && (all_deleted || !committed) {
             engine.remote.withdraw_deletions(&self.run_name).await;
         }
         let settled = self.settle(&plan, clean_run, &mut out).await;
@@ -162,12 +168,23 @@ impl Run<'_> {
             return false;
         }
         let remote = &self.engine.remote;
+        let files: Vec<Announced> = plan
+            .delete_remote
+            .iter()
+            .filter_map(|p| {
+                let e = plan.remote.as_ref()?.manifest.files.get(p)?;
+                Some(Announced {
+                    path: p.clone(),
+                    hash: e.tagged_hash(),
+                })
+            })
+            .collect();
         let r = self
             .engine
             .opts
             .retry
             .run(
-                || remote.announce_deletions(&self.run_name, &plan.delete_remote),
+                || remote.announce_deletions(&self.run_name, &files),
                 |n, e| self.retrying(MANIFEST_PATH, n, e),
             )
             .await;
@@ -182,6 +199,85 @@ impl Run<'_> {
                 false
             }
         }
+    }
+
+    /// Phase 2a, first: deletions another run announced, committed and did
+    /// not finish (it was killed) are made now, so their objects are not in
+    /// the way of this run's uploads (on a directory remote, a file where a
+    /// folder is needed). Only paths the manifest no longer names, and only
+    /// objects still holding the announced version, are deleted (kept in the
+    /// trash first); an announcement with nothing left to do is removed.
+    /// One LIST when there is nothing to finish.
+    async fn finish_announced(&self, out: &mut Outcome) {
+        let remote = &self.engine.remote;
+        let announced = match remote.pending_deletions().await {
+            Ok(a) => a,
+            Err(e) => {
+                out.warnings
+                    .push(format!("announced deletions were not read: {e}"));
+                return;
+            }
+        };
+        let named = |p: &str| {
+            out.latest
+                .as_ref()
+                .is_some_and(|r| r.manifest.files.contains_key(p))
+        };
+        for (run, files) in announced {
+            if run == self.run_name {
+                continue;
+            }
+            // A path the manifest still names belongs to a run that has not
+            // committed (it may be running now): its announcement stays,
+            // unless it is older than the trash's retention.
+            let old = crate::tree::trash::expired(
+                &run,
+                self.engine.opts.trash_retention,
+                std::time::SystemTime::now(),
+            );
+            let mut unsettled = !old && files.iter().any(|f| named(&f.path));
+            let mut doomed = Vec::new();
+            for f in files.iter().filter(|f| !named(&f.path)) {
+                if self.holds(&f.path, &f.hash).await != Some(true) {
+                    continue; // gone, or another version now: not ours
+                }
+                // Not kept, so not deleted.
+                if self.engine.opts.trash.keeps() && self.keep_remote(&f.path).await.is_err() {
+                    unsettled = true;
+                } else {
+                    doomed.push(f.path.clone());
+                }
+            }
+            if remote.delete_many(&doomed).await.is_err() {
+                continue;
+            }
+            if !doomed.is_empty() {
+                out.warnings.push(format!(
+                    "finished {} deletion(s) an interrupted run had committed",
+                    doomed.len()
+                ));
+            }
+            if !unsettled {
+                remote.withdraw_deletions(&run).await;
+            }
+        }
+    }
+
+    /// Whether the object at `path` holds the version tagged `hash`: by its
+    /// stored hash where objects carry one, else by reading it. `None` when
+    /// there is no object.
+    async fn holds(&self, path: &str, hash: &str) -> Option<bool> {
+        let remote = &self.engine.remote;
+        let (size, stored) = remote.head_hash(path).await.ok()?;
+        if remote.keeps_attributes() {
+            return Some(stored.as_deref() == Some(hash));
+        }
+        let (alg, _) = hash.split_once(':')?;
+        let alg: crate::manifest::HashAlgorithm = alg.parse().ok()?;
+        let h = crate::tree::Tree::hash(remote, path, size, alg, 0, false)
+            .await
+            .ok()?;
+        Some(format!("{alg}:{}", h.digest) == hash)
     }
 
     /// Phase 1: the guard, where the plan writes to the remote.

@@ -470,6 +470,8 @@ impl Engine {
             n += 1;
         }
         if plan.writes_remote() {
+            // The LIST of other runs' announced deletions.
+            n += 1;
             n += guard::guard_requests(self.source.as_ref(), self.opts.force);
         }
         n

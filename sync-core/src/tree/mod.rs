@@ -19,8 +19,8 @@ use crate::error::{Error, Result};
 use crate::manifest::{hash_file, ContentHasher, Digest, HashAlgorithm, Manifest};
 
 pub use local::{FileStat, LeftOut, LocalScan, LocalTree, RunLock};
+pub(crate) use store::{Announced, CommitMode, PartLog};
 pub use store::{Capabilities, RemoteManifest, StoreTree};
-pub(crate) use store::{CommitMode, PartLog};
 pub use trash::{Kept, Side, Trash, TrashedFile, DEFAULT_RETENTION, TRASH_DIR};
 
 /// A tree read without syncing it: a directory or a store prefix, alike.

@@ -122,8 +122,9 @@ async fn second_push_moves_only_changes(kind: &RemoteKind) {
     };
     // The trash: a COPY of the overwritten users file and of the deleted
     // segment, and one LIST for its expired runs; the deletion's
-    // announcement: a PUT, and a DELETE after the deletes.
-    let trash = 3 + 2;
+    // announcement: a PUT, and a DELETE after the deletes; the LIST of
+    // other runs' announcements.
+    let trash = 3 + 2 + 1;
     assert_eq!(plan.requests_so_far(), 1);
     assert_eq!(plan.requests_planned(), 4 + lease + guard + trash);
     let r = engine.execute(plan).await.unwrap();
@@ -396,9 +397,10 @@ async fn large_file_goes_multipart_and_round_trips(kind: &RemoteKind) {
         (Mode::Push, SyncOptions::default()),
     );
     let plan = engine.plan().await.unwrap();
-    // create + 3 parts + complete, 1 small PUT, 1 manifest PUT, and the
-    // first push's probe of conditional writes.
-    assert_eq!(plan.requests_planned(), 5 + 1 + 1 + 6);
+    // create + 3 parts + complete, 1 small PUT, 1 manifest PUT, the LIST
+    // of other runs' announced deletions, and the first push's probe of
+    // conditional writes.
+    assert_eq!(plan.requests_planned(), 5 + 1 + 1 + 1 + 6);
     let r = engine.execute(plan).await.unwrap();
     assert!(r.success, "{:?}", r.errors);
     assert_eq!(r.bytes_transferred, big.len() as u64 + 5);

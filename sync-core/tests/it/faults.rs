@@ -9,6 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
+use futures::StreamExt;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
@@ -29,6 +30,7 @@ struct Flaky {
     needle: String,
     broken: AtomicBool,
     gets_broken: AtomicBool,
+    deletes_broken: AtomicBool,
     transient: AtomicU32,
 }
 
@@ -102,6 +104,30 @@ impl ObjectStore for Flaky {
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
+        if self.deletes_broken.load(Ordering::SeqCst) {
+            let needle = self.needle.clone();
+            let refused = locations.map(move |l| {
+                let l = l?;
+                if l.as_ref().contains(&needle) {
+                    return Err(object_store::Error::PermissionDenied {
+                        path: l.to_string(),
+                        source: "403 Forbidden (injected)".into(),
+                    });
+                }
+                Ok(l)
+            });
+            let inner = self.inner.clone();
+            return refused
+                .then(move |l| {
+                    let inner = inner.clone();
+                    async move {
+                        let l = l?;
+                        let one = futures::stream::iter([Ok(l)]).boxed();
+                        inner.delete_stream(one).next().await.unwrap()
+                    }
+                })
+                .boxed();
+        }
         self.inner.delete_stream(locations)
     }
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
@@ -143,6 +169,7 @@ async fn failed_transfer_blocks_commit_and_rerun_moves_only_the_rest() {
         needle: "data/posts".into(),
         broken: AtomicBool::new(true),
         gets_broken: AtomicBool::new(false),
+        deletes_broken: AtomicBool::new(false),
         transient: AtomicU32::new(0),
     });
     let tree = || StoreTree::new(flaky.clone(), "db", "memory:///db");
@@ -191,6 +218,7 @@ async fn a_failed_push_puts_back_what_it_overwrote() {
         needle: "data/posts".into(),
         broken: AtomicBool::new(false),
         gets_broken: AtomicBool::new(false),
+        deletes_broken: AtomicBool::new(false),
         transient: AtomicU32::new(0),
     });
     let store: Arc<dyn ObjectStore> = flaky.clone();
@@ -232,6 +260,52 @@ async fn a_failed_push_puts_back_what_it_overwrote() {
     assert_eq!(tree_files(db.path()), tree_files(out.path()));
 }
 
+/// A push commits a deletion but cannot make it (or is killed first): its
+/// announcement stays, and the next push that writes finishes it, keeping
+/// the object in the trash, so the leftover is never in the way of a later
+/// upload (on a directory remote, a file where a folder is needed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_deletion_is_finished_by_the_next_push() {
+    let db = small_db();
+    let flaky = Arc::new(Flaky {
+        inner: InMemory::new(),
+        needle: "events/seg-0001".into(),
+        broken: AtomicBool::new(false),
+        gets_broken: AtomicBool::new(false),
+        deletes_broken: AtomicBool::new(false),
+        transient: AtomicU32::new(0),
+    });
+    let store: Arc<dyn ObjectStore> = flaky.clone();
+    let tree = || StoreTree::new(flaky.clone(), "db", "memory:///db");
+    assert!(push(db.path(), tree()).await.success);
+    std::fs::remove_file(db.path().join("events/seg-0001.parquet")).unwrap();
+    flaky.deletes_broken.store(true, Ordering::SeqCst);
+    let opts = SyncOptions::default().with_max_delete("100%".parse().unwrap());
+    let r = run(db.path(), tree(), (Mode::Push, opts.clone())).await;
+    assert!(r.committed && !r.success, "{:?}", r.errors);
+    let leftover = Path::from("db/events/seg-0001.parquet");
+    assert!(store.head(&leftover).await.is_ok(), "the deletion failed");
+
+    flaky.deletes_broken.store(false, Ordering::SeqCst);
+    write_old(db.path(), "data/new/data.parquet", b"PAR1 new PAR1");
+    let r = run(db.path(), tree(), (Mode::Push, opts)).await;
+    assert!(r.success, "{:?}", r.errors);
+    assert!(
+        r.warnings.iter().any(|w| w.contains("finished 1 deletion")),
+        "{:?}",
+        r.warnings
+    );
+    assert!(store.head(&leftover).await.is_err(), "the leftover is gone");
+    let kept: Vec<_> = r.kept.iter().map(|k| k.path.as_str()).collect();
+    assert_eq!(kept, ["events/seg-0001.parquet"]);
+    let announcements: Vec<_> = store
+        .list(Some(&Path::from("db/_meta/.pqsync/pending")))
+        .collect()
+        .await;
+    assert!(announcements.is_empty(), "{announcements:?}");
+    assert_manifest_matches_objects(&store, "db").await;
+}
+
 /// A pull that cannot fetch a new event segment keeps the old event
 /// manifest, so the local event log never names a segment that is not
 /// there; the other files still arrive, and the next pull completes it.
@@ -243,6 +317,7 @@ async fn pull_that_misses_a_segment_keeps_the_old_event_manifest() {
         needle: "seg-0003".into(),
         broken: AtomicBool::new(false),
         gets_broken: AtomicBool::new(false),
+        deletes_broken: AtomicBool::new(false),
         transient: AtomicU32::new(0),
     });
     let tree = || StoreTree::new(flaky.clone(), "db", "memory:///db");
@@ -300,6 +375,7 @@ async fn a_stale_journal_never_commits_files_that_are_not_there() {
         needle: "data/posts".into(),
         broken: AtomicBool::new(true),
         gets_broken: AtomicBool::new(false),
+        deletes_broken: AtomicBool::new(false),
         transient: AtomicU32::new(0),
     });
     let store: Arc<dyn ObjectStore> = flaky.clone();
@@ -540,6 +616,7 @@ async fn transient_failures_are_retried_within_one_run() {
         needle: String::new(),
         broken: AtomicBool::new(false),
         gets_broken: AtomicBool::new(false),
+        deletes_broken: AtomicBool::new(false),
         transient: AtomicU32::new(4),
     });
     let tree = StoreTree::new(flaky.clone(), "db", "memory:///db");

@@ -32,6 +32,7 @@ use object_store::{
     UpdateVersion,
 };
 
+pub(crate) use probe::Announced;
 pub use probe::Capabilities;
 pub(crate) use resumable::{PartLog, PartRecord};
 

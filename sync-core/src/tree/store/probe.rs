@@ -134,32 +134,34 @@ impl StoreTree {
     }
 
     /// Announces deletions a run is about to commit and make, as
-    /// `_meta/.pqsync/pending/<run>.json`, so a manifest rebuild that lists
-    /// the objects meanwhile does not add them back.
+    /// `_meta/.pqsync/pending/<run>.json`: each path with the tagged hash of
+    /// the version it drops. A manifest rebuild that lists the objects
+    /// meanwhile does not add them back, and a later run finishes them if
+    /// this one is killed.
     ///
     /// # Errors
     /// [`Error::Store`].
-    pub(crate) async fn announce_deletions(&self, run: &str, paths: &[String]) -> Result<()> {
+    pub(crate) async fn announce_deletions(&self, run: &str, files: &[Announced]) -> Result<()> {
         let record = PendingDeletions {
-            paths: paths.to_vec(),
+            files: files.to_vec(),
         };
         self.write_state(&format!("{PENDING_DIR}/{run}.json"), &record)
             .await
     }
 
-    /// Withdraws a run's announcement (best effort: a stale one only names
-    /// paths no manifest lists).
+    /// Withdraws a run's announcement (best effort: a stale one is finished
+    /// or dropped by a later run).
     pub(crate) async fn withdraw_deletions(&self, run: &str) {
         self.delete_state(&format!("{PENDING_DIR}/{run}.json"))
             .await;
     }
 
-    /// Every path some run has announced it deletes (one LIST, and one GET
-    /// per announcement).
+    /// Every announcement of pending deletions, by run (one LIST, and one
+    /// GET per announcement).
     ///
     /// # Errors
     /// [`Error::Store`]; an unreadable announcement is skipped.
-    pub(crate) async fn pending_deletions(&self) -> Result<std::collections::BTreeSet<String>> {
+    pub(crate) async fn pending_deletions(&self) -> Result<Vec<(String, Vec<Announced>)>> {
         let dir = self.location(&format!("{STATE_DIR}/{PENDING_DIR}"));
         let names: Vec<String> = self
             .store
@@ -168,11 +170,12 @@ impl StoreTree {
             .try_collect()
             .await
             .map_err(|e| Error::store(&self.url, e))?;
-        let mut out = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
         for name in names {
             let rel = format!("{PENDING_DIR}/{name}");
             if let Ok(Some((rec, _))) = self.read_state::<PendingDeletions>(&rel).await {
-                out.extend(rec.paths);
+                let run = name.trim_end_matches(".json").to_string();
+                out.push((run, rec.files));
             }
         }
         Ok(out)
@@ -195,5 +198,13 @@ const PENDING_DIR: &str = "pending";
 /// `pending/<run>.json`: the deletions a run is committing.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct PendingDeletions {
-    paths: Vec<String>,
+    files: Vec<Announced>,
+}
+
+/// One announced deletion: the path and the tagged hash of the version the
+/// run drops.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Announced {
+    pub path: String,
+    pub hash: String,
 }
