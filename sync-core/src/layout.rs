@@ -125,19 +125,19 @@ pub const CONTENT_TYPES: [&str; 6] = [
     "application/octet-stream",
 ];
 
-/// ParqueDB's content type for a path.
+/// ParqueDB's content type for a path: the text after the last `.` of the
+/// whole path (the whole path when it has none), lowercased, looked up in
+/// ParqueDB's table. So `.ndjson` is `application/octet-stream`, a
+/// top-level file named `json` is `application/json`, and a dot in a folder
+/// name counts.
 pub fn content_type_for(path: &str) -> &'static str {
-    let ext = path
-        .rsplit('/')
-        .next()
-        .and_then(|n| n.rsplit_once('.'))
-        .map(|(_, e)| e.to_ascii_lowercase());
-    match ext.as_deref() {
-        Some("parquet") => CONTENT_TYPES[0],
-        Some("json") => CONTENT_TYPES[1],
-        Some("jsonl") | Some("ndjson") => CONTENT_TYPES[2],
-        Some("csv") => CONTENT_TYPES[3],
-        Some("txt") => CONTENT_TYPES[4],
+    let ext = path.rsplit('.').next().unwrap_or(path).to_ascii_lowercase();
+    match ext.as_str() {
+        "parquet" => CONTENT_TYPES[0],
+        "json" => CONTENT_TYPES[1],
+        "jsonl" => CONTENT_TYPES[2],
+        "csv" => CONTENT_TYPES[3],
+        "txt" => CONTENT_TYPES[4],
         _ => CONTENT_TYPES[5],
     }
 }
@@ -221,6 +221,15 @@ mod tests {
             "application/json"
         );
         assert_eq!(content_type_for("x.jsonl"), "application/x-ndjson");
+        assert_eq!(
+            content_type_for("X.PARQUET"),
+            "application/vnd.apache.parquet"
+        );
+        // ParqueDB's table, as ParqueDB applies it.
+        assert_eq!(content_type_for("x.ndjson"), "application/octet-stream");
+        assert_eq!(content_type_for("json"), "application/json");
+        assert_eq!(content_type_for("data/json"), "application/octet-stream");
+        assert_eq!(content_type_for("v1.2/readme"), "application/octet-stream");
         assert_eq!(
             content_type_for("indexes/bloom/u.bloom"),
             "application/octet-stream"

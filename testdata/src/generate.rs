@@ -1357,12 +1357,18 @@ fn parquedb_syncs(rel: &str) -> bool {
 
 /// ParqueDB's content type for a path.
 fn content_type(rel: &str) -> &'static str {
-    match rel.rsplit_once('.').map(|(_, ext)| ext) {
-        Some("parquet") => "application/vnd.apache.parquet",
-        Some("json") => "application/json",
-        Some("jsonl") => "application/x-ndjson",
-        Some("csv") => "text/csv",
-        Some("txt") => "text/plain",
+    match rel
+        .rsplit('.')
+        .next()
+        .unwrap_or(rel)
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "parquet" => "application/vnd.apache.parquet",
+        "json" => "application/json",
+        "jsonl" => "application/x-ndjson",
+        "csv" => "text/csv",
+        "txt" => "text/plain",
         _ => "application/octet-stream",
     }
 }
