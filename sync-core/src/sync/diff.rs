@@ -83,16 +83,37 @@ pub struct PathDiff {
 }
 
 impl PathDiff {
-    /// For a conflict: the side the timestamps favour. A side that still has
-    /// the file beats a side that deleted it; otherwise the newer
-    /// modification time wins, and a tie is left to a person.
+    /// For a conflict, ParqueDB's `suggestedResolution`: `manual` when the
+    /// two modification times are less than a second apart (or one is not
+    /// a time), else the newer side. A side that still has the file beats
+    /// a side that deleted it.
     pub fn suggested_resolution(&self) -> Resolution {
         match (&self.local, &self.remote) {
             (Some(_), None) => Resolution::KeepLocal,
             (None, Some(_)) => Resolution::KeepRemote,
             (Some(l), Some(r)) => match (l.modified(), r.modified()) {
-                (Some(lt), Some(rt)) if lt > rt => Resolution::KeepLocal,
-                (Some(lt), Some(rt)) if rt > lt => Resolution::KeepRemote,
+                (Some(lt), Some(rt)) => match (lt - rt).num_milliseconds() {
+                    gap if gap.abs() < 1000 => Resolution::Manual,
+                    gap if gap > 0 => Resolution::KeepLocal,
+                    _ => Resolution::KeepRemote,
+                },
+                _ => Resolution::Manual,
+            },
+            (None, None) => Resolution::Manual,
+        }
+    }
+
+    /// What the `newest` strategy decides, as ParqueDB's does: the side
+    /// modified later, a tie going to local. A side that still has the file
+    /// beats a side that deleted it; a time that is not one leaves it to a
+    /// person.
+    pub fn newest(&self) -> Resolution {
+        match (&self.local, &self.remote) {
+            (Some(_), None) => Resolution::KeepLocal,
+            (None, Some(_)) => Resolution::KeepRemote,
+            (Some(l), Some(r)) => match (l.modified(), r.modified()) {
+                (Some(lt), Some(rt)) if lt >= rt => Resolution::KeepLocal,
+                (Some(_), Some(_)) => Resolution::KeepRemote,
                 _ => Resolution::Manual,
             },
             (None, None) => Resolution::Manual,
@@ -295,6 +316,24 @@ mod tests {
         assert_eq!(
             d(Some(&old), Some(&e("C", T1))).suggested_resolution(),
             Resolution::Manual
+        );
+        // ParqueDB's rules: less than a second apart is left to a person;
+        // `newest` gives a tie (and any later local time) to local.
+        let near = e("D", "2026-01-01T00:00:00.999Z");
+        let far = e("E", "2026-01-01T00:00:01.000Z");
+        assert_eq!(
+            d(Some(&near), Some(&old)).suggested_resolution(),
+            Resolution::Manual
+        );
+        assert_eq!(
+            d(Some(&old), Some(&far)).suggested_resolution(),
+            Resolution::KeepRemote
+        );
+        assert_eq!(d(Some(&near), Some(&old)).newest(), Resolution::KeepLocal);
+        assert_eq!(d(Some(&old), Some(&near)).newest(), Resolution::KeepRemote);
+        assert_eq!(
+            d(Some(&old), Some(&e("C", T1))).newest(),
+            Resolution::KeepLocal
         );
         assert_eq!(
             d(None, Some(&old)).suggested_resolution(),

@@ -310,7 +310,7 @@ pub(crate) fn resolve(strategy: Strategy, d: &PathDiff) -> Resolution {
     let r = match strategy {
         Strategy::LocalWins => Resolution::KeepLocal,
         Strategy::RemoteWins => Resolution::KeepRemote,
-        Strategy::Newest => d.suggested_resolution(),
+        Strategy::Newest => d.newest(),
         Strategy::Manual => Resolution::Manual,
     };
     match r {
