@@ -115,8 +115,15 @@ impl From<String> for Timestamp {
 }
 
 impl From<std::time::SystemTime> for Timestamp {
+    /// A file time to the nearest millisecond, as Node's `stat` gives
+    /// ParqueDB its `mtime`: `Math.round` of the fractional milliseconds, so
+    /// a half rounds up (towards the future), before 1970 too.
     fn from(t: std::time::SystemTime) -> Self {
-        Timestamp::Millis(chrono::DateTime::<chrono::Utc>::from(t).timestamp_millis())
+        let ns: i128 = match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => d.as_nanos() as i128,
+            Err(e) => -(e.duration().as_nanos() as i128),
+        };
+        Timestamp::Millis((ns + 500_000).div_euclid(1_000_000) as i64)
     }
 }
 
@@ -170,6 +177,20 @@ mod tests {
     use super::*;
     use crate::manifest::FileEntry;
     use std::borrow::Cow;
+
+    #[test]
+    fn file_times_round_to_the_millisecond_as_node_does() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let after = |ns: u64| Timestamp::from(UNIX_EPOCH + Duration::from_nanos(ns)).to_string();
+        let before = |ns: u64| Timestamp::from(UNIX_EPOCH - Duration::from_nanos(ns)).to_string();
+        assert_eq!(after(1_621_911_824), "1970-01-01T00:00:01.622Z");
+        assert_eq!(after(1_621_411_824), "1970-01-01T00:00:01.621Z");
+        assert_eq!(after(1_500_000), "1970-01-01T00:00:00.002Z");
+        assert_eq!(before(400_000), "1970-01-01T00:00:00.000Z");
+        assert_eq!(before(500_000), "1970-01-01T00:00:00.000Z");
+        assert_eq!(before(600_000), "1969-12-31T23:59:59.999Z");
+        assert_eq!(before(1_621_911_824), "1969-12-31T23:59:58.378Z");
+    }
 
     #[test]
     fn times_are_compact_yet_written_back_as_read() {
