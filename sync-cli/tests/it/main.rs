@@ -924,3 +924,53 @@ fn list_directory_and_remote() {
     let err = pqsync(Some(&server)).args(["list", &empty]).stderr_with(1);
     assert!(String::from_utf8_lossy(&err).contains("not managed by pqsync"));
 }
+
+/// One identity on both sides, as ParqueDB writes one manifest to both: a
+/// first push gives the local and the remote manifest the same
+/// `databaseId` and `name`; a pull into a fresh directory takes the
+/// remote's; an existing local manifest keeps its own.
+#[test]
+fn one_database_id_on_both_sides() {
+    let parent = tempfile::tempdir().unwrap();
+    let read = |p: &Path| -> Value {
+        serde_json::from_slice(&std::fs::read(p.join("_meta/manifest.json")).unwrap()).unwrap()
+    };
+    let db = sample_copy();
+    let remote = parent.path().join("remote");
+    pqsync(None)
+        .arg("push")
+        .arg(&remote)
+        .arg("-d")
+        .arg(db.path())
+        .stdout_ok();
+    let (local, remote_m) = (read(db.path()), read(&remote));
+    assert_eq!(local["databaseId"], remote_m["databaseId"]);
+    assert_eq!(local["name"], remote_m["name"]);
+
+    let fresh = parent.path().join("fresh");
+    pqsync(None)
+        .arg("pull")
+        .arg(&remote)
+        .arg("-d")
+        .arg(&fresh)
+        .stdout_ok();
+    assert_eq!(read(&fresh)["databaseId"], remote_m["databaseId"]);
+
+    // A database that already has a manifest keeps its identity, and a new
+    // remote takes it.
+    let other = sample_copy();
+    pqsync(None)
+        .args(["init", "-d"])
+        .arg(other.path())
+        .stdout_ok();
+    let own = read(other.path())["databaseId"].clone();
+    let remote2 = parent.path().join("remote2");
+    pqsync(None)
+        .arg("push")
+        .arg(&remote2)
+        .arg("-d")
+        .arg(other.path())
+        .stdout_ok();
+    assert_eq!(read(other.path())["databaseId"], own);
+    assert_eq!(read(&remote2)["databaseId"], own);
+}

@@ -726,6 +726,7 @@ impl Run<'_> {
                 mode: plan.mode,
                 view: &plan.view,
                 remote_before: plan.remote.as_ref(),
+                remote_latest: out.latest.as_ref(),
                 remote_after: &out.remote_files,
                 remote_commit: out.remote_commit.as_deref(),
                 downloaded: &out.downloaded,

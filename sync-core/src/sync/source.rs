@@ -67,6 +67,9 @@ pub(crate) struct Settle<'a> {
     pub view: &'a SourceView,
     /// The remote manifest the plan was made against.
     pub remote_before: Option<&'a RemoteManifest>,
+    /// The latest remote manifest the run knows of (the one it committed,
+    /// if it did).
+    pub remote_latest: Option<&'a RemoteManifest>,
     /// The remote's files after the run, and the manifest's commit id.
     pub remote_after: &'a BTreeMap<String, FileEntry>,
     pub remote_commit: Option<&'a str>,
@@ -266,10 +269,15 @@ impl LocalSource {
         if s.view.manifest.as_ref().is_some_and(|m| &m.files == after) {
             return Ok(());
         }
+        // One identity on both sides: the local manifest's where there is
+        // one, else the remote's (a first push that made a new one, or a
+        // pull into a fresh directory).
         let template = s
-            .remote_before
-            .map(|r| &r.manifest)
-            .or(s.view.manifest.as_ref());
+            .view
+            .manifest
+            .as_ref()
+            .or(s.remote_latest.map(|r| &r.manifest))
+            .or(s.remote_before.map(|r| &r.manifest));
         let mut m = template
             .cloned()
             .unwrap_or_else(|| fresh_manifest(&self.database_name()));
