@@ -3,11 +3,13 @@
 //! file belongs to, what an event segment is called, and a file's content
 //! type.
 //!
-//! ParqueDB skips `_meta/manifest.json`, `_meta/locks`, `.git`, `.DS_Store`,
-//! `node_modules` and temporary files (`*.tmp*`, `*.lock`). ParqueDB matches
-//! by string prefix, which also skips `.github`; pqsync matches whole path
-//! components instead. pqsync's own state directory, `_meta/.pqsync`, is never
-//! synced either.
+//! pqsync syncs exactly the files ParqueDB's engine syncs: ParqueDB skips a
+//! path whose whole relative path *starts with* `_meta/manifest.json`,
+//! `_meta/locks`, `.git`, `.DS_Store` or `node_modules` (a string prefix, so
+//! also `.github/` and `node_modules_backup/`, but not `data/.DS_Store`,
+//! `*.lock` or `*.tmp*` below the top level). pqsync also never syncs its own
+//! files: its state directory `_meta/.pqsync` and its temporary download
+//! files (`.NAME.pqsync.tmp-PID-RAND`).
 
 /// Where the sync manifest lives, relative to a tree's root.
 pub const MANIFEST_PATH: &str = "_meta/manifest.json";
@@ -19,24 +21,42 @@ pub const STATE_DIR: &str = "_meta/.pqsync";
 /// Where the event segment manifest may be, in order of preference.
 pub const EVENT_MANIFESTS: [&str; 2] = ["events/_manifest.json", "events/manifest.json"];
 
-/// Directory names skipped wherever they appear.
-const IGNORED_NAMES: &[&str] = &[".git", ".DS_Store", "node_modules"];
+/// The prefixes ParqueDB's engine skips, tested against the whole path.
+const PARQUEDB_IGNORED: &[&str] = &[
+    MANIFEST_PATH,
+    "_meta/locks",
+    ".git",
+    ".DS_Store",
+    "node_modules",
+];
 
-/// Whether a relative, `/`-separated path is excluded from syncing.
+/// The marker in the names of pqsync's temporary download files.
+pub(crate) const TEMP_MARKER: &str = ".pqsync.tmp-";
+
+/// Whether a relative, `/`-separated path is excluded from syncing: by
+/// ParqueDB's prefix rule, or as one of pqsync's own files.
 pub fn is_ignored(path: &str) -> bool {
-    if path == MANIFEST_PATH {
-        return true;
-    }
-    let mut comps = path.split('/');
-    if comps.next() == Some("_meta") && matches!(comps.next(), Some("locks" | ".pqsync")) {
-        return true;
-    }
-    path.split('/').any(is_ignored_name)
+    PARQUEDB_IGNORED.iter().any(|p| path.starts_with(p)) || is_own(path)
 }
 
-/// Whether a single path component is excluded wherever it appears.
-pub fn is_ignored_name(name: &str) -> bool {
-    IGNORED_NAMES.contains(&name) || name.contains(".tmp") || name.ends_with(".lock")
+/// Whether a path is one of pqsync's own: its state directory or a
+/// temporary download file (`.NAME.pqsync.tmp-PID-RAND`, a name no user
+/// file has).
+pub fn is_own(path: &str) -> bool {
+    path == STATE_DIR
+        || path
+            .strip_prefix(STATE_DIR)
+            .is_some_and(|rest| rest.starts_with('/'))
+        || path
+            .rsplit('/')
+            .next()
+            .is_some_and(|name| name.starts_with('.') && name.contains(TEMP_MARKER))
+}
+
+/// Whether everything under the directory `dir` is excluded, so a walk
+/// need not enter it.
+pub fn is_ignored_dir(dir: &str) -> bool {
+    is_ignored(&format!("{dir}/"))
 }
 
 /// Whether a path is a nested manifest (`manifest.json` or `_manifest.json`
@@ -147,30 +167,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ignores_by_component() {
+    fn ignores_as_parquedb_does_plus_its_own_files() {
         for p in [
             "_meta/manifest.json",
+            "_meta/manifest.json.bak",
             "_meta/locks/writer",
             "_meta/.pqsync/statcache",
             ".git/HEAD",
-            "data/.DS_Store",
+            ".github/workflows/ci.yml",
+            ".gitignore",
+            ".DS_Store",
             "node_modules/x/y.js",
-            "data/users/data.parquet.tmp",
-            "data/users/.data.parquet.pqsync.tmp-1234",
-            "events/writer.lock",
+            "node_modules_backup/x",
+            "data/users/.data.parquet.pqsync.tmp-1234-0000abcd",
         ] {
             assert!(is_ignored(p), "{p} should be ignored");
         }
         for p in [
-            ".github/workflows/ci.yml",
             "_meta/schema.json",
-            "_meta/manifest.json.bak",
+            "_meta/.pqsyncx",
+            "data/.DS_Store",
+            "sub/.git/HEAD",
             "data/my.gitignore",
             "data/node_modules_backup/x",
+            "data/node_modules/x",
             "data/users/data.parquet",
+            "data/users/data.parquet.tmp",
+            "data/part.tmpl.parquet",
+            "yarn.lock",
+            "events/writer.lock",
+            "data/x.pqsync.tmp-1",
         ] {
             assert!(!is_ignored(p), "{p} should be synced");
         }
+        assert!(is_ignored_dir(".git") && is_ignored_dir("node_modules_backup"));
+        assert!(is_ignored_dir("_meta/.pqsync") && is_ignored_dir("_meta/locks"));
+        assert!(!is_ignored_dir("_meta") && !is_ignored_dir("data/.git"));
     }
 
     #[test]

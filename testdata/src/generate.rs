@@ -1341,18 +1341,18 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
-/// Whether ParqueDB's engine tracks `rel` (its ignore list, matched per
-/// component).
+/// Whether ParqueDB's engine tracks `rel`: it skips a path whose whole
+/// relative path starts with one of its ignore strings.
 fn parquedb_syncs(rel: &str) -> bool {
-    if rel == "_meta/manifest.json" || rel == "_meta/locks" || rel.starts_with("_meta/locks/") {
-        return false;
-    }
-    let name = rel.rsplit('/').next().unwrap_or(rel);
-    if name.contains(".tmp") || name.ends_with(".lock") {
-        return false;
-    }
-    !rel.split('/')
-        .any(|c| matches!(c, ".git" | ".DS_Store" | "node_modules"))
+    ![
+        "_meta/manifest.json",
+        "_meta/locks",
+        ".git",
+        ".DS_Store",
+        "node_modules",
+    ]
+    .iter()
+    .any(|p| rel.starts_with(p))
 }
 
 /// ParqueDB's content type for a path.

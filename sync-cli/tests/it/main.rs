@@ -11,6 +11,7 @@ mod errors;
 mod kill;
 mod lost;
 mod output;
+mod parquedb;
 mod verify;
 
 use assert_cmd::Command;

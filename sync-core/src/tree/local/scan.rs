@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{FileStat, LocalTree};
 use crate::error::{Error, Result};
-use crate::layout::{content_type_for, is_ignored, is_ignored_name};
+use crate::layout::{content_type_for, is_ignored, is_ignored_dir};
 use crate::manifest::{hash_file, Digest, FileEntry, HashAlgorithm};
 
 /// Files modified this recently (relative to the scan) are not cached, so an
@@ -441,12 +441,8 @@ fn is_skipped_dir(root: &Path, e: &walkdir::DirEntry) -> bool {
     if !e.file_type().is_dir() {
         return false;
     }
-    let name = e.file_name().to_string_lossy();
-    if is_ignored_name(&name) {
-        return true;
-    }
     match rel_path(root, e.path()) {
-        Some(rel) => is_ignored(&rel),
+        Some(rel) => is_ignored_dir(&rel),
         None => false,
     }
 }
@@ -484,7 +480,8 @@ mod tests {
         std::fs::write(root.join("data/users/data.parquet"), b"PAR1xxPAR1").unwrap();
         std::fs::write(root.join(".git/HEAD"), b"ref").unwrap();
         std::fs::write(root.join("_meta/manifest.json"), b"{}").unwrap();
-        std::fs::write(root.join("x.tmp"), b"t").unwrap();
+        std::fs::write(root.join(".DS_Store"), b"t").unwrap();
+        std::fs::write(root.join("data/.x.parquet.pqsync.tmp-1-0000abcd"), b"t").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", root.join("evil")).unwrap();
         // Old mtime so the entry is cacheable.
         let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);

@@ -1,0 +1,81 @@
+//! What ParqueDB's own engine sees of what pqsync writes: the same file
+//! set, the same entries. Judged by an independent listing of the remote.
+
+use crate::lost::Remote;
+use crate::{age, pqsync, sample_copy, tree_files, Output};
+
+/// pqsync syncs exactly the files ParqueDB syncs: ParqueDB's prefix rule
+/// (`.git`, `.DS_Store`, `node_modules`, `_meta/locks` at the top, which
+/// also covers `.github/`), nothing more. `.DS_Store` in a subfolder,
+/// `yarn.lock` and `x.tmpl.parquet` are data to both tools.
+#[test]
+fn the_same_file_set_as_parquedb() {
+    for remote in Remote::each("fileset") {
+        let db = sample_copy();
+        let put = |rel: &str| {
+            let p = db.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, format!("bytes of {rel}")).unwrap();
+            age(&p);
+        };
+        let synced = [
+            "data/.DS_Store",
+            "data/users/.DS_Store",
+            "yarn.lock",
+            "data/part.tmpl.parquet",
+            "data/users/data.parquet.tmp",
+            "sub/.git/HEAD",
+            "data/node_modules/x.js",
+        ];
+        let ignored = [
+            ".DS_Store",
+            ".git/HEAD",
+            ".github/workflows/ci.yml",
+            "node_modules/x/y.js",
+            "_meta/locks/writer",
+        ];
+        for p in synced.iter().chain(&ignored) {
+            put(p);
+        }
+        // A real Parquet file, so verify's footer check passes.
+        let parquet = std::fs::read(db.path().join("data/users/data.parquet")).unwrap();
+        std::fs::write(db.path().join("data/part.tmpl.parquet"), parquet).unwrap();
+        age(&db.path().join("data/part.tmpl.parquet"));
+        let url = remote.url();
+        pqsync(remote.server())
+            .args(["push", &url, "-d"])
+            .arg(db.path())
+            .stdout_ok();
+        let objects = remote.objects();
+        for p in synced {
+            assert!(objects.contains_key(p), "{p} was not pushed");
+        }
+        for p in ignored {
+            assert!(!objects.contains_key(p), "{p} was pushed");
+        }
+        let m = remote.manifest().unwrap();
+        let listed: Vec<&String> = m["files"].as_object().unwrap().keys().collect();
+        let mut expected: Vec<String> = objects
+            .keys()
+            .filter(|k| *k != "_meta/manifest.json")
+            .cloned()
+            .collect();
+        expected.sort();
+        assert_eq!(listed, expected.iter().collect::<Vec<_>>());
+        // A clone gets the same set back, and both sides agree.
+        let clone = tempfile::tempdir().unwrap();
+        pqsync(remote.server())
+            .args(["pull", &url, "-d"])
+            .arg(clone.path())
+            .stdout_ok();
+        let got = tree_files(clone.path());
+        for p in synced {
+            assert!(got.contains_key(p), "{p} was not pulled");
+        }
+        pqsync(remote.server())
+            .args(["status", "--exit-code", "-d"])
+            .arg(clone.path())
+            .stdout_ok();
+        pqsync(remote.server()).args(["verify", &url]).stdout_ok();
+    }
+}
