@@ -79,3 +79,30 @@ fn the_same_file_set_as_parquedb() {
         pqsync(remote.server()).args(["verify", &url]).stdout_ok();
     }
 }
+
+/// A name ParqueDB's backend cannot read (`..` inside a component) is
+/// pushed, with a warning that names it.
+#[test]
+fn push_warns_about_names_parquedb_cannot_read() {
+    let db = sample_copy();
+    let parent = tempfile::tempdir().unwrap();
+    let remote = parent.path().join("remote");
+    let p = db.path().join("data/a..b.json");
+    std::fs::write(&p, b"{}").unwrap();
+    age(&p);
+    let out = pqsync(None)
+        .arg("push")
+        .arg(&remote)
+        .arg("-d")
+        .arg(db.path())
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("data/a..b.json: ParqueDB cannot read"),
+        "{err}"
+    );
+    assert!(remote.join("data/a..b.json").exists());
+}

@@ -261,6 +261,14 @@ impl Engine {
         plan.warnings = warnings;
         bucket(&mut plan, diff, self.opts.delete, &journal);
         self.find_damage(&mut plan).await?;
+        // ParqueDB's file backend refuses any path containing `..`, even
+        // inside a name; pqsync can carry it, ParqueDB cannot read it back.
+        for e in plan.uploads.iter().filter(|e| e.path.contains("..")) {
+            plan.warnings.push(format!(
+                "{}: ParqueDB cannot read a path containing \"..\" (its pull of this remote will fail on it); rename it if ParqueDB reads this database",
+                e.path
+            ));
+        }
         plan.interrupted = self.source.interrupted(&self.remote, &plan.uploads);
         let url = self.remote.url().to_string();
         limit_deletes(
