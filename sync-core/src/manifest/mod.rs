@@ -43,11 +43,23 @@ pub enum Visibility {
 
 /// One tracked file.
 ///
-/// Fields are declared in the alphabetical order of their JSON names, so the
-/// derived serialisation is already key-sorted.
+/// Fields are declared in the order ParqueDB writes them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FileEntry {
+    /// Relative, `/`-separated path; equal to the entry's key.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Digest of the whole file (lowercase hex in JSON).
+    pub hash: Digest,
+    /// Algorithm of `hash`.
+    pub hash_algorithm: HashAlgorithm,
+    /// ISO-8601 modification time.
+    pub modified_at: Timestamp,
+    /// Store ETag, where one is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
     /// MIME type (the common ones are shared, not allocated per entry).
     #[serde(
         default,
@@ -55,19 +67,6 @@ pub struct FileEntry {
         deserialize_with = "content_type_de"
     )]
     pub content_type: Option<Cow<'static, str>>,
-    /// Store ETag, where one is known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub etag: Option<String>,
-    /// Digest of the whole file (lowercase hex in JSON).
-    pub hash: Digest,
-    /// Algorithm of `hash`.
-    pub hash_algorithm: HashAlgorithm,
-    /// ISO-8601 modification time.
-    pub modified_at: Timestamp,
-    /// Relative, `/`-separated path; equal to the entry's key.
-    pub path: String,
-    /// Size in bytes.
-    pub size: u64,
 }
 
 impl FileEntry {
@@ -144,49 +143,97 @@ fn content_type_de<'de, D: serde::Deserializer<'de>>(
 
 /// The sync manifest of one tree.
 ///
-/// Fields are declared in the alphabetical order of their JSON names, so the
-/// derived serialisation is already key-sorted (`files` is a sorted map and
-/// `metadata` is sorted when written).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Fields are declared in the order ParqueDB writes them (`version`,
+/// `databaseId`, `name`, `owner`, `visibility`, `lastSyncedAt`, `files`,
+/// `syncedFrom`), then `slug`, `metadata` and pqsync's `commitId`; fields
+/// pqsync does not know are kept, after those.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
-    /// pqsync's id for the commit that wrote this manifest; lets a writer
-    /// check, after writing, that its commit is the one that stuck.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub commit_id: Option<String>,
+    /// Format version; always 1.
+    pub version: u32,
     /// Stable identifier of the database.
     pub database_id: String,
-    /// Tracked files by relative path.
-    pub files: BTreeMap<String, FileEntry>,
-    /// ISO-8601 time of the last successful sync.
-    pub last_synced_at: String,
-    /// Free-form metadata, preserved as is.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "serialize_sorted"
-    )]
-    pub metadata: Option<Value>,
     /// Human-readable name.
     pub name: String,
     /// Owner's user name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
-    /// URL-friendly name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slug: Option<String>,
-    /// Where the last sync came from (`local`, `remote:<url>`, ...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub synced_from: Option<String>,
-    /// Format version; always 1.
-    pub version: u32,
     /// Who may read it.
     #[serde(default)]
     pub visibility: Visibility,
+    /// ISO-8601 time of the last successful sync.
+    pub last_synced_at: String,
+    /// Tracked files by relative path.
+    pub files: BTreeMap<String, FileEntry>,
+    /// Where the last sync came from (`local`, `remote:<url>`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_from: Option<String>,
+    /// URL-friendly name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slug: Option<String>,
+    /// Free-form metadata, preserved as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    /// pqsync's id for the commit that wrote this manifest; lets a writer
+    /// check, after writing, that its commit is the one that stuck.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_id: Option<String>,
+    /// Top-level fields pqsync does not know, kept as they were.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
 }
 
-fn serialize_sorted<S: serde::Serializer>(v: &Option<Value>, s: S) -> Result<S::Ok, S::Error> {
-    v.clone().map(sort_keys).serialize(s)
+/// Reads a manifest field by field, keeping unknown ones in `extra`
+/// (a derived `flatten` would buffer the whole `files` map first).
+impl<'de> Deserialize<'de> for Manifest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::{Error as _, MapAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Manifest;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a manifest object")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Manifest, A::Error> {
+                let mut version = None;
+                let mut database_id = None;
+                let mut name = None;
+                let mut last_synced_at = None;
+                let mut files = None;
+                let mut m = Manifest::new(String::new(), String::new());
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "version" => version = Some(map.next_value()?),
+                        "databaseId" => database_id = Some(map.next_value()?),
+                        "name" => name = Some(map.next_value()?),
+                        "owner" => m.owner = map.next_value()?,
+                        "visibility" => m.visibility = map.next_value()?,
+                        "lastSyncedAt" => last_synced_at = Some(map.next_value()?),
+                        "files" => files = Some(map.next_value()?),
+                        "syncedFrom" => m.synced_from = map.next_value()?,
+                        "slug" => m.slug = map.next_value()?,
+                        "metadata" => m.metadata = map.next_value()?,
+                        "commitId" => m.commit_id = map.next_value()?,
+                        _ => {
+                            m.extra.insert(key, map.next_value()?);
+                        }
+                    }
+                }
+                m.version = version.ok_or_else(|| A::Error::missing_field("version"))?;
+                m.database_id = database_id.ok_or_else(|| A::Error::missing_field("databaseId"))?;
+                m.name = name.ok_or_else(|| A::Error::missing_field("name"))?;
+                m.last_synced_at =
+                    last_synced_at.ok_or_else(|| A::Error::missing_field("lastSyncedAt"))?;
+                m.files = files.ok_or_else(|| A::Error::missing_field("files"))?;
+                Ok(m)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 impl Manifest {
@@ -204,6 +251,7 @@ impl Manifest {
             synced_from: None,
             files: BTreeMap::new(),
             metadata: None,
+            extra: serde_json::Map::new(),
         }
     }
 
@@ -302,11 +350,11 @@ impl Manifest {
         Ok(())
     }
 
-    /// Serialises with sorted keys, 2-space indentation and a final newline.
+    /// Serialises as ParqueDB does (`JSON.stringify(m, null, 2)`): its key
+    /// order, 2-space indentation and no final newline.
     pub fn to_json_pretty(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256 + self.files.len() * 320);
         serde_json::to_writer_pretty(&mut out, self).expect("manifest serialises");
-        out.push(b'\n');
         out
     }
 
@@ -335,25 +383,6 @@ fn json_reason(e: &serde_json::Error) -> String {
         Category::Syntax => format!("not valid JSON ({e})"),
         Category::Data => format!("unexpected content ({e})"),
         Category::Io => e.to_string(),
-    }
-}
-
-/// Rebuilds every object with its keys in sorted order, whatever map type
-/// serde_json was compiled with.
-fn sort_keys(v: Value) -> Value {
-    match v {
-        Value::Object(map) => {
-            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            Value::Object(
-                entries
-                    .into_iter()
-                    .map(|(k, v)| (k, sort_keys(v)))
-                    .collect(),
-            )
-        }
-        Value::Array(items) => Value::Array(items.into_iter().map(sort_keys).collect()),
-        other => other,
     }
 }
 
@@ -417,23 +446,49 @@ mod tests {
     }
 
     #[test]
-    fn round_trip_is_sorted_and_two_space() {
+    fn written_as_parquedb_writes_it_and_unknown_fields_kept() {
         let mut m = Manifest::new("db1", "sample");
         m.last_synced_at = "2026-01-01T00:00:00.000Z".into();
         m.files.insert("z.parquet".into(), entry("z.parquet"));
         m.files.insert("a.json".into(), entry("a.json"));
         m.owner = Some("ops".into());
         m.synced_from = Some("local".into());
-        m.metadata = Some(serde_json::json!({"z": 1, "a": {"y": 2, "b": 3}}));
+        m.extra
+            .insert("futureField".into(), serde_json::json!({"k": 1}));
         let text = String::from_utf8(m.to_json_pretty()).unwrap();
-        assert!(text.starts_with("{\n  \"databaseId\": \"db1\",\n  \"files\": {\n    \"a.json\""));
+        // ParqueDB's key order, 2-space indentation, no final newline.
+        let keys: Vec<usize> = [
+            "\"version\"",
+            "\"databaseId\"",
+            "\"name\"",
+            "\"owner\"",
+            "\"visibility\"",
+            "\"lastSyncedAt\"",
+            "\"files\"",
+            "\"syncedFrom\"",
+            "\"futureField\"",
+        ]
+        .iter()
+        .map(|k| text.find(k).unwrap_or_else(|| panic!("{k} missing")))
+        .collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "{text}");
+        assert!(text.starts_with("{\n  \"version\": 1,\n  \"databaseId\": \"db1\""));
+        assert!(!text.ends_with('\n'));
+        let entry_keys: Vec<usize> = [
+            "\"path\"",
+            "\"size\"",
+            "\"hash\"",
+            "\"hashAlgorithm\"",
+            "\"modifiedAt\"",
+        ]
+        .iter()
+        .map(|k| text.find(k).unwrap())
+        .collect();
+        assert!(entry_keys.windows(2).all(|w| w[0] < w[1]), "{text}");
         assert!(text.find("\"a.json\"").unwrap() < text.find("\"z.parquet\"").unwrap());
-        // The derived field order is the sorted order.
-        let oracle =
-            serde_json::to_string_pretty(&sort_keys(serde_json::to_value(&m).unwrap())).unwrap();
-        assert_eq!(text.trim_end(), oracle);
         let back = Manifest::from_slice(text.as_bytes(), "t").unwrap();
         assert_eq!(back, m);
+        assert_eq!(back.extra["futureField"], serde_json::json!({"k": 1}));
         assert_eq!(back.to_json_pretty(), m.to_json_pretty());
     }
 

@@ -230,14 +230,9 @@ mod tests {
             assert_eq!(canonical_millis(bad.as_bytes()), None, "{bad}");
         }
         assert!(canonical_millis(b"2024-02-29T23:59:59.999Z").is_some());
-        let e: FileEntry = serde_json::from_str(
-            r#"{"contentType":"text/csv","hash":"00","hashAlgorithm":"md5","modifiedAt":"2026-01-01T00:00:00Z","path":"a","size":1}"#,
-        )
-        .unwrap();
+        let text = r#"{"path":"a","size":1,"hash":"00","hashAlgorithm":"md5","modifiedAt":"2026-01-01T00:00:00Z","contentType":"text/csv"}"#;
+        let e: FileEntry = serde_json::from_str(text).unwrap();
         assert!(matches!(e.content_type, Some(Cow::Borrowed("text/csv"))));
-        assert_eq!(
-            serde_json::to_string(&e).unwrap(),
-            r#"{"contentType":"text/csv","hash":"00","hashAlgorithm":"md5","modifiedAt":"2026-01-01T00:00:00Z","path":"a","size":1}"#
-        );
+        assert_eq!(serde_json::to_string(&e).unwrap(), text);
     }
 }
