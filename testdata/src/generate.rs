@@ -273,11 +273,12 @@ pub fn generate(dir: &Path, opts: &GenOptions) -> Result<Summary> {
 /// write for the database in `dir` after a local push.
 ///
 /// Every file under `dir` is listed except the paths ParqueDB never syncs
-/// (`_meta/manifest.json`, `_meta/locks`, `.git`, `.DS_Store`,
-/// `node_modules`, `*.tmp*`, `*.lock`; matched per path component). Each entry
-/// has the file's `path`, `size`, SHA-256 `hash` (lowercase hex),
-/// `hashAlgorithm: "sha256"`, `contentType`, and `modifiedAt` fixed at
-/// [`EPOCH_ISO`] rather than the file's mtime, so the result is reproducible.
+/// (paths starting with `_meta/manifest.json`, `_meta/locks`, `.git`,
+/// `.DS_Store` or `node_modules`). Each entry has the file's `path`, `size`,
+/// SHA-256 `hash` (lowercase hex), `hashAlgorithm: "sha256"`, `modifiedAt`
+/// fixed at [`EPOCH_ISO`] rather than the file's mtime (so the result is
+/// reproducible), the FsBackend `etag` for that time and size, and
+/// `contentType`.
 /// `databaseId` is derived from `opts.seed`, `name` is `sample-db`,
 /// `visibility` is `private`, `syncedFrom` is `local` and `lastSyncedAt` is
 /// [`EPOCH_ISO`].
@@ -309,6 +310,7 @@ pub fn parquedb_manifest(dir: &Path, opts: &GenOptions) -> Result<Value> {
             "hash": hash,
             "hashAlgorithm": "sha256",
             "modifiedAt": EPOCH_ISO,
+            "etag": fs_etag(EPOCH_MS as u64, size),
             "contentType": content_type(&rel),
         });
         files.insert(rel, entry);
@@ -324,8 +326,9 @@ pub fn parquedb_manifest(dir: &Path, opts: &GenOptions) -> Result<Value> {
     })))
 }
 
-/// Writes [`parquedb_manifest`] for `dir` to `out` as ParqueDB does: JSON
-/// with 2-space indentation (keys sorted here) and no trailing newline.
+/// Writes [`parquedb_manifest`] for `dir` to `out` as ParqueDB does
+/// (`JSON.stringify(m, null, 2)`): its key order, 2-space indentation and
+/// no trailing newline.
 ///
 /// # Errors
 ///
@@ -335,8 +338,73 @@ pub fn write_parquedb_manifest(dir: &Path, opts: &GenOptions, out: &Path) -> Res
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
     }
-    let text = serde_json::to_string_pretty(&manifest)?;
-    fs::write(out, text).with_context(|| format!("write {}", out.display()))
+    fs::write(out, parquedb_text(&manifest)).with_context(|| format!("write {}", out.display()))
+}
+
+/// ParqueDB's FsBackend ETag: `"<mtimeMs in base 36>-<size in base 36>"`,
+/// quotes included.
+fn fs_etag(mtime_ms: u64, size: u64) -> String {
+    format!("\"{}-{}\"", base36(mtime_ms), base36(size))
+}
+
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ascii")
+}
+
+/// A manifest as `JSON.stringify(m, null, 2)` prints the object ParqueDB
+/// builds: its keys in ParqueDB's insertion order.
+fn parquedb_text(m: &Value) -> String {
+    const TOP: [&str; 8] = [
+        "version",
+        "databaseId",
+        "name",
+        "owner",
+        "visibility",
+        "lastSyncedAt",
+        "files",
+        "syncedFrom",
+    ];
+    const ENTRY: [&str; 7] = [
+        "path",
+        "size",
+        "hash",
+        "hashAlgorithm",
+        "modifiedAt",
+        "etag",
+        "contentType",
+    ];
+    let mut fields = Vec::new();
+    for k in TOP {
+        let Some(v) = m.get(k) else { continue };
+        let text = match v.as_object() {
+            Some(files) if k == "files" && !files.is_empty() => {
+                let entries: Vec<String> = files
+                    .iter()
+                    .map(|(path, e)| {
+                        let inner: Vec<String> = ENTRY
+                            .iter()
+                            .filter_map(|f| e.get(f).map(|v| format!("      {}: {v}", json!(f))))
+                            .collect();
+                        format!("    {}: {{\n{}\n    }}", json!(path), inner.join(",\n"))
+                    })
+                    .collect();
+                format!("{{\n{}\n  }}", entries.join(",\n"))
+            }
+            _ => v.to_string(),
+        };
+        fields.push(format!("  {}: {text}", json!(k)));
+    }
+    format!("{{\n{}\n}}", fields.join(",\n"))
 }
 
 /// Tells whether a bloom filter written by [`generate`] may contain `key`
