@@ -82,6 +82,20 @@ pub async fn run(a: &StatusArgs, s: &Session) -> Result<ExitStatus> {
             report.requests
         ));
     }
+    if !report.ignored.is_empty() {
+        for p in &report.ignored {
+            printer.detail(&format!("  ignored  {p}"));
+        }
+        printer.info(&format!(
+            "{} path(s) ignored, as ParqueDB ignores them{}",
+            report.ignored.len(),
+            if printer.is_verbose() {
+                ""
+            } else {
+                " (-v lists them)"
+            }
+        ));
+    }
     if a.exit_code && !report.is_synced {
         return Ok(ExitStatus::Failure);
     }

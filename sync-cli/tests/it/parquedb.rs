@@ -77,6 +77,43 @@ fn the_same_file_set_as_parquedb() {
             .arg(clone.path())
             .stdout_ok();
         pqsync(remote.server()).args(["verify", &url]).stdout_ok();
+        // status says what it ignored, and -v lists it.
+        let out = pqsync(remote.server())
+            .args(["status", "-v", "-d"])
+            .arg(db.path())
+            .assert()
+            .success()
+            .get_output()
+            .clone();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("5 path(s) ignored"), "{text}");
+        let listed = String::from_utf8_lossy(&out.stderr);
+        for p in [
+            ".DS_Store",
+            ".git/",
+            ".github/",
+            "_meta/locks/",
+            "node_modules/",
+        ] {
+            assert!(listed.contains(&format!("ignored  {p}\n")), "{p}: {listed}");
+        }
+        let v: serde_json::Value = serde_json::from_slice(
+            &pqsync(remote.server())
+                .args(["status", "--json", "-d"])
+                .arg(db.path())
+                .stdout_ok(),
+        )
+        .unwrap();
+        assert_eq!(
+            v["ignored"],
+            serde_json::json!([
+                ".DS_Store",
+                ".git/",
+                ".github/",
+                "_meta/locks/",
+                "node_modules/"
+            ])
+        );
     }
 }
 

@@ -517,5 +517,6 @@ fn status_report(mut plan: Plan) -> StatusReport {
         requests: 0,
         files_hashed: plan.view.files_hashed,
         warnings: std::mem::take(&mut plan.warnings),
+        ignored: std::mem::take(&mut plan.view.ignored),
     }
 }

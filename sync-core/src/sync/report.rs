@@ -95,6 +95,10 @@ pub struct StatusReport {
     pub files_hashed: usize,
     /// Warnings.
     pub warnings: Vec<String>,
+    /// Local paths skipped as ParqueDB skips them (`.git`, `.DS_Store`,
+    /// `node_modules` and `_meta/locks` at the top, ...); folders end in
+    /// `/`.
+    pub ignored: Vec<String>,
 }
 
 /// The buckets of a status report.

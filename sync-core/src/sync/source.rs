@@ -47,6 +47,8 @@ pub(crate) struct SourceView {
     pub warnings: Vec<String>,
     /// Paths that could not be read: neither sent nor taken for deleted.
     pub left_out: Vec<crate::tree::LeftOut>,
+    /// Paths skipped as ParqueDB skips them (folders end in `/`).
+    pub ignored: Vec<String>,
 }
 
 /// How to read the source.
@@ -367,6 +369,7 @@ impl Source for LocalSource {
             files_hashed: scan.hashed,
             warnings: scan.warnings,
             left_out: scan.left_out,
+            ignored: scan.ignored,
         })
     }
 

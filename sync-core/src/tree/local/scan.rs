@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{FileStat, LocalTree};
 use crate::error::{Error, Result};
-use crate::layout::{content_type_for, is_ignored, is_ignored_dir};
+use crate::layout::{content_type_for, is_ignored, is_ignored_dir, is_own, MANIFEST_PATH};
 use crate::manifest::{hash_file, Digest, FileEntry, HashAlgorithm};
 
 /// Files modified this recently (relative to the scan) are not cached, so an
@@ -77,6 +77,9 @@ pub struct LocalScan {
     /// read, a FIFO, a socket, a file that kept changing): neither sent nor
     /// taken for deleted.
     pub left_out: Vec<LeftOut>,
+    /// Paths skipped because ParqueDB skips them (a folder with a final
+    /// `/`, its contents not walked); pqsync's own files are not listed.
+    pub ignored: Vec<String>,
 }
 
 /// A path a scan could not read.
@@ -115,7 +118,7 @@ impl LocalTree {
             return Ok(scan);
         }
         let cache = self.load_cache();
-        let found = self.walk(&mut scan.warnings, &mut scan.left_out)?;
+        let found = self.walk(&mut scan.warnings, &mut scan.left_out, &mut scan.ignored)?;
         let mut misses = Vec::new();
         for (rel, stat, modified) in found {
             match cache.files.get(&rel) {
@@ -168,12 +171,26 @@ impl LocalTree {
     /// The regular files of the tree that pqsync tracks (ignored names,
     /// symlinks, unportable and Unicode-duplicate names left out, each with
     /// a warning), with their stat. Blocking.
-    fn walk(&self, warnings: &mut Vec<String>, left_out: &mut Vec<LeftOut>) -> Result<Vec<Walked>> {
+    fn walk(
+        &self,
+        warnings: &mut Vec<String>,
+        left_out: &mut Vec<LeftOut>,
+        ignored: &mut Vec<String>,
+    ) -> Result<Vec<Walked>> {
         let mut found: Vec<Walked> = Vec::new();
+        let skipped_dirs = std::cell::RefCell::new(Vec::new());
         let walker = walkdir::WalkDir::new(&self.root)
             .follow_links(false)
             .into_iter()
-            .filter_entry(|e| e.depth() == 0 || !is_skipped_dir(&self.root, e));
+            .filter_entry(|e| {
+                let skip = e.depth() > 0 && is_skipped_dir(&self.root, e);
+                if skip {
+                    if let Some(rel) = rel_path(&self.root, e.path()).filter(|r| !is_own(r)) {
+                        skipped_dirs.borrow_mut().push(format!("{rel}/"));
+                    }
+                }
+                !skip
+            });
         for item in walker {
             let item = match item {
                 Ok(item) => item,
@@ -211,6 +228,9 @@ impl LocalTree {
             if is_ignored(&rel) {
                 if item.file_type().is_file() {
                     remove_if_stale_temp(item.path());
+                }
+                if !is_own(&rel) && rel != MANIFEST_PATH {
+                    ignored.push(rel);
                 }
                 continue;
             }
@@ -263,6 +283,8 @@ impl LocalTree {
             }
         }
 
+        ignored.extend(skipped_dirs.into_inner());
+        ignored.sort();
         // Two names that are the same file once Unicode-normalised would
         // overwrite each other elsewhere: sync the first, report the other.
         // Distinct ASCII names are distinct after normalisation: only trees
@@ -303,7 +325,7 @@ impl LocalTree {
         }
         let mut left_out = Vec::new();
         let files = self
-            .walk(&mut warnings, &mut left_out)?
+            .walk(&mut warnings, &mut left_out, &mut Vec::new())?
             .into_iter()
             .map(|(rel, stat, _)| (rel, stat.size))
             .collect();
