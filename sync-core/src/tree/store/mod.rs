@@ -355,10 +355,14 @@ impl StoreTree {
     /// # Errors
     /// [`Error::Store`]; a missing object is a permanent error.
     pub async fn open(&self, rel: &str) -> Result<BoxStream<'static, Result<Bytes>>> {
-        let shown = self.display(rel);
+        self.stream(&self.location(rel), self.display(rel)).await
+    }
+
+    /// Streams the object at `loc`; errors name it as `shown`.
+    async fn stream(&self, loc: &Path, shown: String) -> Result<BoxStream<'static, Result<Bytes>>> {
         let got: GetResult = self
             .store
-            .get_opts(&self.location(rel), GetOptions::default())
+            .get_opts(loc, GetOptions::default())
             .await
             .map_err(|e| Error::store(&shown, e))?;
         Ok(got
@@ -368,8 +372,8 @@ impl StoreTree {
     }
 
     /// Lists the tree's objects (one request per 1,000) with their sizes,
-    /// leaving out what pqsync never syncs (the manifest itself, its own
-    /// state, temporary and lock files).
+    /// leaving out what pqsync never syncs (what ParqueDB ignores, and
+    /// pqsync's own state and temporary files).
     ///
     /// # Errors
     /// [`Error::Store`].

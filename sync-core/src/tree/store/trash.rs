@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{CopyOptions, GetOptions, ObjectStore};
+use object_store::{CopyOptions, ObjectStore};
 
 use super::StoreTree;
 use crate::error::{Error, Result};
@@ -113,16 +113,7 @@ impl StoreTree {
     /// [`Error::Store`].
     pub async fn trash_open(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes>>> {
         let loc = Path::parse(key).map_err(|e| Error::store(key, object_store::Error::from(e)))?;
-        let shown = format!("{}:{key}", self.url);
-        let got = self
-            .store
-            .get_opts(&loc, GetOptions::default())
-            .await
-            .map_err(|e| Error::store(&shown, e))?;
-        Ok(got
-            .into_stream()
-            .map_err(move |e| Error::store(shown.clone(), e))
-            .boxed())
+        self.stream(&loc, format!("{}:{key}", self.url)).await
     }
 
     /// Deletes the runs in `trash` older than `older_than` (every run with
