@@ -47,14 +47,9 @@ async fn check_remote(store: &dyn ObjectStore, prefix: &str) -> usize {
     m.files.len()
 }
 
-#[test]
-fn kill_nine_at_random_moments_then_resume() {
-    let trials: usize = std::env::var("PQSYNC_KILL_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let server = S3Server::start();
-    let store = AmazonS3Builder::new()
+/// An S3 client of the test server that shares no code with pqsync's.
+fn client_of(server: &S3Server) -> impl ObjectStore {
+    AmazonS3Builder::new()
         .with_endpoint(&server.endpoint)
         .with_bucket_name(&server.bucket)
         .with_access_key_id(&server.access_key)
@@ -62,7 +57,22 @@ fn kill_nine_at_random_moments_then_resume() {
         .with_region(&server.region)
         .with_allow_http(true)
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// Kills per trial: `PQSYNC_KILL_TRIALS`, else `default`.
+fn trials_or(default: usize) -> usize {
+    std::env::var("PQSYNC_KILL_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn kill_nine_at_random_moments_then_resume() {
+    let trials = trials_or(20);
+    let server = S3Server::start();
+    let store = client_of(&server);
     let rt = tokio::runtime::Runtime::new().unwrap();
 
     let db = tempfile::tempdir().unwrap();
@@ -292,20 +302,9 @@ async fn object_hash(store: &dyn ObjectStore, prefix: &str, rel: &str) -> Option
 /// its path or in the trash. The next push completes the change.
 #[test]
 fn kill_nine_during_deletions_and_swaps_keeps_the_contract() {
-    let trials: usize = std::env::var("PQSYNC_KILL_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
+    let trials = trials_or(8);
     let server = S3Server::start();
-    let store = AmazonS3Builder::new()
-        .with_endpoint(&server.endpoint)
-        .with_bucket_name(&server.bucket)
-        .with_access_key_id(&server.access_key)
-        .with_secret_access_key(&server.secret_key)
-        .with_region(&server.region)
-        .with_allow_http(true)
-        .build()
-        .unwrap();
+    let store = client_of(&server);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let no_trash = std::env::var("PQSYNC_KILL_NO_TRASH").is_ok();
     let base = tempfile::tempdir().unwrap();
