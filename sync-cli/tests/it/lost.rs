@@ -125,7 +125,7 @@ impl Remote {
                 store, prefix, rt, ..
             } => rt.block_on(async {
                 let listed: Vec<_> = store
-                    .list(Some(&ObjectPath::from(prefix.as_str())))
+                    .list(Some(&ObjectPath::parse(prefix.as_str()).unwrap()))
                     .try_collect()
                     .await
                     .unwrap();
@@ -171,7 +171,7 @@ impl Remote {
             } => rt.block_on(async {
                 let root = format!("{prefix}/_meta/.pqsync/trash");
                 let listed: Vec<_> = store
-                    .list(Some(&ObjectPath::from(root.as_str())))
+                    .list(Some(&ObjectPath::parse(root.as_str()).unwrap()))
                     .try_collect()
                     .await
                     .unwrap();
@@ -213,7 +213,7 @@ impl Remote {
                     ..Default::default()
                 };
                 rt.block_on(store.put_opts(
-                    &ObjectPath::from(format!("{prefix}/{rel}")),
+                    &ObjectPath::parse(format!("{prefix}/{rel}")).unwrap(),
                     bytes.to_vec().into(),
                     opts,
                 ))
@@ -229,7 +229,7 @@ impl Remote {
             Remote::S3 {
                 store, prefix, rt, ..
             } => rt
-                .block_on(store.delete(&ObjectPath::from(format!("{prefix}/{rel}"))))
+                .block_on(store.delete(&ObjectPath::parse(format!("{prefix}/{rel}")).unwrap()))
                 .unwrap(),
         }
     }
@@ -242,7 +242,7 @@ impl Remote {
                 store, prefix, rt, ..
             } => rt.block_on(async {
                 let listed: Vec<_> = store
-                    .list(Some(&ObjectPath::from(prefix.as_str())))
+                    .list(Some(&ObjectPath::parse(prefix.as_str()).unwrap()))
                     .try_collect()
                     .await
                     .unwrap();

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 mod cli;
 mod errors;
+mod keys;
 mod kill;
 mod lost;
 mod output;

@@ -230,9 +230,32 @@ impl StoreTree {
         &self.store
     }
 
-    /// The object path of a tree-relative path.
+    /// The object path of a tree-relative path: the key is the prefix, a
+    /// `/` and `rel`, byte for byte. Nothing is percent-encoded, so every
+    /// other client lists the names the manifest holds (the store's client
+    /// encodes the key on the wire and decodes it back).
     pub fn location(&self, rel: &str) -> Path {
-        Path::from_iter(self.prefix.iter().map(String::as_str).chain(rel.split('/')))
+        raw_path(self.prefix.iter().map(String::as_str).chain(rel.split('/')))
+    }
+
+    /// The object path of the tree's root (its prefix).
+    pub(crate) fn root(&self) -> Path {
+        raw_path(self.prefix.iter().map(String::as_str))
+    }
+
+    /// The tree-relative path of an object under the tree, exactly as the
+    /// store listed its key; `None` for the prefix itself.
+    pub(crate) fn rel_of<'a>(&self, location: &'a Path) -> Option<&'a str> {
+        let key = location.as_ref();
+        if self.prefix.is_empty() {
+            return Some(key).filter(|k| !k.is_empty());
+        }
+        let mut rest = key;
+        for part in &self.prefix {
+            rest = rest.strip_prefix(part.as_str())?;
+            rest = rest.strip_prefix('/')?;
+        }
+        Some(rest).filter(|r| !r.is_empty())
     }
 
     fn display(&self, rel: &str) -> String {
@@ -296,7 +319,7 @@ impl StoreTree {
     /// [`Error::BucketNotFound`] when the bucket is missing;
     /// [`Error::Store`] when the listing fails otherwise.
     pub async fn check_bucket(&self) -> Result<()> {
-        let root = Path::from_iter(self.prefix.iter().map(String::as_str));
+        let root = self.root();
         match self.store.list_with_delimiter(Some(&root)).await {
             Ok(_) => Ok(()),
             Err(e) => match Error::store(&self.url, e) {
@@ -392,27 +415,18 @@ impl StoreTree {
     /// # Errors
     /// [`Error::Store`].
     pub async fn list_objects(&self) -> Result<BTreeMap<String, ObjectMeta>> {
-        let root = Path::from_iter(self.prefix.iter().map(String::as_str));
-        let skip = self.prefix.len();
+        let root = self.root();
         let mut out = BTreeMap::new();
         let mut listing = self.store.list(Some(&root));
         while let Some(meta) = listing.next().await {
             let meta = meta.map_err(|e| Error::store(&self.url, e))?;
-            let rel = meta
-                .location
-                .parts()
-                .skip(skip)
-                .fold(String::new(), |mut acc, p| {
-                    if !acc.is_empty() {
-                        acc.push('/');
-                    }
-                    acc.push_str(p.as_ref());
-                    acc
-                });
-            if rel.is_empty() || is_ignored(&rel) {
+            let Some(rel) = self.rel_of(&meta.location) else {
+                continue;
+            };
+            if is_ignored(rel) {
                 continue;
             }
-            out.insert(rel, meta);
+            out.insert(rel.to_string(), meta);
         }
         Ok(out)
     }
@@ -552,6 +566,19 @@ impl StoreTree {
         }
         self.has_content(entry).await
     }
+}
+
+/// An object path made of `parts` exactly as they are: no part is
+/// percent-encoded. A part the store's path type cannot hold (a control
+/// character, `.`, `..` or empty; validated manifest paths have none) falls
+/// back to the encoded form rather than naming another object.
+pub(super) fn raw_path<'a>(parts: impl Iterator<Item = &'a str> + Clone) -> Path {
+    let key = parts
+        .clone()
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("/");
+    Path::parse(&key).unwrap_or_else(|_| Path::from_iter(parts.filter(|p| !p.is_empty())))
 }
 
 #[cfg(test)]

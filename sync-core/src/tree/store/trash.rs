@@ -22,7 +22,7 @@ impl StoreTree {
         match trash {
             Trash::Off => None,
             Trash::Default => Some(self.location(TRASH_DIR)),
-            Trash::At(prefix) => Some(Path::from_iter(prefix.split('/').filter(|p| !p.is_empty()))),
+            Trash::At(prefix) => Some(super::raw_path(prefix.split('/'))),
         }
     }
 
