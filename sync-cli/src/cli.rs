@@ -45,6 +45,11 @@ pub struct Cli {
     /// Output flags, accepted by every command.
     #[command(flatten)]
     pub output: OutputArgs,
+    /// Where pqsync keeps the state of local databases (stat cache, bases,
+    /// journals, trash), outside the databases themselves. Default: the
+    /// platform's state directory, `~/.local/state/pqsync` on Linux.
+    #[arg(long, global = true, env = "PQSYNC_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// The subcommands.

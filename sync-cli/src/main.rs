@@ -76,6 +76,9 @@ fn run() -> ExitStatus {
             return ExitStatus::Failure;
         }
     };
+    if let Some(home) = args.state_dir.clone() {
+        commands::set_state_home(home);
+    }
     let session = commands::Session::new(printer);
     match runtime.block_on(commands::run(args.command, &session)) {
         Ok(status) => status,

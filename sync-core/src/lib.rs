@@ -158,8 +158,9 @@ pub use sync::{
     SyncResult, LEASE_TTL,
 };
 pub use tree::{
-    Capabilities, FileStat, Hashed, Kept, LeftOut, LocalScan, LocalTree, RemoteManifest, RunLock,
-    Side, StoreTree, Trash, TrashedFile, Tree, DEFAULT_RETENTION, TRASH_DIR,
+    database_root, default_state_home, state_dir_for, Capabilities, FileStat, Hashed, Kept,
+    LeftOut, LocalScan, LocalTree, RemoteManifest, RunLock, Side, StoreTree, Trash, TrashedFile,
+    Tree, DEFAULT_RETENTION, STATE_HOME_VAR, TRASH_DIR,
 };
 
 pub use object_store;

@@ -12,8 +12,8 @@ mod trash;
 mod verify;
 
 use std::collections::HashSet;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -168,24 +168,40 @@ pub fn selection(flags: &SelectFlags) -> Result<Selection> {
         .map_err(|e| UsageError(e.to_string()).into())
 }
 
-/// The remote named on the command line, or the one DIR last synced with.
-pub fn resolve_remote(given: Option<&str>, dir: &Path) -> Result<String> {
+/// The remote named on the command line, or the one `dir` last synced with.
+pub fn resolve_remote(given: Option<&str>, dir: &LocalTree) -> Result<String> {
     if let Some(r) = given {
         return Ok(r.to_string());
     }
-    match LocalTree::new(dir).last_remote()? {
+    match dir.last_remote()? {
         Some(r) => Ok(r),
         None => Err(UsageError(format!(
             "no REMOTE given and {} has not synced with one yet; name one, e.g. `pqsync push s3://bucket/prefix -d {}`",
-            dir.display(),
-            dir.display()
+            dir.root().display(),
+            dir.root().display()
         ))
         .into()),
     }
 }
 
+/// The state home `--state-dir` chose, if any.
+static STATE_HOME: OnceLock<PathBuf> = OnceLock::new();
+
+/// Keeps local state under `home` instead of the default for the rest of
+/// the process (`--state-dir`).
+pub fn set_state_home(home: PathBuf) {
+    let _ = STATE_HOME.set(home);
+}
+
 /// The local tree for DIR, which must be a directory (or, for pulls, may not
 /// exist yet).
+///
+/// DIR must be a database's root, not a folder inside one: when it has no
+/// `_meta/manifest.json` but a parent folder does, the default `-d .` is
+/// taken to mean that database (as git finds its repository from a
+/// subdirectory), and any other DIR is refused, since syncing it would nest
+/// a second database inside the first. State an earlier version kept inside
+/// the database is moved to the state home.
 pub fn local_tree(dir: &Path, must_exist: bool) -> Result<LocalTree> {
     if dir.exists() && !dir.is_dir() {
         return Err(UsageError(format!("{} is not a directory", dir.display())).into());
@@ -193,5 +209,31 @@ pub fn local_tree(dir: &Path, must_exist: bool) -> Result<LocalTree> {
     if must_exist && !dir.exists() {
         return Err(UsageError(format!("{} does not exist", dir.display())).into());
     }
-    Ok(LocalTree::new(dir))
+    let mut root = dir.to_path_buf();
+    if let Some(db) = pqsync_core::database_root(dir) {
+        let is_root = std::fs::canonicalize(dir).is_ok_and(|c| c == db);
+        if !is_root {
+            if dir != Path::new(".") {
+                return Err(UsageError(format!(
+                    "{} is inside the database {}; name the database itself (-d {}), or a directory outside it",
+                    dir.display(),
+                    db.display(),
+                    db.display()
+                ))
+                .into());
+            }
+            tracing::info!("using the database at {}", db.display());
+            root = db;
+        }
+    }
+    let tree = match STATE_HOME.get() {
+        Some(home) => LocalTree::with_state_home(root, home),
+        None => LocalTree::new(root),
+    };
+    // Under the run lock, so two runs do not move the same files; a run
+    // that finds the lock taken leaves the move to the one holding it.
+    if let Ok(Some(_lock)) = tree.lock() {
+        tree.migrate_state()?;
+    }
+    Ok(tree)
 }

@@ -1,7 +1,6 @@
 //! `pqsync remote`: which remote a directory last synced with.
 
 use anyhow::Result;
-use pqsync_core::LocalTree;
 use serde_json::json;
 
 use super::Session;
@@ -11,7 +10,7 @@ use crate::ExitStatus;
 /// Prints the recorded remote, or says there is none (exit 1).
 pub fn run(a: &RemoteArgs, s: &Session) -> Result<ExitStatus> {
     let printer = s.printer;
-    let dir = LocalTree::new(&a.dir);
+    let dir = super::local_tree(&a.dir, true)?;
     let Some(url) = dir.last_remote()? else {
         printer.document(&json!({ "remote": null }));
         if !printer.is_json() {

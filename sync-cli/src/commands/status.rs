@@ -12,9 +12,9 @@ use crate::ExitStatus;
 /// Compares DIR with its remote and prints the differences.
 pub async fn run(a: &StatusArgs, s: &Session) -> Result<ExitStatus> {
     let printer = s.printer;
-    let url = super::resolve_remote(a.remote.as_deref(), &a.dir)?;
-    let remote = s.parse_remote(&url)?;
     let local = super::local_tree(&a.dir, true)?;
+    let url = super::resolve_remote(a.remote.as_deref(), &local)?;
+    let remote = s.parse_remote(&url)?;
     let opts = SyncOptions::default().with_selection(super::selection(&a.select)?);
     let remote = s.open_remote(&remote, &a.remote_flags, false, &opts.congestion)?;
     let url = remote.url().to_string();

@@ -49,9 +49,9 @@ pub async fn run(mode: Mode, a: &TransferArgs, s: &Session) -> Result<ExitStatus
         )
         .into());
     }
-    let url = super::resolve_remote(a.remote.as_deref(), &a.dir)?;
-    let remote = s.parse_remote(&url)?;
     let local = super::local_tree(&a.dir, mode != Mode::Pull)?;
+    let url = super::resolve_remote(a.remote.as_deref(), &local)?;
+    let remote = s.parse_remote(&url)?;
     let opts = sync_options(&a.sync, &a.select)?;
     let create = mode != Mode::Pull && !a.sync.dry_run;
     let remote = s.open_remote(&remote, &a.remote_flags, create, &opts.congestion)?;

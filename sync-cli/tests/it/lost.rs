@@ -474,7 +474,7 @@ fn conflicts_stop_instead_of_overwriting() {
         std::fs::write(a.path().join(rel), b"{\"edited\":\"by A\"}").unwrap();
         age(&a.path().join(rel));
         pqsync(srv).args(["push", "-d"]).arg(a.path()).stdout_ok();
-        std::fs::remove_dir_all(b.path().join("_meta/.pqsync")).unwrap();
+        std::fs::remove_dir_all(crate::state_of(b.path())).unwrap();
         let out = pqsync(srv)
             .args(["push", &url, "-d"])
             .arg(b.path())
@@ -564,7 +564,7 @@ fn a_second_run_on_one_directory_waits_its_turn() {
     }
     assert!(remote.objects().is_empty(), "nothing was sent");
     assert!(
-        !db.path().join("_meta/.pqsync").exists(),
+        !db.path().join("_meta/.pqsync").exists() && !crate::state_of(db.path()).exists(),
         "no state was written"
     );
     assert_eq!(tree_files(db.path()), before);

@@ -13,6 +13,7 @@ mod kill;
 mod lost;
 mod output;
 mod parquedb;
+mod state;
 mod verify;
 
 use assert_cmd::Command;
@@ -104,7 +105,20 @@ fn binary(server: Option<&S3Server>) -> std::process::Command {
     if let Some(s) = server {
         cmd.envs(s.env());
     }
+    cmd.env("PQSYNC_STATE_DIR", state_home());
     cmd
+}
+
+/// The state home every `pqsync` this test process starts uses: its own
+/// temporary directory, not the user's.
+fn state_home() -> &'static Path {
+    static HOME: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    HOME.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+/// Where pqsync keeps the state of the database at `db`.
+fn state_of(db: &Path) -> PathBuf {
+    pqsync_core::state_dir_for(state_home(), db)
 }
 
 fn pqsync(server: Option<&S3Server>) -> Command {

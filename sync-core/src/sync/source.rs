@@ -267,8 +267,13 @@ impl LocalSource {
         &self,
         s: &Settle<'_>,
         after: &BTreeMap<String, FileEntry>,
+        commit: Option<&str>,
     ) -> Result<()> {
-        if s.view.manifest.as_ref().is_some_and(|m| &m.files == after) {
+        if s.view
+            .manifest
+            .as_ref()
+            .is_some_and(|m| &m.files == after && m.commit_id.as_deref() == commit)
+        {
             return Ok(());
         }
         // One identity on both sides: the local manifest's where there is
@@ -283,7 +288,7 @@ impl LocalSource {
         let mut m = template
             .cloned()
             .unwrap_or_else(|| fresh_manifest(&self.database_name()));
-        m.commit_id = None;
+        m.commit_id = commit.map(str::to_string);
         m.files = after.clone();
         m.last_synced_at = now_iso();
         m.synced_from = Some(match s.mode {
@@ -354,18 +359,34 @@ impl Source for LocalSource {
             crate::tree::blocking("reading the base", move || state.base()).await
         };
         let (scan, base) = tokio::join!(scan, base);
-        let (scan, base) = (scan?, base?);
+        let (scan, mut base) = (scan?, base?);
+        let manifest = if opts.need_manifest || (base.is_none() && !base_is_remote) {
+            self.tree.read_manifest()?
+        } else {
+            None
+        };
+        // A directory with no base for this remote (moved, copied, or its
+        // state lost) recovers it from its manifest when that manifest
+        // records the commit the remote is still at: both sides held exactly
+        // those files then.
+        if base.is_none() && !base_is_remote {
+            let now = remote.and_then(|r| r.manifest.commit_id.as_deref());
+            if let Some(m) = manifest.as_ref().filter(|m| {
+                m.commit_id.is_some()
+                    && m.commit_id.as_deref() == now
+                    && self.state.stamp().is_none()
+            }) {
+                tracing::info!("no base for this remote; the local manifest records its commit, so it serves as the base");
+                base = Some(m.files.clone());
+            }
+        }
         Ok(SourceView {
             files: scan.files,
             stats: scan.stats,
             base,
             base_is_remote,
             journal: self.state.journal()?,
-            manifest: if opts.need_manifest {
-                self.tree.read_manifest()?
-            } else {
-                None
-            },
+            manifest: manifest.filter(|_| opts.need_manifest),
             files_hashed: scan.hashed,
             warnings: scan.warnings,
             left_out: scan.left_out,
@@ -505,7 +526,12 @@ impl Source for LocalSource {
     }
 
     fn kept_location(&self, path: &str, run: &str) -> String {
-        format!("{}/{run}/{path}", crate::tree::TRASH_DIR)
+        self.tree
+            .trash_dir()
+            .join(run)
+            .join(path)
+            .display()
+            .to_string()
     }
 
     fn expire_trash(&self, age: std::time::Duration) -> Result<usize> {
@@ -532,7 +558,16 @@ impl Source for LocalSource {
         if s.may_delete {
             self.delete_local(&s, &mut out, &mut after);
         }
-        self.write_local_manifest(&s, &after)?;
+        // The local manifest records the remote's commit when both sides
+        // now hold the same files, so a copy of this directory without
+        // pqsync's state can recover its base from it.
+        let agrees = after.len() == s.remote_after.len()
+            && after
+                .iter()
+                .zip(s.remote_after)
+                .all(|((p, a), (q, r))| p == q && a.same_content(r));
+        let commit = s.remote_commit.filter(|_| agrees);
+        self.write_local_manifest(&s, &after, commit)?;
         // The new base: every path on which both sides now agree; elsewhere
         // the old base stands, so unresolved differences keep their history.
         let old = s.view.base.clone().unwrap_or_default();

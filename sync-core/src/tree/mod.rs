@@ -18,7 +18,10 @@ use futures::TryStreamExt;
 use crate::error::{Error, Result};
 use crate::manifest::{hash_file, ContentHasher, Digest, HashAlgorithm, Manifest};
 
-pub use local::{FileStat, LeftOut, LocalScan, LocalTree, RunLock};
+pub use local::{
+    database_root, default_state_home, state_dir_for, FileStat, LeftOut, LocalScan, LocalTree,
+    RunLock, STATE_HOME_VAR,
+};
 pub(crate) use store::{Announced, CommitMode, PartLog};
 pub use store::{Capabilities, RemoteManifest, StoreTree};
 pub use trash::{Kept, Side, Trash, TrashedFile, DEFAULT_RETENTION, TRASH_DIR};

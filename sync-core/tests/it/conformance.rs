@@ -5,7 +5,7 @@ use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use pqsync_core::Resolution;
 use pqsync_core::MANIFEST_PATH;
-use pqsync_core::{HashAlgorithm, LocalTree, Mode, Strategy, SyncOptions, Trash, TRASH_DIR};
+use pqsync_core::{HashAlgorithm, Mode, Strategy, SyncOptions, Trash, TRASH_DIR};
 
 use crate::support::*;
 
@@ -79,7 +79,7 @@ async fn push_then_pull_is_byte_identical(kind: &RemoteKind) {
     assert_eq!(r.downloaded.len(), 9);
     assert_eq!(tree_files(db.path()), tree_files(out.path()));
     // Both sides now hold a manifest; the pulled one lists the same files.
-    let local_m = LocalTree::new(out.path()).read_manifest().unwrap().unwrap();
+    let local_m = local(out.path()).read_manifest().unwrap().unwrap();
     assert_eq!(local_m.files.len(), 9);
 }
 
@@ -98,7 +98,7 @@ async fn second_push_moves_only_changes(kind: &RemoteKind) {
 
     let remote2 = kind.reopen(&remote);
     let engine = engine_for(
-        LocalTree::new(db.path()),
+        local(db.path()),
         remote2,
         (Mode::Push, SyncOptions::default()),
     );
@@ -163,7 +163,7 @@ async fn status_of_unchanged_tree_reads_nothing_and_makes_one_request(kind: &Rem
     push(db.path(), remote.clone()).await;
     // Prime the stat cache (files written by the test are "racy" until aged).
     let engine = engine_for(
-        LocalTree::new(db.path()),
+        local(db.path()),
         kind.reopen(&remote),
         (Mode::Sync, SyncOptions::default()),
     );
@@ -181,7 +181,7 @@ async fn status_uses_the_recorded_remote_as_its_base(kind: &RemoteKind) {
     let db = small_db();
     let remote = kind.tree("stamp");
     push(db.path(), remote.clone()).await;
-    let state = db.path().join("_meta/.pqsync");
+    let state = local(db.path()).state_dir();
     let base: Vec<std::path::PathBuf> = std::fs::read_dir(&state)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -196,14 +196,10 @@ async fn status_uses_the_recorded_remote_as_its_base(kind: &RemoteKind) {
     std::fs::remove_file(&base[0]).unwrap();
     std::fs::remove_file(db.path().join("data/posts/data.parquet")).unwrap();
     let status = |tree| async {
-        engine_for(
-            LocalTree::new(db.path()),
-            tree,
-            (Mode::Sync, SyncOptions::default()),
-        )
-        .status()
-        .await
-        .unwrap()
+        engine_for(local(db.path()), tree, (Mode::Sync, SyncOptions::default()))
+            .status()
+            .await
+            .unwrap()
     };
     let st = status(kind.reopen(&remote)).await;
     assert_eq!(st.diff.deleted_locally, ["data/posts/data.parquet"]);
@@ -323,7 +319,7 @@ async fn concurrent_edits_conflict_and_manual_leaves_both(kind: &RemoteKind) {
     );
     // Status still reports it as a conflict.
     let engine = engine_for(
-        LocalTree::new(b.path()),
+        local(b.path()),
         kind.reopen(&remote),
         (Mode::Sync, SyncOptions::default()),
     );
@@ -392,7 +388,7 @@ async fn large_file_goes_multipart_and_round_trips(kind: &RemoteKind) {
     write_old(db.path(), "data/small/data.parquet", b"small");
     let remote = kind.tree("multipart");
     let engine = engine_for(
-        LocalTree::new(db.path()),
+        local(db.path()),
         remote.clone(),
         (Mode::Push, SyncOptions::default()),
     );
@@ -490,7 +486,7 @@ async fn sha256_remote_keeps_sha256(kind: &RemoteKind) {
     let out = tempfile::tempdir().unwrap();
     pull(out.path(), kind.reopen(&remote)).await;
     let engine = engine_for(
-        LocalTree::new(out.path()),
+        local(out.path()),
         kind.reopen(&remote),
         (Mode::Push, SyncOptions::default()),
     );
@@ -556,7 +552,7 @@ async fn mirror_copies_and_second_mirror_is_noop(kind: &RemoteKind) {
 async fn pull_from_unmanaged_remote_says_so(kind: &RemoteKind) {
     let out = tempfile::tempdir().unwrap();
     let engine = engine_for(
-        LocalTree::new(out.path()),
+        local(out.path()),
         kind.tree("empty"),
         (Mode::Pull, SyncOptions::default()),
     );
@@ -575,7 +571,7 @@ async fn corrupt_remote_manifest_is_an_error_naming_the_manifest(kind: &RemoteKi
         .unwrap();
     let out = tempfile::tempdir().unwrap();
     let engine = engine_for(
-        LocalTree::new(out.path()),
+        local(out.path()),
         kind.reopen(&remote),
         (Mode::Pull, SyncOptions::default()),
     );
@@ -624,7 +620,7 @@ async fn hostile_remote_paths_are_refused(kind: &RemoteKind) {
         let parent = tempfile::tempdir().unwrap();
         let out = parent.path().join("db");
         let engine = engine_for(
-            LocalTree::new(&out),
+            local(&out),
             kind.reopen(&remote),
             (Mode::Pull, SyncOptions::default()),
         );
@@ -717,7 +713,7 @@ async fn hash_flag_does_not_switch_an_existing_remote(kind: &RemoteKind) {
     push(db.path(), remote.clone()).await;
     let mut opts = (Mode::Push, SyncOptions::default());
     opts.1.hash = Some(HashAlgorithm::Sha256);
-    let engine = engine_for(LocalTree::new(db.path()), kind.reopen(&remote), opts);
+    let engine = engine_for(local(db.path()), kind.reopen(&remote), opts);
     let plan = engine.plan().await.unwrap();
     assert_eq!(plan.algorithm(), HashAlgorithm::Blake3);
     assert!(plan.is_noop());
@@ -757,12 +753,12 @@ async fn concurrent_pushes_merge_and_overlaps_stop(kind: &RemoteKind) {
     write_old(a.path(), "data/a-only/data.parquet", b"from A");
     write_old(b.path(), "data/b-only/data.parquet", b"from B");
     let ea = engine_for(
-        LocalTree::new(a.path()),
+        local(a.path()),
         kind.reopen(&remote),
         (Mode::Push, SyncOptions::default()),
     );
     let eb = engine_for(
-        LocalTree::new(b.path()),
+        local(b.path()),
         kind.reopen(&remote),
         (Mode::Push, SyncOptions::default()),
     );
@@ -781,7 +777,7 @@ async fn concurrent_pushes_merge_and_overlaps_stop(kind: &RemoteKind) {
     assert!(m.files.contains_key("data/b-only/data.parquet"));
     // B learns of A's file as a download, not as something to delete.
     let st = engine_for(
-        LocalTree::new(b.path()),
+        local(b.path()),
         kind.reopen(&remote),
         (Mode::Sync, SyncOptions::default()),
     )
@@ -795,12 +791,12 @@ async fn concurrent_pushes_merge_and_overlaps_stop(kind: &RemoteKind) {
     write_old(a.path(), "data/users/data.parquet", b"A's users");
     write_old(b.path(), "data/users/data.parquet", b"B's users");
     let ea = engine_for(
-        LocalTree::new(a.path()),
+        local(a.path()),
         kind.reopen(&remote),
         (Mode::Push, SyncOptions::default()),
     );
     let eb = engine_for(
-        LocalTree::new(b.path()),
+        local(b.path()),
         kind.reopen(&remote),
         (Mode::Push, SyncOptions::default()),
     );
@@ -948,7 +944,7 @@ async fn a_live_lease_blocks_a_second_writer_unless_forced(kind: &RemoteKind) {
     remote.write_state("lease.json", &lease).await.unwrap();
     write_old(db.path(), "data/users/data.parquet", b"users v2");
     let engine = engine_for(
-        LocalTree::new(db.path()),
+        local(db.path()),
         kind.reopen(&remote),
         (Mode::Push, SyncOptions::default()),
     );

@@ -17,7 +17,7 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
 };
-use pqsync_core::{LocalTree, Mode, StoreTree, SyncOptions};
+use pqsync_core::{Mode, StoreTree, SyncOptions};
 
 use crate::support::*;
 
@@ -190,7 +190,7 @@ async fn failed_transfer_blocks_commit_and_rerun_moves_only_the_rest() {
     // The failure is fixed; the re-run sends only the missing file.
     flaky.broken.store(false, Ordering::SeqCst);
     let engine = engine_for(
-        LocalTree::new(db.path()),
+        local(db.path()),
         tree(),
         (Mode::Push, SyncOptions::default()),
     );
@@ -397,7 +397,7 @@ async fn a_stale_journal_never_commits_files_that_are_not_there() {
     }
     flaky.broken.store(false, Ordering::SeqCst);
     let engine = engine_for(
-        LocalTree::new(db.path()),
+        local(db.path()),
         tree(),
         (Mode::Push, SyncOptions::default()),
     );
@@ -632,7 +632,7 @@ async fn file_changed_after_scan_is_not_sent_under_a_stale_hash() {
     let db = small_db();
     let store = Arc::new(InMemory::new());
     let engine = engine_for(
-        LocalTree::new(db.path()),
+        local(db.path()),
         StoreTree::new(store.clone(), "db", "memory:///db"),
         (Mode::Push, SyncOptions::default()),
     );
@@ -655,7 +655,7 @@ async fn file_changed_after_scan_is_not_sent_under_a_stale_hash() {
 fn same_tree(a: &std::path::Path, b: &std::path::Path) {
     let digest =
         |root: &std::path::Path| -> std::collections::BTreeMap<String, (u64, pqsync_core::Digest)> {
-            let scan = LocalTree::new(root)
+            let scan = local(root)
                 .scan(pqsync_core::HashAlgorithm::Blake3)
                 .unwrap();
             scan.files
@@ -842,7 +842,7 @@ async fn interrupted_multipart_upload_resumes_from_its_last_part() {
         );
         // status reports the interrupted upload.
         let plan = engine_for(
-            LocalTree::new(db.path()),
+            local(db.path()),
             tree(),
             (Mode::Push, SyncOptions::default()),
         )
@@ -873,7 +873,7 @@ async fn interrupted_multipart_upload_resumes_from_its_last_part() {
             big,
             "{kind}"
         );
-        let journal = db.path().join("_meta/.pqsync/journal");
+        let journal = local(db.path()).state_dir().join("journal");
         let leftovers: Vec<_> = walkdir::WalkDir::new(&journal)
             .into_iter()
             .filter_map(|e| e.ok())
@@ -929,7 +929,7 @@ async fn a_resumed_upload_never_reuses_parts_of_other_bytes() {
 
         // What the cut-off run left: parts 0 and 1 of the edited bytes, in a
         // record for the hash the scan took of the original file.
-        let parts_dir = walkdir::WalkDir::new(db.path().join("_meta/.pqsync/journal"))
+        let parts_dir = walkdir::WalkDir::new(local(db.path()).state_dir().join("journal"))
             .into_iter()
             .filter_map(|e| e.ok())
             .find(|e| e.file_type().is_file() && e.path().to_string_lossy().contains(".parts/"))

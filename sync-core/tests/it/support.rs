@@ -240,8 +240,8 @@ pub fn engine_for(side: impl Side, remote: StoreTree, opts: Opts) -> Engine {
     side.engine(remote, opts)
 }
 
-pub async fn run(local: &Path, remote: StoreTree, opts: Opts) -> SyncResult {
-    let engine = engine_for(LocalTree::new(local), remote, opts);
+pub async fn run(dir: &Path, remote: StoreTree, opts: Opts) -> SyncResult {
+    let engine = engine_for(local(dir), remote, opts);
     let plan = engine.plan().await.unwrap();
     engine.execute(plan).await.unwrap()
 }
@@ -252,4 +252,12 @@ pub async fn push(local: &Path, remote: StoreTree) -> SyncResult {
 
 pub async fn pull(local: &Path, remote: StoreTree) -> SyncResult {
     run(local, remote, (Mode::Pull, SyncOptions::default())).await
+}
+
+/// A local tree whose state lives in this test process's own state home
+/// (a temporary directory), not the user's.
+pub fn local(root: impl Into<std::path::PathBuf>) -> LocalTree {
+    static HOME: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let home = HOME.get_or_init(|| tempfile::tempdir().expect("a state home"));
+    LocalTree::with_state_home(root, home.path())
 }

@@ -4,8 +4,12 @@
 //!
 //! # Contract
 //! * A scan reads a file's contents only when its stat (size, mtime in ns,
-//!   inode, ctime) differs from the cache in `_meta/.pqsync/statcache.json`
+//!   inode, ctime) differs from the cache in the state's `statcache.json`
 //!   ([`LocalTree::scan`]).
+//! * pqsync's own state (stat cache, bases, journals, remote record,
+//!   trash) lives outside the directory, in a per-user state home keyed by
+//!   the directory's canonical path ([`state_dir_for`]); nothing but
+//!   `_meta/manifest.json` is written into the database for pqsync itself.
 //! * A read first checks that the file still has the stat the scan saw, so a
 //!   file edited during a run is never sent under a stale hash.
 //! * A write goes to a temporary file beside the target, is hashed while it
@@ -29,6 +33,7 @@ use crate::layout::{MANIFEST_PATH, STATE_DIR};
 use crate::manifest::Manifest;
 
 pub use scan::{LeftOut, LocalScan};
+pub use state::{database_root, default_state_home, state_dir_for, STATE_HOME_VAR};
 pub(crate) use state::{last_remote, BaseStamp, JournalEntry, RemoteState};
 
 /// The identity of a file's current version as the file system reports it.
@@ -59,12 +64,22 @@ impl FileStat {
 #[derive(Debug, Clone)]
 pub struct LocalTree {
     root: PathBuf,
+    state: PathBuf,
 }
 
 impl LocalTree {
-    /// A tree rooted at `root`, which need not exist yet.
+    /// A tree rooted at `root`, which need not exist yet, with its state in
+    /// the default state home ([`default_state_home`]).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalTree { root: root.into() }
+        Self::with_state_home(root, &default_state_home())
+    }
+
+    /// A tree rooted at `root` whose state lives under `home` (in the
+    /// folder [`state_dir_for`] names).
+    pub fn with_state_home(root: impl Into<PathBuf>, home: &Path) -> Self {
+        let root = root.into();
+        let state = state_dir_for(home, &root);
+        LocalTree { root, state }
     }
 
     /// The root directory.
@@ -72,8 +87,14 @@ impl LocalTree {
         &self.root
     }
 
-    /// pqsync's state directory, `_meta/.pqsync`.
+    /// pqsync's state for this directory: outside it, in the state home.
     pub fn state_dir(&self) -> PathBuf {
+        self.state.clone()
+    }
+
+    /// Where earlier versions kept the state, inside the database
+    /// (`_meta/.pqsync`); [`LocalTree::migrate_state`] moves it out.
+    pub fn legacy_state_dir(&self) -> PathBuf {
         self.root.join(STATE_DIR)
     }
 
@@ -104,8 +125,8 @@ impl LocalTree {
         }
     }
 
-    /// The remote this directory last synced with, from
-    /// `_meta/.pqsync/remote.json`.
+    /// The remote this directory last synced with, from its state's
+    /// `remote.json`.
     ///
     /// # Errors
     /// [`Error::Io`] if the record exists but cannot be read;
@@ -182,6 +203,26 @@ pub(crate) fn write_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
 
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Moves a file: a rename, or where `to` is on another file system (the
+/// state home often is), a copy that is fsynced before the original is
+/// removed, so a crash leaves one of the two whole.
+///
+/// # Errors
+/// [`Error::Io`]; `from` is still there.
+pub(crate) fn move_file(from: &Path, to: &Path) -> Result<()> {
+    match std::fs::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+            std::fs::copy(from, to).map_err(|e| Error::io(to, e))?;
+            std::fs::File::open(to)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(to, e))?;
+            std::fs::remove_file(from).map_err(|e| Error::io(from, e))
+        }
+        Err(e) => Err(Error::io(from, e)),
+    }
 }
 
 /// A held run lock on a directory ([`LocalTree::lock`]); dropping it lets

@@ -1,4 +1,7 @@
-//! pqsync's own state in a local directory, under `_meta/.pqsync/`, typed.
+//! pqsync's own state for a local directory, typed. It lives outside the
+//! directory, in `<state home>/databases/<name>-<key>/` ([`state_dir_for`]),
+//! as rclone bisync and Unison keep theirs, so no other client of the
+//! database ever sees it.
 //!
 //! | file | what it holds |
 //! |---|---|
@@ -10,6 +13,8 @@
 //! | `journal/<key>.log` | uploads an interrupted run completed, not yet committed |
 //! | `journal/<key>.parts/` | one record per large upload in progress, part by part |
 //! | `manifest.json.bak` | the manifest a rebuild replaced |
+//! | `trash/<run>/<path>` | local versions a run replaced or deleted |
+//! | `database.json` | the directory this state belongs to |
 //!
 //! `<key>` is the first 16 hex digits of the SHA-256 of the remote's
 //! canonical URL ([`remote_key`]).
@@ -20,15 +25,160 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::{write_atomic, LocalTree};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::{move_file, write_atomic, LocalTree};
 use crate::error::{Error, Result};
 use crate::manifest::{FileEntry, HashAlgorithm, Manifest};
 use crate::tree::store::{Capabilities, PartLog, PartRecord};
 
+/// The variable that names another state home.
+pub const STATE_HOME_VAR: &str = "PQSYNC_STATE_DIR";
+
+/// Where pqsync keeps the state of local directories: `$PQSYNC_STATE_DIR`
+/// when set, else the platform's state directory (`$XDG_STATE_HOME` or
+/// `~/.local/state` on Linux), else its cache directory, followed by
+/// `pqsync`.
+pub fn default_state_home() -> PathBuf {
+    if let Some(p) = std::env::var_os(STATE_HOME_VAR).filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    dirs::state_dir()
+        .or_else(dirs::cache_dir)
+        .unwrap_or_else(std::env::temp_dir)
+        .join("pqsync")
+}
+
+/// The state folder of the directory `root` under `home`:
+/// `databases/<name>-<key>`, where `<name>` is the directory's own name
+/// (for people reading the folder) and `<key>` the first 16 hex digits of
+/// the SHA-256 of its canonical path. A directory that does not exist yet
+/// is resolved through its nearest existing ancestor, so the key does not
+/// change when a pull creates it.
+pub fn state_dir_for(home: &Path, root: &Path) -> PathBuf {
+    let canonical = canonical(root);
+    let key = &HashAlgorithm::Sha256
+        .digest(canonical.as_os_str().as_bytes())
+        .to_string()[..16];
+    let name: String = canonical
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    let name = if name.is_empty() { "root".into() } else { name };
+    home.join("databases").join(format!("{name}-{key}"))
+}
+
+/// `path` made absolute with symlinks resolved, through its nearest
+/// existing ancestor when it does not exist yet.
+fn canonical(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut missing = Vec::new();
+    let mut at = abs.as_path();
+    loop {
+        if let Ok(c) = at.canonicalize() {
+            let mut out = c;
+            for part in missing.iter().rev() {
+                out.push(part);
+            }
+            return out;
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_os_string());
+                at = parent;
+            }
+            _ => return abs,
+        }
+    }
+}
+
+/// The database that `dir` belongs to: `dir` itself when it holds
+/// `_meta/manifest.json` (or does not exist yet), else the nearest ancestor
+/// that does, as git finds `.git`. `None` when no ancestor is a database
+/// either: `dir` is a plain directory.
+pub fn database_root(dir: &Path) -> Option<PathBuf> {
+    let canonical = canonical(dir);
+    canonical
+        .ancestors()
+        .find(|a| a.join(crate::layout::MANIFEST_PATH).is_file())
+        .map(Path::to_path_buf)
+}
+
+/// `database.json`: the directory a state folder belongs to.
+#[derive(Debug, Serialize, Deserialize)]
+struct DatabaseRecord {
+    root: String,
+}
+
 impl LocalTree {
-    /// Writes a file under the state directory atomically.
+    /// Writes a file under the state directory atomically. The first write
+    /// also records which directory the state belongs to.
     pub(crate) fn write_state_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        write_atomic(&self.state_dir().join(name), bytes)
+        let dir = self.state_dir();
+        if !dir.join("database.json").exists() {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            let record = DatabaseRecord {
+                root: canonical(self.root()).display().to_string(),
+            };
+            let bytes = serde_json::to_vec_pretty(&record).expect("record serialises");
+            write_atomic(&dir.join("database.json"), &bytes)?;
+        }
+        write_atomic(&dir.join(name), bytes)
+    }
+
+    /// Moves the state an earlier version kept inside the database
+    /// (`_meta/.pqsync/`) to the state directory, then removes it. A file
+    /// the state directory already has is kept there and the old one
+    /// dropped. Returns whether there was anything to move.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a file cannot be moved; what was not moved stays
+    /// where it was, so a later run tries again.
+    pub fn migrate_state(&self) -> Result<bool> {
+        let legacy = self.legacy_state_dir();
+        if !legacy.is_dir() {
+            return Ok(false);
+        }
+        let to = self.state_dir();
+        for entry in walkdir::WalkDir::new(&legacy).contents_first(true) {
+            let entry = entry.map_err(|e| Error::io(&legacy, e.into()))?;
+            let rel = entry
+                .path()
+                .strip_prefix(&legacy)
+                .expect("below the legacy dir");
+            if entry.file_type().is_dir() {
+                let _ = std::fs::remove_dir(entry.path());
+                continue;
+            }
+            let dest = to.join(rel);
+            if dest.exists() {
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
+            let parent = dest.parent().expect("a state file has a parent");
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            move_file(entry.path(), &dest)?;
+        }
+        if legacy.exists() {
+            std::fs::remove_dir_all(&legacy).map_err(|e| Error::io(&legacy, e))?;
+        }
+        tracing::info!(
+            "moved pqsync's state out of {} to {}",
+            legacy.display(),
+            to.display()
+        );
+        Ok(true)
     }
 
     /// Reads a file under the state directory, `None` if it does not exist.
@@ -60,8 +210,8 @@ pub(crate) fn remote_key(url: &str) -> String {
     HashAlgorithm::Sha256.digest(url.as_bytes()).to_string()[..16].to_string()
 }
 
-/// The remote a local directory last synced with, from
-/// `_meta/.pqsync/remote.json`.
+/// The remote a local directory last synced with, from its state's
+/// `remote.json`.
 ///
 /// # Errors
 /// [`Error::Io`] if the record exists but cannot be read;

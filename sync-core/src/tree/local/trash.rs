@@ -1,5 +1,6 @@
 //! A directory's trash: the local versions a run replaced, under
-//! `_meta/.pqsync/trash/<run>/<path>`, which no scan or sync ever reads.
+//! `trash/<run>/<path>` in its state directory, outside the database, so no
+//! scan or sync ever reads it.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -12,12 +13,12 @@ use tokio::io::AsyncWriteExt;
 use super::LocalTree;
 use crate::error::{Error, Result};
 use crate::layout::is_ignored;
-use crate::tree::trash::{expired, run_time_text, TrashedFile, TRASH_DIR};
+use crate::tree::trash::{expired, run_time_text, TrashedFile};
 
 impl LocalTree {
     /// The trash folder of this directory.
     pub fn trash_dir(&self) -> PathBuf {
-        self.root.join(TRASH_DIR)
+        self.state_dir().join("trash")
     }
 
     /// Where `run` keeps `rel`.
@@ -48,7 +49,7 @@ impl LocalTree {
     pub(crate) fn move_to_trash(&self, rel: &str, run: &str) -> Result<PathBuf> {
         let from = self.abs(rel);
         let to = self.prepare_kept(rel, run)?;
-        std::fs::rename(&from, &to).map_err(|e| Error::io(&from, e))?;
+        super::move_file(&from, &to)?;
         Ok(to)
     }
 
@@ -80,10 +81,10 @@ impl LocalTree {
         run: &str,
         path: &str,
     ) -> Result<BoxStream<'static, Result<Bytes>>> {
-        let rel = format!("{TRASH_DIR}/{run}/{path}");
-        let abs = self.abs(&rel);
+        crate::manifest::validate_path(path, "the trash")?;
+        let abs = self.kept_path(path, run);
         let md = std::fs::symlink_metadata(&abs).map_err(|e| Error::io(&abs, e))?;
-        self.open(&rel, super::FileStat::of(&md)).await
+        super::write::open_at(abs, path, super::FileStat::of(&md)).await
     }
 
     /// Every version kept in this directory's trash, oldest run first.

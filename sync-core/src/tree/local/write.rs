@@ -1,7 +1,7 @@
 //! Streaming files out of the tree, and verified, atomic writes and guarded
 //! deletes into it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -27,43 +27,53 @@ impl LocalTree {
         rel: &str,
         expected: FileStat,
     ) -> Result<BoxStream<'static, Result<Bytes>>> {
-        let path = self.abs(rel);
-        let file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::ChangedDuringRun {
-                    path: rel.to_string(),
-                    detail: "deleted".into(),
-                })
-            }
-            Err(e) => return Err(Error::io(&path, e)),
-        };
-        let md = file.metadata().await.map_err(|e| Error::io(&path, e))?;
-        let now = FileStat::of(&md);
-        if !same_version(expected, now) {
+        open_at(self.abs(rel), rel, expected).await
+    }
+}
+
+/// [`LocalTree::open`] for the file at `path`, named `rel` in errors.
+pub(crate) async fn open_at(
+    path: PathBuf,
+    rel: &str,
+    expected: FileStat,
+) -> Result<BoxStream<'static, Result<Bytes>>> {
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::ChangedDuringRun {
                 path: rel.to_string(),
-                detail: "modified since it was hashed".into(),
-            });
+                detail: "deleted".into(),
+            })
         }
-        let stream = futures::stream::unfold(Some((file, path)), |state| async move {
-            let (mut file, path) = state?;
-            let mut buf = bytes::BytesMut::with_capacity(READ_CHUNK);
-            loop {
-                match file.read_buf(&mut buf).await {
-                    Ok(0) if buf.is_empty() => return None,
-                    Ok(0) => return Some((Ok(buf.freeze()), None)),
-                    Ok(_) if buf.len() >= READ_CHUNK => {
-                        return Some((Ok(buf.freeze()), Some((file, path))))
-                    }
-                    Ok(_) => continue,
-                    Err(e) => return Some((Err(Error::io(&path, e)), None)),
-                }
-            }
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let md = file.metadata().await.map_err(|e| Error::io(&path, e))?;
+    let now = FileStat::of(&md);
+    if !same_version(expected, now) {
+        return Err(Error::ChangedDuringRun {
+            path: rel.to_string(),
+            detail: "modified since it was hashed".into(),
         });
-        Ok(stream.boxed())
     }
+    let stream = futures::stream::unfold(Some((file, path)), |state| async move {
+        let (mut file, path) = state?;
+        let mut buf = bytes::BytesMut::with_capacity(READ_CHUNK);
+        loop {
+            match file.read_buf(&mut buf).await {
+                Ok(0) if buf.is_empty() => return None,
+                Ok(0) => return Some((Ok(buf.freeze()), None)),
+                Ok(_) if buf.len() >= READ_CHUNK => {
+                    return Some((Ok(buf.freeze()), Some((file, path))))
+                }
+                Ok(_) => continue,
+                Err(e) => return Some((Err(Error::io(&path, e)), None)),
+            }
+        }
+    });
+    Ok(stream.boxed())
+}
 
+impl LocalTree {
     /// Streams bytes into `rel`, verifying them against `entry` before the
     /// file replaces whatever is there. `prior` is the stat the scan saw for
     /// the existing file (`None` if there was none); if the file has changed
