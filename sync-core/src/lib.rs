@@ -145,7 +145,8 @@ mod tree;
 pub use error::{Error, Result};
 pub use layout::{is_ignored, MANIFEST_PATH};
 pub use manifest::{
-    validate_path, ContentHasher, Digest, FileEntry, HashAlgorithm, Manifest, Timestamp, Visibility,
+    fs_etag, validate_path, ContentHasher, Digest, FileEntry, HashAlgorithm, Manifest, Timestamp,
+    Visibility,
 };
 pub use parquedb::{
     rebuild_local, rebuild_remote, stats, verify, Check, EventStats, FileReport, Finding,

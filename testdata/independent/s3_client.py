@@ -5,6 +5,7 @@
                                            JSON document: {key relative to
                                            PREFIX/: {size, etag, sha256,
                                            contentType, metadata}}
+    s3_client.py get BUCKET KEY            the object's bytes, on stdout
     s3_client.py put BUCKET PREFIX DIR     uploads every file under DIR to
                                            PREFIX/<its relative path>, the key
                                            byte for byte, as ParqueDB does
@@ -76,6 +77,9 @@ def main():
     cmd, bucket, prefix = sys.argv[1:4]
     if cmd == "list":
         list_objects(bucket, prefix)
+    elif cmd == "get":
+        body = client().get_object(Bucket=bucket, Key=prefix)["Body"].read()
+        sys.stdout.buffer.write(body)
     elif cmd == "put":
         put_tree(bucket, prefix, sys.argv[4])
     else:

@@ -101,6 +101,15 @@ pub fn boto_put(server: &S3Server, prefix: &str, dir: &Path) {
 }
 
 fn boto(server: &S3Server, args: &[&str]) -> Value {
+    let out = boto_raw(server, args);
+    if out.is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_slice(&out).unwrap()
+}
+
+/// What the boto3 script printed, raw.
+fn boto_raw(server: &S3Server, args: &[&str]) -> Vec<u8> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/independent/s3_client.py");
     let out = Command::new("python3")
         .arg(script)
@@ -113,10 +122,7 @@ fn boto(server: &S3Server, args: &[&str]) -> Value {
         "boto3 {args:?} failed (.ci/run installs boto3): {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    if out.stdout.is_empty() {
-        return Value::Null;
-    }
-    serde_json::from_slice(&out.stdout).unwrap()
+    out.stdout
 }
 
 /// Every file under `root` (relative, `/`-separated) with its SHA-256, as
@@ -144,6 +150,24 @@ fn walk(root: &Path) -> BTreeMap<String, Seen> {
 }
 
 impl Remote {
+    /// The bytes of one object under the remote, read by the independent
+    /// client (the file system, or boto3).
+    pub fn raw(&self, rel: &str) -> Vec<u8> {
+        match self {
+            Remote::Dir(d) => std::fs::read(d.path().join("remote").join(rel)).unwrap(),
+            Remote::S3 { server, prefix, .. } => {
+                boto_raw(server, &["get", &server.bucket, &format!("{prefix}/{rel}")])
+            }
+        }
+    }
+
+    /// Puts a whole tree under the remote with the independent client.
+    pub fn put_tree(&self, dir: &Path) {
+        match self {
+            Remote::Dir(d) => crate::copy_dir(dir, &d.path().join("remote")),
+            Remote::S3 { server, prefix, .. } => boto_put(server, prefix, dir),
+        }
+    }
     /// What a client other than pqsync and its store library lists under
     /// the remote, pqsync's remote state left out: the directory's file
     /// names, or boto3's listing (and, for the in-process server, its
@@ -284,10 +308,7 @@ fn a_tree_another_tool_uploaded_is_adopted() {
     for remote in Remote::each("adopt") {
         let src = sample_copy();
         add_awkward(src.path());
-        match &remote {
-            Remote::Dir(d) => crate::copy_dir(src.path(), &d.path().join("remote")),
-            Remote::S3 { server, prefix, .. } => boto_put(server, prefix, src.path()),
-        }
+        remote.put_tree(src.path());
         let url = remote.url();
         let server = remote.server();
         pqsync(server).args(["init", &url]).stdout_ok();

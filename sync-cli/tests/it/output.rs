@@ -110,6 +110,7 @@ fn json_documents_of_a_backup_cycle() {
     );
     insta::assert_json_snapshot!("json_dry_run", plan, {
         ".toUpload[].modifiedAt" => "[time]",
+        ".toUpload[].etag" => "[etag]",
     });
     json(&["push", r, "-d", d], 0);
     std::fs::write(db.path().join("_meta/schema.json"), b"{\"edited\":true}\n").unwrap();
@@ -118,6 +119,7 @@ fn json_documents_of_a_backup_cycle() {
     let status = json(&["status", "-d", d], 0);
     insta::assert_json_snapshot!("json_status", status, {
         ".diff.toUpload[].modifiedAt" => "[time]",
+        ".diff.toUpload[].etag" => "[etag]",
     });
     let result = json(&["push", "-d", d], 0);
     insta::assert_json_snapshot!("json_push", result, {

@@ -20,7 +20,7 @@ mod digest;
 mod time;
 
 pub use digest::{hash_file, ContentHasher, Digest, HashAlgorithm};
-pub use time::{now_iso, Timestamp};
+pub use time::{fs_etag, now_iso, Timestamp};
 
 use crate::error::{Error, Result};
 use crate::layout::CONTENT_TYPES;
@@ -43,8 +43,9 @@ pub enum Visibility {
 
 /// One tracked file.
 ///
-/// Fields are declared in the order ParqueDB writes them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Fields are declared in the order ParqueDB writes them; fields pqsync
+/// does not know are kept, after those.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FileEntry {
     /// Relative, `/`-separated path; equal to the entry's key.
@@ -61,12 +62,65 @@ pub struct FileEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
     /// MIME type (the common ones are shared, not allocated per entry).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "content_type_de"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub content_type: Option<Cow<'static, str>>,
+    /// Fields of the entry pqsync does not know (another ParqueDB version
+    /// may write some), kept as they were; `None` for almost every entry,
+    /// so they cost one pointer.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<Box<serde_json::Map<String, serde_json::Value>>>,
+}
+
+impl<'de> Deserialize<'de> for FileEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::{Error as _, MapAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = FileEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a file entry object")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<FileEntry, A::Error> {
+                let (mut path, mut size, mut hash, mut alg, mut modified) =
+                    (None, None, None, None, None);
+                let (mut etag, mut content_type) = (None, None);
+                let mut extra: Option<Box<serde_json::Map<String, serde_json::Value>>> = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "path" => path = Some(map.next_value()?),
+                        "size" => size = Some(map.next_value()?),
+                        "hash" => hash = Some(map.next_value()?),
+                        "hashAlgorithm" => alg = Some(map.next_value()?),
+                        "modifiedAt" => modified = Some(map.next_value()?),
+                        "etag" => etag = map.next_value()?,
+                        "contentType" => {
+                            content_type = map.next_value::<Option<String>>()?.map(shared_type)
+                        }
+                        _ => {
+                            let value = map.next_value()?;
+                            extra
+                                .get_or_insert_with(Default::default)
+                                .insert(key, value);
+                        }
+                    }
+                }
+                Ok(FileEntry {
+                    path: path.ok_or_else(|| A::Error::missing_field("path"))?,
+                    size: size.ok_or_else(|| A::Error::missing_field("size"))?,
+                    hash: hash.ok_or_else(|| A::Error::missing_field("hash"))?,
+                    hash_algorithm: alg.ok_or_else(|| A::Error::missing_field("hashAlgorithm"))?,
+                    modified_at: modified.ok_or_else(|| A::Error::missing_field("modifiedAt"))?,
+                    etag,
+                    content_type,
+                    extra,
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 impl FileEntry {
@@ -131,14 +185,12 @@ impl FileEntry {
     }
 }
 
-fn content_type_de<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<Option<Cow<'static, str>>, D::Error> {
-    let s: Option<String> = Option::deserialize(d)?;
-    Ok(s.map(|s| match CONTENT_TYPES.iter().find(|c| **c == s) {
+/// A content type, shared when it is one of the common ones.
+fn shared_type(s: String) -> Cow<'static, str> {
+    match CONTENT_TYPES.iter().find(|c| **c == s) {
         Some(c) => Cow::Borrowed(*c),
         None => Cow::Owned(s),
-    }))
+    }
 }
 
 /// The sync manifest of one tree.
@@ -441,6 +493,7 @@ mod tests {
             hash_algorithm: HashAlgorithm::Sha256,
             modified_at: "2026-01-01T00:00:00.000Z".into(),
             etag: None,
+            extra: None,
             content_type: Some(content_type_for(path).into()),
         }
     }

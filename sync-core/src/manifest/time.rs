@@ -172,6 +172,97 @@ pub fn now_iso() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// ParqueDB's FsBackend ETag of a file: `"<mtimeMs in base 36>-<size in
+/// base 36>"`, quotes included. `mtimeMs` is Node's fractional millisecond
+/// time (`sec * 1000 + nsec / 1e6`, in floating point), printed as
+/// JavaScript's `Number.prototype.toString(36)` prints it, fraction and all.
+pub fn fs_etag(mtime_ns: i64, size: u64) -> String {
+    let sec = mtime_ns.div_euclid(1_000_000_000);
+    let nsec = mtime_ns.rem_euclid(1_000_000_000);
+    let ms = sec as f64 * 1000.0 + nsec as f64 / 1e6;
+    format!(
+        "\"{}-{}\"",
+        js_radix_string(ms, 36),
+        js_radix_string(size as f64, 36)
+    )
+}
+
+/// JavaScript's `Number.prototype.toString(radix)` for a finite number:
+/// the integer digits, then as many fraction digits as tell the number
+/// apart from its neighbours, the last one rounded half to even (the
+/// algorithm ECMAScript engines use for a radix other than 10).
+pub fn js_radix_string(value: f64, radix: u32) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    debug_assert!((2..=36).contains(&radix) && value.is_finite());
+    if value == 0.0 {
+        return "0".into();
+    }
+    let r = f64::from(radix);
+    let negative = value < 0.0;
+    let value = value.abs();
+    let mut integer = value.floor();
+    let mut fraction = value - integer;
+    // Fraction digits only down to the precision the double holds.
+    let mut delta = (0.5 * (value.next_up() - value)).max(0.0f64.next_up());
+    let mut frac: Vec<u8> = Vec::new();
+    if fraction >= delta {
+        loop {
+            fraction *= r;
+            delta *= r;
+            let digit = fraction as u32;
+            frac.push(DIGITS[digit as usize]);
+            fraction -= f64::from(digit);
+            if (fraction > 0.5 || (fraction == 0.5 && digit & 1 == 1)) && fraction + delta > 1.0 {
+                // Round up, carrying through the digits written so far.
+                loop {
+                    match frac.pop() {
+                        None => {
+                            integer += 1.0;
+                            break;
+                        }
+                        Some(c) => {
+                            let d = (c as char).to_digit(36).expect("a digit");
+                            if d + 1 < radix {
+                                frac.push(DIGITS[(d + 1) as usize]);
+                                break;
+                            }
+                        }
+                    }
+                }
+                break;
+            }
+            if fraction < delta {
+                break;
+            }
+        }
+    }
+    // Integer digits; those below the double's precision are zeros.
+    let mut int_digits: Vec<u8> = Vec::new();
+    let exponent = |x: f64| ((x.to_bits() >> 52) & 0x7ff) as i64 - 1075;
+    while exponent(integer / r) > 0 {
+        integer /= r;
+        int_digits.push(b'0');
+    }
+    loop {
+        let remainder = integer % r;
+        int_digits.push(DIGITS[remainder as usize]);
+        integer = (integer - remainder) / r;
+        if integer <= 0.0 {
+            break;
+        }
+    }
+    let mut out = String::with_capacity(int_digits.len() + frac.len() + 2);
+    if negative {
+        out.push('-');
+    }
+    out.extend(int_digits.iter().rev().map(|&b| b as char));
+    if !frac.is_empty() {
+        out.push('.');
+        out.extend(frac.iter().map(|&b| b as char));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,5 +325,38 @@ mod tests {
         let e: FileEntry = serde_json::from_str(text).unwrap();
         assert!(matches!(e.content_type, Some(Cow::Borrowed("text/csv"))));
         assert_eq!(serde_json::to_string(&e).unwrap(), text);
+    }
+
+    /// Vectors printed by Node.js 20 (`(sec * 1000 + nsec / 1e6).toString(36)`
+    /// and `fs.statSync(f).mtimeMs.toString(36)`), an implementation that
+    /// shares nothing with this one.
+    #[test]
+    fn fs_etags_match_node() {
+        let s = 1_000_000_000i64;
+        for (sec, nsec, text) in [
+            (1_764_920_000, 123_456_789, "misjsrqz.gg"),
+            (1_764_920_000, 0, "misjsrnk"),
+            (1_700_000_000, 999_999_999, "loyw3vu0"),
+            (-1, 500_000_000, "-dw"),
+            (-86_400, 1, "-1ffunz.zzzyc"),
+            (0, 1, "0.0001ogs5wo29m8"),
+            (1_234_567_890, 100_000_000, "fr5hugms"),
+            (1_767_225_600, 621_911_824, "mjuohsh9.wts"),
+        ] {
+            assert_eq!(
+                fs_etag(sec * s + nsec, 13132),
+                format!("\"{text}-a4s\""),
+                "{sec} s {nsec} ns"
+            );
+        }
+        for (size, text) in [
+            (0u64, "0"),
+            (35, "z"),
+            (36, "10"),
+            (1295, "zz"),
+            (1_048_576, "mh34"),
+        ] {
+            assert_eq!(js_radix_string(size as f64, 36), text);
+        }
     }
 }

@@ -326,6 +326,7 @@ async fn object_entry(
     let entry = FileEntry {
         content_type: Some(content_type_for(&rel).into()),
         etag: meta.e_tag.clone(),
+        extra: None,
         hash,
         hash_algorithm: alg,
         modified_at: Timestamp::from_millis(meta.last_modified.timestamp_millis()),

@@ -100,6 +100,7 @@ mod tests {
         FileEntry {
             content_type: None,
             etag: None,
+            extra: None,
             hash: HashAlgorithm::Blake3.digest(content.as_bytes()),
             hash_algorithm: HashAlgorithm::Blake3,
             modified_at: "2026-01-01T00:00:00.000Z".into(),

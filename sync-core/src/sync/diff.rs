@@ -232,6 +232,7 @@ mod tests {
             hash_algorithm: HashAlgorithm::Blake3,
             modified_at: ts.into(),
             etag: None,
+            extra: None,
             content_type: None,
         }
     }

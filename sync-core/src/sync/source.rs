@@ -552,8 +552,12 @@ impl Source for LocalSource {
         for p in s.deleted_early {
             after.remove(p);
         }
-        for (e, _) in s.downloaded {
-            after.insert(e.path.clone(), e.clone());
+        for (e, stat) in s.downloaded {
+            // The local manifest names the file as ParqueDB's FsBackend
+            // would: by its own mtime and size.
+            let mut e = e.clone();
+            e.etag = Some(crate::manifest::fs_etag(stat.mtime_ns, stat.size));
+            after.insert(e.path.clone(), e);
         }
         if s.may_delete {
             self.delete_local(&s, &mut out, &mut after);

@@ -607,6 +607,7 @@ async fn hostile_remote_paths_are_refused(kind: &RemoteKind) {
                 hash_algorithm: HashAlgorithm::Blake3,
                 modified_at: "2026-01-01T00:00:00.000Z".into(),
                 etag: None,
+                extra: None,
                 content_type: None,
             },
         );

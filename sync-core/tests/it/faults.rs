@@ -1171,6 +1171,7 @@ async fn mirror_refuses_a_source_naming_reserved_paths() {
         pqsync_core::FileEntry {
             content_type: None,
             etag: None,
+            extra: None,
             hash: pqsync_core::HashAlgorithm::Blake3.digest(b"x"),
             hash_algorithm: pqsync_core::HashAlgorithm::Blake3,
             modified_at: "2026-01-01T00:00:00.000Z".into(),

@@ -454,7 +454,8 @@ fn make_entry(
         hash,
         hash_algorithm: alg,
         modified_at: modified.into(),
-        etag: None,
+        etag: Some(crate::manifest::fs_etag(stat.mtime_ns, stat.size)),
+        extra: None,
         content_type: Some(content_type_for(rel).into()),
     }
 }

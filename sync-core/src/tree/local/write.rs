@@ -295,6 +295,7 @@ mod tests {
             hash_algorithm: HashAlgorithm::Blake3,
             modified_at: "2026-01-01T00:00:00.000Z".into(),
             etag: None,
+            extra: None,
             content_type: None,
         };
         let bad = futures::stream::iter(vec![Ok(Bytes::from_static(b"hello WORLD"))]).boxed();
@@ -326,6 +327,7 @@ mod tests {
             hash_algorithm: HashAlgorithm::Blake3,
             modified_at: "2026-01-01T00:00:00.000Z".into(),
             etag: None,
+            extra: None,
             content_type: None,
         };
         let s = futures::stream::iter(vec![Ok(Bytes::from_static(b"x"))]).boxed();
