@@ -63,6 +63,8 @@ pub fn add_awkward(root: &Path) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
     pub size: u64,
+    /// The ETag the store reports (S3 only).
+    pub etag: Option<String>,
     pub sha256: String,
     pub content_type: Option<String>,
     pub metadata: BTreeMap<String, String>,
@@ -83,6 +85,7 @@ pub fn boto_list(server: &S3Server, prefix: &str) -> BTreeMap<String, Seen> {
                 .collect();
             let seen = Seen {
                 size: o["size"].as_u64().unwrap(),
+                etag: o["etag"].as_str().map(str::to_string),
                 sha256: o["sha256"].as_str().unwrap().to_string(),
                 content_type: o["contentType"].as_str().map(str::to_string),
                 metadata,
@@ -140,6 +143,7 @@ fn walk(root: &Path) -> BTreeMap<String, Seen> {
             rel.to_string(),
             Seen {
                 size: bytes.len() as u64,
+                etag: None,
                 sha256: HashAlgorithm::Sha256.digest(&bytes).to_string(),
                 content_type: None,
                 metadata: BTreeMap::new(),

@@ -24,7 +24,7 @@ use super::mode::Mode;
 use super::plan::{Conflict, Plan};
 use super::report::{FileError, SyncResult};
 use super::source::{fresh_manifest, Settle};
-use super::transfer::{Dir, Run};
+use super::transfer::{Dir, Moved, Run};
 use super::Engine;
 use crate::error::{Error, Result};
 use crate::layout::{is_nested_manifest, MANIFEST_PATH};
@@ -356,12 +356,18 @@ impl Run<'_> {
     }
 
     /// Files a finished transfer into the outcome.
-    fn collect(&self, dir: Dir, e: FileEntry, r: Result<Option<FileStat>>, out: &mut Outcome) {
-        match (dir, r) {
-            (Dir::Up, Ok(_)) => out.uploaded.push(e),
-            (Dir::Down, Ok(Some(stat))) => out.downloaded.push((e, stat)),
-            (Dir::Down, Ok(None)) => {}
-            (dir, Err(err)) => {
+    fn collect(&self, dir: Dir, mut e: FileEntry, r: Result<Moved>, out: &mut Outcome) {
+        match r {
+            Ok(Moved::Up { etag }) => {
+                // The remote manifest names the object by the store's ETag,
+                // as a manifest built from the store's listing would.
+                if etag.is_some() {
+                    e.etag = etag;
+                }
+                out.uploaded.push(e)
+            }
+            Ok(Moved::Down(stat)) => out.downloaded.push((e, stat)),
+            Err(err) => {
                 self.engine.reporter.event(&Event::Failed {
                     path: e.path.clone(),
                     error: err.to_string(),

@@ -147,14 +147,15 @@ pub(crate) trait Source: Send + Sync + std::fmt::Debug {
     /// no longer sends.
     async fn abort_abandoned(&self, remote: &StoreTree, uploads: &[FileEntry]);
 
-    /// Sends one file to the remote, verified against `e`.
+    /// Sends one file to the remote, verified against `e`. Returns the new
+    /// object's ETag, where the store reports one.
     async fn upload(
         &self,
         e: &FileEntry,
         view: &SourceView,
         remote: &StoreTree,
         on_bytes: OnBytes<'_>,
-    ) -> Result<()>;
+    ) -> Result<Option<String>>;
 
     /// Fetches one file from the remote into the source, verified against
     /// `e`; with `keep`, a file it replaces goes to that run's trash folder.
@@ -461,7 +462,7 @@ impl Source for LocalSource {
         view: &SourceView,
         remote: &StoreTree,
         on_bytes: OnBytes<'_>,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         let stat = view
             .stats
             .get(&e.path)
@@ -700,7 +701,7 @@ impl Source for StoreSource {
         _view: &SourceView,
         remote: &StoreTree,
         on_bytes: OnBytes<'_>,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         let stream = self.tree.open(&e.path).await?;
         remote.write(e, stream, on_bytes, None).await
     }

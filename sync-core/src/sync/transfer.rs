@@ -39,6 +39,15 @@ impl Dir {
     }
 }
 
+/// What a finished transfer left.
+#[derive(Debug)]
+pub(crate) enum Moved {
+    /// An upload: the new object's ETag, where the store reports one.
+    Up { etag: Option<String> },
+    /// A download: the new local file's stat.
+    Down(FileStat),
+}
+
 /// The shared state of one `execute`: the engine, the progress counters
 /// and the versions kept so far.
 pub(crate) struct Run<'a> {
@@ -94,7 +103,7 @@ impl Run<'_> {
         &self,
         jobs: Vec<(Dir, FileEntry)>,
         plan: &Plan,
-    ) -> Vec<(Dir, FileEntry, Result<Option<FileStat>>)> {
+    ) -> Vec<(Dir, FileEntry, Result<Moved>)> {
         futures::stream::iter(jobs)
             .map(|(dir, e)| async move {
                 let r = self.transfer(dir, &e, plan).await;
@@ -105,9 +114,8 @@ impl Run<'_> {
             .await
     }
 
-    /// Moves one file, retrying transient failures. Returns the new local
-    /// file's stat for a download.
-    async fn transfer(&self, dir: Dir, e: &FileEntry, plan: &Plan) -> Result<Option<FileStat>> {
+    /// Moves one file, retrying transient failures.
+    async fn transfer(&self, dir: Dir, e: &FileEntry, plan: &Plan) -> Result<Moved> {
         let view = &plan.view;
         let engine = self.engine;
         let op = dir.operation();
@@ -129,15 +137,15 @@ impl Run<'_> {
                     let remote = &engine.remote;
                     match dir {
                         Dir::Up => {
-                            engine.source.upload(e, view, remote, &on_bytes).await?;
-                            Ok(None)
+                            let etag = engine.source.upload(e, view, remote, &on_bytes).await?;
+                            Ok(Moved::Up { etag })
                         }
                         Dir::Down => {
                             let stat = engine
                                 .source
                                 .download(e, view, remote, keep, &on_bytes)
                                 .await?;
-                            Ok(Some(stat))
+                            Ok(Moved::Down(stat))
                         }
                     }
                 },

@@ -76,7 +76,7 @@ impl StoreTree {
         stream: BoxStream<'static, Result<Bytes>>,
         on_bytes: &(dyn Fn(u64) + Send + Sync),
         log: &dyn PartLog,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         let rel = entry.path.as_str();
         let part_size = part_size_for(entry.size);
         let record = match log.load(rel) {
@@ -94,7 +94,7 @@ impl StoreTree {
             && self.has_content(entry).await
         {
             log.remove(rel);
-            return Ok(());
+            return Ok(None);
         }
         let mut upload = Upload {
             mp,
@@ -132,7 +132,8 @@ impl StoreTree {
 
     /// Completes an upload whose parts are all sent and whose bytes checked
     /// out.
-    async fn complete(&self, upload: &Upload<'_>, entry: &FileEntry) -> Result<()> {
+    /// Returns the object's ETag, where the store reports one.
+    async fn complete(&self, upload: &Upload<'_>, entry: &FileEntry) -> Result<Option<String>> {
         let parts: Vec<PartId> = upload
             .record
             .parts
@@ -149,11 +150,11 @@ impl StoreTree {
         // or unusable (the next attempt starts a fresh one).
         upload.log.remove(&entry.path);
         match done {
-            Ok(_) => Ok(()),
+            Ok(put) => Ok(put.e_tag),
             // Completed already (a lost response, or a run killed while its
             // completion was under way): the object carries this content's
             // hash, possibly only once the server has finished assembling it.
-            Err(_) if self.appears_with_content(entry).await => Ok(()),
+            Err(_) if self.appears_with_content(entry).await => Ok(None),
             Err(e) => Err(Error::Store {
                 path: upload.shown.clone(),
                 retryable: true,

@@ -20,7 +20,8 @@ impl StoreTree {
     /// Streams bytes into an object, verified against `entry` before it
     /// becomes visible. `on_bytes` is called as bytes are sent. With a
     /// `parts_log` and a store whose multipart API the tree was given, a
-    /// large upload is resumable part by part.
+    /// large upload is resumable part by part. Returns the new object's
+    /// ETag, where the store reports one.
     ///
     /// # Errors
     /// [`Error::Mismatch`] if the bytes differ from the entry,
@@ -31,7 +32,7 @@ impl StoreTree {
         stream: BoxStream<'static, Result<Bytes>>,
         on_bytes: &(dyn Fn(u64) + Send + Sync),
         parts_log: Option<&dyn PartLog>,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         if entry.size <= self.multipart_threshold {
             return self.write_small(entry, stream, on_bytes).await;
         }
@@ -47,7 +48,7 @@ impl StoreTree {
         entry: &FileEntry,
         mut stream: BoxStream<'static, Result<Bytes>>,
         on_bytes: &(dyn Fn(u64) + Send + Sync),
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         let mut hasher = ContentHasher::new(entry.hash_algorithm);
         let mut total = 0u64;
         let mut buf = BytesMut::with_capacity(entry.size as usize);
@@ -65,7 +66,8 @@ impl StoreTree {
             attributes: self.attrs(Some(entry)),
             ..Default::default()
         };
-        self.store
+        let put = self
+            .store
             .put_opts(
                 &self.location(&entry.path),
                 PutPayload::from(buf.freeze()),
@@ -74,7 +76,7 @@ impl StoreTree {
             .await
             .map_err(|e| Error::store(self.display(&entry.path), e))?;
         on_bytes(total);
-        Ok(())
+        Ok(put.e_tag)
     }
 
     /// A multipart upload through `object_store`'s [`WriteMultipart`]
@@ -85,7 +87,7 @@ impl StoreTree {
         entry: &FileEntry,
         mut stream: BoxStream<'static, Result<Bytes>>,
         on_bytes: &(dyn Fn(u64) + Send + Sync),
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         let shown = self.display(&entry.path);
         let opts = PutMultipartOptions {
             attributes: self.attrs(Some(entry)),
@@ -122,7 +124,7 @@ impl StoreTree {
             Ok(()) => writer
                 .finish()
                 .await
-                .map(|_| ())
+                .map(|put| put.e_tag)
                 .map_err(|e| Error::store(&shown, e)),
             Err(e) => {
                 let _ = writer.abort().await;
