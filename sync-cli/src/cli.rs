@@ -189,6 +189,10 @@ pub struct SelectFlags {
     /// Never paths matching this glob (repeatable).
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
+    /// Never paths matching the globs in FILE, one per line; blank lines
+    /// and lines starting with `#` are skipped (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub exclude_from: Vec<PathBuf>,
 }
 
 /// How a transfer behaves.

@@ -164,7 +164,22 @@ impl HttpObserver for Observer {
 /// # Errors
 /// A usage error for a malformed glob or namespace.
 pub fn selection(flags: &SelectFlags) -> Result<Selection> {
-    Selection::new(&flags.namespaces, &flags.include, &flags.exclude)
+    let mut exclude = flags.exclude.clone();
+    for file in &flags.exclude_from {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            UsageError(format!(
+                "cannot read the exclusions in {}: {e}; name a readable file of globs, one per line",
+                file.display()
+            ))
+        })?;
+        exclude.extend(
+            text.lines()
+                .map(|l| l.strip_suffix('\r').unwrap_or(l))
+                .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    Selection::new(&flags.namespaces, &flags.include, &exclude)
         .map_err(|e| UsageError(e.to_string()).into())
 }
 

@@ -132,6 +132,9 @@ fn boto_raw(server: &S3Server, args: &[&str]) -> Vec<u8> {
 /// the file system names it.
 fn walk(root: &Path) -> BTreeMap<String, Seen> {
     let mut out = BTreeMap::new();
+    if !root.exists() {
+        return out;
+    }
     for e in walkdir::WalkDir::new(root) {
         let e = e.unwrap();
         if !e.file_type().is_file() {

@@ -308,3 +308,62 @@ fn a_remote_parquedb_wrote_round_trips() {
         remote.assert_invariant("after the push");
     }
 }
+
+/// Exclusions kept in a file (`--exclude-from`, as rsync and rclone take
+/// them) leave those paths out of push and status; the independent
+/// listing holds everything else. An unreadable file is a one-line usage
+/// error that moves nothing.
+#[test]
+fn exclusions_come_from_a_file() {
+    for remote in Remote::each("excludefrom") {
+        let db = sample_copy();
+        crate::keys::add_awkward(db.path());
+        let rules = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            rules.path(),
+            "# scratch files\n\ndata/wéird/*.json\r\nyarn.lock\n",
+        )
+        .unwrap();
+        let url = remote.url();
+        let srv = remote.server();
+        let missing = db.path().join("no-such-rules");
+        let err = pqsync(srv)
+            .args(["push", &url, "--exclude-from"])
+            .arg(&missing)
+            .arg("-d")
+            .arg(db.path())
+            .stderr_with(2);
+        let err = String::from_utf8_lossy(&err);
+        assert!(err.contains("cannot read the exclusions"), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(remote.independent().is_empty(), "nothing was sent");
+
+        pqsync(srv)
+            .args(["push", &url, "--exclude-from"])
+            .arg(rules.path())
+            .arg("-d")
+            .arg(db.path())
+            .stdout_ok();
+        let seen = remote.independent();
+        for gone in [
+            "yarn.lock",
+            "data/wéird/sp ace.json",
+            "data/wéird/pct%41.json",
+        ] {
+            assert!(!seen.contains_key(gone), "{gone} was pushed");
+        }
+        for kept in [
+            "data/wéird/café.parquet",
+            "data/wéird/q?x.txt",
+            "日本語/ファイル.json",
+        ] {
+            assert!(seen.contains_key(kept), "{kept} is missing");
+        }
+        pqsync(srv)
+            .args(["status", "--exit-code", "--exclude-from"])
+            .arg(rules.path())
+            .arg("-d")
+            .arg(db.path())
+            .stdout_ok();
+    }
+}
