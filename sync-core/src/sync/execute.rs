@@ -848,7 +848,7 @@ impl Run<'_> {
         // Paths that could not be read were left out; the rest went ahead.
         for l in &plan.view.left_out {
             let why = format!("left out: {}", l.reason);
-            out.errors.push(FileError::new(&l.path, "read", why));
+            out.errors.push(FileError::new(&l.path, l.operation, why));
         }
         let mut warnings = plan.warnings;
         warnings.append(&mut out.warnings);

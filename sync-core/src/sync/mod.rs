@@ -237,6 +237,18 @@ impl Engine {
             need_manifest: compare.need_manifest,
         };
         let mut view = self.source.read(remote.as_ref(), read).await?;
+        // A name the remote cannot hold stays out of the run, like an
+        // unreadable file, instead of failing its upload and with it the
+        // commit of everything else.
+        let refused: Vec<crate::tree::LeftOut> = view
+            .files
+            .keys()
+            .filter_map(|p| {
+                let reason = self.remote.refuses_name(p)?;
+                Some(crate::tree::LeftOut::new(p, reason, "upload"))
+            })
+            .collect();
+        view.left_out.extend(refused);
         let mut warnings: Vec<String> = warning.into_iter().collect();
         if remote.is_none() {
             warnings.extend(self.no_remote_manifest(&compare, &mut view).await?);

@@ -92,9 +92,22 @@ pub struct LeftOut {
     pub dir: bool,
     /// Why.
     pub reason: String,
+    /// What could not be done with it (`read`, or `upload` for a name the
+    /// remote cannot hold), as results report the operation.
+    pub operation: &'static str,
 }
 
 impl LeftOut {
+    /// A file left out of a run because `operation` cannot be done.
+    pub fn new(path: &str, reason: String, operation: &'static str) -> Self {
+        LeftOut {
+            path: path.to_string(),
+            dir: false,
+            reason,
+            operation,
+        }
+    }
+
     /// Whether `path` is this one or lies below it.
     pub fn covers(&self, path: &str) -> bool {
         path == self.path
@@ -151,6 +164,7 @@ impl LocalTree {
                         path,
                         dir: false,
                         reason,
+                        operation: "read",
                     });
                     continue;
                 }
@@ -210,6 +224,7 @@ impl LocalTree {
                             path: rel,
                             dir,
                             reason,
+                            operation: "read",
                         });
                     }
                     continue;
@@ -260,6 +275,7 @@ impl LocalTree {
                     path: rel,
                     dir: false,
                     reason: format!("not a regular file ({what})"),
+                    operation: "read",
                 });
                 continue;
             }
@@ -279,6 +295,7 @@ impl LocalTree {
                     path: rel,
                     dir: false,
                     reason: e.to_string(),
+                    operation: "read",
                 }),
             }
         }

@@ -109,6 +109,9 @@ pub struct StoreTree {
     url: String,
     attributes: bool,
     multipart_threshold: u64,
+    /// Whether the store is `object_store`'s local file system, which
+    /// refuses some names ([`StoreTree::refuses_name`]).
+    local_fs: bool,
 }
 
 impl std::fmt::Debug for StoreTree {
@@ -143,6 +146,7 @@ impl StoreTree {
     /// A tree at `prefix` (a `/`-separated path, possibly empty) in `store`.
     /// `url` is how the user named it and appears in messages.
     pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, url: impl Into<String>) -> Self {
+        let local_fs = store.to_string().starts_with("LocalFileSystem(");
         let requests = Arc::new(AtomicU64::new(0));
         let counting: Arc<dyn ObjectStore> = Arc::new(CountingStore {
             inner: store,
@@ -160,6 +164,7 @@ impl StoreTree {
             url: url.into(),
             attributes: true,
             multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
+            local_fs,
         }
     }
 
@@ -236,6 +241,21 @@ impl StoreTree {
     /// encodes the key on the wire and decodes it back).
     pub fn location(&self, rel: &str) -> Path {
         raw_path(self.prefix.iter().map(String::as_str).chain(rel.split('/')))
+    }
+
+    /// Why this store cannot hold an object named `rel`, if it cannot.
+    /// Object stores hold every name a manifest may list; a directory
+    /// remote (`object_store`'s local file system) reserves a file name
+    /// whose text after its first `#` is all digits (`a#1`) for its own
+    /// staging files.
+    pub fn refuses_name(&self, rel: &str) -> Option<String> {
+        let name = rel.rsplit('/').next().unwrap_or(rel);
+        let reserved = name
+            .split_once('#')
+            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        (self.local_fs && reserved).then(|| {
+            "a directory remote cannot hold a file name whose text after its first `#` is all digits; rename it, or use an object-store remote".to_string()
+        })
     }
 
     /// The object path of the tree's root (its prefix).
