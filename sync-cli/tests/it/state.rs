@@ -225,3 +225,132 @@ fn a_copied_database_recovers_its_base_from_its_manifest() {
         );
     }
 }
+
+/// With the state home on another file system (a tmpfs), where hard links
+/// and renames into it fail: a replaced file is copied to the trash, a
+/// deleted one copied and then removed, old state moved across, and every
+/// kept version restores byte for byte.
+#[test]
+fn state_on_another_file_system() {
+    use std::os::unix::fs::MetadataExt;
+    let home = tempfile::tempdir_in("/dev/shm").expect("a tmpfs at /dev/shm");
+    let remote = Remote::dir();
+    let url = remote.url();
+    let db = sample_copy();
+    assert_ne!(
+        std::fs::metadata(home.path()).unwrap().dev(),
+        std::fs::metadata(db.path()).unwrap().dev(),
+        "the state home must be on another file system for this test"
+    );
+    let run = |args: &[&str]| {
+        pqsync(None)
+            .env("PQSYNC_STATE_DIR", home.path())
+            .args(args)
+            .arg("-d")
+            .arg(db.path())
+            .stdout_ok()
+    };
+    run(&["push", &url]);
+    // Old state inside the database is moved across.
+    let state = pqsync_core::state_dir_for(home.path(), db.path());
+    let legacy = db.path().join("_meta/.pqsync");
+    crate::copy_dir(&state, &legacy);
+    std::fs::remove_dir_all(&state).unwrap();
+    run(&["status", "--exit-code", &url]);
+    assert!(!legacy.exists());
+    assert!(state.join("remote.json").is_file());
+
+    let replaced = "data/posts/data.parquet";
+    let deleted = "rels/forward/posts.parquet";
+    let before_replaced = std::fs::read(db.path().join(replaced)).unwrap();
+    let before_deleted = std::fs::read(db.path().join(deleted)).unwrap();
+    // Another writer edits one file and deletes another.
+    let other = tempfile::tempdir().unwrap();
+    pqsync(None)
+        .args(["pull", &url, "-d"])
+        .arg(other.path())
+        .stdout_ok();
+    std::fs::write(other.path().join(replaced), b"their edit").unwrap();
+    age(&other.path().join(replaced));
+    std::fs::remove_file(other.path().join(deleted)).unwrap();
+    pqsync(None)
+        .args(["push", &url, "-d"])
+        .arg(other.path())
+        .stdout_ok();
+
+    run(&["pull", &url]);
+    assert_eq!(
+        std::fs::read(db.path().join(replaced)).unwrap(),
+        b"their edit"
+    );
+    assert!(!db.path().join(deleted).exists());
+    run(&["trash", "restore", "--path", replaced, "--path", deleted]);
+    assert_eq!(
+        std::fs::read(db.path().join(replaced)).unwrap(),
+        before_replaced
+    );
+    assert_eq!(
+        std::fs::read(db.path().join(deleted)).unwrap(),
+        before_deleted
+    );
+    assert!(!db.path().join("_meta/.pqsync").exists());
+}
+
+/// ParqueDB keeps fields it does not know, so its push copies the
+/// `commitId` pqsync recorded in a local manifest into the remote manifest
+/// it writes, over different files. pqsync must not take that for its own
+/// commit: a directory whose base matched that commit would otherwise see
+/// ParqueDB's edit as its own base and overwrite it.
+#[test]
+fn a_commit_id_parquedb_copied_over_other_files_is_not_trusted() {
+    for remote in Remote::each("copiedid") {
+        let url = remote.url();
+        let srv = remote.server();
+        let ours = sample_copy();
+        pqsync(srv)
+            .args(["push", &url, "-d"])
+            .arg(ours.path())
+            .stdout_ok();
+        // ParqueDB on another machine: a copy of the database whose local
+        // manifest carries the commit id, an edit, and ParqueDB's push,
+        // which writes the object and that same manifest (files updated,
+        // other fields kept) to the remote.
+        let theirs = tempfile::tempdir().unwrap();
+        copy_dir(ours.path(), theirs.path());
+        let rel = "data/users/data.parquet";
+        let edit = b"ParqueDB's edit".to_vec();
+        let mut m: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(theirs.path().join("_meta/manifest.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(m["commitId"].is_string(), "{m}");
+        let alg: pqsync_core::HashAlgorithm = m["files"][rel]["hashAlgorithm"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        m["files"][rel]["hash"] = alg.digest(&edit).to_string().into();
+        m["files"][rel]["size"] = edit.len().into();
+        remote.put(rel, &edit, None);
+        remote.put("_meta/manifest.json", m.to_string().as_bytes(), None);
+
+        // Our side edits the same file: status calls it a conflict, and
+        // sync stops at it.
+        std::fs::write(ours.path().join(rel), b"our edit").unwrap();
+        age(&ours.path().join(rel));
+        let status = crate::json_of(
+            &pqsync(srv)
+                .args(["status", &url, "--json", "-d"])
+                .arg(ours.path())
+                .stdout_ok(),
+        );
+        let conflicts = crate::paths(&status["diff"]["conflicts"]);
+        assert_eq!(conflicts, vec![rel.to_string()], "{status}");
+        pqsync(srv)
+            .args(["sync", &url, "-d"])
+            .arg(ours.path())
+            .stdout_with(3);
+        assert_eq!(remote.objects()[rel], edit, "ParqueDB's edit survives");
+        assert_eq!(std::fs::read(ours.path().join(rel)).unwrap(), b"our edit");
+    }
+}

@@ -228,7 +228,10 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
     /// pqsync's id for the commit that wrote this manifest; lets a writer
-    /// check, after writing, that its commit is the one that stuck.
+    /// check, after writing, that its commit is the one that stuck. It is
+    /// sealed to the file list ([`Manifest::seal_commit`]): a manifest
+    /// whose files no longer match its id (another tool rewrote the files
+    /// and kept the field) is read without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_id: Option<String>,
     /// Top-level fields pqsync does not know, kept as they were.
@@ -335,10 +338,46 @@ impl Manifest {
             }
             None => return Err(corrupt("missing field `version`".into())),
         }
-        let manifest: Manifest =
+        let mut manifest: Manifest =
             serde_json::from_slice(bytes).map_err(|e| corrupt(json_reason(&e)))?;
         manifest.validate(origin)?;
+        if !manifest.commit_is_sealed() {
+            tracing::debug!("{origin}: its commitId does not vouch for its files; ignoring it");
+            manifest.commit_id = None;
+        }
         Ok(manifest)
+    }
+
+    /// A digest of what the file list says about content: each path with
+    /// its algorithm, hash and size (not times, ETags or content types, so
+    /// a local and a remote manifest of the same files agree). 16 hex
+    /// digits of BLAKE3.
+    pub fn files_digest(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        for e in self.files.values() {
+            h.update(e.path.as_bytes());
+            h.update(b"\0");
+            h.update(e.tagged_hash().as_bytes());
+            h.update(b"\0");
+            h.update(&e.size.to_le_bytes());
+        }
+        h.finalize().to_hex()[..16].to_string()
+    }
+
+    /// Sets the commit id to `nonce` sealed to the current file list:
+    /// `<nonce>.<files digest>`. Call it after the files are final.
+    pub fn seal_commit(&mut self, nonce: &str) {
+        self.commit_id = Some(format!("{nonce}.{}", self.files_digest()));
+    }
+
+    /// Whether the commit id still vouches for the file list: sealed to
+    /// these files, or an unsealed id of an earlier version (accepted as
+    /// it was), or none at all.
+    pub fn commit_is_sealed(&self) -> bool {
+        match self.commit_id.as_deref().and_then(|id| id.split_once('.')) {
+            Some((_, digest)) => digest == self.files_digest(),
+            None => true,
+        }
     }
 
     /// Checks every entry: safe path, key equal to `path`, well-formed hash.
@@ -563,6 +602,27 @@ mod tests {
             assert!(msg.contains("manifest"), "{msg}");
             assert!(msg.contains(want), "{msg} should mention {want}");
         }
+    }
+
+    #[test]
+    fn a_commit_id_is_dropped_when_the_files_changed_under_it() {
+        let mut m = Manifest::new("d", "n");
+        m.files.insert("a".into(), entry("a"));
+        m.seal_commit("abc");
+        let id = m.commit_id.clone().unwrap();
+        assert!(id.starts_with("abc."), "{id}");
+        let back = Manifest::from_slice(&m.to_json_pretty(), "m").unwrap();
+        assert_eq!(back.commit_id.as_deref(), Some(id.as_str()));
+        // Another tool rewrites the entry and keeps the field.
+        let mut edited = back.clone();
+        edited.files.get_mut("a").unwrap().size = 4;
+        let read = Manifest::from_slice(&edited.to_json_pretty(), "m").unwrap();
+        assert_eq!(read.commit_id, None);
+        // An ETag or a time does not change what the id vouches for.
+        let mut touched = back;
+        touched.files.get_mut("a").unwrap().etag = Some("\"x\"".into());
+        let read = Manifest::from_slice(&touched.to_json_pretty(), "m").unwrap();
+        assert_eq!(read.commit_id.as_deref(), Some(id.as_str()));
     }
 
     #[test]

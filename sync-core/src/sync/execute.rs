@@ -482,7 +482,7 @@ impl Run<'_> {
         conditional: bool,
     ) -> Result<RemoteManifest> {
         let remote = &self.engine.remote;
-        let commit_id = format!("{:032x}", rand::random::<u128>());
+        let nonce = format!("{:032x}", rand::random::<u128>());
         let mut seen = start;
         for _ in 0..COMMIT_ATTEMPTS {
             if !conditional {
@@ -498,7 +498,8 @@ impl Run<'_> {
             let files = apply(&seen_files, ours);
             let mut manifest =
                 self.remote_manifest(plan, seen.as_ref().map(|r| &r.manifest), files);
-            manifest.commit_id = Some(commit_id.clone());
+            manifest.seal_commit(&nonce);
+            let commit_id = manifest.commit_id.clone().expect("sealed");
             // Never write a manifest no reader could load (a path listed as
             // a file and as a directory, ...).
             manifest.validate(&remote.display_path(MANIFEST_PATH))?;
