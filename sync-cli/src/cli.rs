@@ -118,6 +118,59 @@ pub enum Command {
         true,
     ))]
     Trash(TrashArgs),
+    /// Save a snapshot of DIR in a snapshot repository (made on first
+    /// use). Only content the repository does not hold yet is sent; nothing
+    /// in the repository is overwritten or deleted.
+    #[command(after_help = help(
+        "pqsync backup s3://bucket/backups/prod -d ./db --tag daily\n  pqsync backup ./backups -d ./db -n",
+        true,
+    ))]
+    Backup(BackupArgs),
+    /// List a repository's snapshots: id, time, host, tags, files, size,
+    /// added bytes and the event log each covers.
+    #[command(after_help = help(
+        "pqsync snapshots s3://bucket/backups/prod\n  pqsync snapshots ./backups --at 2026-02-01 --json",
+        true,
+    ))]
+    Snapshots(SnapshotsArgs),
+    /// Restore a snapshot into DIR: REPO:ID, REPO:latest, or the newest at
+    /// or before --at. DIR is made equal to the snapshot; files it replaces
+    /// or removes go to the local trash.
+    #[command(after_help = help(
+        "pqsync restore s3://bucket/backups/prod -d ./recovery --at 2026-02-01T12:00:00Z\n  pqsync restore s3://bucket/backups/prod:4f2a9c1e -d ./recovery --namespaces posts",
+        true,
+    ))]
+    Restore(RestoreArgs),
+    /// Show which files were added, changed and removed between two
+    /// snapshots.
+    #[command(after_help = help(
+        "pqsync diff s3://bucket/backups/prod 4f2a 9b3d\n  pqsync diff ./backups --at 2026-02-01 latest",
+        true,
+    ))]
+    Diff(DiffArgs),
+    /// Remove snapshots a retention policy does not keep (restic's rules:
+    /// the newest snapshot of each calendar period, rules ORed). Content
+    /// goes with --prune or a later `pqsync prune`.
+    #[command(after_help = help(
+        "pqsync forget s3://bucket/backups/prod --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --dry-run\n  pqsync forget ./backups --keep-last 3 --prune",
+        true,
+    ))]
+    Forget(ForgetArgs),
+    /// Delete content no snapshot references, in two phases: marked now,
+    /// deleted by a later prune once the grace period has passed. Safe
+    /// while backups run elsewhere.
+    #[command(after_help = help(
+        "pqsync prune s3://bucket/backups/prod\n  pqsync prune ./backups --dry-run",
+        true,
+    ))]
+    Prune(PruneArgs),
+    /// Check a repository: snapshot records, every referenced object's
+    /// presence and size, and with --read-data their content.
+    #[command(after_help = help(
+        "pqsync check s3://bucket/backups/prod\n  pqsync check ./backups --read-data-subset 10%",
+        true,
+    ))]
+    Check(CheckArgs),
     /// Print a shell completion script.
     #[command(after_help = help(
         "pqsync completions bash > ~/.local/share/bash-completion/completions/pqsync\n  pqsync completions zsh > ~/.zfunc/_pqsync",
@@ -301,6 +354,207 @@ pub struct MirrorArgs {
     #[command(flatten)]
     pub select: SelectFlags,
     /// How the remotes are reached.
+    #[command(flatten)]
+    pub remote_flags: RemoteFlags,
+}
+
+/// Which snapshots a command looks at.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SnapshotFilterFlags {
+    /// Only snapshots of this database (its name or databaseId).
+    #[arg(long, value_name = "NAME|ID")]
+    pub database: Option<String>,
+    /// Only snapshots made on this host.
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Only snapshots with this tag (repeatable: all of them).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+}
+
+/// Arguments of `backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The repository: s3://bucket/prefix, r2://ACCOUNT/bucket/prefix,
+    /// gs://…, az://…, file:///path or a path.
+    pub repository: String,
+    /// The database directory.
+    #[arg(short = 'd', long = "dir", default_value = ".")]
+    pub dir: PathBuf,
+    /// A tag for the snapshot (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// The host the snapshot names (default: this machine's name).
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Print what would be sent, and send nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Uploads in flight at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+    /// For a new repository: how long content no snapshot references stays
+    /// marked before a prune deletes it. Backups must finish well within it.
+    #[arg(long, value_name = "AGE", default_value = "1d", value_parser = parse_age)]
+    pub grace: Duration,
+    /// How the repository is reached.
+    #[command(flatten)]
+    pub remote_flags: RemoteFlags,
+}
+
+/// Arguments of `snapshots`.
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    /// The repository.
+    pub repository: String,
+    /// Only snapshots at or before this time (RFC 3339, or a date meaning
+    /// the end of that day, UTC).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Which snapshots.
+    #[command(flatten)]
+    pub filter: SnapshotFilterFlags,
+    /// How the repository is reached.
+    #[command(flatten)]
+    pub remote_flags: RemoteFlags,
+}
+
+/// Arguments of `restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The repository, with `:ID` (a prefix of a snapshot id) or
+    /// `:latest`; without either, --at or the latest snapshot.
+    pub repository: String,
+    /// The directory to restore into (made if missing).
+    #[arg(short = 'd', long = "dir")]
+    pub dir: PathBuf,
+    /// Restore the newest snapshot at or before this time (RFC 3339, or a
+    /// date meaning the end of that day, UTC).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Which snapshots --at and latest choose among.
+    #[command(flatten)]
+    pub filter: SnapshotFilterFlags,
+    /// Print what would be restored, and change nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Downloads in flight at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+    /// Destroy the local files the restore replaces or removes, instead of
+    /// keeping them in the local trash.
+    #[arg(long)]
+    pub no_trash: bool,
+    /// Which files to restore (the others are left as they are).
+    #[command(flatten)]
+    pub select: SelectFlags,
+    /// How the repository is reached.
+    #[command(flatten)]
+    pub remote_flags: RemoteFlags,
+}
+
+/// Arguments of `diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The repository.
+    pub repository: String,
+    /// The older snapshot: an id prefix, `latest`, or a time (default with
+    /// --at: the snapshot at that time).
+    pub from: Option<String>,
+    /// The newer snapshot (default: latest).
+    pub to: Option<String>,
+    /// Compare the snapshot at this time with FROM (or the latest).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Which snapshots times and latest choose among.
+    #[command(flatten)]
+    pub filter: SnapshotFilterFlags,
+    /// How the repository is reached.
+    #[command(flatten)]
+    pub remote_flags: RemoteFlags,
+}
+
+/// Arguments of `forget`.
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// The repository.
+    pub repository: String,
+    /// Keep the newest N snapshots.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_last: Option<i64>,
+    /// Keep the newest snapshot of each of the last N hours (-1: all).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_hourly: Option<i64>,
+    /// Keep the newest snapshot of each of the last N days (-1: all).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_daily: Option<i64>,
+    /// Keep the newest snapshot of each of the last N ISO weeks (-1: all).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_weekly: Option<i64>,
+    /// Keep the newest snapshot of each of the last N months (-1: all).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_monthly: Option<i64>,
+    /// Keep the newest snapshot of each of the last N years (-1: all).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_yearly: Option<i64>,
+    /// Keep every snapshot within this long of the newest (e.g. 14d, 2w,
+    /// 6mo, 1y).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Keep every snapshot with this tag (repeatable).
+    #[arg(long, value_name = "TAG")]
+    pub keep_tag: Vec<String>,
+    /// Apply the policy to each group of snapshots sharing these
+    /// (comma-separated: host, database, tags; empty for one group).
+    #[arg(long, default_value = "host,database", value_name = "FIELDS")]
+    pub group_by: String,
+    /// Only these snapshots are considered.
+    #[command(flatten)]
+    pub filter: SnapshotFilterFlags,
+    /// Show what would be kept and why, and remove nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Prune afterwards.
+    #[arg(long)]
+    pub prune: bool,
+    /// With --prune: the grace period (never less than the repository's).
+    #[arg(long, value_name = "AGE", value_parser = parse_age)]
+    pub grace: Option<Duration>,
+    /// How the repository is reached.
+    #[command(flatten)]
+    pub remote_flags: RemoteFlags,
+}
+
+/// Arguments of `prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// The repository.
+    pub repository: String,
+    /// How long content must stay marked before it is deleted (never less
+    /// than the repository's own grace period, set when it was made).
+    #[arg(long, value_name = "AGE", value_parser = parse_age)]
+    pub grace: Option<Duration>,
+    /// Show what would be marked and deleted, and change nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// How the repository is reached.
+    #[command(flatten)]
+    pub remote_flags: RemoteFlags,
+}
+
+/// Arguments of `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The repository.
+    pub repository: String,
+    /// Also read and hash every referenced object.
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub read_data: bool,
+    /// Also read and hash this share of the referenced objects, chosen at
+    /// random (e.g. 10%).
+    #[arg(long, value_name = "P%")]
+    pub read_data_subset: Option<String>,
+    /// How the repository is reached.
     #[command(flatten)]
     pub remote_flags: RemoteFlags,
 }

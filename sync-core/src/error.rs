@@ -71,6 +71,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A snapshot repository cannot do what was asked: it is not one, its
+    /// format is unknown, a snapshot is missing or damaged, ... The reason
+    /// names the fix.
+    #[error("{url}: {reason}")]
+    Repository {
+        /// The repository, or the object in it, concerned.
+        url: String,
+        /// What is wrong, and what to do about it.
+        reason: String,
+    },
+
     /// The remote has no pqsync manifest where one is required.
     #[error("{url} is not managed by pqsync: no _meta/manifest.json there (push to it first)")]
     NotManaged {

@@ -136,7 +136,6 @@ mod error;
 mod layout;
 mod manifest;
 mod parquedb;
-#[allow(dead_code)]
 mod repo;
 mod runtime;
 mod sync;
@@ -149,8 +148,15 @@ pub use manifest::{
     Visibility,
 };
 pub use parquedb::{
-    rebuild_local, rebuild_remote, stats, verify, Check, EventStats, FileReport, Finding,
-    NamespaceStats, RebuildReport, Severity, Stats, VerifyOptions, VerifyReport, VerifySummary,
+    rebuild_local, rebuild_remote, stats, verify, Check, EventCoverage, EventStats, FileReport,
+    Finding, NamespaceStats, RebuildReport, Severity, Stats, VerifyOptions, VerifyReport,
+    VerifySummary,
+};
+pub use repo::{
+    diff_trees, parse_time, Backup, BackupOptions, CheckReport, Committed, Decision, Filter,
+    ForgetReport, GroupBy, Mark, Policy, PruneOptions, PruneReport, ReadData, RepoConfig,
+    Repository, Snapshot, SnapshotDiff, SnapshotRecord, SnapshotSpec, SnapshotSummary,
+    DEFAULT_GRACE,
 };
 pub use runtime::{Congestion, Event, NoProgress, Operation, Progress, Reporter, RetryConfig};
 pub use sync::{

@@ -5,6 +5,7 @@ mod completions;
 mod init;
 mod list;
 mod remote;
+mod repo;
 mod stats;
 mod status;
 mod transfer;
@@ -40,6 +41,13 @@ pub async fn run(command: Command, s: &Session) -> Result<ExitStatus> {
         Command::Stats(a) => stats::run(&a, s).await,
         Command::Init(a) => init::run(&a, s).await,
         Command::Trash(a) => trash::run(&a, s).await,
+        Command::Backup(a) => repo::backup(&a, s).await,
+        Command::Snapshots(a) => repo::snapshots(&a, s).await,
+        Command::Restore(a) => repo::restore(&a, s).await,
+        Command::Diff(a) => repo::diff(&a, s).await,
+        Command::Forget(a) => repo::forget(&a, s).await,
+        Command::Prune(a) => repo::prune(&a, s).await,
+        Command::Check(a) => repo::check(&a, s).await,
         Command::Completions(a) => completions::completions(&a),
         Command::Man(a) => completions::man(&a, s),
     }
@@ -206,6 +214,14 @@ static STATE_HOME: OnceLock<PathBuf> = OnceLock::new();
 /// the process (`--state-dir`).
 pub fn set_state_home(home: PathBuf) {
     let _ = STATE_HOME.set(home);
+}
+
+/// The state home in force: `--state-dir`, else the default.
+pub fn state_home() -> PathBuf {
+    STATE_HOME
+        .get()
+        .cloned()
+        .unwrap_or_else(pqsync_core::default_state_home)
 }
 
 /// The local tree for DIR, which must be a directory (or, for pulls, may not

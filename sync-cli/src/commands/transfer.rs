@@ -104,6 +104,32 @@ async fn execute(
     dry_run: bool,
     printer: &'static Printer,
 ) -> Result<ExitStatus> {
+    match run_engine(engine, title, dry_run, printer).await? {
+        Ran::Planned => Ok(ExitStatus::Success),
+        Ran::Done(result, status) => {
+            printer.document(&result);
+            print_result(&result, title, printer);
+            Ok(status)
+        }
+    }
+}
+
+/// What [`run_engine`] did.
+pub(super) enum Ran {
+    /// A dry run: the plan was printed.
+    Planned,
+    /// The run's result (not yet printed) and the exit status it calls for.
+    Done(Box<SyncResult>, ExitStatus),
+}
+
+/// Plans with progress, prints the plan's warnings, and either prints the
+/// plan (a dry run) or executes it.
+pub(super) async fn run_engine(
+    engine: Engine,
+    title: &str,
+    dry_run: bool,
+    printer: &'static Printer,
+) -> Result<Ran> {
     let reporter = CliReporter::new(printer);
     let engine = engine.with_reporter(reporter.clone());
     let plan = engine.plan().await;
@@ -114,7 +140,7 @@ async fn execute(
     }
     if dry_run {
         print_plan(&plan, title, printer);
-        return Ok(ExitStatus::Success);
+        return Ok(Ran::Planned);
     }
     let pending = plan.pending_conflicts().count();
     let plan_warnings = plan.warnings().len();
@@ -127,14 +153,14 @@ async fn execute(
     for w in result.warnings.iter().skip(plan_warnings) {
         printer.warn(w);
     }
-    print_result(&result, title, printer);
-    Ok(if !result.errors.is_empty() {
+    let status = if !result.errors.is_empty() {
         ExitStatus::Failure
     } else if pending > 0 {
         ExitStatus::Conflicts
     } else {
         ExitStatus::Success
-    })
+    };
+    Ok(Ran::Done(Box::new(result), status))
 }
 
 fn print_plan(plan: &Plan, title: &str, printer: &Printer) {
@@ -203,8 +229,8 @@ fn print_plan(plan: &Plan, title: &str, printer: &Printer) {
     printer.info("dry run: nothing transferred");
 }
 
-fn print_result(r: &SyncResult, title: &str, printer: &Printer) {
-    printer.document(r);
+/// The result's lines (its JSON document is printed by the caller).
+pub(super) fn print_result(r: &SyncResult, title: &str, printer: &Printer) {
     for e in &r.errors {
         printer.error(&format!("{} ({}): {}", e.path, e.operation, e.message));
     }

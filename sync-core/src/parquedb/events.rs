@@ -137,6 +137,77 @@ pub fn local_event_problems(root: &std::path::Path) -> Vec<String> {
     Vec::new()
 }
 
+/// The event log a database holds: its newest sealed segment and its
+/// newest event.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct EventCoverage {
+    /// The highest sealed segment seq.
+    #[serde(default)]
+    pub last_seq: Option<u64>,
+    /// The id of the newest event (ParqueDB's ids are ULIDs, which sort by
+    /// time), from the Parquet statistics of the `id` column.
+    #[serde(default)]
+    pub last_event_id: Option<String>,
+    /// The newest event's `ts` (ms since the epoch).
+    #[serde(default)]
+    pub max_ts: Option<i64>,
+}
+
+/// What the event log of the database at `root` covers: the segment
+/// manifest's last seq and newest `maxTs`, and the newest event id and
+/// `ts` in the last segment's and `events/current.parquet`'s footers.
+/// `None` when the database has no event log.
+pub(crate) fn local_coverage(root: &std::path::Path) -> Option<EventCoverage> {
+    let manifest = EVENT_MANIFESTS
+        .iter()
+        .find_map(|p| std::fs::read(root.join(p)).ok())
+        .and_then(|b| EventManifest::parse(&b).ok());
+    let mut c = EventCoverage::default();
+    let mut files = vec!["events/current.parquet".to_string()];
+    if let Some(m) = &manifest {
+        let last = m.segments.iter().max_by_key(|s| s.seq);
+        c.last_seq = last.map(|s| s.seq);
+        c.max_ts = m.segments.iter().filter_map(|s| s.max_ts).max();
+        files.extend(last.map(Segment::file));
+    }
+    for f in files {
+        let Some(info) = local_footer(&root.join(&f)) else {
+            continue;
+        };
+        if let Some((_, hi)) = info.ts_range {
+            c.max_ts = Some(c.max_ts.map_or(hi, |m| m.max(hi)));
+        }
+        if let Some(id) = info.id_max {
+            if c.last_event_id.as_deref().is_none_or(|m| id.as_str() > m) {
+                c.last_event_id = Some(id);
+            }
+        }
+    }
+    (c != EventCoverage::default()).then_some(c)
+}
+
+/// A local Parquet file's footer, read from its last bytes.
+fn local_footer(path: &std::path::Path) -> Option<super::footer::ParquetInfo> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let size = f.metadata().ok()?.len();
+    let mut head = [0u8; 4];
+    f.read_exact(&mut head).ok()?;
+    let mut want = super::footer::FOOTER_PROBE.min(size);
+    for _ in 0..2 {
+        f.seek(SeekFrom::Start(size - want)).ok()?;
+        let mut tail = vec![0u8; want as usize];
+        f.read_exact(&mut tail).ok()?;
+        match super::footer::parse_footer(size, &head, &tail) {
+            Ok(info) => return Some(info),
+            Err(super::footer::FooterError::NeedTail(n)) if n <= size => want = n,
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,10 @@ pub struct ParquetInfo {
     /// Minimum and maximum of an INT64 `ts` column, from its statistics.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ts_range: Option<(i64, i64)>,
+    /// The largest value of a string `id` column (ParqueDB's event ids are
+    /// ULIDs, so this is the newest event), from its statistics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_max: Option<String>,
 }
 
 /// Why a footer could not be read from the bytes at hand.
@@ -101,6 +105,13 @@ fn check_layout(meta: &ParquetMetaData, data_end: u64) -> std::result::Result<Pa
         .columns()
         .iter()
         .position(|c| c.path().string() == "ts");
+    let id_col = meta
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.path().string() == "id");
+    let mut id_max: Option<String> = None;
     for (g, rg) in meta.row_groups().iter().enumerate() {
         rows += rg.num_rows();
         for col in rg.columns() {
@@ -117,6 +128,15 @@ fn check_layout(meta: &ParquetMetaData, data_end: u64) -> std::result::Result<Pa
                 ts = Some(ts.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
             }
         }
+        if let Some(Statistics::ByteArray(s)) = id_col.and_then(|i| rg.column(i).statistics()) {
+            let hi = s
+                .max_opt()
+                .and_then(|v| std::str::from_utf8(v.data()).ok())
+                .filter(|_| s.max_is_exact());
+            if let Some(hi) = hi.filter(|h| id_max.as_deref().is_none_or(|m| *h > m)) {
+                id_max = Some(hi.to_string());
+            }
+        }
     }
     if rows != declared || declared < 0 {
         return Err(format!(
@@ -127,6 +147,7 @@ fn check_layout(meta: &ParquetMetaData, data_end: u64) -> std::result::Result<Pa
         rows: declared as u64,
         row_groups: meta.num_row_groups(),
         ts_range: ts,
+        id_max,
     })
 }
 

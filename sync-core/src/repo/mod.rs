@@ -1,3 +1,673 @@
-//! The snapshot repository: deduplicated, versioned backups with retention
-//! and point-in-time restore. This folder is where it lives; it has no
-//! items yet, and the crate exports none.
+//! The snapshot repository: deduplicated, immutable versions of databases
+//! in one object-store prefix, with retention and point-in-time restore.
+//!
+//! A repository is a [`StoreTree`] with a fixed layout (`config`,
+//! `objects/`, `index/snapshots/`, `index/marks/`; specified in
+//! `docs/repository.md`). A backup is the sync engine pushing a directory
+//! into a snapshot tree ([`Versions`]): the parent snapshot is the tree's
+//! manifest, so only content that changed is sent, every object is
+//! written create-only under its content hash, and the commit writes a new
+//! snapshot record. A restore is the engine pulling a snapshot tree into a
+//! directory. `forget` and `prune` are the only operations that delete.
+
+mod format;
+mod prune;
+mod retention;
+mod target;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use object_store::{GetOptions, PutMode, PutOptions, PutPayload};
+
+use crate::error::{Error, Result};
+use crate::manifest::Manifest;
+use crate::sync::{Engine, MaxDelete, SyncOptions};
+use crate::tree::{LocalTree, StoreTree};
+pub use format::{Mark, RepoConfig, SnapshotRecord, SnapshotSummary, DEFAULT_GRACE};
+use format::{CONFIG, INDEX, MARKS, SNAPSHOTS};
+pub use prune::{CheckReport, PruneOptions, PruneReport, ReadData};
+pub use retention::{Decision, ForgetReport, GroupBy, Policy};
+use target::{NewSnapshot, Target};
+
+/// A snapshot: its id and its record.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// The BLAKE3 hash of the record (64 hex digits).
+    pub id: String,
+    /// The record.
+    pub record: SnapshotRecord,
+}
+
+impl Snapshot {
+    /// The first 8 hex digits of the id, as listings show it.
+    pub fn short_id(&self) -> &str {
+        &self.id[..8.min(self.id.len())]
+    }
+
+    /// The snapshot's time.
+    pub fn time(&self) -> DateTime<Utc> {
+        self.record.time().unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+}
+
+/// Which snapshot a command means.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SnapshotSpec {
+    /// The newest.
+    Latest,
+    /// The one whose id starts with these hex digits.
+    Id(String),
+    /// The newest at or before this time.
+    At(DateTime<Utc>),
+}
+
+impl SnapshotSpec {
+    /// Parses `latest` or an id prefix (at least 4 hex digits).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for anything else.
+    pub fn parse(s: &str) -> Result<Self> {
+        if s == "latest" {
+            return Ok(SnapshotSpec::Latest);
+        }
+        if s.len() >= 4 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(SnapshotSpec::Id(s.to_ascii_lowercase()));
+        }
+        Err(Error::InvalidArgument {
+            argument: "snapshot",
+            reason: format!("{s:?} is neither `latest` nor a snapshot id (at least 4 hex digits, as `pqsync snapshots` shows them)"),
+        })
+    }
+}
+
+/// Parses a point in time: RFC 3339 (`2026-02-01T12:00:00Z`), a time
+/// without a zone (taken as UTC), or a date (`2026-02-01`, meaning the end
+/// of that day, UTC, so the day's backups count).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the forms accepted.
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for f in [
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, f) {
+            return Ok(t.and_utc());
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        let end = d.and_hms_milli_opt(23, 59, 59, 999).expect("a valid time");
+        return Ok(end.and_utc());
+    }
+    Err(Error::InvalidArgument {
+        argument: "time",
+        reason: format!(
+            "{s:?} is not a time: give RFC 3339 (2026-02-01T12:00:00Z) or a date (2026-02-01)"
+        ),
+    })
+}
+
+/// Which snapshots a command looks at.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Only this database (its `databaseId`, or its name).
+    pub database: Option<String>,
+    /// Only snapshots made on this host.
+    pub host: Option<String>,
+    /// Only snapshots with every one of these tags.
+    pub tags: Vec<String>,
+}
+
+impl Filter {
+    /// Whether `s` passes.
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        let r = &s.record;
+        self.database
+            .as_ref()
+            .is_none_or(|d| &r.database_id == d || &r.name == d)
+            && self.host.as_ref().is_none_or(|h| &r.host == h)
+            && self.tags.iter().all(|t| r.tags.contains(t))
+    }
+}
+
+/// How a backup is made.
+#[derive(Clone, Debug, Default)]
+pub struct BackupOptions {
+    /// Tags the snapshot carries.
+    pub tags: Vec<String>,
+    /// The host it names (default: this machine's name).
+    pub host: Option<String>,
+    /// The sync options (concurrency, retries, ...).
+    pub sync: SyncOptions,
+}
+
+/// A backup, ready to plan and execute with [`Backup::engine`].
+pub struct Backup {
+    engine: Engine,
+    target: Arc<Target>,
+    /// The parent snapshot, if one was found.
+    pub parent: Option<Snapshot>,
+}
+
+impl std::fmt::Debug for Backup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backup")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backup {
+    /// The engine that makes the snapshot: plan it, then execute the plan.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Reports progress to `reporter`.
+    pub fn with_reporter(mut self, reporter: Arc<dyn crate::runtime::Reporter>) -> Self {
+        self.engine = self.engine.with_reporter(reporter);
+        self
+    }
+
+    /// A handle that, once the engine has executed, gives the snapshot it
+    /// committed.
+    pub fn committed(&self) -> Committed {
+        Committed(self.target.clone())
+    }
+
+    /// The engine, for a caller that drives it itself (keep
+    /// [`Backup::committed`] first).
+    pub fn into_engine(self) -> Engine {
+        self.engine
+    }
+}
+
+/// The snapshot a backup committed, once it has.
+#[derive(Clone, Debug)]
+pub struct Committed(Arc<Target>);
+
+impl Committed {
+    /// The snapshot, if the backup committed one.
+    pub fn get(&self) -> Option<Snapshot> {
+        self.0
+            .committed
+            .lock()
+            .expect("committed")
+            .clone()
+            .map(|(id, record)| Snapshot { id, record })
+    }
+}
+
+/// A snapshot repository at a store prefix.
+#[derive(Clone, Debug)]
+pub struct Repository {
+    tree: StoreTree,
+    config: RepoConfig,
+    cache: Option<PathBuf>,
+}
+
+impl Repository {
+    pub(crate) fn from_parts(tree: StoreTree, config: RepoConfig) -> Self {
+        Repository {
+            tree,
+            config,
+            cache: None,
+        }
+    }
+
+    /// Makes a new repository at `tree` (one create-only PUT of its
+    /// `config`).
+    ///
+    /// # Errors
+    /// [`Error::Repository`] if one is already there; store errors.
+    pub async fn init(tree: StoreTree, grace: std::time::Duration) -> Result<Self> {
+        let config = RepoConfig::new(grace);
+        let bytes = serde_json::to_vec_pretty(&config).expect("config serialises");
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match tree
+            .store()
+            .put_opts(&tree.location(CONFIG), PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(Repository::from_parts(tree, config)),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Err(Error::Repository {
+                url: tree.url().to_string(),
+                reason: "a repository is already there".into(),
+            }),
+            Err(e) => Err(Error::store(format!("{}/{CONFIG}", tree.url()), e)),
+        }
+    }
+
+    /// Opens the repository at `tree` (one GET of its `config`).
+    ///
+    /// # Errors
+    /// [`Error::Repository`] when there is none, or its format is unknown;
+    /// store errors.
+    pub async fn open(tree: StoreTree) -> Result<Self> {
+        match Self::read_config(&tree).await? {
+            Some(c) => Ok(Repository::from_parts(tree, c)),
+            None => Err(Error::Repository {
+                url: tree.url().to_string(),
+                reason: "no snapshot repository here (no config object); make one with `pqsync backup URL -d DB`".into(),
+            }),
+        }
+    }
+
+    /// Opens the repository at `tree`, making it if there is none yet
+    /// (unless `write` is false: then a new repository's configuration is
+    /// returned without being saved, for a dry run). Returns whether it is
+    /// new.
+    ///
+    /// # Errors
+    /// As [`Repository::open`] and [`Repository::init`].
+    pub async fn open_or_init(
+        tree: StoreTree,
+        grace: std::time::Duration,
+        write: bool,
+    ) -> Result<(Self, bool)> {
+        if let Some(c) = Self::read_config(&tree).await? {
+            return Ok((Repository::from_parts(tree, c), false));
+        }
+        if !write {
+            return Ok((Repository::from_parts(tree, RepoConfig::new(grace)), true));
+        }
+        // Refuse to turn a mirror's prefix into a repository.
+        if tree.read_manifest().await?.is_some() {
+            return Err(Error::Repository {
+                url: tree.url().to_string(),
+                reason: "this prefix holds a database pushed by `pqsync push`, not a snapshot repository; back up to another prefix".into(),
+            });
+        }
+        match Self::init(tree.clone(), grace).await {
+            Ok(r) => Ok((r, true)),
+            // Another backup made it first.
+            Err(Error::Repository { .. }) => Ok((Self::open(tree).await?, false)),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn read_config(tree: &StoreTree) -> Result<Option<RepoConfig>> {
+        let shown = format!("{}/{CONFIG}", tree.url());
+        match tree
+            .store()
+            .get_opts(&tree.location(CONFIG), GetOptions::default())
+            .await
+        {
+            Ok(got) => {
+                let bytes = got.bytes().await.map_err(|e| Error::store(&shown, e))?;
+                RepoConfig::parse(&bytes, tree.url()).map(Some)
+            }
+            Err(object_store::Error::NotFound { .. }) => {
+                tree.check_bucket().await?;
+                Ok(None)
+            }
+            Err(e) => Err(Error::store(shown, e)),
+        }
+    }
+
+    /// Keeps a copy of every snapshot record read under `dir` (records
+    /// never change), so later commands do not read them again.
+    pub fn with_cache(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache = Some(dir.into());
+        self
+    }
+
+    /// The repository's configuration.
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// The URL the repository was opened with.
+    pub fn url(&self) -> &str {
+        self.tree.url()
+    }
+
+    /// Requests made so far.
+    pub fn requests(&self) -> u64 {
+        self.tree.requests()
+    }
+
+    pub(crate) fn tree(&self) -> &StoreTree {
+        &self.tree
+    }
+
+    /// One LIST of `index/`: the snapshot ids and the mark ids.
+    pub(crate) async fn index(&self) -> Result<(Vec<String>, Vec<String>)> {
+        let root = self.tree.location(INDEX);
+        let listed: Vec<object_store::ObjectMeta> = self
+            .tree
+            .store()
+            .list(Some(&root))
+            .try_collect()
+            .await
+            .map_err(|e| Error::store(format!("{}/{INDEX}", self.url()), e))?;
+        let (mut snaps, mut marks) = (Vec::new(), Vec::new());
+        for m in listed {
+            let Some(rel) = self.tree.rel_of(&m.location) else {
+                continue;
+            };
+            if let Some(id) = rel.strip_prefix(&format!("{SNAPSHOTS}/")) {
+                snaps.push(id.to_string());
+            } else if let Some(id) = rel.strip_prefix(&format!("{MARKS}/")) {
+                marks.push(id.to_string());
+            }
+        }
+        Ok((snaps, marks))
+    }
+
+    /// A snapshot record, from the cache or one GET.
+    ///
+    /// # Errors
+    /// [`Error::Repository`] for a damaged record; store errors.
+    pub async fn snapshot(&self, id: &str) -> Result<Snapshot> {
+        let cached = self.cache_path(id);
+        if let Some(bytes) = cached.as_ref().and_then(|p| std::fs::read(p).ok()) {
+            if let Ok(record) = SnapshotRecord::decode(&bytes, id, self.url()) {
+                return Ok(Snapshot {
+                    id: id.to_string(),
+                    record,
+                });
+            }
+        }
+        let key = format!("{SNAPSHOTS}/{id}");
+        let bytes = self.tree.read_all(&key).await?;
+        let record = SnapshotRecord::decode(&bytes, id, self.url())?;
+        if let Some(p) = cached {
+            let _ = p.parent().map(std::fs::create_dir_all);
+            let _ = write_atomic(&p, &bytes);
+        }
+        Ok(Snapshot {
+            id: id.to_string(),
+            record,
+        })
+    }
+
+    fn cache_path(&self, id: &str) -> Option<PathBuf> {
+        Some(
+            self.cache
+                .as_ref()?
+                .join(&self.config.id)
+                .join("snapshots")
+                .join(id),
+        )
+    }
+
+    /// Every snapshot, oldest first.
+    ///
+    /// # Errors
+    /// Store errors and damaged records.
+    pub async fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        let (ids, _) = self.index().await?;
+        self.load(ids).await
+    }
+
+    async fn load(&self, ids: Vec<String>) -> Result<Vec<Snapshot>> {
+        let mut all: Vec<Snapshot> = futures::stream::iter(ids)
+            .map(|id| async move { self.snapshot(&id).await })
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        all.sort_by(|a, b| a.time().cmp(&b.time()).then_with(|| a.id.cmp(&b.id)));
+        Ok(all)
+    }
+
+    /// The objects prune marks name, with the marks' ids.
+    pub(crate) async fn marks(&self, ids: &[String]) -> Result<Vec<(String, Mark)>> {
+        futures::stream::iter(ids.to_vec())
+            .map(|id| async move {
+                let key = format!("{MARKS}/{id}");
+                let bytes = self.tree.read_all(&key).await?;
+                let mark: Mark = serde_json::from_slice(&bytes).map_err(|e| Error::Repository {
+                    url: format!("{}/{key}", self.url()),
+                    reason: format!("a prune mark does not parse ({e}); delete it and prune again"),
+                })?;
+                Ok((id, mark))
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await
+    }
+
+    /// Every object any mark names.
+    pub(crate) async fn marked(&self) -> Result<BTreeSet<String>> {
+        let (_, marks) = self.index().await?;
+        Ok(self
+            .marks(&marks)
+            .await?
+            .into_iter()
+            .flat_map(|(_, m)| m.objects.into_keys())
+            .collect())
+    }
+
+    /// Picks the snapshot `spec` means among those `filter` passes. For a
+    /// time after the newest, the newest is taken and the second value
+    /// says by how much the time is past it.
+    ///
+    /// # Errors
+    /// [`Error::Repository`] when none matches (naming the oldest, for a
+    /// time before it), an id prefix is ambiguous, or a time is asked of
+    /// snapshots of several databases.
+    pub fn resolve<'a>(
+        &self,
+        all: &'a [Snapshot],
+        spec: &SnapshotSpec,
+        filter: &Filter,
+    ) -> Result<(&'a Snapshot, Option<chrono::Duration>)> {
+        let err = |reason: String| Error::Repository {
+            url: self.url().to_string(),
+            reason,
+        };
+        let chosen: Vec<&Snapshot> = all.iter().filter(|s| filter.matches(s)).collect();
+        if chosen.is_empty() {
+            return Err(err(
+                "no snapshot matches (list them with `pqsync snapshots`)".into(),
+            ));
+        }
+        match spec {
+            SnapshotSpec::Id(prefix) => {
+                let hits: Vec<&&Snapshot> = chosen
+                    .iter()
+                    .filter(|s| s.id.starts_with(prefix.as_str()))
+                    .collect();
+                match hits.as_slice() {
+                    [one] => Ok((one, None)),
+                    [] => Err(err(format!(
+                        "no snapshot id starts with {prefix} (list them with `pqsync snapshots`)"
+                    ))),
+                    many => Err(err(format!(
+                        "{} snapshots have ids starting with {prefix}; give more digits",
+                        many.len()
+                    ))),
+                }
+            }
+            SnapshotSpec::Latest | SnapshotSpec::At(_) => {
+                let dbs: BTreeSet<&str> = chosen.iter().map(|s| s.record.name.as_str()).collect();
+                let ids: BTreeSet<&str> = chosen
+                    .iter()
+                    .map(|s| s.record.database_id.as_str())
+                    .collect();
+                if ids.len() > 1 {
+                    return Err(err(format!(
+                        "the repository holds snapshots of {} databases ({}); name one with --database",
+                        ids.len(),
+                        dbs.into_iter().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+                let newest = chosen.last().expect("not empty");
+                let SnapshotSpec::At(t) = spec else {
+                    return Ok((newest, None));
+                };
+                match chosen.iter().rev().find(|s| s.time() <= *t) {
+                    Some(s) if std::ptr::eq(*s, *newest) => Ok((s, Some(*t - s.time()))),
+                    Some(s) => Ok((s, None)),
+                    None => {
+                        let oldest = chosen[0];
+                        Err(err(format!(
+                            "no snapshot at or before {}; the oldest is {} at {}",
+                            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                            oldest.short_id(),
+                            oldest.record.time
+                        )))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Prepares a backup of `local`: finds the parent snapshot (the newest
+    /// of the same database) and the marked objects (one LIST, plus a GET
+    /// per uncached record and per mark), and builds the engine.
+    ///
+    /// # Errors
+    /// Store errors and damaged records.
+    pub async fn backup(&self, local: LocalTree, opts: BackupOptions) -> Result<Backup> {
+        let time = crate::manifest::now_iso();
+        let (ids, mark_ids) = self.index().await?;
+        let all = self.load(ids).await?;
+        let marked: BTreeSet<String> = self
+            .marks(&mark_ids)
+            .await?
+            .into_iter()
+            .flat_map(|(_, m)| m.objects.into_keys())
+            .collect();
+        let source = std::fs::canonicalize(local.root())
+            .unwrap_or_else(|_| local.root().to_path_buf())
+            .display()
+            .to_string();
+        let own = local.read_manifest().ok().flatten();
+        let parent = all
+            .iter()
+            .rev()
+            .find(|s| match &own {
+                Some(m) => s.record.database_id == m.database_id,
+                None => s.record.source == source,
+            })
+            .cloned();
+        let head = match &parent {
+            Some(p) => {
+                let mut m = p
+                    .record
+                    .tree(&format!("{}/{SNAPSHOTS}/{}", self.url(), p.id))?;
+                // Content a prune has marked is not relied on: it is sent
+                // again, under another key.
+                m.files
+                    .retain(|_, e| !marked.contains(&format::entry_object(&self.config, e)));
+                Some(m)
+            }
+            None => None,
+        };
+        let mut target = Target::new(self.config.clone(), self.url(), head);
+        target.marked = marked;
+        target.new = Some(NewSnapshot {
+            time,
+            host: opts.host.unwrap_or_else(crate::sync::host_name),
+            tags: opts.tags,
+            source,
+            parent: parent.as_ref().map(|p| p.id.clone()),
+            event_log: crate::parquedb::local_coverage(local.root()),
+        });
+        let target = Arc::new(target);
+        let tree = self.tree.clone().with_versions(target.clone());
+        let sync = opts
+            .sync
+            .with_hash(self.config.hash)
+            .with_delete(true)
+            .with_max_delete(MaxDelete::Percent(100.0));
+        Ok(Backup {
+            engine: Engine::backup(local, tree, sync),
+            target,
+            parent,
+        })
+    }
+
+    /// The engine that makes `local` equal to `snapshot`: plan it, then
+    /// execute the plan. Files it replaces or removes go to the local
+    /// trash.
+    ///
+    /// # Errors
+    /// [`Error::ManifestCorrupt`] for a damaged snapshot.
+    pub fn restore(
+        &self,
+        snapshot: &Snapshot,
+        local: LocalTree,
+        opts: SyncOptions,
+    ) -> Result<Engine> {
+        let m = snapshot
+            .record
+            .tree(&format!("{}/{SNAPSHOTS}/{}", self.url(), snapshot.id))?;
+        let alg = m.hash_algorithm().unwrap_or(self.config.hash);
+        let target = Arc::new(Target::new(self.config.clone(), self.url(), Some(m)));
+        let tree = self.tree.clone().with_versions(target);
+        Ok(Engine::restore(local, tree, opts.with_hash(alg)))
+    }
+
+    /// The tree a snapshot holds.
+    ///
+    /// # Errors
+    /// [`Error::ManifestCorrupt`] for a damaged snapshot.
+    pub fn tree_of(&self, snapshot: &Snapshot) -> Result<Manifest> {
+        snapshot
+            .record
+            .tree(&format!("{}/{SNAPSHOTS}/{}", self.url(), snapshot.id))
+    }
+
+    /// The object key holding an entry's content.
+    pub fn object_of(&self, e: &crate::manifest::FileEntry) -> String {
+        format::entry_object(&self.config, e)
+    }
+}
+
+/// What changed between two snapshots' trees.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SnapshotDiff {
+    /// Paths only in the second.
+    pub added: Vec<String>,
+    /// Paths in both with other content.
+    pub changed: Vec<String>,
+    /// Paths only in the first.
+    pub removed: Vec<String>,
+}
+
+/// Compares two trees path by path.
+pub fn diff_trees(a: &Manifest, b: &Manifest) -> SnapshotDiff {
+    let mut d = SnapshotDiff::default();
+    for (p, e) in &b.files {
+        match a.files.get(p) {
+            None => d.added.push(p.clone()),
+            Some(old) if !old.same_content(e) => d.changed.push(p.clone()),
+            Some(_) => {}
+        }
+    }
+    d.removed = a
+        .files
+        .keys()
+        .filter(|p| !b.files.contains_key(*p))
+        .cloned()
+        .collect();
+    d
+}
+
+fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.persist(path).map(|_| ()).map_err(|e| e.error)
+}
+
+/// Sizes of objects by key, as a LIST of `objects/` finds them.
+pub(crate) type Objects = BTreeMap<String, u64>;

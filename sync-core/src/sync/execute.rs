@@ -121,10 +121,13 @@ impl Run<'_> {
                 .and_then(|r| r.manifest.commit_id.clone()),
             ..Outcome::default()
         };
-        if plan.writes_remote() {
+        // A snapshot tree deletes nothing: a path missing from the new
+        // snapshot is simply not listed in it.
+        let deletes_objects = !engine.remote.keeps_versions();
+        if plan.writes_remote() && deletes_objects {
             self.finish_announced(&mut out).await;
         }
-        let announced = self.announce_deletions(&plan, &mut out).await;
+        let announced = deletes_objects && self.announce_deletions(&plan, &mut out).await;
         self.clear_the_way(&plan, &guard, &mut out).await;
         let (manifests, data) = self.jobs(&plan);
         self.transfer_all(data, &plan, &mut out).await;
@@ -133,10 +136,10 @@ impl Run<'_> {
         let all_ok = out.errors.is_empty();
         let committed = all_ok && plan.needs_commit && self.commit(&plan, &guard, &mut out).await;
         let clean_run = all_ok && (committed || !plan.needs_commit);
-        if plan.needs_commit && !committed {
+        if plan.needs_commit && !committed && deletes_objects {
             self.put_back(&plan, &mut out).await;
         }
-        if committed {
+        if committed && deletes_objects {
             let rest: Vec<String> = plan
                 .delete_remote
                 .iter()
@@ -414,8 +417,9 @@ impl Run<'_> {
                 .collect()
         };
         let remote = blocking(&plan.delete_remote, &plan.uploads);
-        // Not if the deletions could not be announced.
-        if !remote.is_empty() && out.errors.is_empty() {
+        // Not if the deletions could not be announced; never on a snapshot
+        // tree, whose objects are not at the files' paths.
+        if !remote.is_empty() && out.errors.is_empty() && !self.engine.remote.keeps_versions() {
             let ours: Changes = remote.iter().map(|p| (p.clone(), None)).collect();
             match self.commit_changes(plan, guard, &ours, out).await {
                 Ok(()) => {

@@ -39,6 +39,7 @@ use futures::StreamExt;
 use std::sync::Arc;
 
 pub use diff::{diff3, Change, Diff3, PathDiff, Resolution};
+pub(crate) use guard::host_name;
 pub use guard::LEASE_TTL;
 pub use mode::{Mode, Strategy};
 pub use options::{MaxDelete, SyncOptions};
@@ -131,6 +132,17 @@ impl Engine {
         )
     }
 
+    /// Makes `snapshot` (a snapshot tree from the repository) equal to
+    /// `local`, as a new snapshot.
+    pub(crate) fn backup(local: LocalTree, snapshot: StoreTree, opts: SyncOptions) -> Engine {
+        Engine::local(Mode::Backup, local, snapshot, opts)
+    }
+
+    /// Makes `local` equal to `snapshot`.
+    pub(crate) fn restore(local: LocalTree, snapshot: StoreTree, opts: SyncOptions) -> Engine {
+        Engine::local(Mode::Restore, local, snapshot, opts)
+    }
+
     fn local(mode: Mode, local: LocalTree, remote: StoreTree, opts: SyncOptions) -> Engine {
         let source = LocalSource::new(local, &remote);
         Engine::build(mode, Box::new(source), remote, opts)
@@ -212,7 +224,7 @@ impl Engine {
     /// errors otherwise.
     pub async fn plan(&self) -> Result<Plan> {
         self.make_plan(Compare {
-            require_remote: self.mode == Mode::Pull,
+            require_remote: matches!(self.mode, Mode::Pull | Mode::Restore),
             base_may_be_remote: false,
             need_manifest: true,
         })
@@ -237,6 +249,14 @@ impl Engine {
             need_manifest: compare.need_manifest,
         };
         let mut view = self.source.read(remote.as_ref(), read).await?;
+        // A snapshot has no history shared with the directory: a backup
+        // makes the new snapshot equal to the directory, a restore makes
+        // the directory equal to the snapshot.
+        match self.mode {
+            Mode::Backup => view.base = remote.as_ref().map(|r| r.manifest.files.clone()),
+            Mode::Restore => view.base = Some(view.files.clone()),
+            _ => {}
+        }
         // A name the remote cannot hold stays out of the run, like an
         // unreadable file, instead of failing its upload and with it the
         // commit of everything else.
@@ -290,11 +310,13 @@ impl Engine {
             local_total,
             &url,
         );
-        plan.needs_commit = self.mode.sends()
-            && (!plan.remote_managed()
-                || !plan.uploads.is_empty()
-                || !plan.already_sent.is_empty()
-                || !plan.delete_remote.is_empty());
+        // A backup always records a snapshot, changed or not.
+        plan.needs_commit = self.mode == Mode::Backup
+            || self.mode.sends()
+                && (!plan.remote_managed()
+                    || !plan.uploads.is_empty()
+                    || !plan.already_sent.is_empty()
+                    || !plan.delete_remote.is_empty());
         plan.requests_planned = self.estimate(&plan);
         plan.requests_so_far = self.requests();
         Ok(plan)
@@ -366,7 +388,10 @@ impl Engine {
             .collect();
         futures::stream::iter(candidates)
             .map(|(j, e)| async move {
-                let trusted = now.is_some() && j.against.as_deref() == now;
+                // A snapshot tree's objects may be pruned between runs: its
+                // journal is always checked against the store.
+                let trusted =
+                    now.is_some() && j.against.as_deref() == now && !self.remote.keeps_versions();
                 (trusted || self.remote.has_content(e).await).then_some((j.path, j.tagged))
             })
             .buffer_unordered(self.opts.concurrency)

@@ -21,6 +21,12 @@ pub enum Mode {
     /// One store prefix → another; the destination is made equal to the
     /// source.
     Mirror,
+    /// Local → a new snapshot in a snapshot repository, made equal to the
+    /// directory; the parent snapshot is never changed.
+    Backup,
+    /// A snapshot → local; the directory is made equal to the snapshot
+    /// (files it replaces or removes go to the local trash).
+    Restore,
 }
 
 impl Mode {
@@ -36,18 +42,19 @@ impl Mode {
     pub fn default_strategy(self) -> Strategy {
         match self {
             Mode::Push | Mode::Pull | Mode::Sync => Strategy::Manual,
-            Mode::Mirror => Strategy::LocalWins,
+            Mode::Mirror | Mode::Backup => Strategy::LocalWins,
+            Mode::Restore => Strategy::RemoteWins,
         }
     }
 
     /// Whether the mode sends data to the remote.
     pub fn sends(self) -> bool {
-        matches!(self, Mode::Push | Mode::Sync | Mode::Mirror)
+        matches!(self, Mode::Push | Mode::Sync | Mode::Mirror | Mode::Backup)
     }
 
     /// Whether the mode fetches data from the remote.
     pub fn fetches(self) -> bool {
-        matches!(self, Mode::Pull | Mode::Sync)
+        matches!(self, Mode::Pull | Mode::Sync | Mode::Restore)
     }
 
     /// The command's name: `push`, `pull`, `sync` or `mirror`.
@@ -57,6 +64,8 @@ impl Mode {
             Mode::Pull => "pull",
             Mode::Sync => "sync",
             Mode::Mirror => "mirror",
+            Mode::Backup => "backup",
+            Mode::Restore => "restore",
         }
     }
 }

@@ -280,20 +280,22 @@ impl LocalSource {
         // One identity on both sides: the local manifest's where there is
         // one, else the remote's (a first push that made a new one, or a
         // pull into a fresh directory).
-        let template = s
-            .view
-            .manifest
-            .as_ref()
+        let snapshot = s.remote_before.filter(|_| s.mode == Mode::Restore);
+        let template = snapshot
+            .map(|r| &r.manifest)
+            .or(s.view.manifest.as_ref())
             .or(s.remote_latest.map(|r| &r.manifest))
             .or(s.remote_before.map(|r| &r.manifest));
         let mut m = template
             .cloned()
             .unwrap_or_else(|| fresh_manifest(&self.database_name()));
-        m.commit_id = commit.map(str::to_string);
+        m.commit_id = commit
+            .filter(|_| s.mode != Mode::Restore)
+            .map(str::to_string);
         m.files = after.clone();
         m.last_synced_at = now_iso();
         m.synced_from = Some(match s.mode {
-            Mode::Pull => format!("remote:{}", self.state_url()),
+            Mode::Pull | Mode::Restore => format!("remote:{}", self.state_url()),
             Mode::Sync => "bidirectional".into(),
             _ => "local".into(),
         });
@@ -493,7 +495,7 @@ impl Source for LocalSource {
         keep: Option<&str>,
         on_bytes: OnBytes<'_>,
     ) -> Result<FileStat> {
-        let stream = remote.open(&e.path).await?;
+        let stream = remote.open_entry(e).await?;
         let prior = view.stats.get(&e.path).copied();
         self.tree.write(e, stream, prior, keep, on_bytes).await
     }
@@ -541,6 +543,14 @@ impl Source for LocalSource {
 
     async fn settle(&self, s: Settle<'_>) -> Result<Settled> {
         self.state.journal_close();
+        if s.mode == Mode::Backup {
+            // A backup leaves the database as it found it: no manifest
+            // rewrite, and no base (a snapshot is never synced with).
+            if s.clean_run {
+                self.state.clear_journal();
+            }
+            return Ok(Settled::default());
+        }
         let remembered = s.downloaded.to_vec();
         let tree = self.tree.clone();
         let _ = crate::tree::blocking("updating the stat cache", move || {
@@ -573,6 +583,11 @@ impl Source for LocalSource {
                 .all(|((p, a), (q, r))| p == q && a.same_content(r));
         let commit = s.remote_commit.filter(|_| agrees);
         self.write_local_manifest(&s, &after, commit)?;
+        if s.mode == Mode::Restore {
+            // The restored database's manifest is written; it keeps no base
+            // for the repository.
+            return Ok(out);
+        }
         // The new base: every path on which both sides now agree; elsewhere
         // the old base stands, so unresolved differences keep their history.
         let old = s.view.base.clone().unwrap_or_default();

@@ -197,7 +197,7 @@ impl Run<'_> {
             .remote
             .as_ref()
             .is_some_and(|r| r.manifest.files.contains_key(&e.path));
-        if !committed {
+        if !committed || self.engine.remote.keeps_versions() {
             return Ok(());
         }
         if let Some(key) = self.keep_remote(&e.path).await? {

@@ -16,6 +16,7 @@ mod probe;
 mod resumable;
 mod trash;
 mod upload;
+mod versions;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -35,6 +36,7 @@ use object_store::{
 pub(crate) use probe::Announced;
 pub use probe::Capabilities;
 pub(crate) use resumable::{PartLog, PartRecord};
+pub(crate) use versions::Versions;
 
 use crate::error::{Error, Result};
 use crate::layout::{is_ignored, MANIFEST_PATH};
@@ -112,6 +114,8 @@ pub struct StoreTree {
     /// Whether the store is `object_store`'s local file system, which
     /// refuses some names ([`StoreTree::refuses_name`]).
     local_fs: bool,
+    /// Set on a snapshot tree: files are kept by content.
+    versions: Option<Arc<dyn Versions>>,
 }
 
 impl std::fmt::Debug for StoreTree {
@@ -165,6 +169,7 @@ impl StoreTree {
             attributes: true,
             multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
             local_fs,
+            versions: None,
         }
     }
 
@@ -302,6 +307,9 @@ impl StoreTree {
     /// [`Error::ManifestCorrupt`] if it does not parse, [`Error::Store`] if
     /// the request fails.
     pub async fn read_manifest(&self) -> Result<Option<RemoteManifest>> {
+        if let Some(v) = &self.versions {
+            return Ok(v.head());
+        }
         let Some((bytes, etag)) = self.read_manifest_bytes().await? else {
             return Ok(None);
         };
@@ -364,6 +372,9 @@ impl StoreTree {
         manifest: &Manifest,
         mode: CommitMode,
     ) -> Result<Option<String>> {
+        if let Some(v) = &self.versions {
+            return v.commit(self, manifest).await;
+        }
         let loc = self.location(MANIFEST_PATH);
         let shown = self.display(MANIFEST_PATH);
         let put_mode = match mode {
@@ -554,13 +565,21 @@ impl StoreTree {
     /// Whether the object already holds `entry`'s content, judged by its
     /// size and the content hash pqsync stores in its metadata (one HEAD).
     pub async fn has_content(&self, entry: &FileEntry) -> bool {
-        if !self.attributes {
-            return false;
-        }
         let opts = GetOptions {
             head: true,
             ..Default::default()
         };
+        if let Some(v) = &self.versions {
+            // A snapshot tree's objects are named by their content; one a
+            // prune has marked is not relied on.
+            let obj = self.object_entry(entry);
+            return v.reusable(&obj.path)
+                && matches!(self.store.get_opts(&self.location(&obj.path), opts).await,
+                    Ok(r) if r.meta.size == entry.size);
+        }
+        if !self.attributes {
+            return false;
+        }
         match self.store.get_opts(&self.location(&entry.path), opts).await {
             Ok(r) => {
                 r.meta.size == entry.size

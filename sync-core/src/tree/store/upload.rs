@@ -33,6 +33,22 @@ impl StoreTree {
         on_bytes: &(dyn Fn(u64) + Send + Sync),
         parts_log: Option<&dyn PartLog>,
     ) -> Result<Option<String>> {
+        if let Some(v) = &self.versions {
+            return self
+                .write_object(v.as_ref(), entry, stream, on_bytes, parts_log)
+                .await;
+        }
+        self.write_paths(entry, stream, on_bytes, parts_log).await
+    }
+
+    /// [`StoreTree::write`] to the object named by the entry's path.
+    pub(super) async fn write_paths(
+        &self,
+        entry: &FileEntry,
+        stream: BoxStream<'static, Result<Bytes>>,
+        on_bytes: &(dyn Fn(u64) + Send + Sync),
+        parts_log: Option<&dyn PartLog>,
+    ) -> Result<Option<String>> {
         if entry.size <= self.multipart_threshold {
             return self.write_small(entry, stream, on_bytes).await;
         }
@@ -46,33 +62,18 @@ impl StoreTree {
     async fn write_small(
         &self,
         entry: &FileEntry,
-        mut stream: BoxStream<'static, Result<Bytes>>,
+        stream: BoxStream<'static, Result<Bytes>>,
         on_bytes: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<Option<String>> {
-        let mut hasher = ContentHasher::new(entry.hash_algorithm);
-        let mut total = 0u64;
-        let mut buf = BytesMut::with_capacity(entry.size as usize);
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            total += chunk.len() as u64;
-            if total > entry.size {
-                return Err(entry.too_long(total));
-            }
-            hasher.update(&chunk);
-            buf.extend_from_slice(&chunk);
-        }
-        entry.verify(total, hasher)?;
+        let buf = collect_verified(entry, stream).await?;
+        let total = buf.len() as u64;
         let opts = PutOptions {
             attributes: self.attrs(Some(entry)),
             ..Default::default()
         };
         let put = self
             .store
-            .put_opts(
-                &self.location(&entry.path),
-                PutPayload::from(buf.freeze()),
-                opts,
-            )
+            .put_opts(&self.location(&entry.path), PutPayload::from(buf), opts)
             .await
             .map_err(|e| Error::store(self.display(&entry.path), e))?;
         on_bytes(total);
@@ -157,4 +158,28 @@ impl StoreTree {
         }
         a
     }
+}
+
+/// A small file's bytes, read into memory and checked against `entry`.
+///
+/// # Errors
+/// [`Error::Mismatch`] if they differ from the entry; stream errors.
+pub(super) async fn collect_verified(
+    entry: &FileEntry,
+    mut stream: BoxStream<'static, Result<Bytes>>,
+) -> Result<Bytes> {
+    let mut hasher = ContentHasher::new(entry.hash_algorithm);
+    let mut total = 0u64;
+    let mut buf = BytesMut::with_capacity(entry.size as usize);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        total += chunk.len() as u64;
+        if total > entry.size {
+            return Err(entry.too_long(total));
+        }
+        hasher.update(&chunk);
+        buf.extend_from_slice(&chunk);
+    }
+    entry.verify(total, hasher)?;
+    Ok(buf.freeze())
 }

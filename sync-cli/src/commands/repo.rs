@@ -1,0 +1,515 @@
+//! The snapshot repository's commands: `backup`, `snapshots`, `restore`,
+//! `diff`, `forget`, `prune` and `check`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Result;
+use pqsync_core::{
+    BackupOptions, Congestion, Filter, GroupBy, Policy, PruneOptions, ReadData, Repository,
+    Snapshot, SnapshotSpec, SyncOptions, Trash,
+};
+use serde_json::json;
+
+use super::transfer::{print_result, run_engine, Ran};
+use super::Session;
+use crate::cli::{
+    BackupArgs, CheckArgs, DiffArgs, ForgetArgs, PruneArgs, RemoteFlags, RestoreArgs,
+    SnapshotFilterFlags, SnapshotsArgs,
+};
+use crate::printer::bytes;
+use crate::{ExitStatus, UsageError};
+
+/// Where snapshot records are cached: under the state home.
+fn cache_dir() -> PathBuf {
+    super::state_home().join("repositories")
+}
+
+/// Opens the repository at `url`.
+async fn open(s: &Session, url: &str, flags: &RemoteFlags) -> Result<Repository> {
+    let remote = s.parse_remote(url)?;
+    let congestion = Arc::new(Congestion::default());
+    let tree = s.open_remote(&remote, flags, false, &congestion)?;
+    Ok(Repository::open(tree).await?.with_cache(cache_dir()))
+}
+
+/// Splits `REPO:ID` or `REPO:latest` into the repository and the snapshot.
+fn split_spec(arg: &str) -> Result<(String, Option<SnapshotSpec>)> {
+    if let Some((repo, tail)) = arg.rsplit_once(':') {
+        let is_spec =
+            tail == "latest" || (tail.len() >= 4 && tail.bytes().all(|b| b.is_ascii_hexdigit()));
+        if is_spec && !tail.contains('/') && !repo.is_empty() && !repo.ends_with(':') {
+            return Ok((repo.to_string(), Some(SnapshotSpec::parse(tail)?)));
+        }
+    }
+    Ok((arg.to_string(), None))
+}
+
+fn filter(f: &SnapshotFilterFlags) -> Filter {
+    Filter {
+        database: f.database.clone(),
+        host: f.host.clone(),
+        tags: f.tags.clone(),
+    }
+}
+
+fn at(t: Option<&str>) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+    t.map(|t| pqsync_core::parse_time(t).map_err(|e| UsageError(e.to_string()).into()))
+        .transpose()
+}
+
+/// A snapshot's JSON form in listings.
+fn snapshot_json(s: &Snapshot) -> serde_json::Value {
+    let r = &s.record;
+    json!({
+        "id": s.id,
+        "shortId": s.short_id(),
+        "time": r.time,
+        "host": r.host,
+        "tags": r.tags,
+        "database": r.name,
+        "databaseId": r.database_id,
+        "source": r.source,
+        "parent": r.parent,
+        "files": r.summary.files,
+        "bytes": r.summary.bytes,
+        "addedObjects": r.summary.added_objects,
+        "addedBytes": r.summary.added_bytes,
+        "eventLog": r.event_log,
+    })
+}
+
+fn coverage_text(s: &Snapshot) -> String {
+    match &s.record.event_log {
+        None => "-".into(),
+        Some(c) => {
+            let mut parts = Vec::new();
+            if let Some(q) = c.last_seq {
+                parts.push(format!("seq {q}"));
+            }
+            if let Some(ts) = c.max_ts.and_then(chrono::DateTime::from_timestamp_millis) {
+                parts.push(ts.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+            }
+            if let Some(id) = &c.last_event_id {
+                parts.push(id.clone());
+            }
+            parts.join(" ")
+        }
+    }
+}
+
+/// `pqsync backup`.
+pub async fn backup(a: &BackupArgs, s: &Session) -> Result<ExitStatus> {
+    let local = super::local_tree(&a.dir, true)?;
+    let remote = s.parse_remote(&a.repository)?;
+    let opts = SyncOptions::default().with_concurrency(usize::from(a.concurrency));
+    let tree = s.open_remote(&remote, &a.remote_flags, !a.dry_run, &opts.congestion)?;
+    let (repo, new) = Repository::open_or_init(tree, a.grace, !a.dry_run).await?;
+    let repo = repo.with_cache(cache_dir());
+    let backup = repo
+        .backup(
+            local,
+            BackupOptions {
+                tags: a.tags.clone(),
+                host: a.host.clone(),
+                sync: opts,
+            },
+        )
+        .await?;
+    let committed = backup.committed();
+    let parent = backup.parent.clone();
+    let title = format!(
+        "backup {} -> {}{}",
+        a.dir.display(),
+        repo.url(),
+        if new { " (new repository)" } else { "" }
+    );
+    let printer = s.printer;
+    match run_engine(backup.into_engine(), &title, a.dry_run, printer).await? {
+        Ran::Planned => Ok(ExitStatus::Success),
+        Ran::Done(result, status) => {
+            let snap = committed.get();
+            printer.document(&json!({
+                "success": result.success,
+                "snapshot": snap.as_ref().map(snapshot_json),
+                "parent": parent.as_ref().map(|p| p.id.clone()),
+                "result": result,
+            }));
+            print_result(&result, &title, printer);
+            match &snap {
+                Some(sn) => printer.info(&format!(
+                    "snapshot {} saved: {} files, {}; {} new object(s) ({}) stored{}",
+                    sn.short_id(),
+                    sn.record.summary.files,
+                    bytes(sn.record.summary.bytes),
+                    sn.record.summary.added_objects,
+                    bytes(sn.record.summary.added_bytes),
+                    parent
+                        .as_ref()
+                        .map(|p| format!("; parent {}", p.short_id()))
+                        .unwrap_or_default()
+                )),
+                None => printer.info("no snapshot was saved"),
+            }
+            Ok(status)
+        }
+    }
+}
+
+/// `pqsync snapshots`.
+pub async fn snapshots(a: &SnapshotsArgs, s: &Session) -> Result<ExitStatus> {
+    let repo = open(s, &a.repository, &a.remote_flags).await?;
+    let until = at(a.at.as_deref())?;
+    let f = filter(&a.filter);
+    let all: Vec<Snapshot> = repo
+        .snapshots()
+        .await?
+        .into_iter()
+        .filter(|sn| f.matches(sn) && until.is_none_or(|t| sn.time() <= t))
+        .collect();
+    let printer = s.printer;
+    printer.document(&json!({
+        "repository": repo.url(),
+        "snapshots": all.iter().map(snapshot_json).collect::<Vec<_>>(),
+    }));
+    printer.answer(&format!(
+        "{:<8}  {:<20}  {:<12}  {:<12}  {:>6}  {:>10}  {:>10}  EVENT LOG",
+        "ID", "TIME", "HOST", "TAGS", "FILES", "SIZE", "ADDED"
+    ));
+    for sn in &all {
+        let r = &sn.record;
+        printer.answer(&format!(
+            "{:<8}  {:<20}  {:<12}  {:<12}  {:>6}  {:>10}  {:>10}  {}",
+            sn.short_id(),
+            sn.time().format("%Y-%m-%dT%H:%M:%SZ"),
+            r.host,
+            if r.tags.is_empty() {
+                "-".into()
+            } else {
+                r.tags.join(",")
+            },
+            r.summary.files,
+            bytes(r.summary.bytes),
+            bytes(r.summary.added_bytes),
+            coverage_text(sn)
+        ));
+    }
+    printer.note(&format!("{} snapshot(s)", all.len()));
+    Ok(ExitStatus::Success)
+}
+
+/// `pqsync restore`.
+pub async fn restore(a: &RestoreArgs, s: &Session) -> Result<ExitStatus> {
+    let (url, spec) = split_spec(&a.repository)?;
+    let when = at(a.at.as_deref())?;
+    let spec = match (spec, when) {
+        (Some(_), Some(_)) => {
+            return Err(
+                UsageError("give either REPO:ID (or :latest) or --at, not both".into()).into(),
+            )
+        }
+        (Some(sp), None) => sp,
+        (None, Some(t)) => SnapshotSpec::At(t),
+        (None, None) => SnapshotSpec::Latest,
+    };
+    let local = super::local_tree(&a.dir, false)?;
+    let repo = open(s, &url, &a.remote_flags).await?;
+    let all = repo.snapshots().await?;
+    let (snap, past) = repo.resolve(&all, &spec, &filter(&a.filter))?;
+    let printer = s.printer;
+    printer.note(&format!(
+        "restoring snapshot {} of {} from {} (host {}{})",
+        snap.short_id(),
+        snap.record.name,
+        snap.record.time,
+        snap.record.host,
+        past.map(|d| format!("; the time asked for is {} after it, the newest", human(d)))
+            .unwrap_or_default()
+    ));
+    let mut opts = SyncOptions::default()
+        .with_concurrency(usize::from(a.concurrency))
+        .with_selection(super::selection(&a.select)?)
+        .with_max_delete(pqsync_core::MaxDelete::Percent(100.0));
+    if a.no_trash {
+        opts = opts.with_trash(Trash::Off);
+    }
+    let engine = repo.restore(snap, local, opts)?;
+    let title = format!(
+        "restore {}:{} -> {}",
+        repo.url(),
+        snap.short_id(),
+        a.dir.display()
+    );
+    match run_engine(engine, &title, a.dry_run, printer).await? {
+        Ran::Planned => Ok(ExitStatus::Success),
+        Ran::Done(result, status) => {
+            printer.document(&json!({
+                "success": result.success,
+                "snapshot": snapshot_json(snap),
+                "result": result,
+            }));
+            print_result(&result, &title, printer);
+            Ok(status)
+        }
+    }
+}
+
+/// A duration in words: `3d 4h`, `5h 12m`, `42s`.
+fn human(d: chrono::Duration) -> String {
+    let s = d.num_seconds().max(0);
+    let (days, hours, mins) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+    match (days, hours, mins) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, m) => format!("{m}m {}s", s % 60),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
+}
+
+/// A snapshot argument of `diff`: an id prefix, `latest`, or a time.
+fn diff_spec(arg: &str) -> Result<SnapshotSpec> {
+    SnapshotSpec::parse(arg).or_else(|_| {
+        pqsync_core::parse_time(arg)
+            .map(SnapshotSpec::At)
+            .map_err(|_| {
+                UsageError(format!(
+                    "{arg:?} is not a snapshot: give an id prefix (4+ hex digits), `latest` or a time"
+                ))
+                .into()
+            })
+    })
+}
+
+/// `pqsync diff`.
+pub async fn diff(a: &DiffArgs, s: &Session) -> Result<ExitStatus> {
+    let repo = open(s, &a.repository, &a.remote_flags).await?;
+    let (from, to) = match (&a.at, &a.from, &a.to) {
+        (Some(t), other, None) => (
+            SnapshotSpec::At(at(Some(t))?.expect("given")),
+            other
+                .as_deref()
+                .map_or(Ok(SnapshotSpec::Latest), diff_spec)?,
+        ),
+        (None, Some(f), t) => (
+            diff_spec(f)?,
+            t.as_deref().map_or(Ok(SnapshotSpec::Latest), diff_spec)?,
+        ),
+        _ => {
+            return Err(UsageError(
+                "name two snapshots (FROM [TO], TO defaults to latest), or --at TIME [TO]".into(),
+            )
+            .into())
+        }
+    };
+    let all = repo.snapshots().await?;
+    let f = filter(&a.filter);
+    let (a_snap, _) = repo.resolve(&all, &from, &f)?;
+    let (b_snap, _) = repo.resolve(&all, &to, &f)?;
+    let d = pqsync_core::diff_trees(&repo.tree_of(a_snap)?, &repo.tree_of(b_snap)?);
+    let printer = s.printer;
+    printer.document(&json!({
+        "from": a_snap.id,
+        "to": b_snap.id,
+        "added": d.added,
+        "changed": d.changed,
+        "removed": d.removed,
+    }));
+    for p in &d.added {
+        printer.answer(&format!("+ {p}"));
+    }
+    for p in &d.changed {
+        printer.answer(&format!("M {p}"));
+    }
+    for p in &d.removed {
+        printer.answer(&format!("- {p}"));
+    }
+    printer.note(&format!(
+        "{} -> {}: {} added, {} changed, {} removed",
+        a_snap.short_id(),
+        b_snap.short_id(),
+        d.added.len(),
+        d.changed.len(),
+        d.removed.len()
+    ));
+    Ok(ExitStatus::Success)
+}
+
+/// `pqsync forget`.
+pub async fn forget(a: &ForgetArgs, s: &Session) -> Result<ExitStatus> {
+    let within = a
+        .keep_within
+        .as_deref()
+        .map(Policy::parse_duration)
+        .transpose()
+        .map_err(|e| UsageError(e.to_string()))?;
+    let policy = Policy {
+        last: a.keep_last,
+        hourly: a.keep_hourly,
+        daily: a.keep_daily,
+        weekly: a.keep_weekly,
+        monthly: a.keep_monthly,
+        yearly: a.keep_yearly,
+        within,
+        tags: a.keep_tag.clone(),
+    };
+    if policy.is_empty() {
+        return Err(UsageError(
+            "no --keep-* option given: forget would remove every snapshot; give at least one (for example --keep-daily 7)".into(),
+        )
+        .into());
+    }
+    let group_by = GroupBy::parse(&a.group_by).map_err(|e| UsageError(e.to_string()))?;
+    let repo = open(s, &a.repository, &a.remote_flags).await?;
+    let report = repo
+        .forget(&policy, &filter(&a.filter), group_by, a.dry_run)
+        .await?;
+    let printer = s.printer;
+    let (mut kept, mut removed) = (0, 0);
+    for g in &report.groups {
+        printer.info(&format!("snapshots of {}:", g.key));
+        for d in &g.keep {
+            printer.info(&format!(
+                "  keep    {}  {}  {}",
+                &d.id[..8],
+                d.time,
+                d.reasons.join(", ")
+            ));
+        }
+        for d in &g.remove {
+            printer.info(&format!("  remove  {}  {}", &d.id[..8], d.time));
+        }
+        kept += g.keep.len();
+        removed += g.remove.len();
+    }
+    let prune = if a.prune && !a.dry_run {
+        Some(
+            repo.prune(&PruneOptions {
+                grace: a.grace,
+                dry_run: false,
+            })
+            .await?,
+        )
+    } else {
+        None
+    };
+    printer.document(&json!({
+        "dryRun": a.dry_run,
+        "groups": report.groups,
+        "kept": kept,
+        "removed": removed,
+        "prune": prune,
+    }));
+    printer.info(&format!(
+        "{} kept, {} {}",
+        kept,
+        removed,
+        if a.dry_run {
+            "would be removed (dry run)"
+        } else {
+            "removed"
+        }
+    ));
+    if let Some(p) = &prune {
+        print_prune(p, printer);
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn print_prune(p: &pqsync_core::PruneReport, printer: &crate::printer::Printer) {
+    printer.info(&format!(
+        "prune: {} snapshot(s), {} object(s), {} referenced; marked {} ({}), deleted {} ({}), {} waiting out the grace period, {} unmarked; {} request(s)",
+        p.snapshots,
+        p.objects,
+        p.referenced,
+        p.marked,
+        bytes(p.marked_bytes),
+        p.deleted,
+        bytes(p.deleted_bytes),
+        p.waiting,
+        p.unmarked,
+        p.requests
+    ));
+}
+
+/// `pqsync prune`.
+pub async fn prune(a: &PruneArgs, s: &Session) -> Result<ExitStatus> {
+    let repo = open(s, &a.repository, &a.remote_flags).await?;
+    let report = repo
+        .prune(&PruneOptions {
+            grace: a.grace,
+            dry_run: a.dry_run,
+        })
+        .await?;
+    s.printer.document(&report);
+    print_prune(&report, s.printer);
+    if a.dry_run {
+        s.printer.info("dry run: nothing marked or deleted");
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// `pqsync check`.
+pub async fn check(a: &CheckArgs, s: &Session) -> Result<ExitStatus> {
+    let read = match (&a.read_data, &a.read_data_subset) {
+        (true, _) => ReadData::All,
+        (false, Some(p)) => {
+            let n: f64 = p
+                .trim_end_matches('%')
+                .parse()
+                .ok()
+                .filter(|n: &f64| (0.0..=100.0).contains(n))
+                .ok_or_else(|| {
+                    UsageError(format!(
+                        "--read-data-subset {p:?} is not a percentage between 0 and 100 (e.g. 10%)"
+                    ))
+                })?;
+            ReadData::Percent(n)
+        }
+        (false, None) => ReadData::None,
+    };
+    let repo = open(s, &a.repository, &a.remote_flags).await?;
+    let report = repo.check(read).await?;
+    let printer = s.printer;
+    printer.document(&json!({
+        "success": report.problems.is_empty(),
+        "report": report,
+    }));
+    for p in &report.problems {
+        printer.error(p);
+    }
+    printer.info(&format!(
+        "check: {} snapshot(s), {} object(s) referenced, {} read and hashed, {} unreferenced (prune removes them): {}",
+        report.snapshots,
+        report.referenced,
+        report.read,
+        report.unreferenced,
+        if report.problems.is_empty() {
+            "no problems".to_string()
+        } else {
+            format!("{} problem(s)", report.problems.len())
+        }
+    ));
+    Ok(if report.problems.is_empty() {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_suffixes_split_off_the_repository() {
+        let (u, s) = split_spec("s3://b/backups/prod:4f2a9c1e").unwrap();
+        assert_eq!(u, "s3://b/backups/prod");
+        assert_eq!(s, Some(SnapshotSpec::Id("4f2a9c1e".into())));
+        let (u, s) = split_spec("/tmp/repo:latest").unwrap();
+        assert_eq!((u.as_str(), s), ("/tmp/repo", Some(SnapshotSpec::Latest)));
+        let (u, s) = split_spec("s3://b/backups/prod").unwrap();
+        assert_eq!((u.as_str(), s), ("s3://b/backups/prod", None));
+        let (u, s) = split_spec("file:///tmp/x").unwrap();
+        assert_eq!((u.as_str(), s), ("file:///tmp/x", None));
+    }
+}

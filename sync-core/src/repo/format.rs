@@ -1,0 +1,240 @@
+//! The repository's objects as stored: the `config`, content objects,
+//! snapshot records and prune marks (specified in `docs/repository.md`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::manifest::{FileEntry, HashAlgorithm, Manifest};
+use crate::parquedb::EventCoverage;
+
+/// The repository format this pqsync writes and reads.
+pub const FORMAT: u32 = 1;
+
+/// The key of the repository's configuration.
+pub(crate) const CONFIG: &str = "config";
+/// Where content objects live (`objects/<first 2 hex>/<hex>`).
+pub(crate) const OBJECTS: &str = "objects";
+/// Where snapshot records and prune marks live; one LIST reads both.
+pub(crate) const INDEX: &str = "index";
+/// Snapshot records: `index/snapshots/<id>`.
+pub(crate) const SNAPSHOTS: &str = "index/snapshots";
+/// Prune marks: `index/marks/<id>`.
+pub(crate) const MARKS: &str = "index/marks";
+
+/// The default time an unreferenced object stays marked before a prune
+/// deletes it.
+pub const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// A repository's `config` object. Written once, when the repository is
+/// made, and never changed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RepoConfig {
+    /// The format version ([`FORMAT`]).
+    pub pqsync_repository: u32,
+    /// A random id (32 hex digits).
+    pub id: String,
+    /// When the repository was made (RFC 3339).
+    pub created_at: String,
+    /// How content is hashed and objects are named.
+    pub hash: HashAlgorithm,
+    /// Hex digits of the hash that name the fan-out directory.
+    pub fanout: usize,
+    /// Content-defined chunking, when files are split (`None`: whole
+    /// files).
+    #[serde(default)]
+    pub chunking: Option<serde_json::Value>,
+    /// Encryption parameters (`None`: objects are stored as they are).
+    #[serde(default)]
+    pub encryption: Option<serde_json::Value>,
+    /// How long an unreferenced object stays marked before a prune may
+    /// delete it (seconds). A backup that takes longer than half of this
+    /// checks the marks again before it commits.
+    pub grace_seconds: u64,
+}
+
+impl RepoConfig {
+    /// A new repository's configuration.
+    pub fn new(grace: std::time::Duration) -> Self {
+        RepoConfig {
+            pqsync_repository: FORMAT,
+            id: format!("{:032x}", rand::random::<u128>()),
+            created_at: crate::manifest::now_iso(),
+            hash: HashAlgorithm::Blake3,
+            fanout: 2,
+            chunking: None,
+            encryption: None,
+            grace_seconds: grace.as_secs(),
+        }
+    }
+
+    /// Parses a `config`, refusing formats and features this pqsync does
+    /// not know.
+    ///
+    /// # Errors
+    /// [`Error::Repository`] naming what is unknown and the fix.
+    pub fn parse(bytes: &[u8], url: &str) -> Result<Self> {
+        let err = |reason: String| Error::Repository {
+            url: url.to_string(),
+            reason,
+        };
+        let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+            err(format!(
+                "its config does not parse ({e}); it is not a pqsync repository, or it is damaged"
+            ))
+        })?;
+        match v.get("pqsyncRepository").and_then(|f| f.as_u64()) {
+            Some(f) if f == u64::from(FORMAT) => {}
+            Some(f) => {
+                return Err(err(format!(
+                    "repository format {f} is newer than this pqsync reads (format {FORMAT}); upgrade pqsync"
+                )))
+            }
+            None => return Err(err("its config has no pqsyncRepository version; it is not a pqsync repository".into())),
+        }
+        let c: RepoConfig = serde_json::from_value(v).map_err(|e| {
+            err(format!(
+                "its config is damaged ({e}); run `pqsync check` on it"
+            ))
+        })?;
+        if c.chunking.is_some() || c.encryption.is_some() {
+            return Err(err(
+                "the repository uses chunking or encryption parameters this pqsync does not know; upgrade pqsync".into(),
+            ));
+        }
+        if c.fanout == 0 || c.fanout > 8 {
+            return Err(err(format!(
+                "its config has an unusable fanout {}",
+                c.fanout
+            )));
+        }
+        Ok(c)
+    }
+
+    /// The key of the object holding content `hex`.
+    pub fn object_key(&self, hex: &str) -> String {
+        let n = self.fanout.min(hex.len());
+        format!("{OBJECTS}/{}/{hex}", &hex[..n])
+    }
+}
+
+/// Figures about a snapshot.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotSummary {
+    /// Files in the snapshot.
+    pub files: u64,
+    /// Their total size.
+    pub bytes: u64,
+    /// Objects this backup stored that were not in the repository.
+    pub added_objects: u64,
+    /// Their size.
+    pub added_bytes: u64,
+}
+
+/// One snapshot record: `index/snapshots/<id>`, where `id` is the BLAKE3
+/// hash of the record's bytes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotRecord {
+    /// The record format ([`FORMAT`]).
+    pub snapshot: u32,
+    /// When the backup started (RFC 3339, UTC). Never taken from object
+    /// timestamps.
+    pub time: String,
+    /// The machine that made it.
+    pub host: String,
+    /// Tags given to the backup.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The backed-up directory.
+    pub source: String,
+    /// The snapshot this one was compared with, if any.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// The database's `databaseId`.
+    pub database_id: String,
+    /// The database's name.
+    pub name: String,
+    /// The event log it covers, when the database has one.
+    #[serde(default)]
+    pub event_log: Option<EventCoverage>,
+    /// Figures about it.
+    pub summary: SnapshotSummary,
+    /// The tree, as a ParqueDB manifest. An entry whose content is not in
+    /// its usual object names it in `object`.
+    pub manifest: serde_json::Value,
+}
+
+impl SnapshotRecord {
+    /// The tree the snapshot holds.
+    ///
+    /// # Errors
+    /// [`Error::ManifestCorrupt`] if it does not parse or validate.
+    pub fn tree(&self, origin: &str) -> Result<Manifest> {
+        let bytes = serde_json::to_vec(&self.manifest).expect("a JSON value serialises");
+        Manifest::from_slice(&bytes, origin)
+    }
+
+    /// The record's bytes and its id.
+    pub fn encode(&self) -> (Vec<u8>, String) {
+        let bytes = serde_json::to_vec(self).expect("a snapshot record serialises");
+        let id = blake3::hash(&bytes).to_hex().to_string();
+        (bytes, id)
+    }
+
+    /// Parses a record read from `key`, checking it is the one its id names.
+    ///
+    /// # Errors
+    /// [`Error::Repository`] for a record that does not parse, a format
+    /// this pqsync does not know, or bytes that do not match the id.
+    pub fn decode(bytes: &[u8], id: &str, url: &str) -> Result<Self> {
+        let err = |reason: String| Error::Repository {
+            url: format!("{url}/{SNAPSHOTS}/{id}"),
+            reason,
+        };
+        if blake3::hash(bytes).to_hex().as_str() != id {
+            return Err(err("the snapshot's bytes do not match its id (damaged or tampered with); `pqsync forget` it and run `pqsync check`".into()));
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| err(format!("does not parse ({e})")))?;
+        match v.get("snapshot").and_then(|f| f.as_u64()) {
+            Some(f) if f == u64::from(FORMAT) => {}
+            other => {
+                return Err(err(format!(
+                    "snapshot format {other:?} is not one this pqsync reads (format {FORMAT}); upgrade pqsync"
+                )))
+            }
+        }
+        serde_json::from_value(v).map_err(|e| err(format!("is damaged ({e})")))
+    }
+
+    /// The snapshot's time.
+    pub fn time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        chrono::DateTime::parse_from_rfc3339(&self.time)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc))
+    }
+}
+
+/// The object key an entry's content is in.
+pub(crate) fn entry_object(config: &RepoConfig, e: &FileEntry) -> String {
+    e.extra
+        .as_ref()
+        .and_then(|x| x.get("object"))
+        .and_then(|o| o.as_str())
+        .map_or_else(|| config.object_key(&e.hash.to_string()), str::to_string)
+}
+
+/// A prune's mark: objects found unreferenced at `time`, which a later
+/// prune deletes once they have stayed unreferenced for the grace period.
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Mark {
+    /// When the objects were found unreferenced (RFC 3339, UTC).
+    pub time: String,
+    /// The objects, by key, with their sizes.
+    pub objects: BTreeMap<String, u64>,
+}

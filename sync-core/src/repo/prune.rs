@@ -1,0 +1,376 @@
+//! `forget`, `prune` and `check`: the operations that read the whole
+//! repository, and the only ones that delete.
+//!
+//! Prune needs no lock. It works in two phases over separate runs: an
+//! object no snapshot references is first *marked* (a mark record with the
+//! time it was found unreferenced); a later prune deletes it only if it is
+//! still unreferenced once the mark is older than the grace period, and
+//! unmarks it if a snapshot references it again. A backup never relies on
+//! a marked object (it stores that content anew under another key), and a
+//! backup running longer than half the grace period checks the marks again
+//! before it commits. So an object a backup relies on is either unmarked
+//! when the backup starts, or marked after it started and so not deletable
+//! before the backup has committed (or given up).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::{PutMode, PutOptions, PutPayload};
+use serde::Serialize;
+
+use super::format::{entry_object, Mark, MARKS, OBJECTS, SNAPSHOTS};
+use super::retention::{apply, ForgetReport, GroupBy, Policy};
+use super::{Filter, Objects, Repository, Snapshot};
+use crate::error::{Error, Result};
+use crate::manifest::{ContentHasher, FileEntry};
+
+/// How a prune runs.
+#[derive(Clone, Debug, Default)]
+pub struct PruneOptions {
+    /// How long a mark must stand before its objects are deleted; never
+    /// less than the repository's own grace period (`None`: that period).
+    pub grace: Option<std::time::Duration>,
+    /// Report, change nothing.
+    pub dry_run: bool,
+}
+
+/// What a prune found and did.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneReport {
+    /// Snapshots read.
+    pub snapshots: usize,
+    /// Objects in the repository before the prune.
+    pub objects: usize,
+    /// Objects some snapshot references.
+    pub referenced: usize,
+    /// Objects marked now, and their bytes.
+    pub marked: usize,
+    /// Bytes of the objects marked now.
+    pub marked_bytes: u64,
+    /// Marked objects still within the grace period.
+    pub waiting: usize,
+    /// Objects unmarked because a snapshot references them again.
+    pub unmarked: usize,
+    /// Objects deleted, and their bytes.
+    pub deleted: usize,
+    /// Bytes of the objects deleted.
+    pub deleted_bytes: u64,
+    /// Requests made.
+    pub requests: u64,
+}
+
+/// How much content `check` reads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ReadData {
+    /// None: only that every object exists with its size.
+    None,
+    /// Every object.
+    All,
+    /// This share of the objects (0–100), chosen at random.
+    Percent(f64),
+}
+
+/// What `check` found.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckReport {
+    /// Snapshots read (each checked against its id).
+    pub snapshots: usize,
+    /// Objects the snapshots reference.
+    pub referenced: usize,
+    /// Objects whose content was read and hashed.
+    pub read: usize,
+    /// Problems, one line each, naming the object and the snapshots that
+    /// need it.
+    pub problems: Vec<String>,
+    /// Objects no snapshot references (a prune removes them).
+    pub unreferenced: usize,
+}
+
+impl Repository {
+    /// Lists every object under `objects/` with its size.
+    pub(crate) async fn objects(&self) -> Result<Objects> {
+        let tree = self.tree();
+        let root = tree.location(OBJECTS);
+        let mut out = BTreeMap::new();
+        let mut list = tree.store().list(Some(&root));
+        while let Some(m) = list
+            .try_next()
+            .await
+            .map_err(|e| Error::store(format!("{}/{OBJECTS}", self.url()), e))?
+        {
+            if let Some(rel) = tree.rel_of(&m.location) {
+                out.insert(rel.to_string(), m.size);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every object key the snapshots reference, with one entry naming it
+    /// (for messages) and the snapshots that need it.
+    fn referenced<'a>(
+        &self,
+        snaps: &'a [(Snapshot, crate::manifest::Manifest)],
+    ) -> HashMap<String, (&'a FileEntry, Vec<&'a str>)> {
+        let mut out: HashMap<String, (&FileEntry, Vec<&str>)> = HashMap::new();
+        for (s, m) in snaps {
+            for e in m.files.values() {
+                out.entry(entry_object(self.config(), e))
+                    .or_insert_with(|| (e, Vec::new()))
+                    .1
+                    .push(s.short_id());
+            }
+        }
+        out
+    }
+
+    async fn trees(
+        &self,
+        snaps: Vec<Snapshot>,
+    ) -> Result<Vec<(Snapshot, crate::manifest::Manifest)>> {
+        snaps
+            .into_iter()
+            .map(|s| {
+                let m = self.tree_of(&s)?;
+                Ok((s, m))
+            })
+            .collect()
+    }
+
+    /// Applies a retention policy to the snapshots `filter` passes, grouped
+    /// by `group_by`, and (unless `dry_run`) deletes the snapshot records
+    /// it does not keep. Deletes no content: `prune` does that.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty policy; store errors.
+    pub async fn forget(
+        &self,
+        policy: &Policy,
+        filter: &Filter,
+        group_by: GroupBy,
+        dry_run: bool,
+    ) -> Result<ForgetReport> {
+        let all: Vec<Snapshot> = self
+            .snapshots()
+            .await?
+            .into_iter()
+            .filter(|s| filter.matches(s))
+            .collect();
+        let groups = apply(policy, &all, group_by)?;
+        let mut report = ForgetReport { groups, removed: 0 };
+        if dry_run {
+            return Ok(report);
+        }
+        let doomed: Vec<String> = report
+            .groups
+            .iter()
+            .flat_map(|g| g.remove.iter().map(|d| format!("{SNAPSHOTS}/{}", d.id)))
+            .collect();
+        self.tree()
+            .delete_many(&doomed)
+            .await
+            .map_err(|mut fails| fails.remove(0).1)?;
+        report.removed = doomed.len();
+        Ok(report)
+    }
+
+    /// Removes content no snapshot references, in two phases (see the
+    /// module documentation); safe while backups run.
+    ///
+    /// # Errors
+    /// Store errors; a damaged snapshot stops the prune before it deletes
+    /// anything (its objects would look unreferenced).
+    pub async fn prune(&self, opts: &PruneOptions) -> Result<PruneReport> {
+        let start = self.requests();
+        let floor = std::time::Duration::from_secs(self.config().grace_seconds);
+        let grace = opts.grace.map_or(floor, |g| g.max(floor));
+        // Marks first, then snapshots, then objects: an object listed is
+        // either referenced by a snapshot listed, or was written by a
+        // backup that commits later (and relies on it only if unmarked).
+        let (snap_ids, mark_ids) = self.index().await?;
+        let marks = self.marks(&mark_ids).await?;
+        let snaps = self.trees(self.load(snap_ids).await?).await?;
+        let objects = self.objects().await?;
+        let referenced = self.referenced(&snaps);
+        let now = chrono::Utc::now();
+        let mut report = PruneReport {
+            snapshots: snaps.len(),
+            objects: objects.len(),
+            referenced: referenced.len(),
+            ..Default::default()
+        };
+        let mut still_marked: BTreeSet<String> = BTreeSet::new();
+        let mut doomed: Vec<(String, u64)> = Vec::new();
+        let mut rewrites: Vec<(String, Option<Mark>)> = Vec::new();
+        for (id, mark) in &marks {
+            let time = chrono::DateTime::parse_from_rfc3339(&mark.time)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .unwrap_or(now);
+            let ripe =
+                now - time >= chrono::Duration::from_std(grace).unwrap_or(chrono::TimeDelta::MAX);
+            let (again, unref): (Vec<_>, Vec<_>) = mark
+                .objects
+                .iter()
+                .partition(|(k, _)| referenced.contains_key(*k));
+            report.unmarked += again.len();
+            if ripe {
+                doomed.extend(unref.iter().map(|(k, s)| ((*k).clone(), **s)));
+                rewrites.push((id.clone(), None));
+            } else {
+                report.waiting += unref.len();
+                still_marked.extend(unref.iter().map(|(k, _)| (*k).clone()));
+                if !again.is_empty() {
+                    let kept = Mark {
+                        time: mark.time.clone(),
+                        objects: unref.into_iter().map(|(k, s)| (k.clone(), *s)).collect(),
+                    };
+                    rewrites.push((id.clone(), Some(kept)));
+                }
+            }
+        }
+        let doomed_keys: BTreeSet<&str> = doomed.iter().map(|(k, _)| k.as_str()).collect();
+        let fresh: BTreeMap<String, u64> = objects
+            .iter()
+            .filter(|(k, _)| {
+                !referenced.contains_key(*k)
+                    && !still_marked.contains(*k)
+                    && !doomed_keys.contains(k.as_str())
+            })
+            .map(|(k, s)| (k.clone(), *s))
+            .collect();
+        report.marked = fresh.len();
+        report.marked_bytes = fresh.values().sum();
+        report.deleted = doomed.len();
+        report.deleted_bytes = doomed.iter().map(|(_, s)| s).sum();
+        if opts.dry_run {
+            report.requests = self.requests() - start;
+            return Ok(report);
+        }
+        // Deletions, then the marks that named them: a prune killed in
+        // between deletes them again (already gone is fine).
+        let keys: Vec<String> = doomed.into_iter().map(|(k, _)| k).collect();
+        self.tree()
+            .delete_many(&keys)
+            .await
+            .map_err(|mut f| f.remove(0).1)?;
+        for (id, replacement) in rewrites {
+            if let Some(m) = replacement.filter(|m| !m.objects.is_empty()) {
+                self.write_mark(&m).await?;
+            }
+            self.tree()
+                .delete_many(&[format!("{MARKS}/{id}")])
+                .await
+                .map_err(|mut f| f.remove(0).1)?;
+        }
+        if !fresh.is_empty() {
+            self.write_mark(&Mark {
+                time: crate::manifest::now_iso(),
+                objects: fresh,
+            })
+            .await?;
+        }
+        report.requests = self.requests() - start;
+        Ok(report)
+    }
+
+    async fn write_mark(&self, m: &Mark) -> Result<()> {
+        let bytes = serde_json::to_vec(m).expect("a mark serialises");
+        let key = format!("{MARKS}/{:032x}", rand::random::<u128>());
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        self.tree()
+            .store()
+            .put_opts(&self.tree().location(&key), PutPayload::from(bytes), opts)
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::store(format!("{}/{key}", self.url()), e))
+    }
+
+    /// Checks the repository: every snapshot record matches its id and
+    /// parses, every object a snapshot references exists with the size its
+    /// entry gives, and (with `read`) the objects' content hashes to what
+    /// the entries say.
+    ///
+    /// # Errors
+    /// Store errors; what is wrong with the repository is in the report.
+    pub async fn check(&self, read: ReadData) -> Result<CheckReport> {
+        let (snap_ids, _) = self.index().await?;
+        let mut report = CheckReport::default();
+        let mut snaps = Vec::new();
+        for id in snap_ids {
+            match self.snapshot(&id).await.and_then(|s| {
+                let m = self.tree_of(&s)?;
+                Ok((s, m))
+            }) {
+                Ok(pair) => snaps.push(pair),
+                Err(e) => report.problems.push(format!("snapshot {id}: {e}")),
+            }
+        }
+        report.snapshots = snaps.len();
+        let objects = self.objects().await?;
+        let referenced = self.referenced(&snaps);
+        report.referenced = referenced.len();
+        report.unreferenced = objects
+            .keys()
+            .filter(|k| !referenced.contains_key(*k))
+            .count();
+        let mut to_read = Vec::new();
+        let mut refs: Vec<(&String, &(&FileEntry, Vec<&str>))> = referenced.iter().collect();
+        refs.sort_by(|a, b| a.0.cmp(b.0));
+        for (key, (e, needed_by)) in refs {
+            let who = needed_by.join(", ");
+            match objects.get(key) {
+                None => report.problems.push(format!(
+                    "{key} ({}) is missing; snapshots {who} cannot be restored whole",
+                    e.path
+                )),
+                Some(&size) if size != e.size => report.problems.push(format!(
+                    "{key} ({}) has {size} bytes, not {}; snapshots {who} need it",
+                    e.path, e.size
+                )),
+                Some(_) => {
+                    let pick = match read {
+                        ReadData::None => false,
+                        ReadData::All => true,
+                        ReadData::Percent(p) => rand::random::<f64>() * 100.0 < p,
+                    };
+                    if pick {
+                        to_read.push((key.clone(), (*e).clone(), who));
+                    }
+                }
+            }
+        }
+        report.read = to_read.len();
+        let damaged: Vec<Option<String>> = futures::stream::iter(to_read)
+            .map(|(key, e, who)| async move {
+                match self.hash_object(&key, &e).await {
+                    Ok(true) => None,
+                    Ok(false) => Some(format!(
+                        "{key} ({}) does not hold the content its name says (damaged); snapshots {who} need it",
+                        e.path
+                    )),
+                    Err(err) => Some(format!("{key}: {err}")),
+                }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        report.problems.extend(damaged.into_iter().flatten());
+        Ok(report)
+    }
+
+    async fn hash_object(&self, key: &str, e: &FileEntry) -> Result<bool> {
+        let mut stream = self.tree().open(key).await?;
+        let mut h = ContentHasher::new(e.hash_algorithm);
+        let mut n = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            n += chunk.len() as u64;
+            h.update(&chunk);
+        }
+        Ok(n == e.size && h.finalize() == e.hash)
+    }
+}

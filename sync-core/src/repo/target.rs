@@ -1,0 +1,186 @@
+//! The snapshot tree a backup writes to and a restore reads from: the
+//! repository's [`Versions`] for one run.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use object_store::{PutMode, PutOptions, PutPayload};
+
+use super::format::{entry_object, RepoConfig, SnapshotRecord, SnapshotSummary, SNAPSHOTS};
+use crate::error::{Error, Result};
+use crate::manifest::{FileEntry, Manifest};
+use crate::parquedb::EventCoverage;
+use crate::tree::{RemoteManifest, StoreTree, Versions};
+
+/// What a new snapshot records besides its tree.
+#[derive(Clone, Debug)]
+pub(crate) struct NewSnapshot {
+    pub time: String,
+    pub host: String,
+    pub tags: Vec<String>,
+    pub source: String,
+    pub parent: Option<String>,
+    pub event_log: Option<EventCoverage>,
+}
+
+/// One run's view of the repository as a tree.
+#[derive(Debug)]
+pub(crate) struct Target {
+    pub config: RepoConfig,
+    pub url: String,
+    /// The snapshot shown as the tree's manifest.
+    pub head: Option<Manifest>,
+    /// Objects a prune has marked for deletion when the run started.
+    pub marked: BTreeSet<String>,
+    /// For a backup: what the snapshot records.
+    pub new: Option<NewSnapshot>,
+    pub started: Instant,
+    /// Content stored under another key than its usual one, by tagged hash.
+    pub relocated: Mutex<HashMap<String, String>>,
+    /// Objects this run created, with their sizes.
+    pub added: Mutex<HashMap<String, u64>>,
+    /// The snapshot this run committed.
+    pub committed: Mutex<Option<(String, SnapshotRecord)>>,
+}
+
+impl Target {
+    pub fn new(config: RepoConfig, url: &str, head: Option<Manifest>) -> Self {
+        Target {
+            config,
+            url: url.to_string(),
+            head,
+            marked: BTreeSet::new(),
+            new: None,
+            started: Instant::now(),
+            relocated: Mutex::default(),
+            added: Mutex::default(),
+            committed: Mutex::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl Versions for Target {
+    fn head(&self) -> Option<RemoteManifest> {
+        self.head.clone().map(|manifest| RemoteManifest {
+            manifest,
+            etag: None,
+        })
+    }
+
+    fn object(&self, e: &FileEntry) -> String {
+        entry_object(&self.config, e)
+    }
+
+    fn reusable(&self, key: &str) -> bool {
+        !self.marked.contains(key)
+    }
+
+    fn relocate(&self, e: &FileEntry) -> String {
+        let key = format!(
+            "{}.{:08x}",
+            self.config.object_key(&e.hash.to_string()),
+            rand::random::<u32>()
+        );
+        self.relocated
+            .lock()
+            .expect("relocated")
+            .insert(e.tagged_hash(), key.clone());
+        key
+    }
+
+    fn stored(&self, key: &str, size: u64) {
+        self.added
+            .lock()
+            .expect("added")
+            .insert(key.to_string(), size);
+    }
+
+    async fn commit(&self, tree: &StoreTree, m: &Manifest) -> Result<Option<String>> {
+        let Some(new) = &self.new else {
+            return Err(Error::Repository {
+                url: self.url.clone(),
+                reason: "a restore does not write snapshots".into(),
+            });
+        };
+        let mut m = m.clone();
+        let relocated = self.relocated.lock().expect("relocated").clone();
+        for e in m.files.values_mut() {
+            if let Some(key) = relocated.get(&e.tagged_hash()) {
+                e.extra
+                    .get_or_insert_with(Default::default)
+                    .insert("object".into(), key.clone().into());
+            }
+        }
+        let grace = std::time::Duration::from_secs(self.config.grace_seconds);
+        if self.started.elapsed() * 2 > grace {
+            self.recheck_marks(tree, &m).await?;
+        }
+        let added = self.added.lock().expect("added").clone();
+        let record = SnapshotRecord {
+            snapshot: super::format::FORMAT,
+            time: new.time.clone(),
+            host: new.host.clone(),
+            tags: new.tags.clone(),
+            source: new.source.clone(),
+            parent: new.parent.clone(),
+            database_id: m.database_id.clone(),
+            name: m.name.clone(),
+            event_log: new.event_log.clone(),
+            summary: SnapshotSummary {
+                files: m.files.len() as u64,
+                bytes: m.total_bytes(),
+                added_objects: added.len() as u64,
+                added_bytes: added.values().sum(),
+            },
+            manifest: serde_json::from_slice(&m.to_json_pretty()).expect("manifest is JSON"),
+        };
+        let (bytes, id) = record.encode();
+        let key = format!("{SNAPSHOTS}/{id}");
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match tree
+            .store()
+            .put_opts(&tree.location(&key), PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_)
+            | Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => {}
+            Err(e) => return Err(Error::store(format!("{}/{key}", self.url), e)),
+        }
+        *self.committed.lock().expect("committed") = Some((id.clone(), record));
+        Ok(Some(id))
+    }
+}
+
+impl Target {
+    /// A backup that ran for longer than half the grace period reads the
+    /// marks again: an object a prune marked after the run started may be
+    /// deleted by a prune a grace period after that, so the snapshot must
+    /// not rely on it.
+    async fn recheck_marks(&self, tree: &StoreTree, m: &Manifest) -> Result<()> {
+        let repo = super::Repository::from_parts(tree.clone(), self.config.clone());
+        let marked = repo.marked().await?;
+        let hit = m
+            .files
+            .values()
+            .find(|e| marked.contains(&entry_object(&self.config, e)));
+        match hit {
+            Some(e) => Err(Error::Repository {
+                url: self.url.clone(),
+                reason: format!(
+                    "a prune marked the content of {} for deletion while this backup ran; nothing was committed: run the backup again (it stores that content anew)",
+                    e.path
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! A store prefix whose files are kept by content: the view of one
+//! snapshot in a snapshot repository.
+//!
+//! The engine treats it as any other remote. What differs is behind
+//! [`Versions`]: the tree's manifest is the snapshot it was opened on (read
+//! once, before the run), a file's object is named by its content rather
+//! than its path, every object is written create-only, and a commit writes
+//! a new snapshot instead of replacing a manifest. Nothing is ever
+//! deleted or overwritten through such a tree.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use object_store::{GetOptions, PutMode, PutOptions, PutPayload};
+
+use super::{PartLog, RemoteManifest, StoreTree};
+use crate::error::{Error, Result};
+use crate::manifest::{FileEntry, Manifest};
+
+/// What makes a store tree a snapshot tree.
+#[async_trait]
+pub(crate) trait Versions: Send + Sync + std::fmt::Debug {
+    /// The manifest the tree shows: the snapshot it was opened on.
+    fn head(&self) -> Option<RemoteManifest>;
+
+    /// The tree-relative key of the object holding `e`'s content.
+    fn object(&self, e: &FileEntry) -> String;
+
+    /// Whether an object that already exists at `key` may be relied on
+    /// (one that a prune has marked for deletion may not).
+    fn reusable(&self, key: &str) -> bool;
+
+    /// Where content whose usual object may not be relied on goes instead.
+    fn relocate(&self, e: &FileEntry) -> String;
+
+    /// Told of each object the run created, with its size.
+    fn stored(&self, key: &str, size: u64);
+
+    /// Records a snapshot of `m`; returns its id.
+    async fn commit(&self, tree: &StoreTree, m: &Manifest) -> Result<Option<String>>;
+}
+
+impl StoreTree {
+    /// Makes this tree a snapshot tree.
+    pub(crate) fn with_versions(mut self, v: std::sync::Arc<dyn Versions>) -> Self {
+        self.versions = Some(v);
+        self
+    }
+
+    /// Whether files are kept by content, so nothing is deleted or
+    /// replaced in place.
+    pub(crate) fn keeps_versions(&self) -> bool {
+        self.versions.is_some()
+    }
+
+    /// `e` as the entry of its object: the same content, at the object's
+    /// key.
+    pub(crate) fn object_entry(&self, e: &FileEntry) -> FileEntry {
+        match &self.versions {
+            Some(v) => {
+                let mut o = e.clone();
+                o.path = e
+                    .extra
+                    .as_ref()
+                    .and_then(|x| x.get("object"))
+                    .and_then(|o| o.as_str())
+                    .map_or_else(|| v.object(e), str::to_string);
+                o
+            }
+            None => e.clone(),
+        }
+    }
+
+    /// Streams the object that holds `e`'s content.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn open_entry(
+        &self,
+        e: &FileEntry,
+    ) -> Result<BoxStream<'static, Result<bytes::Bytes>>> {
+        self.open(&self.object_entry(e).path).await
+    }
+
+    /// Writes `entry`'s content as a create-only object. Content that is
+    /// already stored (and may be relied on) is not sent again; returns the
+    /// entry as the snapshot records it (with the object it went to, when
+    /// that is not the usual one).
+    pub(super) async fn write_object(
+        &self,
+        v: &dyn Versions,
+        entry: &FileEntry,
+        stream: BoxStream<'static, Result<bytes::Bytes>>,
+        on_bytes: &(dyn Fn(u64) + Send + Sync),
+        parts_log: Option<&dyn PartLog>,
+    ) -> Result<Option<String>> {
+        let mut obj = self.object_entry(entry);
+        if !v.reusable(&obj.path) {
+            obj.path = v.relocate(entry);
+        }
+        // A large object is looked for before its bytes go out; a small
+        // one is sent create-only, and "already exists" is the answer.
+        if entry.size > self.multipart_threshold {
+            if let Some(etag) = self.existing(&obj).await? {
+                return Ok(etag);
+            }
+            let etag = self.write_paths(&obj, stream, on_bytes, parts_log).await?;
+            v.stored(&obj.path, obj.size);
+            return Ok(etag);
+        }
+        let buf = super::upload::collect_verified(&obj, stream).await?;
+        let total = buf.len() as u64;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            attributes: self.attrs(Some(&obj)),
+            ..Default::default()
+        };
+        let put = self
+            .store
+            .put_opts(&self.location(&obj.path), PutPayload::from(buf), opts)
+            .await;
+        match put {
+            Ok(r) => {
+                on_bytes(total);
+                v.stored(&obj.path, total);
+                Ok(r.e_tag)
+            }
+            Err(
+                object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+            ) => match self.existing(&obj).await? {
+                Some(etag) => Ok(etag),
+                None => Err(Error::Store {
+                    path: self.display(&obj.path),
+                    retryable: false,
+                    source: object_store::Error::Generic {
+                        store: "repository",
+                        source: "an object with this content's name exists with another size; run `pqsync check` on the repository".into(),
+                    },
+                }),
+            },
+            Err(e) => Err(Error::store(self.display(&obj.path), e)),
+        }
+    }
+
+    /// `Some(etag)` when the object for `obj` exists with its size (one
+    /// HEAD); `None` when it does not.
+    async fn existing(&self, obj: &FileEntry) -> Result<Option<Option<String>>> {
+        let opts = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        match self.store.get_opts(&self.location(&obj.path), opts).await {
+            Ok(r) if r.meta.size == obj.size => Ok(Some(r.meta.e_tag)),
+            Ok(_) => Ok(None),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::store(self.display(&obj.path), e)),
+        }
+    }
+}
