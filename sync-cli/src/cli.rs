@@ -387,6 +387,10 @@ pub struct BackupArgs {
     /// The host the snapshot names (default: this machine's name).
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
+    /// The time the snapshot records, instead of the backup's start (to
+    /// import backups made earlier): RFC 3339 or a date.
+    #[arg(long, value_name = "TIME")]
+    pub time: Option<String>,
     /// Print what would be sent, and send nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,

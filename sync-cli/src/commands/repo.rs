@@ -100,6 +100,7 @@ fn coverage_text(s: &Snapshot) -> String {
 
 /// `pqsync backup`.
 pub async fn backup(a: &BackupArgs, s: &Session) -> Result<ExitStatus> {
+    let time = at(a.time.as_deref())?;
     let local = super::local_tree(&a.dir, true)?;
     let remote = s.parse_remote(&a.repository)?;
     let opts = SyncOptions::default().with_concurrency(usize::from(a.concurrency));
@@ -113,6 +114,7 @@ pub async fn backup(a: &BackupArgs, s: &Session) -> Result<ExitStatus> {
                 tags: a.tags.clone(),
                 host: a.host.clone(),
                 sync: opts,
+                time,
             },
         )
         .await?;

@@ -148,6 +148,9 @@ pub struct BackupOptions {
     pub host: Option<String>,
     /// The sync options (concurrency, retries, ...).
     pub sync: SyncOptions,
+    /// The time the snapshot records (default: now, when the backup
+    /// starts), for importing backups made earlier.
+    pub time: Option<DateTime<Utc>>,
 }
 
 /// A backup, ready to plan and execute with [`Backup::engine`].
@@ -388,8 +391,7 @@ impl Repository {
         let bytes = self.tree.read_all(&key).await?;
         let record = SnapshotRecord::decode(&bytes, id, self.url())?;
         if let Some(p) = cached {
-            let _ = p.parent().map(std::fs::create_dir_all);
-            let _ = write_atomic(&p, &bytes);
+            cache_put(&p, &bytes);
         }
         Ok(Snapshot {
             id: id.to_string(),
@@ -398,13 +400,12 @@ impl Repository {
     }
 
     fn cache_path(&self, id: &str) -> Option<PathBuf> {
-        Some(
-            self.cache
-                .as_ref()?
-                .join(&self.config.id)
-                .join("snapshots")
-                .join(id),
-        )
+        Some(self.cache_dir()?.join(id))
+    }
+
+    /// Where this repository's snapshot records are cached.
+    fn cache_dir(&self) -> Option<PathBuf> {
+        Some(self.cache.as_ref()?.join(&self.config.id).join("snapshots"))
     }
 
     /// Every snapshot, oldest first.
@@ -536,7 +537,9 @@ impl Repository {
     /// # Errors
     /// Store errors and damaged records.
     pub async fn backup(&self, local: LocalTree, opts: BackupOptions) -> Result<Backup> {
-        let time = crate::manifest::now_iso();
+        let time = opts.time.map_or_else(crate::manifest::now_iso, |t| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        });
         let (ids, mark_ids) = self.index().await?;
         let all = self.load(ids).await?;
         let marked: BTreeSet<String> = self
@@ -573,6 +576,7 @@ impl Repository {
         };
         let mut target = Target::new(self.config.clone(), self.url(), head);
         target.marked = marked;
+        target.cache = self.cache_dir();
         target.new = Some(NewSnapshot {
             time,
             host: opts.host.unwrap_or_else(crate::sync::host_name),
@@ -660,6 +664,13 @@ pub fn diff_trees(a: &Manifest, b: &Manifest) -> SnapshotDiff {
         .cloned()
         .collect();
     d
+}
+
+/// Caches a snapshot record (best effort: a record that is not cached is
+/// read again).
+pub(crate) fn cache_put(path: &std::path::Path, bytes: &[u8]) {
+    let _ = path.parent().map(std::fs::create_dir_all);
+    let _ = write_atomic(path, bytes);
 }
 
 fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {

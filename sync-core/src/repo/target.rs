@@ -43,6 +43,8 @@ pub(crate) struct Target {
     pub added: Mutex<HashMap<String, u64>>,
     /// The snapshot this run committed.
     pub committed: Mutex<Option<(String, SnapshotRecord)>>,
+    /// Where the committed record is cached, given its id.
+    pub cache: Option<std::path::PathBuf>,
 }
 
 impl Target {
@@ -57,6 +59,7 @@ impl Target {
             relocated: Mutex::default(),
             added: Mutex::default(),
             committed: Mutex::default(),
+            cache: None,
         }
     }
 }
@@ -114,8 +117,25 @@ impl Versions for Target {
                     .insert("object".into(), key.clone().into());
             }
         }
+        // A prune deletes an object no sooner than a grace period after it
+        // marked it. An object this run relies on was unmarked when the run
+        // started, so it cannot be gone before the start plus the grace
+        // period: within half of it, commit; within the whole of it, first
+        // read the marks again (none made since the start can have been
+        // acted on yet); later than that, nothing can be vouched for.
         let grace = std::time::Duration::from_secs(self.config.grace_seconds);
-        if self.started.elapsed() * 2 > grace {
+        let elapsed = self.started.elapsed();
+        if elapsed >= grace {
+            return Err(Error::Repository {
+                url: self.url.clone(),
+                reason: format!(
+                    "this backup took {}s, longer than the repository's {}s grace period, so a prune may have deleted content it relies on; nothing was committed: run it again (it sends only what is missing)",
+                    elapsed.as_secs(),
+                    grace.as_secs()
+                ),
+            });
+        }
+        if elapsed * 2 >= grace {
             self.recheck_marks(tree, &m).await?;
         }
         let added = self.added.lock().expect("added").clone();
@@ -139,13 +159,14 @@ impl Versions for Target {
         };
         let (bytes, id) = record.encode();
         let key = format!("{SNAPSHOTS}/{id}");
+        let bytes = bytes::Bytes::from(bytes);
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
         };
         match tree
             .store()
-            .put_opts(&tree.location(&key), PutPayload::from(bytes), opts)
+            .put_opts(&tree.location(&key), PutPayload::from(bytes.clone()), opts)
             .await
         {
             Ok(_)
@@ -154,6 +175,9 @@ impl Versions for Target {
                 | object_store::Error::Precondition { .. },
             ) => {}
             Err(e) => return Err(Error::store(format!("{}/{key}", self.url), e)),
+        }
+        if let Some(dir) = &self.cache {
+            super::cache_put(&dir.join(&id), &bytes);
         }
         *self.committed.lock().expect("committed") = Some((id.clone(), record));
         Ok(Some(id))

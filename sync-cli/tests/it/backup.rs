@@ -1,0 +1,327 @@
+//! The snapshot repository through the real binary, on a directory and on
+//! S3, judged by what an independent client lists and reads (the
+//! directory's files, boto3 and the server's backing directory) and by
+//! what a restore writes, never by what pqsync reports.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use pqsync_core::HashAlgorithm;
+use serde_json::Value;
+
+use crate::keys::{add_awkward, Seen};
+use crate::lost::Remote;
+use crate::{age, json_of, pqsync, sample_copy, tree_files, Output};
+
+fn sha(bytes: &[u8]) -> String {
+    HashAlgorithm::Sha256.digest(bytes).to_string()
+}
+
+/// The repository's objects under `objects/`, by key.
+fn objects(remote: &Remote) -> BTreeMap<String, Seen> {
+    remote
+        .independent()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("objects/"))
+        .collect()
+}
+
+/// The snapshot records' ids, as listed.
+fn snapshot_ids(remote: &Remote) -> BTreeSet<String> {
+    remote
+        .independent()
+        .into_keys()
+        .filter_map(|k| k.strip_prefix("index/snapshots/").map(str::to_string))
+        .collect()
+}
+
+fn backup(remote: &Remote, db: &Path, extra: &[&str]) -> Value {
+    let out = pqsync(remote.server())
+        .args(["backup", &remote.url(), "-d"])
+        .arg(db)
+        .args(extra)
+        .arg("--json")
+        .stdout_ok();
+    let v = json_of(&out);
+    assert_eq!(v["success"], true, "{v}");
+    v
+}
+
+fn restore(remote: &Remote, spec: &str, dir: &Path, extra: &[&str]) -> Value {
+    let repo = if spec.is_empty() {
+        remote.url()
+    } else {
+        format!("{}:{spec}", remote.url())
+    };
+    json_of(
+        &pqsync(remote.server())
+            .args(["restore", &repo, "-d"])
+            .arg(dir)
+            .args(extra)
+            .arg("--json")
+            .stdout_ok(),
+    )
+}
+
+#[test]
+fn backups_deduplicate_and_restore_every_version() {
+    for remote in Remote::each("backup") {
+        let db = sample_copy();
+        add_awkward(db.path());
+        let v1 = tree_files(db.path());
+
+        // First backup: every distinct content once, named by its hash.
+        let first = backup(&remote, db.path(), &["--tag", "daily"]);
+        let id1 = first["snapshot"]["id"].as_str().unwrap().to_string();
+        let stored = objects(&remote);
+        let contents: BTreeSet<String> = v1.values().map(|b| sha(b)).collect();
+        let held: BTreeSet<String> = stored.values().map(|s| s.sha256.clone()).collect();
+        assert_eq!(held, contents, "one object per distinct content");
+        assert_eq!(stored.len(), contents.len());
+        assert!(stored.keys().all(|k| k.matches('/').count() == 2));
+        assert_eq!(snapshot_ids(&remote), BTreeSet::from([id1.clone()]));
+        // The record, read independently, lists every path with its size.
+        let record: Value =
+            serde_json::from_slice(&remote.raw(&format!("index/snapshots/{id1}"))).unwrap();
+        assert_eq!(record["tags"], serde_json::json!(["daily"]));
+        let listed: BTreeMap<String, u64> = record["manifest"]["files"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(p, e)| (p.clone(), e["size"].as_u64().unwrap()))
+            .collect();
+        let local: BTreeMap<String, u64> = v1
+            .iter()
+            .map(|(p, b)| (p.clone(), b.len() as u64))
+            .collect();
+        assert_eq!(listed, local);
+        assert_eq!(record["eventLog"]["lastSeq"], 3, "{}", record["eventLog"]);
+
+        // Unchanged: a new snapshot, no content read or sent, 3 requests.
+        let again = backup(&remote, db.path(), &[]);
+        assert_eq!(again["result"]["uploaded"].as_array().unwrap().len(), 0);
+        assert!(
+            again["result"]["requests"].as_u64().unwrap() <= 3,
+            "{}",
+            again["result"]["requests"]
+        );
+        assert_eq!(objects(&remote), stored, "nothing new stored");
+        assert_eq!(snapshot_ids(&remote).len(), 2);
+
+        // Two changed files: two objects, k + 3 requests.
+        std::fs::write(db.path().join("_meta/schema.json"), b"{\"v\":2}").unwrap();
+        std::fs::write(db.path().join("data/wéird/q?x.txt"), b"changed").unwrap();
+        std::fs::remove_file(db.path().join("yarn.lock")).unwrap();
+        let v2 = tree_files(db.path());
+        let third = backup(&remote, db.path(), &[]);
+        assert_eq!(third["result"]["uploaded"].as_array().unwrap().len(), 2);
+        assert!(third["result"]["requests"].as_u64().unwrap() <= 2 + 3);
+        let after = objects(&remote);
+        assert_eq!(after.len(), stored.len() + 2);
+        assert!(
+            stored.iter().all(|(k, s)| after.get(k) == Some(s)),
+            "no object was replaced"
+        );
+
+        // Every version comes back whole, by id prefix and as latest.
+        let out = tempfile::tempdir().unwrap();
+        restore(&remote, "", out.path(), &[]);
+        assert_eq!(tree_files(out.path()), v2);
+        restore(&remote, &id1[..8], out.path(), &[]);
+        assert_eq!(tree_files(out.path()), v1);
+        restore(&remote, "latest", out.path(), &[]);
+        assert_eq!(tree_files(out.path()), v2);
+        // The restored database has a manifest ParqueDB reads: every file
+        // with its size and hash.
+        let m: Value =
+            serde_json::from_slice(&std::fs::read(out.path().join("_meta/manifest.json")).unwrap())
+                .unwrap();
+        assert_eq!(m["files"].as_object().unwrap().len(), v2.len());
+        // The source database was left as it was: no manifest written.
+        assert!(!db.path().join("_meta/manifest.json").exists());
+
+        // diff names what changed between the first and the latest.
+        let d = json_of(
+            &pqsync(remote.server())
+                .args(["diff", &remote.url(), &id1[..6], "latest", "--json"])
+                .stdout_ok(),
+        );
+        assert_eq!(
+            d["changed"],
+            serde_json::json!(["_meta/schema.json", "data/wéird/q?x.txt"])
+        );
+        assert_eq!(d["removed"], serde_json::json!(["yarn.lock"]));
+        assert_eq!(d["added"], serde_json::json!([]));
+
+        // check reads every object back against its hash.
+        let c = json_of(
+            &pqsync(remote.server())
+                .args(["check", &remote.url(), "--read-data", "--json"])
+                .stdout_ok(),
+        );
+        assert_eq!(c["success"], true, "{c}");
+        assert_eq!(c["report"]["read"], after.len());
+    }
+}
+
+/// Backs up `db` at `time` after writing `content` into `log.json`;
+/// returns the snapshot id and the tree it holds.
+fn backup_at(
+    remote: &Remote,
+    db: &Path,
+    time: &str,
+    content: &str,
+) -> (String, BTreeMap<String, Vec<u8>>) {
+    let p = db.join("log.json");
+    std::fs::write(&p, content).unwrap();
+    age(&p);
+    let v = backup(remote, db, &["--time", time, "--grace", "3s"]);
+    (
+        v["snapshot"]["id"].as_str().unwrap().to_string(),
+        tree_files(db),
+    )
+}
+
+#[test]
+fn retention_point_in_time_and_two_phase_prune() {
+    for remote in Remote::each("retain") {
+        let db = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(db.path().join("_meta")).unwrap();
+        std::fs::write(db.path().join("_meta/schema.json"), b"{}").unwrap();
+        // Ten daily backups, each with its own log.json.
+        let mut versions = Vec::new();
+        for day in 1..=10 {
+            let t = format!("2026-01-{day:02}T02:00:00Z");
+            versions.push((
+                t.clone(),
+                backup_at(&remote, db.path(), &t, &format!("day {day}")),
+            ));
+        }
+        let list = json_of(
+            &pqsync(remote.server())
+                .args(["snapshots", &remote.url(), "--json"])
+                .stdout_ok(),
+        );
+        assert_eq!(list["snapshots"].as_array().unwrap().len(), 10);
+
+        // --at picks the newest at or before the time.
+        let out = tempfile::tempdir().unwrap();
+        let v = restore(&remote, "", out.path(), &["--at", "2026-01-04T12:00:00Z"]);
+        assert_eq!(v["snapshot"]["id"], versions[3].1 .0.as_str());
+        assert_eq!(tree_files(out.path()), versions[3].1 .1);
+        // A date means the end of that day.
+        restore(&remote, "", out.path(), &["--at", "2026-01-06"]);
+        assert_eq!(tree_files(out.path()), versions[5].1 .1);
+        // Before the oldest: an error naming it.
+        let err = pqsync(remote.server())
+            .args(["restore", &remote.url(), "-d"])
+            .arg(out.path())
+            .args(["--at", "2025-12-31T00:00:00Z"])
+            .stderr_with(1);
+        let err = String::from_utf8_lossy(&err);
+        assert!(
+            err.contains(&versions[0].1 .0[..8]) && err.contains("oldest"),
+            "{err}"
+        );
+        // After the newest: the newest, and how far past it.
+        let err = pqsync(remote.server())
+            .args(["restore", &remote.url(), "-d"])
+            .arg(out.path())
+            .args(["--at", "2026-01-12T02:00:00Z"])
+            .stderr_with(0);
+        assert!(
+            String::from_utf8_lossy(&err).contains("2d 0h after it"),
+            "{}",
+            String::from_utf8_lossy(&err)
+        );
+        assert_eq!(tree_files(out.path()), versions[9].1 .1);
+
+        // forget --dry-run shows what stays and why, and removes nothing.
+        let plan = json_of(
+            &pqsync(remote.server())
+                .args([
+                    "forget",
+                    &remote.url(),
+                    "--keep-daily",
+                    "3",
+                    "--keep-weekly",
+                    "2",
+                    "--dry-run",
+                    "--json",
+                ])
+                .stdout_ok(),
+        );
+        let kept: Vec<&str> = plan["groups"][0]["keep"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| &d["time"].as_str().unwrap()[..10])
+            .collect();
+        // Daily: Jan 10, 9, 8. Weekly: Jan 10 (2026-W02), Jan 4 (W01).
+        assert_eq!(
+            kept,
+            ["2026-01-10", "2026-01-09", "2026-01-08", "2026-01-04"]
+        );
+        assert_eq!(snapshot_ids(&remote).len(), 10);
+
+        let before = objects(&remote);
+        pqsync(remote.server())
+            .args([
+                "forget",
+                &remote.url(),
+                "--keep-daily",
+                "3",
+                "--keep-weekly",
+                "2",
+            ])
+            .stdout_ok();
+        let left = snapshot_ids(&remote);
+        assert_eq!(left.len(), 4);
+        assert_eq!(objects(&remote), before, "forget deletes no content");
+
+        // The first prune only marks; a prune within the grace period
+        // deletes nothing; one after it deletes exactly the unreferenced.
+        let p1 = json_of(
+            &pqsync(remote.server())
+                .args(["prune", &remote.url(), "--json"])
+                .stdout_ok(),
+        );
+        assert_eq!(p1["marked"], 6, "{p1}");
+        assert_eq!(p1["deleted"], 0);
+        assert_eq!(objects(&remote), before);
+        std::thread::sleep(std::time::Duration::from_millis(3200));
+        let p2 = json_of(
+            &pqsync(remote.server())
+                .args(["prune", &remote.url(), "--json"])
+                .stdout_ok(),
+        );
+        assert_eq!(p2["deleted"], 6, "{p2}");
+        let wanted: BTreeSet<String> = versions
+            .iter()
+            .filter(|(_, (id, _))| left.contains(id))
+            .flat_map(|(_, (_, files))| files.values().map(|b| sha(b)))
+            .collect();
+        let held: BTreeSet<String> = objects(&remote)
+            .values()
+            .map(|s| s.sha256.clone())
+            .collect();
+        assert_eq!(held, wanted, "exactly the content the kept snapshots need");
+        // Every kept snapshot restores whole.
+        for (_, (id, files)) in versions.iter().filter(|(_, (id, _))| left.contains(id)) {
+            let out = tempfile::tempdir().unwrap();
+            restore(&remote, &id[..8], out.path(), &[]);
+            assert_eq!(&tree_files(out.path()), files);
+        }
+        let c = json_of(
+            &pqsync(remote.server())
+                .args(["check", &remote.url(), "--read-data", "--json"])
+                .stdout_ok(),
+        );
+        assert_eq!(c["report"]["problems"], serde_json::json!([]));
+        // An empty policy is refused before anything is read.
+        let err = pqsync(remote.server())
+            .args(["forget", &remote.url()])
+            .stderr_with(2);
+        assert!(String::from_utf8_lossy(&err).contains("--keep-daily"));
+    }
+}
