@@ -120,16 +120,18 @@ impl Versions for Target {
         // A prune deletes an object no sooner than a grace period after it
         // marked it. An object this run relies on was unmarked when the run
         // started, so it cannot be gone before the start plus the grace
-        // period: within half of it, commit; within the whole of it, first
-        // read the marks again (none made since the start can have been
-        // acted on yet); later than that, nothing can be vouched for.
+        // period, and the commit must land before then. Within half of it,
+        // commit (the other half is slack for the PUT in flight); within
+        // three quarters, first read the marks again (none made since the
+        // start can have been acted on yet), leaving a quarter of slack;
+        // later than that, nothing can be vouched for.
         let grace = std::time::Duration::from_secs(self.config.grace_seconds);
         let elapsed = self.started.elapsed();
-        if elapsed >= grace {
+        if elapsed * 4 >= grace * 3 {
             return Err(Error::Repository {
                 url: self.url.clone(),
                 reason: format!(
-                    "this backup took {}s, longer than the repository's {}s grace period, so a prune may have deleted content it relies on; nothing was committed: run it again (it sends only what is missing)",
+                    "this backup ran {}s, too close to the repository's {}s grace period: a prune may delete content it relies on before its commit lands; nothing was committed: run it again (it sends only what is missing)",
                     elapsed.as_secs(),
                     grace.as_secs()
                 ),
