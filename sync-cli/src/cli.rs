@@ -98,7 +98,7 @@ pub enum Command {
     /// Parquet footers, entity counts, relationships, bloom filters and the
     /// event log. Exits 1 when a critical check fails.
     #[command(after_help = help(
-        "pqsync verify s3://bucket/prod --quick\n  pqsync verify ./restored --compare s3://bucket/prod --output report.json",
+        "pqsync verify s3://bucket/prod --quick\n  pqsync verify ./restored --compare s3://bucket/prod --output report.json\n  pqsync verify s3://bucket/backups/prod:latest",
         true,
     ))]
     Verify(VerifyArgs),
@@ -606,6 +606,10 @@ pub struct VerifyArgs {
     /// source of a restore).
     #[arg(long, value_name = "DIR|REMOTE")]
     pub compare: Option<String>,
+    /// Verify the snapshot of the repository TARGET taken at or before this
+    /// time, without restoring it (as `REPO:ID` or `REPO:latest` does).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
     /// `summary`: the checks and problems; `detailed`: also every file.
     #[arg(long, value_enum, default_value = "summary")]
     pub format: VerifyFormat,

@@ -5,7 +5,7 @@ mod completions;
 mod init;
 mod list;
 mod remote;
-mod repo;
+pub(crate) mod repo;
 mod stats;
 mod status;
 mod transfer;

@@ -98,6 +98,40 @@ fn coverage_text(s: &Snapshot) -> String {
     }
 }
 
+/// A snapshot named by `REPO:ID`, `REPO:latest` or `REPO` with `at`, as a
+/// read-only tree; `None` when `target` names no snapshot.
+///
+/// # Errors
+/// Usage errors, a repository that is not one, and no such snapshot.
+pub async fn snapshot_target(
+    s: &Session,
+    target: &str,
+    at: Option<&str>,
+    flags: &RemoteFlags,
+) -> Result<Option<Box<dyn pqsync_core::Tree>>> {
+    let (url, spec) = split_spec(target)?;
+    let spec = match (spec, self::at(at)?) {
+        (Some(_), Some(_)) => {
+            return Err(
+                UsageError("give either REPO:ID (or :latest) or --at, not both".into()).into(),
+            )
+        }
+        (Some(sp), None) => sp,
+        (None, Some(t)) => SnapshotSpec::At(t),
+        (None, None) => return Ok(None),
+    };
+    let repo = open(s, &url, flags).await?;
+    let all = repo.snapshots().await?;
+    let (snap, _) = repo.resolve(&all, &spec, &Filter::default())?;
+    s.printer.note(&format!(
+        "snapshot {} of {} from {}",
+        snap.short_id(),
+        snap.record.name,
+        snap.record.time
+    ));
+    Ok(Some(Box::new(repo.snapshot_tree(snap)?)))
+}
+
 /// `pqsync backup`.
 pub async fn backup(a: &BackupArgs, s: &Session) -> Result<ExitStatus> {
     let time = at(a.time.as_deref())?;

@@ -161,6 +161,35 @@ fn backups_deduplicate_and_restore_every_version() {
         );
         assert_eq!(c["success"], true, "{c}");
         assert_eq!(c["report"]["read"], after.len());
+
+        // verify runs the guide's checks on a snapshot without restoring
+        // it, and finds damage in the objects it reads.
+        let v = json_of(
+            &pqsync(remote.server())
+                .args(["verify", &format!("{}:latest", remote.url()), "--json"])
+                .stdout_ok(),
+        );
+        assert_eq!(v["passed"], true, "{v}");
+        let users = &v2["data/users/data.parquet"];
+        let key = format!("objects/{}", {
+            let h = HashAlgorithm::Blake3.digest(users).to_string();
+            format!("{}/{h}", &h[..2])
+        });
+        let mut bad = users.clone();
+        bad[100] ^= 0xff;
+        remote.put(&key, &bad, None);
+        let v = json_of(
+            &pqsync(remote.server())
+                .args(["verify", &remote.url(), "--at", "2030-01-01", "--json"])
+                .stdout_with(1),
+        );
+        assert_eq!(v["passed"], false);
+        assert!(v.to_string().contains("data/users/data.parquet"), "{v}");
+        let c = pqsync(remote.server())
+            .args(["check", &remote.url(), "--read-data"])
+            .stderr_with(1);
+        let c = String::from_utf8_lossy(&c);
+        assert!(c.contains(&key) && c.contains("damaged"), "{c}");
     }
 }
 
@@ -323,5 +352,308 @@ fn retention_point_in_time_and_two_phase_prune() {
             .args(["forget", &remote.url()])
             .stderr_with(2);
         assert!(String::from_utf8_lossy(&err).contains("--keep-daily"));
+    }
+}
+
+/// An append-only proxy in front of the S3 server (see
+/// `testdata/independent/append_only_proxy.py`): credentials that can
+/// create objects, never delete or replace one.
+struct AppendOnly {
+    child: std::process::Child,
+    endpoint: String,
+    log: tempfile::NamedTempFile,
+}
+
+impl AppendOnly {
+    fn start(server: &pqsync_testdata::s3::S3Server) -> AppendOnly {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../testdata/independent/append_only_proxy.py");
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .arg(log.path())
+            .envs(server.env())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs (.ci/run installs boto3)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line.trim().parse().expect("the proxy prints its port");
+        AppendOnly {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            log,
+        }
+    }
+
+    /// The requests it refused: (method, key, status).
+    fn refused(&self) -> Vec<(String, String, u64)> {
+        std::fs::read_to_string(self.log.path())
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                (
+                    v["method"].as_str().unwrap().to_string(),
+                    v["key"].as_str().unwrap().to_string(),
+                    v["status"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for AppendOnly {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn backups_need_only_permission_to_create() {
+    let remote = Remote::s3("append-only");
+    let server = remote.server().unwrap();
+    let proxy = AppendOnly::start(server);
+    let via = || {
+        let mut c = pqsync(Some(server));
+        c.env("AWS_ENDPOINT_URL", &proxy.endpoint);
+        c
+    };
+    let backup_via = |db: &Path| {
+        let v = json_of(
+            &via()
+                .args(["backup", &remote.url(), "-d"])
+                .arg(db)
+                .arg("--json")
+                .stdout_ok(),
+        );
+        assert_eq!(v["success"], true, "{v}");
+        v
+    };
+    let one = sample_copy();
+    let two = sample_copy();
+    backup_via(one.path());
+    backup_via(one.path());
+    std::fs::write(one.path().join("_meta/schema.json"), b"{\"v\":2}").unwrap();
+    backup_via(one.path());
+    let stored = objects(&remote);
+    // A second database with the same content: every object is already
+    // there, and "already exists" is success.
+    let v = backup_via(two.path());
+    assert_eq!(objects(&remote), stored, "nothing replaced, nothing added");
+    assert_eq!(snapshot_ids(&remote).len(), 4);
+    let refused = proxy.refused();
+    assert!(
+        !refused.is_empty(),
+        "the second database's uploads met existing objects"
+    );
+    assert!(
+        refused
+            .iter()
+            .all(|(m, k, s)| m == "PUT" && k.contains("/objects/") && *s == 412),
+        "a backup only ever creates: {refused:?}"
+    );
+    // Reading needs nothing more.
+    let out = tempfile::tempdir().unwrap();
+    let id = v["snapshot"]["id"].as_str().unwrap();
+    via()
+        .args(["restore", &format!("{}:{}", remote.url(), &id[..8]), "-d"])
+        .arg(out.path())
+        .stdout_ok();
+    assert_eq!(tree_files(out.path()), tree_files(two.path()));
+    // Forgetting needs delete permission: one line saying so, and nothing
+    // is gone.
+    let err = via()
+        .args(["forget", &remote.url(), "--keep-last", "1"])
+        .stderr_with(1);
+    let err = String::from_utf8_lossy(&err);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("403") || err.contains("denied"), "{err}");
+    assert_eq!(snapshot_ids(&remote).len(), 4);
+    assert_eq!(objects(&remote), stored);
+}
+
+/// Checks that every snapshot in the repository names objects that are
+/// there, whole, with the content hash their entries give; returns the
+/// number of snapshots. Everything is read in one pass of the store's
+/// listing (the directory's files, or an S3 client of the server), so the
+/// many kill trials stay fast; the tests above judge with boto3.
+fn assert_snapshots_whole(remote: &Remote, when: &str) -> usize {
+    let all = remote.objects();
+    let snaps: Vec<&String> = all
+        .keys()
+        .filter(|k| k.starts_with("index/snapshots/"))
+        .collect();
+    for key in &snaps {
+        let record: Value = serde_json::from_slice(&all[*key]).unwrap();
+        for (path, e) in record["manifest"]["files"].as_object().unwrap() {
+            let hash = e["hash"].as_str().unwrap();
+            let object = e
+                .get("object")
+                .and_then(Value::as_str)
+                .map_or_else(|| format!("objects/{}/{hash}", &hash[..2]), str::to_string);
+            let bytes = all.get(&object).unwrap_or_else(|| {
+                panic!("{when}: {key} names {path} in {object}, which is missing")
+            });
+            assert_eq!(
+                bytes.len() as u64,
+                e["size"].as_u64().unwrap(),
+                "{when}: {object} is incomplete"
+            );
+            assert_eq!(
+                HashAlgorithm::Blake3.digest(bytes).to_string(),
+                hash,
+                "{when}: {object} does not hold {path}"
+            );
+        }
+    }
+    snaps.len()
+}
+
+/// Runs the binary and kills it (SIGKILL) after `delay`; returns whether it
+/// was still running then.
+fn run_and_kill(
+    remote: &Remote,
+    args: &[&str],
+    db: Option<&Path>,
+    delay: std::time::Duration,
+) -> bool {
+    let mut cmd = crate::binary(remote.server());
+    cmd.arg("--no-progress").args(args);
+    if let Some(db) = db {
+        cmd.arg("-d").arg(db);
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    let running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    running
+}
+
+fn trials() -> usize {
+    std::env::var("PQSYNC_KILL_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6)
+}
+
+/// `kill -9` of backups at random moments: no snapshot ever names content
+/// that is not whole, and the next backup completes and restores whole.
+#[test]
+fn kill_nine_during_backup() {
+    use rand::{Rng, SeedableRng};
+    let remote = Remote::s3("kb");
+    let db = tempfile::tempdir().unwrap();
+    pqsync_testdata::generate::generate(
+        db.path(),
+        &pqsync_testdata::generate::GenOptions {
+            extra_files: 60,
+            big_file_mib: 20,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for p in tree_files(db.path()).keys() {
+        age(&db.path().join(p));
+    }
+    let server = remote.server().unwrap();
+    let started = std::time::Instant::now();
+    // Short prefixes: the in-process server names a multipart upload's
+    // metadata file after the base64 of bucket and key, which must fit in
+    // 255 bytes.
+    pqsync(Some(server))
+        .args(["backup", &server.unique_url("kbc"), "-d"])
+        .arg(db.path())
+        .stdout_ok();
+    let full = started.elapsed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261205);
+    let mut mid_run = 0;
+    for trial in 0..trials() {
+        // Each trial changes one file, so the repository grows by a version.
+        let p = db.path().join("_meta/schema.json");
+        std::fs::write(&p, format!("{{\"trial\":{trial}}}")).unwrap();
+        age(&p);
+        let delay = full.mul_f64(rng.random_range(0.05..1.0));
+        if run_and_kill(&remote, &["backup", &remote.url()], Some(db.path()), delay) {
+            mid_run += 1;
+        }
+        assert_snapshots_whole(&remote, &format!("trial {trial}, after the kill"));
+        backup(&remote, db.path(), &[]);
+        assert_snapshots_whole(&remote, &format!("trial {trial}, after the rerun"));
+    }
+    let out = tempfile::tempdir().unwrap();
+    restore(&remote, "latest", out.path(), &[]);
+    assert_eq!(tree_files(out.path()), tree_files(db.path()));
+    assert!(mid_run > 0, "some kills land mid-run");
+}
+
+/// `kill -9` of prunes at random moments, marking and deleting: every
+/// kept snapshot stays whole, and the next prune finishes the job.
+#[test]
+fn kill_nine_during_prune() {
+    use rand::{Rng, SeedableRng};
+    let remote = Remote::s3("kill-prune");
+    let db = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(db.path().join("data")).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for trial in 0..trials() {
+        // Two backups of 40 fresh files each, the first forgotten.
+        for round in 0..2 {
+            for i in 0..40 {
+                let p = db.path().join(format!("data/f{i}.json"));
+                std::fs::write(&p, format!("{trial}-{round}-{i}")).unwrap();
+                age(&p);
+            }
+            backup(&remote, db.path(), &["--grace", "2s"]);
+        }
+        pqsync(remote.server())
+            .args(["forget", &remote.url(), "--keep-last", "1"])
+            .stdout_ok();
+        let started = std::time::Instant::now();
+        pqsync(remote.server())
+            .args(["prune", &remote.url()])
+            .stdout_ok();
+        let took = started.elapsed();
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        // The deleting prune, killed somewhere along the way.
+        let delay = took.mul_f64(rng.random_range(0.05..1.5));
+        run_and_kill(&remote, &["prune", &remote.url()], None, delay);
+        assert_eq!(
+            assert_snapshots_whole(&remote, &format!("trial {trial}, after the kill")),
+            1
+        );
+        let c = json_of(
+            &pqsync(remote.server())
+                .args(["check", &remote.url(), "--json"])
+                .stdout_ok(),
+        );
+        assert_eq!(c["report"]["problems"], serde_json::json!([]));
+        // Finish: whatever the killed prune left marked goes once ripe.
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        pqsync(remote.server())
+            .args(["prune", &remote.url()])
+            .stdout_ok();
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        pqsync(remote.server())
+            .args(["prune", &remote.url()])
+            .stdout_ok();
+        let wanted: BTreeSet<String> = tree_files(db.path()).values().map(|b| sha(b)).collect();
+        let held: BTreeSet<String> = objects(&remote)
+            .values()
+            .map(|s| s.sha256.clone())
+            .collect();
+        assert_eq!(
+            held, wanted,
+            "trial {trial}: only the kept snapshot's content is left"
+        );
     }
 }

@@ -620,6 +620,19 @@ impl Repository {
         Ok(Engine::restore(local, tree, opts.with_hash(alg)))
     }
 
+    /// A snapshot as a read-only tree, for `verify`, `stats` and `list`
+    /// without restoring it: its manifest is the snapshot's, and each path
+    /// reads the object holding its content.
+    ///
+    /// # Errors
+    /// [`Error::ManifestCorrupt`] for a damaged snapshot.
+    pub fn snapshot_tree(&self, snapshot: &Snapshot) -> Result<StoreTree> {
+        let m = self.tree_of(snapshot)?;
+        let url = format!("{}:{}", self.url(), snapshot.short_id());
+        let target = Arc::new(Target::new(self.config.clone(), &url, Some(m)));
+        Ok(self.tree.clone().with_versions(target).with_url(url))
+    }
+
     /// The tree a snapshot holds.
     ///
     /// # Errors

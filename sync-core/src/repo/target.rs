@@ -77,6 +77,11 @@ impl Versions for Target {
         entry_object(&self.config, e)
     }
 
+    fn object_of_path(&self, rel: &str) -> Option<String> {
+        let e = self.head.as_ref()?.files.get(rel)?;
+        Some(entry_object(&self.config, e))
+    }
+
     fn reusable(&self, key: &str) -> bool {
         !self.marked.contains(key)
     }

@@ -409,6 +409,7 @@ impl StoreTree {
     /// # Errors
     /// [`Error::Store`]; a missing object is a permanent error.
     pub async fn open(&self, rel: &str) -> Result<BoxStream<'static, Result<Bytes>>> {
+        let rel = &self.object_rel(rel);
         self.stream(&self.location(rel), self.display(rel)).await
     }
 
@@ -432,6 +433,19 @@ impl StoreTree {
     /// # Errors
     /// [`Error::Store`].
     pub async fn list_files(&self) -> Result<BTreeMap<String, u64>> {
+        if let Some(v) = &self.versions {
+            // A snapshot tree's files are those of its snapshot whose
+            // objects the listing finds, with the objects' sizes.
+            let objects = self.list_objects().await?;
+            let head = v.head().map(|h| h.manifest.files).unwrap_or_default();
+            return Ok(head
+                .into_values()
+                .filter_map(|e| {
+                    let key = self.object_entry(&e).path;
+                    objects.get(&key).map(|m| (e.path, m.size))
+                })
+                .collect());
+        }
         Ok(self
             .list_objects()
             .await?
@@ -467,6 +481,7 @@ impl StoreTree {
     /// # Errors
     /// [`Error::Store`].
     pub async fn read_range(&self, rel: &str, range: Range<u64>) -> Result<Bytes> {
+        let rel = &self.object_rel(rel);
         let shown = self.display(rel);
         let opts = GetOptions {
             range: Some(object_store::GetRange::Bounded(range)),
@@ -485,6 +500,7 @@ impl StoreTree {
     /// # Errors
     /// [`Error::Store`].
     pub async fn read_all(&self, rel: &str) -> Result<Bytes> {
+        let rel = &self.object_rel(rel);
         let shown = self.display(rel);
         let got = self
             .store

@@ -25,6 +25,10 @@ pub(crate) trait Versions: Send + Sync + std::fmt::Debug {
     /// The tree-relative key of the object holding `e`'s content.
     fn object(&self, e: &FileEntry) -> String;
 
+    /// The key of the object holding the file at `rel` in the snapshot the
+    /// tree shows, if it has that file.
+    fn object_of_path(&self, rel: &str) -> Option<String>;
+
     /// Whether an object that already exists at `key` may be relied on
     /// (one that a prune has marked for deletion may not).
     fn reusable(&self, key: &str) -> bool;
@@ -46,10 +50,26 @@ impl StoreTree {
         self
     }
 
+    /// Names the tree `url` in messages.
+    pub(crate) fn with_url(mut self, url: String) -> Self {
+        self.url = url;
+        self
+    }
+
     /// Whether files are kept by content, so nothing is deleted or
     /// replaced in place.
     pub(crate) fn keeps_versions(&self) -> bool {
         self.versions.is_some()
+    }
+
+    /// The key to read for `rel`: on a snapshot tree, the object holding
+    /// the snapshot's file at `rel`; elsewhere (or for a key that is no
+    /// file of the snapshot), `rel` itself.
+    pub(crate) fn object_rel<'a>(&self, rel: &'a str) -> std::borrow::Cow<'a, str> {
+        match self.versions.as_ref().and_then(|v| v.object_of_path(rel)) {
+            Some(key) => std::borrow::Cow::Owned(key),
+            None => std::borrow::Cow::Borrowed(rel),
+        }
     }
 
     /// `e` as the entry of its object: the same content, at the object's
