@@ -310,6 +310,12 @@ pub struct TransferArgs {
     /// The database directory.
     #[arg(short = 'd', long = "dir", default_value = ".")]
     pub dir: PathBuf,
+    /// Push only: push a plain, ParqueDB-readable copy to REMOTE/SLUG (for
+    /// example `backups/20260201`), recording the slug in its manifest; the
+    /// directory's remembered remote stays REMOTE. For versions with
+    /// deduplication and retention, use `pqsync backup`.
+    #[arg(long, value_name = "SLUG")]
+    pub slug: Option<String>,
     /// How the transfer behaves.
     #[command(flatten)]
     pub sync: SyncFlags,

@@ -126,6 +126,51 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Versioned backups
+//!
+//! A [`Repository`] keeps deduplicated snapshots; a backup is the same
+//! engine pushing into a snapshot, a restore pulling one back:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use pqsync_core::{
+//!     BackupOptions, Filter, GroupBy, LocalTree, Policy, PruneOptions, ReadData, Repository,
+//!     SnapshotSpec, StoreTree, SyncOptions, DEFAULT_GRACE,
+//! };
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> pqsync_core::Result<()> {
+//! let (db, restored) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+//! std::fs::create_dir_all(db.path().join("_meta")).unwrap();
+//! std::fs::write(db.path().join("_meta/schema.json"), b"{}").unwrap();
+//! let store = Arc::new(object_store::memory::InMemory::new());
+//! let tree = StoreTree::new(store, "backups/prod", "memory:///backups/prod");
+//! let (repo, _new) = Repository::open_or_init(tree, DEFAULT_GRACE, true).await?;
+//!
+//! // Two backups; the second stores nothing new.
+//! for _ in 0..2 {
+//!     let backup = repo.backup(LocalTree::new(db.path()), BackupOptions::default()).await?;
+//!     let committed = backup.committed();
+//!     let engine = backup.into_engine();
+//!     assert!(engine.execute(engine.plan().await?).await?.success);
+//!     println!("saved {}", committed.get().unwrap().short_id());
+//! }
+//! let all = repo.snapshots().await?;
+//! assert_eq!(all.len(), 2);
+//! assert_eq!(all[1].record.summary.added_objects, 0);
+//!
+//! // Restore the latest, then keep only it and prune.
+//! let (latest, _) = repo.resolve(&all, &SnapshotSpec::Latest, &Filter::default())?;
+//! let engine = repo.restore(latest, LocalTree::new(restored.path()), SyncOptions::default())?;
+//! engine.execute(engine.plan().await?).await?;
+//! assert_eq!(std::fs::read(restored.path().join("_meta/schema.json")).unwrap(), b"{}");
+//! let keep_one = Policy { last: Some(1), ..Policy::default() };
+//! repo.forget(&keep_one, &Filter::default(), GroupBy::default(), false).await?;
+//! repo.prune(&PruneOptions::default()).await?;
+//! assert!(repo.check(ReadData::All).await?.problems.is_empty());
+//! # Ok(()) }
+//! ```
+//!
 //! ## Crate features
 //!
 //! None: the crate always supports local directories and any

@@ -49,10 +49,26 @@ pub async fn run(mode: Mode, a: &TransferArgs, s: &Session) -> Result<ExitStatus
         )
         .into());
     }
+    if a.slug.is_some() && mode != Mode::Push {
+        return Err(UsageError(format!(
+            "--slug names a versioned copy that push makes; {mode} does not take it (to fetch one, {mode} REMOTE/SLUG)"
+        ))
+        .into());
+    }
     let local = super::local_tree(&a.dir, mode != Mode::Pull)?;
-    let url = super::resolve_remote(a.remote.as_deref(), &local)?;
+    let mut url = super::resolve_remote(a.remote.as_deref(), &local)?;
+    let mut opts = sync_options(&a.sync, &a.select)?;
+    if let Some(slug) = &a.slug {
+        let slug = slug.trim_matches('/');
+        pqsync_core::validate_path(slug, "--slug").map_err(|e| {
+            UsageError(format!(
+                "{e}; a slug is a relative path such as backups/20260201"
+            ))
+        })?;
+        url = format!("{}/{slug}", url.trim_end_matches('/'));
+        opts = opts.with_slug(slug);
+    }
     let remote = s.parse_remote(&url)?;
-    let opts = sync_options(&a.sync, &a.select)?;
     let create = mode != Mode::Pull && !a.sync.dry_run;
     let remote = s.open_remote(&remote, &a.remote_flags, create, &opts.congestion)?;
     let (arrow, engine) = match mode {

@@ -657,3 +657,74 @@ fn kill_nine_during_prune() {
         );
     }
 }
+
+/// The guide's own form: `push --slug backups/20260201` writes a plain,
+/// ParqueDB-readable copy under REMOTE/SLUG with the slug in its manifest,
+/// and leaves the directory's remembered remote and manifest alone.
+#[test]
+fn push_slug_writes_a_readable_versioned_copy() {
+    for remote in Remote::each("slug") {
+        let db = sample_copy();
+        let main = format!("{}/prod", remote.url());
+        pqsync(remote.server())
+            .args(["push", &main, "-d"])
+            .arg(db.path())
+            .stdout_ok();
+        let manifest_before = std::fs::read(db.path().join("_meta/manifest.json")).unwrap();
+        pqsync(remote.server())
+            .args(["push", &remote.url(), "--slug", "backups/20260201", "-d"])
+            .arg(db.path())
+            .stdout_ok();
+        let listed = remote.independent();
+        let copy: BTreeMap<String, String> = listed
+            .iter()
+            .filter_map(|(k, s)| {
+                Some((
+                    k.strip_prefix("backups/20260201/")?.to_string(),
+                    s.sha256.clone(),
+                ))
+            })
+            .filter(|(k, _)| !k.starts_with("_meta/.pqsync/"))
+            .collect();
+        let mut want: BTreeMap<String, String> = tree_files(db.path())
+            .iter()
+            .map(|(p, b)| (p.clone(), sha(b)))
+            .collect();
+        let m: Value =
+            serde_json::from_slice(&remote.raw("backups/20260201/_meta/manifest.json")).unwrap();
+        want.insert(
+            "_meta/manifest.json".into(),
+            copy["_meta/manifest.json"].clone(),
+        );
+        assert_eq!(copy, want);
+        assert_eq!(m["slug"], "backups/20260201");
+        assert_eq!(m["files"].as_object().unwrap().len(), want.len() - 1);
+        // The directory still syncs with its own remote.
+        let out = pqsync(remote.server())
+            .args(["remote", "-d"])
+            .arg(db.path())
+            .stdout_ok();
+        assert!(
+            String::from_utf8_lossy(&out).contains("/prod"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        assert_eq!(
+            std::fs::read(db.path().join("_meta/manifest.json")).unwrap(),
+            manifest_before
+        );
+        // Anyone can pull the copy.
+        let out = tempfile::tempdir().unwrap();
+        pqsync(remote.server())
+            .args(["pull", &format!("{}/backups/20260201", remote.url()), "-d"])
+            .arg(out.path())
+            .stdout_ok();
+        assert_eq!(tree_files(out.path()), tree_files(db.path()));
+        // A slug that climbs out is refused before any request.
+        let err = pqsync(remote.server())
+            .args(["push", &remote.url(), "--slug", "../elsewhere", "-d"])
+            .arg(db.path())
+            .stderr_with(2);
+        assert!(String::from_utf8_lossy(&err).contains("slug"));
+    }
+}

@@ -602,6 +602,9 @@ impl Run<'_> {
         m.files = files;
         m.last_synced_at = now_iso();
         m.synced_from = Some(source.synced_from(plan.mode));
+        if let Some(slug) = &self.engine.opts.slug {
+            m.slug = Some(slug.clone());
+        }
         m
     }
 
@@ -747,6 +750,7 @@ impl Run<'_> {
                 clean_run,
                 keep: self.local_keep(),
                 on_deleted: &on_deleted,
+                versioned_copy: self.engine.opts.slug.is_some(),
             })
             .await?;
         if let Some(run) = self.local_keep() {

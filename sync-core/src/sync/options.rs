@@ -58,6 +58,10 @@ pub struct SyncOptions {
     /// Whether a sending run looks for damaged remote objects to send
     /// again. Default: no.
     pub repair: Repair,
+    /// A push to a versioned copy (`push --slug`): the remote manifest
+    /// records this `slug`, and the directory's own manifest and its
+    /// remembered remote are left as they are. Default: none.
+    pub slug: Option<String>,
 }
 
 impl Default for SyncOptions {
@@ -75,6 +79,7 @@ impl Default for SyncOptions {
             congestion: Default::default(),
             selection: Selection::all(),
             repair: Repair::Off,
+            slug: None,
         }
     }
 }
@@ -113,6 +118,13 @@ impl SyncOptions {
     /// Holds back a side's deletions beyond `limit`.
     pub fn with_max_delete(mut self, limit: MaxDelete) -> Self {
         self.max_delete = limit;
+        self
+    }
+
+    /// Makes the push a versioned copy named `slug` (see
+    /// [`SyncOptions::slug`]).
+    pub fn with_slug(mut self, slug: impl Into<String>) -> Self {
+        self.slug = Some(slug.into());
         self
     }
 

@@ -88,6 +88,9 @@ pub(crate) struct Settle<'a> {
     pub keep: Option<&'a str>,
     /// Told of each local deletion.
     pub on_deleted: &'a (dyn Fn(&str) + Send + Sync),
+    /// A push to a versioned copy (`--slug`): the directory's manifest and
+    /// remembered remote stay as they are.
+    pub versioned_copy: bool,
 }
 
 /// The source's side of the outcome.
@@ -582,7 +585,9 @@ impl Source for LocalSource {
                 .zip(s.remote_after)
                 .all(|((p, a), (q, r))| p == q && a.same_content(r));
         let commit = s.remote_commit.filter(|_| agrees);
-        self.write_local_manifest(&s, &after, commit)?;
+        if !s.versioned_copy {
+            self.write_local_manifest(&s, &after, commit)?;
+        }
         if s.mode == Mode::Restore {
             // The restored database's manifest is written; it keeps no base
             // for the repository.
@@ -610,7 +615,9 @@ impl Source for LocalSource {
         if s.clean_run {
             self.state.clear_journal();
         }
-        self.state.record_remote()?;
+        if !s.versioned_copy {
+            self.state.record_remote()?;
+        }
         Ok(out)
     }
 
