@@ -27,6 +27,7 @@ Environment:
   AWS_EC2_METADATA_DISABLED=true                               never ask the instance metadata service for credentials
   R2_JURISDICTION                                              default, eu or fedramp (--jurisdiction and ?jurisdiction= override it)
   GOOGLE_*, AZURE_*                                            GCS and Azure settings, as object_store reads them
+  PQSYNC_PASSWORD                                              an encrypted repository's password (repository commands)
   PQSYNC_LOG                                                   log filter (tracing's EnvFilter syntax)";
 
 /// Sync ParqueDB databases between local disk and object stores.
@@ -171,6 +172,12 @@ pub enum Command {
         true,
     ))]
     Check(CheckArgs),
+    /// Make an encrypted repository, or manage the passwords that open one.
+    #[command(after_help = help(
+        "PQSYNC_PASSWORD=... pqsync key init s3://bucket/backups/prod\n  pqsync key add s3://bucket/backups/prod --password-file old.txt --new-password-file new.txt\n  pqsync key list s3://bucket/backups/prod\n  pqsync key remove s3://bucket/backups/prod 3f9a",
+        true,
+    ))]
+    Key(KeyArgs),
     /// Print a shell completion script.
     #[command(after_help = help(
         "pqsync completions bash > ~/.local/share/bash-completion/completions/pqsync\n  pqsync completions zsh > ~/.zfunc/_pqsync",
@@ -364,6 +371,19 @@ pub struct MirrorArgs {
     pub remote_flags: RemoteFlags,
 }
 
+/// Where an encrypted repository's password comes from (else
+/// `PQSYNC_PASSWORD`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct PasswordFlags {
+    /// Read the password from the first line of FILE.
+    #[arg(long, value_name = "FILE", conflicts_with = "password_command")]
+    pub password_file: Option<PathBuf>,
+    /// Run CMD (with `sh -c`) and take the first line it prints as the
+    /// password.
+    #[arg(long, value_name = "CMD")]
+    pub password_command: Option<String>,
+}
+
 /// Which snapshots a command looks at.
 #[derive(Debug, Args, Clone, Default)]
 pub struct SnapshotFilterFlags {
@@ -407,6 +427,13 @@ pub struct BackupArgs {
     /// marked before a prune deletes it. Backups must finish well within it.
     #[arg(long, value_name = "AGE", default_value = "1d", value_parser = parse_age)]
     pub grace: Duration,
+    /// For a new repository: encrypt it under the password
+    /// (PQSYNC_PASSWORD, --password-file or --password-command).
+    #[arg(long)]
+    pub encrypt: bool,
+    /// The repository's password, when it is encrypted.
+    #[command(flatten)]
+    pub password: PasswordFlags,
     /// How the repository is reached.
     #[command(flatten)]
     pub remote_flags: RemoteFlags,
@@ -424,6 +451,9 @@ pub struct SnapshotsArgs {
     /// Which snapshots.
     #[command(flatten)]
     pub filter: SnapshotFilterFlags,
+    /// The repository's password, when it is encrypted.
+    #[command(flatten)]
+    pub password: PasswordFlags,
     /// How the repository is reached.
     #[command(flatten)]
     pub remote_flags: RemoteFlags,
@@ -458,6 +488,9 @@ pub struct RestoreArgs {
     /// Which files to restore (the others are left as they are).
     #[command(flatten)]
     pub select: SelectFlags,
+    /// The repository's password, when it is encrypted.
+    #[command(flatten)]
+    pub password: PasswordFlags,
     /// How the repository is reached.
     #[command(flatten)]
     pub remote_flags: RemoteFlags,
@@ -479,6 +512,9 @@ pub struct DiffArgs {
     /// Which snapshots times and latest choose among.
     #[command(flatten)]
     pub filter: SnapshotFilterFlags,
+    /// The repository's password, when it is encrypted.
+    #[command(flatten)]
+    pub password: PasswordFlags,
     /// How the repository is reached.
     #[command(flatten)]
     pub remote_flags: RemoteFlags,
@@ -530,6 +566,9 @@ pub struct ForgetArgs {
     /// With --prune: the grace period (never less than the repository's).
     #[arg(long, value_name = "AGE", value_parser = parse_age)]
     pub grace: Option<Duration>,
+    /// The repository's password, when it is encrypted.
+    #[command(flatten)]
+    pub password: PasswordFlags,
     /// How the repository is reached.
     #[command(flatten)]
     pub remote_flags: RemoteFlags,
@@ -547,6 +586,9 @@ pub struct PruneArgs {
     /// Show what would be marked and deleted, and change nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    /// The repository's password, when it is encrypted.
+    #[command(flatten)]
+    pub password: PasswordFlags,
     /// How the repository is reached.
     #[command(flatten)]
     pub remote_flags: RemoteFlags,
@@ -564,6 +606,95 @@ pub struct CheckArgs {
     /// random (e.g. 10%).
     #[arg(long, value_name = "P%")]
     pub read_data_subset: Option<String>,
+    /// The repository's password, when it is encrypted.
+    #[command(flatten)]
+    pub password: PasswordFlags,
+    /// How the repository is reached.
+    #[command(flatten)]
+    pub remote_flags: RemoteFlags,
+}
+
+/// Arguments of `key`.
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: KeyAction,
+}
+
+/// The `key` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeyAction {
+    /// Make a new, encrypted repository.
+    Init(KeyInitArgs),
+    /// Add a password.
+    Add(KeyChangeArgs),
+    /// List the key files: id, host, creation time; `*` marks the one the
+    /// password opens.
+    List(KeyRepoArgs),
+    /// Remove a password (not the one given, and not the last).
+    Remove(KeyRemoveArgs),
+    /// Change the password given to a new one.
+    Passwd(KeyChangeArgs),
+}
+
+/// A repository and its password.
+#[derive(Debug, Args)]
+pub struct KeyRepoArgs {
+    /// The repository.
+    pub repository: String,
+    /// The password.
+    #[command(flatten)]
+    pub password: PasswordFlags,
+    /// How the repository is reached.
+    #[command(flatten)]
+    pub remote_flags: RemoteFlags,
+}
+
+/// Arguments of `key init`.
+#[derive(Debug, Args)]
+pub struct KeyInitArgs {
+    /// The repository to make.
+    pub repository: String,
+    /// How long content no snapshot references stays marked before a prune
+    /// deletes it.
+    #[arg(long, value_name = "AGE", default_value = "1d", value_parser = parse_age)]
+    pub grace: Duration,
+    /// The password.
+    #[command(flatten)]
+    pub password: PasswordFlags,
+    /// How the repository is reached.
+    #[command(flatten)]
+    pub remote_flags: RemoteFlags,
+}
+
+/// Arguments of `key add` and `key passwd`.
+#[derive(Debug, Args)]
+pub struct KeyChangeArgs {
+    /// The repository.
+    pub repository: String,
+    /// Read the new password from the first line of FILE (else
+    /// PQSYNC_NEW_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    pub new_password_file: Option<PathBuf>,
+    /// The current password.
+    #[command(flatten)]
+    pub password: PasswordFlags,
+    /// How the repository is reached.
+    #[command(flatten)]
+    pub remote_flags: RemoteFlags,
+}
+
+/// Arguments of `key remove`.
+#[derive(Debug, Args)]
+pub struct KeyRemoveArgs {
+    /// The repository.
+    pub repository: String,
+    /// The key's id (a unique prefix, as `key list` shows it).
+    pub id: String,
+    /// A password that opens the repository (not the key removed).
+    #[command(flatten)]
+    pub password: PasswordFlags,
     /// How the repository is reached.
     #[command(flatten)]
     pub remote_flags: RemoteFlags,
@@ -638,6 +769,9 @@ pub struct VerifyArgs {
     #[arg(short = 'd', long = "dir", value_name = "DIR", id = "repair_from")]
     pub dir: Option<PathBuf>,
     /// How remotes are reached.
+    /// The repository's password, for a snapshot of an encrypted one.
+    #[command(flatten)]
+    pub password: PasswordFlags,
     #[command(flatten)]
     pub remote_flags: RemoteFlags,
 }

@@ -23,7 +23,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(repo_dir)?;
     let store = Arc::new(LocalFileSystem::new_with_prefix(repo_dir)?);
     let tree = StoreTree::new(store, "", format!("file://{repo_dir}")).with_attributes(false);
-    let (repo, new) = Repository::open_or_init(tree, DEFAULT_GRACE, true).await?;
+    let (repo, new) = Repository::open_or_init(tree, DEFAULT_GRACE, true, None).await?;
     if new {
         println!("made a repository in {repo_dir}");
     }

@@ -145,7 +145,7 @@
 //! std::fs::write(db.path().join("_meta/schema.json"), b"{}").unwrap();
 //! let store = Arc::new(object_store::memory::InMemory::new());
 //! let tree = StoreTree::new(store, "backups/prod", "memory:///backups/prod");
-//! let (repo, _new) = Repository::open_or_init(tree, DEFAULT_GRACE, true).await?;
+//! let (repo, _new) = Repository::open_or_init(tree, DEFAULT_GRACE, true, None).await?;
 //!
 //! // Two backups; the second stores nothing new.
 //! for _ in 0..2 {
@@ -199,8 +199,8 @@ pub use parquedb::{
 };
 pub use repo::{
     diff_trees, parse_time, Backup, BackupOptions, CheckReport, Committed, Decision, Filter,
-    ForgetReport, GroupBy, Mark, Policy, PruneOptions, PruneReport, ReadData, RepoConfig,
-    Repository, Snapshot, SnapshotDiff, SnapshotRecord, SnapshotSpec, SnapshotSummary,
+    ForgetReport, GroupBy, KdfParams, KeyFile, Mark, Policy, PruneOptions, PruneReport, ReadData,
+    RepoConfig, Repository, Snapshot, SnapshotDiff, SnapshotRecord, SnapshotSpec, SnapshotSummary,
     DEFAULT_GRACE,
 };
 pub use runtime::{Congestion, Event, NoProgress, Operation, Progress, Reporter, RetryConfig};

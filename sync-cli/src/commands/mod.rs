@@ -48,6 +48,7 @@ pub async fn run(command: Command, s: &Session) -> Result<ExitStatus> {
         Command::Forget(a) => repo::forget(&a, s).await,
         Command::Prune(a) => repo::prune(&a, s).await,
         Command::Check(a) => repo::check(&a, s).await,
+        Command::Key(a) => repo::key(&a, s).await,
         Command::Completions(a) => completions::completions(&a),
         Command::Man(a) => completions::man(&a, s),
     }

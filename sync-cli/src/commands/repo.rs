@@ -14,8 +14,8 @@ use serde_json::json;
 use super::transfer::{print_result, run_engine, Ran};
 use super::Session;
 use crate::cli::{
-    BackupArgs, CheckArgs, DiffArgs, ForgetArgs, PruneArgs, RemoteFlags, RestoreArgs,
-    SnapshotFilterFlags, SnapshotsArgs,
+    BackupArgs, CheckArgs, DiffArgs, ForgetArgs, KeyAction, KeyArgs, PasswordFlags, PruneArgs,
+    RemoteFlags, RestoreArgs, SnapshotFilterFlags, SnapshotsArgs,
 };
 use crate::printer::bytes;
 use crate::{ExitStatus, UsageError};
@@ -25,12 +25,82 @@ fn cache_dir() -> PathBuf {
     super::state_home().join("repositories")
 }
 
-/// Opens the repository at `url`.
-async fn open(s: &Session, url: &str, flags: &RemoteFlags) -> Result<Repository> {
+/// Opens the repository at `url`, unlocking it when it is encrypted.
+async fn open(
+    s: &Session,
+    url: &str,
+    flags: &RemoteFlags,
+    password: &PasswordFlags,
+) -> Result<Repository> {
     let remote = s.parse_remote(url)?;
     let congestion = Arc::new(Congestion::default());
     let tree = s.open_remote(&remote, flags, false, &congestion)?;
-    Ok(Repository::open(tree).await?.with_cache(cache_dir()))
+    let repo = Repository::open(tree).await?.with_cache(cache_dir());
+    unlock(repo, password).await
+}
+
+/// Unlocks an encrypted repository with the password the flags or
+/// `PQSYNC_PASSWORD` give.
+async fn unlock(repo: Repository, password: &PasswordFlags) -> Result<Repository> {
+    if !repo.encrypted() {
+        return Ok(repo);
+    }
+    let Some(pw) = read_password(password)? else {
+        return Err(UsageError(format!(
+            "{} is encrypted: give its password with PQSYNC_PASSWORD, --password-file or --password-command",
+            repo.url()
+        ))
+        .into());
+    };
+    Ok(repo.unlock(pw.as_bytes()).await?)
+}
+
+/// The password from `--password-file`, `--password-command` or
+/// `PQSYNC_PASSWORD`, in that order; `None` when none is given.
+fn read_password(f: &PasswordFlags) -> Result<Option<String>> {
+    let first_line = |text: &str| text.lines().next().unwrap_or("").to_string();
+    if let Some(path) = &f.password_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| UsageError(format!("--password-file {}: {e}", path.display())))?;
+        return Ok(Some(first_line(&text)));
+    }
+    if let Some(cmd) = &f.password_command {
+        let out = std::process::Command::new("sh")
+            .args(["-c", cmd])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| UsageError(format!("--password-command: {e}")))?;
+        if !out.status.success() {
+            return Err(UsageError(format!(
+                "--password-command {cmd:?} failed ({}); fix it, or give the password another way",
+                out.status
+            ))
+            .into());
+        }
+        return Ok(Some(first_line(&String::from_utf8_lossy(&out.stdout))));
+    }
+    Ok(std::env::var("PQSYNC_PASSWORD").ok())
+}
+
+/// A new password: `--new-password-file`, else `PQSYNC_NEW_PASSWORD`.
+fn read_new_password(file: Option<&std::path::Path>) -> Result<String> {
+    let pw = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| UsageError(format!("--new-password-file {}: {e}", path.display())))?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string(),
+        None => std::env::var("PQSYNC_NEW_PASSWORD").map_err(|_| {
+            UsageError(
+                "give the new password with --new-password-file or PQSYNC_NEW_PASSWORD".into(),
+            )
+        })?,
+    };
+    if pw.is_empty() {
+        return Err(UsageError("the new password is empty".into()).into());
+    }
+    Ok(pw)
 }
 
 /// Splits `REPO:ID` or `REPO:latest` into the repository and the snapshot.
@@ -108,6 +178,7 @@ pub async fn snapshot_target(
     target: &str,
     at: Option<&str>,
     flags: &RemoteFlags,
+    password: &PasswordFlags,
 ) -> Result<Option<Box<dyn pqsync_core::Tree>>> {
     let (url, spec) = split_spec(target)?;
     let spec = match (spec, self::at(at)?) {
@@ -120,7 +191,7 @@ pub async fn snapshot_target(
         (None, Some(t)) => SnapshotSpec::At(t),
         (None, None) => return Ok(None),
     };
-    let repo = open(s, &url, flags).await?;
+    let repo = open(s, &url, flags, password).await?;
     let all = repo.snapshots().await?;
     let (snap, _) = repo.resolve(&all, &spec, &Filter::default())?;
     s.printer.note(&format!(
@@ -139,8 +210,24 @@ pub async fn backup(a: &BackupArgs, s: &Session) -> Result<ExitStatus> {
     let remote = s.parse_remote(&a.repository)?;
     let opts = SyncOptions::default().with_concurrency(usize::from(a.concurrency));
     let tree = s.open_remote(&remote, &a.remote_flags, !a.dry_run, &opts.congestion)?;
-    let (repo, new) = Repository::open_or_init(tree, a.grace, !a.dry_run).await?;
-    let repo = repo.with_cache(cache_dir());
+    let password = read_password(&a.password)?;
+    if a.encrypt && password.is_none() {
+        return Err(UsageError(
+            "--encrypt needs a password: PQSYNC_PASSWORD, --password-file or --password-command"
+                .into(),
+        )
+        .into());
+    }
+    let new_password = password.as_deref().filter(|_| a.encrypt).map(str::as_bytes);
+    let (repo, new) = Repository::open_or_init(tree, a.grace, !a.dry_run, new_password).await?;
+    if a.encrypt && !new && !repo.encrypted() {
+        return Err(UsageError(format!(
+            "{} is an existing repository without encryption; encryption is chosen when a repository is made (use a new prefix, or leave out --encrypt)",
+            repo.url()
+        ))
+        .into());
+    }
+    let repo = unlock(repo.with_cache(cache_dir()), &a.password).await?;
     let backup = repo
         .backup(
             local,
@@ -194,7 +281,7 @@ pub async fn backup(a: &BackupArgs, s: &Session) -> Result<ExitStatus> {
 
 /// `pqsync snapshots`.
 pub async fn snapshots(a: &SnapshotsArgs, s: &Session) -> Result<ExitStatus> {
-    let repo = open(s, &a.repository, &a.remote_flags).await?;
+    let repo = open(s, &a.repository, &a.remote_flags, &a.password).await?;
     let until = at(a.at.as_deref())?;
     let f = filter(&a.filter);
     let all: Vec<Snapshot> = repo
@@ -249,7 +336,7 @@ pub async fn restore(a: &RestoreArgs, s: &Session) -> Result<ExitStatus> {
         (None, None) => SnapshotSpec::Latest,
     };
     let local = super::local_tree(&a.dir, false)?;
-    let repo = open(s, &url, &a.remote_flags).await?;
+    let repo = open(s, &url, &a.remote_flags, &a.password).await?;
     let all = repo.snapshots().await?;
     let (snap, past) = repo.resolve(&all, &spec, &filter(&a.filter))?;
     let printer = s.printer;
@@ -318,7 +405,7 @@ fn diff_spec(arg: &str) -> Result<SnapshotSpec> {
 
 /// `pqsync diff`.
 pub async fn diff(a: &DiffArgs, s: &Session) -> Result<ExitStatus> {
-    let repo = open(s, &a.repository, &a.remote_flags).await?;
+    let repo = open(s, &a.repository, &a.remote_flags, &a.password).await?;
     let (from, to) = match (&a.at, &a.from, &a.to) {
         (Some(t), other, None) => (
             SnapshotSpec::At(at(Some(t))?.expect("given")),
@@ -395,7 +482,7 @@ pub async fn forget(a: &ForgetArgs, s: &Session) -> Result<ExitStatus> {
         .into());
     }
     let group_by = GroupBy::parse(&a.group_by).map_err(|e| UsageError(e.to_string()))?;
-    let repo = open(s, &a.repository, &a.remote_flags).await?;
+    let repo = open(s, &a.repository, &a.remote_flags, &a.password).await?;
     let report = repo
         .forget(&policy, &filter(&a.filter), group_by, a.dry_run)
         .await?;
@@ -469,7 +556,7 @@ fn print_prune(p: &pqsync_core::PruneReport, printer: &crate::printer::Printer) 
 
 /// `pqsync prune`.
 pub async fn prune(a: &PruneArgs, s: &Session) -> Result<ExitStatus> {
-    let repo = open(s, &a.repository, &a.remote_flags).await?;
+    let repo = open(s, &a.repository, &a.remote_flags, &a.password).await?;
     let report = repo
         .prune(&PruneOptions {
             grace: a.grace,
@@ -503,7 +590,7 @@ pub async fn check(a: &CheckArgs, s: &Session) -> Result<ExitStatus> {
         }
         (false, None) => ReadData::None,
     };
-    let repo = open(s, &a.repository, &a.remote_flags).await?;
+    let repo = open(s, &a.repository, &a.remote_flags, &a.password).await?;
     let report = repo.check(read).await?;
     let printer = s.printer;
     printer.document(&json!({
@@ -530,6 +617,92 @@ pub async fn check(a: &CheckArgs, s: &Session) -> Result<ExitStatus> {
     } else {
         ExitStatus::Failure
     })
+}
+
+/// `pqsync key`.
+pub async fn key(a: &KeyArgs, s: &Session) -> Result<ExitStatus> {
+    let printer = s.printer;
+    match &a.action {
+        KeyAction::Init(k) => {
+            let Some(pw) = read_password(&k.password)? else {
+                return Err(UsageError(
+                    "give the new repository's password with PQSYNC_PASSWORD, --password-file or --password-command".into(),
+                )
+                .into());
+            };
+            let remote = s.parse_remote(&k.repository)?;
+            let congestion = Arc::new(Congestion::default());
+            let tree = s.open_remote(&remote, &k.remote_flags, true, &congestion)?;
+            let repo = Repository::init(tree, k.grace, Some(pw.as_bytes())).await?;
+            printer.document(&json!({
+                "repository": repo.url(),
+                "id": repo.config().id,
+                "key": repo.key_in_use(),
+            }));
+            printer.info(&format!(
+                "made an encrypted repository at {} (id {}); keep the password safe: without it nothing can be restored",
+                repo.url(),
+                repo.config().id
+            ));
+        }
+        KeyAction::Add(k) => {
+            let repo = open(s, &k.repository, &k.remote_flags, &k.password).await?;
+            let new = read_new_password(k.new_password_file.as_deref())?;
+            let id = repo.add_key(new.as_bytes()).await?;
+            printer.document(&json!({"added": id}));
+            printer.info(&format!("added key {}", &id[..8]));
+        }
+        KeyAction::Passwd(k) => {
+            let repo = open(s, &k.repository, &k.remote_flags, &k.password).await?;
+            let new = read_new_password(k.new_password_file.as_deref())?;
+            let id = repo.change_password(new.as_bytes()).await?;
+            printer.document(&json!({"key": id, "removed": repo.key_in_use()}));
+            printer.info(&format!(
+                "password changed: key {} replaces {}",
+                &id[..8],
+                repo.key_in_use().map_or("", |k| &k[..8])
+            ));
+        }
+        KeyAction::List(k) => {
+            let repo = open(s, &k.repository, &k.remote_flags, &k.password).await?;
+            let files = repo.key_files().await?;
+            printer.document(&json!({
+                "keys": files.iter().map(|(id, f)| json!({
+                    "id": id,
+                    "current": Some(id.as_str()) == repo.key_in_use(),
+                    "host": f.host,
+                    "createdAt": f.created_at,
+                    "kdf": f.kdf,
+                })).collect::<Vec<_>>(),
+            }));
+            for (id, f) in &files {
+                let mark = if Some(id.as_str()) == repo.key_in_use() {
+                    "*"
+                } else {
+                    " "
+                };
+                printer.answer(&format!(
+                    "{mark} {}  {}  {}",
+                    &id[..8],
+                    f.created_at,
+                    f.host
+                ));
+            }
+        }
+        KeyAction::Remove(k) => {
+            let repo = open(s, &k.repository, &k.remote_flags, &k.password).await?;
+            if repo.key_files().await?.len() <= 1 {
+                return Err(UsageError(
+                    "that is the repository's only key; add another first".into(),
+                )
+                .into());
+            }
+            let id = repo.remove_key(&k.id).await?;
+            printer.document(&json!({"removed": id}));
+            printer.info(&format!("removed key {}", &id[..8]));
+        }
+    }
+    Ok(ExitStatus::Success)
 }
 
 #[cfg(test)]

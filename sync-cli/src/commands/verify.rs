@@ -12,13 +12,18 @@ use crate::{ExitStatus, UsageError};
 pub async fn run(args: &VerifyArgs, s: &Session) -> Result<ExitStatus> {
     let printer = s.printer;
     let target = args.target.clone().unwrap_or_else(|| ".".into());
-    let tree =
-        match super::repo::snapshot_target(s, &target, args.at.as_deref(), &args.remote_flags)
-            .await?
-        {
-            Some(t) => t,
-            None => s.open_target(&target, &args.remote_flags)?,
-        };
+    let tree = match super::repo::snapshot_target(
+        s,
+        &target,
+        args.at.as_deref(),
+        &args.remote_flags,
+        &args.password,
+    )
+    .await?
+    {
+        Some(t) => t,
+        None => s.open_target(&target, &args.remote_flags)?,
+    };
     let compare = args
         .compare
         .as_deref()

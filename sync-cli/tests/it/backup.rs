@@ -728,3 +728,196 @@ fn push_slug_writes_a_readable_versioned_copy() {
         assert!(String::from_utf8_lossy(&err).contains("slug"));
     }
 }
+
+/// Whether `needle` occurs in `hay`.
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && memchr::memmem::find(hay, needle).is_some()
+}
+
+/// An encrypted repository, read by an independent client: no stored byte
+/// or key carries a file's content, its hash or its path; the wrong
+/// password is one line; and a tampered, truncated or reordered object is
+/// caught and named, and never written where a restored file belongs.
+#[test]
+fn encrypted_repositories_reveal_nothing_and_catch_damage() {
+    for remote in Remote::each("enc") {
+        let db = sample_copy();
+        // Larger than the multipart threshold, so it streams sealed.
+        let big: Vec<u8> = (0..17u32 << 20)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        std::fs::write(db.path().join("data/big.parquet"), &big).unwrap();
+        age(&db.path().join("data/big.parquet"));
+        let with_pw = |pw: &str| {
+            let mut c = pqsync(remote.server());
+            c.env("PQSYNC_PASSWORD", pw);
+            c
+        };
+        let v = json_of(
+            &with_pw("s3cret")
+                .args(["backup", &remote.url(), "--encrypt", "--json", "-d"])
+                .arg(db.path())
+                .stdout_ok(),
+        );
+        assert_eq!(v["success"], true, "{v}");
+        std::fs::write(
+            db.path().join("_meta/schema.json"),
+            b"{\"version\":\"two\"}",
+        )
+        .unwrap();
+        with_pw("s3cret")
+            .args(["backup", &remote.url(), "-d"])
+            .arg(db.path())
+            .stdout_ok();
+        let files = tree_files(db.path());
+
+        // Nothing readable is stored.
+        let stored = remote.objects();
+        assert!(stored.keys().any(|k| k.starts_with("keys/")));
+        for (key, bytes) in &stored {
+            for (path, plain) in &files {
+                for h in [HashAlgorithm::Blake3, HashAlgorithm::Sha256] {
+                    let hex = h.digest(plain).to_string();
+                    assert!(!key.contains(&hex), "{key} names the hash of {path}");
+                    assert!(
+                        !contains(bytes, hex.as_bytes()),
+                        "{key} holds the hash of {path}"
+                    );
+                }
+                assert!(
+                    !contains(bytes, path.as_bytes()),
+                    "{key} holds the path {path}"
+                );
+                if plain.len() >= 64 {
+                    let mid = plain.len() / 2;
+                    assert!(
+                        !contains(bytes, &plain[mid..mid + 32]),
+                        "{key} holds bytes of {path}"
+                    );
+                }
+            }
+        }
+
+        // The wrong password, and none at all.
+        let err = with_pw("wrong")
+            .args(["snapshots", &remote.url()])
+            .stderr_with(1);
+        let err = String::from_utf8_lossy(&err);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("wrong password"), "{err}");
+        let err = pqsync(remote.server())
+            .args(["snapshots", &remote.url()])
+            .stderr_with(2);
+        assert!(String::from_utf8_lossy(&err).contains("PQSYNC_PASSWORD"));
+
+        // A round trip.
+        let out = tempfile::tempdir().unwrap();
+        with_pw("s3cret")
+            .args(["restore", &remote.url(), "-d"])
+            .arg(out.path())
+            .stdout_ok();
+        assert_eq!(tree_files(out.path()), files);
+
+        // Damage to the big object: each kind is caught by check and by a
+        // restore, which names the object and writes nothing in its place.
+        let (key, original) = stored
+            .iter()
+            .filter(|(k, _)| k.starts_with("objects/"))
+            .max_by_key(|(_, b)| b.len())
+            .map(|(k, b)| (k.clone(), b.clone()))
+            .unwrap();
+        const SEALED_CHUNK: usize = 64 * 1024 + 16;
+        let mut tampered = original.clone();
+        tampered[24 + 3 * SEALED_CHUNK + 100] ^= 1;
+        let truncated = original[..24 + 5 * SEALED_CHUNK].to_vec();
+        let mut swapped = original.clone();
+        let (a, b) = (24 + SEALED_CHUNK, 24 + 2 * SEALED_CHUNK);
+        swapped[a..b].copy_from_slice(&original[b..b + SEALED_CHUNK]);
+        swapped[b..b + SEALED_CHUNK].copy_from_slice(&original[a..b]);
+        for (what, bytes, expect) in [
+            ("tampered", tampered, "chunk 3"),
+            ("truncated", truncated, "truncated"),
+            ("swapped", swapped, "chunk 1"),
+        ] {
+            remote.put(&key, &bytes, None);
+            let err = with_pw("s3cret")
+                .args(["check", &remote.url(), "--read-data"])
+                .stderr_with(1);
+            let err = String::from_utf8_lossy(&err);
+            assert!(err.contains(&key), "{what}: {err}");
+            let fresh = tempfile::tempdir().unwrap();
+            let err = with_pw("s3cret")
+                .args(["restore", &remote.url(), "-d"])
+                .arg(fresh.path())
+                .stderr_with(1);
+            let err = String::from_utf8_lossy(&err);
+            assert!(
+                err.contains("data/big.parquet") && err.contains(expect),
+                "{what}: {err}"
+            );
+            assert!(
+                !fresh.path().join("data/big.parquet").exists(),
+                "{what}: a partial file was left"
+            );
+            remote.put(&key, &original, None);
+        }
+    }
+}
+
+/// Passwords of an encrypted repository: init, add, list, change and
+/// remove, each checked by which passwords then open it.
+#[test]
+fn keys_add_list_change_and_remove() {
+    let remote = Remote::dir();
+    let repo = remote.url();
+    let run = |pw: &str, args: &[&str]| {
+        let mut c = pqsync(None);
+        c.env("PQSYNC_PASSWORD", pw).args(args);
+        c
+    };
+    run("alpha", &["key", "init", &repo]).stdout_ok();
+    let db = sample_copy();
+    run(
+        "alpha",
+        &["backup", &repo, "-d", db.path().to_str().unwrap()],
+    )
+    .stdout_ok();
+    run("alpha", &["key", "add", &repo])
+        .env("PQSYNC_NEW_PASSWORD", "beta")
+        .stdout_ok();
+    let list = json_of(&run("beta", &["key", "list", &repo, "--json"]).stdout_ok());
+    let keys = list["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys.iter().filter(|k| k["current"] == true).count(), 1);
+    run("beta", &["snapshots", &repo]).stdout_ok();
+    // Changing alpha to gamma: alpha no longer opens it.
+    run("alpha", &["key", "passwd", &repo])
+        .env("PQSYNC_NEW_PASSWORD", "gamma")
+        .stdout_ok();
+    let err = run("alpha", &["snapshots", &repo]).stderr_with(1);
+    assert!(String::from_utf8_lossy(&err).contains("wrong password"));
+    run("gamma", &["snapshots", &repo]).stdout_ok();
+    // The key in use cannot be removed; another one can, and then beta
+    // no longer opens it.
+    let list = json_of(&run("gamma", &["key", "list", &repo, "--json"]).stdout_ok());
+    let ids: Vec<(String, bool)> = list["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["id"].as_str().unwrap().to_string(), k["current"] == true))
+        .collect();
+    let current = ids.iter().find(|(_, c)| *c).unwrap().0.clone();
+    let other = ids.iter().find(|(_, c)| !*c).unwrap().0.clone();
+    run("gamma", &["key", "remove", &repo, &current[..8]]).stderr_with(1);
+    run("gamma", &["key", "remove", &repo, &other[..8]]).stdout_ok();
+    run("beta", &["snapshots", &repo]).stderr_with(1);
+    // The only key left cannot go.
+    run("gamma", &["key", "remove", &repo, &current[..8]]).stderr_with(2);
+    let out = tempfile::tempdir().unwrap();
+    run(
+        "gamma",
+        &["restore", &repo, "-d", out.path().to_str().unwrap()],
+    )
+    .stdout_ok();
+    assert_eq!(tree_files(out.path()), tree_files(db.path()));
+}

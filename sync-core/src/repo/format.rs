@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::crypto::{EncryptionParams, Keys};
 use crate::error::{Error, Result};
 use crate::manifest::{FileEntry, HashAlgorithm, Manifest};
 use crate::parquedb::EventCoverage;
@@ -20,6 +21,10 @@ pub(crate) const OBJECTS: &str = "objects";
 pub(crate) const INDEX: &str = "index";
 /// Snapshot records: `index/snapshots/<id>`.
 pub(crate) const SNAPSHOTS: &str = "index/snapshots";
+/// The associated data snapshot records are sealed with.
+const SNAPSHOT_AAD: &[u8] = b"index/snapshots";
+/// Key files, one per password: `keys/<id>`.
+pub(crate) const KEYS: &str = "keys";
 /// Prune marks: `index/marks/<id>`.
 pub(crate) const MARKS: &str = "index/marks";
 
@@ -99,7 +104,11 @@ impl RepoConfig {
                 "its config is damaged ({e}); run `pqsync check` on it"
             ))
         })?;
-        if c.chunking.is_some() || c.encryption.is_some() {
+        let known_encryption = c.encryption.as_ref().is_none_or(|e| {
+            serde_json::from_value::<EncryptionParams>(e.clone())
+                .is_ok_and(|p| p == EncryptionParams::current())
+        });
+        if c.chunking.is_some() || !known_encryption {
             return Err(err(
                 "the repository uses chunking or encryption parameters this pqsync does not know; upgrade pqsync".into(),
             ));
@@ -111,6 +120,11 @@ impl RepoConfig {
             )));
         }
         Ok(c)
+    }
+
+    /// Whether objects and snapshots are sealed.
+    pub fn encrypted(&self) -> bool {
+        self.encryption.is_some()
     }
 
     /// The key of the object holding content `hex`.
@@ -178,9 +192,12 @@ impl SnapshotRecord {
         Manifest::from_slice(&bytes, origin)
     }
 
-    /// The record's bytes and its id.
-    pub fn encode(&self) -> (Vec<u8>, String) {
-        let bytes = serde_json::to_vec(self).expect("a snapshot record serialises");
+    /// The record's bytes as stored (sealed, with `keys`) and its id.
+    pub(crate) fn encode(&self, keys: Option<&Keys>) -> (Vec<u8>, String) {
+        let mut bytes = serde_json::to_vec(self).expect("a snapshot record serialises");
+        if let Some(k) = keys {
+            bytes = k.seal(SNAPSHOT_AAD, &bytes);
+        }
         let id = blake3::hash(&bytes).to_hex().to_string();
         (bytes, id)
     }
@@ -190,14 +207,23 @@ impl SnapshotRecord {
     /// # Errors
     /// [`Error::Repository`] for a record that does not parse, a format
     /// this pqsync does not know, or bytes that do not match the id.
-    pub fn decode(bytes: &[u8], id: &str, url: &str) -> Result<Self> {
+    pub(crate) fn decode(bytes: &[u8], id: &str, url: &str, keys: Option<&Keys>) -> Result<Self> {
+        let shown = format!("{url}/{SNAPSHOTS}/{id}");
         let err = |reason: String| Error::Repository {
-            url: format!("{url}/{SNAPSHOTS}/{id}"),
+            url: shown.clone(),
             reason,
         };
         if blake3::hash(bytes).to_hex().as_str() != id {
             return Err(err("the snapshot's bytes do not match its id (damaged or tampered with); `pqsync forget` it and run `pqsync check`".into()));
         }
+        let opened;
+        let bytes = match keys {
+            Some(k) => {
+                opened = k.open(SNAPSHOT_AAD, bytes, &shown)?;
+                &opened[..]
+            }
+            None => bytes,
+        };
         let v: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| err(format!("does not parse ({e})")))?;
         match v.get("snapshot").and_then(|f| f.as_u64()) {
@@ -219,13 +245,26 @@ impl SnapshotRecord {
     }
 }
 
-/// The object key an entry's content is in.
-pub(crate) fn entry_object(config: &RepoConfig, e: &FileEntry) -> String {
-    e.extra
+/// The object key an entry's content is in: the one its `object` field
+/// names, else the usual one (named by the content hash, keyed when the
+/// repository is encrypted).
+pub(crate) fn entry_object_keyed(
+    config: &RepoConfig,
+    keys: Option<&Keys>,
+    e: &FileEntry,
+) -> String {
+    if let Some(o) = e
+        .extra
         .as_ref()
         .and_then(|x| x.get("object"))
         .and_then(|o| o.as_str())
-        .map_or_else(|| config.object_key(&e.hash.to_string()), str::to_string)
+    {
+        return o.to_string();
+    }
+    match keys {
+        Some(k) => config.object_key(&k.content_name(e.hash.as_bytes())),
+        None => config.object_key(&e.hash.to_string()),
+    }
 }
 
 /// A prune's mark: objects found unreferenced at `time`, which a later

@@ -10,6 +10,7 @@
 //! snapshot record. A restore is the engine pulling a snapshot tree into a
 //! directory. `forget` and `prune` are the only operations that delete.
 
+mod crypto;
 mod format;
 mod prune;
 mod retention;
@@ -27,8 +28,10 @@ use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::sync::{Engine, MaxDelete, SyncOptions};
 use crate::tree::{LocalTree, StoreTree};
+use crypto::Keys;
+pub use crypto::{KdfParams, KeyFile};
 pub use format::{Mark, RepoConfig, SnapshotRecord, SnapshotSummary, DEFAULT_GRACE};
-use format::{CONFIG, INDEX, MARKS, SNAPSHOTS};
+use format::{CONFIG, INDEX, KEYS, MARKS, SNAPSHOTS};
 pub use prune::{CheckReport, PruneOptions, PruneReport, ReadData};
 pub use retention::{Decision, ForgetReport, GroupBy, Policy};
 use target::{NewSnapshot, Target};
@@ -216,6 +219,11 @@ pub struct Repository {
     tree: StoreTree,
     config: RepoConfig,
     cache: Option<PathBuf>,
+    /// The keys, once an encrypted repository is unlocked, and the id of
+    /// the key file that opened.
+    keys: Option<(Arc<Keys>, String)>,
+    /// A key file this value wrote before it had a cache to keep it in.
+    fresh_key: Option<(String, KeyFile)>,
 }
 
 impl Repository {
@@ -224,35 +232,281 @@ impl Repository {
             tree,
             config,
             cache: None,
+            keys: None,
+            fresh_key: None,
         }
     }
 
     /// Makes a new repository at `tree` (one create-only PUT of its
-    /// `config`).
+    /// `config`). With a `password`, the repository is encrypted: a random
+    /// master key is made and wrapped under the password (one more PUT).
     ///
     /// # Errors
     /// [`Error::Repository`] if one is already there; store errors.
-    pub async fn init(tree: StoreTree, grace: std::time::Duration) -> Result<Self> {
-        let config = RepoConfig::new(grace);
+    pub async fn init(
+        tree: StoreTree,
+        grace: std::time::Duration,
+        password: Option<&[u8]>,
+    ) -> Result<Self> {
+        let mut config = RepoConfig::new(grace);
+        let keys = password.map(|_| Arc::new(Keys::generate()));
+        if keys.is_some() {
+            config.encryption = Some(
+                serde_json::to_value(crypto::EncryptionParams::current())
+                    .expect("params serialise"),
+            );
+        }
         let bytes = serde_json::to_vec_pretty(&config).expect("config serialises");
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
+        match put_new(&tree, CONFIG, bytes).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Error::Repository {
+                    url: tree.url().to_string(),
+                    reason: "a repository is already there".into(),
+                })
+            }
+            Err(e) => return Err(e),
+        }
+        let mut repo = Repository::from_parts(tree, config);
+        if let (Some(k), Some(pw)) = (keys, password) {
+            let file = k.wrap(pw);
+            let id = repo.put_key(&file).await?;
+            repo.fresh_key = Some((id.clone(), file));
+            repo.keys = Some((k, id));
+        }
+        Ok(repo)
+    }
+
+    /// Wraps `keys` under `password` as a new key file; returns its id.
+    async fn write_key(&self, keys: &Keys, password: &[u8]) -> Result<String> {
+        let file = keys.wrap(password);
+        let id = self.put_key(&file).await?;
+        self.cache_key(&id, &file);
+        Ok(id)
+    }
+
+    /// Stores a key file under a new id; returns the id.
+    async fn put_key(&self, file: &KeyFile) -> Result<String> {
+        let id = format!("{:032x}", rand::random::<u128>());
+        let bytes = serde_json::to_vec_pretty(file).expect("key file serialises");
+        put_new(&self.tree, &format!("{KEYS}/{id}"), bytes).await?;
+        Ok(id)
+    }
+
+    /// Whether the repository is encrypted.
+    pub fn encrypted(&self) -> bool {
+        self.config.encrypted()
+    }
+
+    /// Opens an encrypted repository with `password`, trying the key files
+    /// cached by an earlier run first (no request), then the repository's.
+    /// A repository without encryption is returned as it is.
+    ///
+    /// # Errors
+    /// [`Error::Repository`] when no key file opens with the password.
+    pub async fn unlock(mut self, password: &[u8]) -> Result<Self> {
+        if !self.encrypted() || self.keys.is_some() {
+            return Ok(self);
+        }
+        let cached = self.cached_keys();
+        let found = cached
+            .iter()
+            .find_map(|(id, f)| Keys::unwrap(f, password).map(|k| (Arc::new(k), id.clone())));
+        let found = match found {
+            Some(f) => Some(f),
+            None => {
+                let files = self.key_files().await?;
+                if files.is_empty() {
+                    return Err(Error::Repository {
+                        url: self.url().to_string(),
+                        reason: "the repository is encrypted but holds no key; it cannot be opened"
+                            .into(),
+                    });
+                }
+                for (id, f) in &files {
+                    self.cache_key(id, f);
+                }
+                files.iter().find_map(|(id, f)| {
+                    Keys::unwrap(f, password).map(|k| (Arc::new(k), id.clone()))
+                })
+            }
         };
-        match tree
-            .store()
-            .put_opts(&tree.location(CONFIG), PutPayload::from(bytes), opts)
-            .await
-        {
-            Ok(_) => Ok(Repository::from_parts(tree, config)),
-            Err(
-                object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. },
-            ) => Err(Error::Repository {
-                url: tree.url().to_string(),
-                reason: "a repository is already there".into(),
+        match found {
+            Some(k) => {
+                self.keys = Some(k);
+                Ok(self)
+            }
+            None => Err(Error::Repository {
+                url: self.url().to_string(),
+                reason: "wrong password: no key of the repository opens with it".into(),
             }),
-            Err(e) => Err(Error::store(format!("{}/{CONFIG}", tree.url()), e)),
+        }
+    }
+
+    /// The repository's key files (one LIST, and a GET each).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn key_files(&self) -> Result<Vec<(String, KeyFile)>> {
+        let root = self.tree.location(KEYS);
+        let listed: Vec<object_store::ObjectMeta> = self
+            .tree
+            .store()
+            .list(Some(&root))
+            .try_collect()
+            .await
+            .map_err(|e| Error::store(format!("{}/{KEYS}", self.url()), e))?;
+        let mut out = Vec::new();
+        for m in listed {
+            let Some(id) = self
+                .tree
+                .rel_of(&m.location)
+                .and_then(|r| r.strip_prefix("keys/"))
+            else {
+                continue;
+            };
+            let id = id.to_string();
+            let bytes = self.tree.read_all(&format!("{KEYS}/{id}")).await?;
+            match serde_json::from_slice::<KeyFile>(&bytes) {
+                Ok(f) => out.push((id, f)),
+                Err(e) => tracing::warn!("key file {id} does not parse: {e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    fn cached_keys(&self) -> Vec<(String, KeyFile)> {
+        let Some(dir) = self
+            .cache
+            .as_ref()
+            .map(|c| c.join(&self.config.id).join("keys"))
+        else {
+            return Vec::new();
+        };
+        std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let id = e.file_name().to_string_lossy().to_string();
+                let f = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+                Some((id, f))
+            })
+            .collect()
+    }
+
+    fn cache_key(&self, id: &str, f: &KeyFile) {
+        if let Some(c) = &self.cache {
+            let p = c.join(&self.config.id).join("keys").join(id);
+            cache_put(&p, &serde_json::to_vec(f).expect("key file serialises"));
+        }
+    }
+
+    fn forget_cached_key(&self, id: &str) {
+        if let Some(c) = &self.cache {
+            let _ = std::fs::remove_file(c.join(&self.config.id).join("keys").join(id));
+        }
+    }
+
+    /// Adds a password: the master key wrapped under it, as a new key
+    /// file. Returns its id.
+    ///
+    /// # Errors
+    /// [`Error::Repository`] when the repository is not encrypted or not
+    /// unlocked; store errors.
+    pub async fn add_key(&self, password: &[u8]) -> Result<String> {
+        let (keys, _) = self.unlocked()?;
+        let id = self.write_key(keys, password).await?;
+        Ok(id)
+    }
+
+    /// Removes a key file. The key this repository was unlocked with, and
+    /// the last key, cannot be removed.
+    ///
+    /// # Errors
+    /// [`Error::Repository`] for those, or an unknown id; store errors.
+    pub async fn remove_key(&self, id_prefix: &str) -> Result<String> {
+        let (_, current) = self.unlocked()?;
+        let files = self.key_files().await?;
+        let hits: Vec<&String> = files
+            .iter()
+            .map(|(id, _)| id)
+            .filter(|id| id.starts_with(id_prefix))
+            .collect();
+        let err = |reason: String| Error::Repository {
+            url: self.url().to_string(),
+            reason,
+        };
+        let id = match hits.as_slice() {
+            [one] => (*one).clone(),
+            [] => {
+                return Err(err(format!(
+                    "no key id starts with {id_prefix} (see `pqsync key list`)"
+                )))
+            }
+            _ => {
+                return Err(err(format!(
+                    "several key ids start with {id_prefix}; give more digits"
+                )))
+            }
+        };
+        if &id == current {
+            return Err(err("that is the key this command opened the repository with; remove it with another password, or change it with `pqsync key passwd`".into()));
+        }
+        self.tree
+            .delete_many(&[format!("{KEYS}/{id}")])
+            .await
+            .map_err(|mut f| f.remove(0).1)?;
+        self.forget_cached_key(&id);
+        Ok(id)
+    }
+
+    /// Changes the password the repository was unlocked with: a new key
+    /// file, then the old one removed. Returns the new key's id.
+    ///
+    /// # Errors
+    /// As [`Repository::add_key`].
+    pub async fn change_password(&self, new_password: &[u8]) -> Result<String> {
+        let (keys, current) = self.unlocked()?;
+        let id = self.write_key(keys, new_password).await?;
+        self.tree
+            .delete_many(&[format!("{KEYS}/{current}")])
+            .await
+            .map_err(|mut f| f.remove(0).1)?;
+        self.forget_cached_key(current);
+        Ok(id)
+    }
+
+    /// The id of the key file this repository was unlocked with.
+    pub fn key_in_use(&self) -> Option<&str> {
+        self.keys.as_ref().map(|(_, id)| id.as_str())
+    }
+
+    fn unlocked(&self) -> Result<(&Arc<Keys>, &String)> {
+        match &self.keys {
+            Some((k, id)) => Ok((k, id)),
+            None if self.encrypted() => Err(self.locked()),
+            None => Err(Error::Repository {
+                url: self.url().to_string(),
+                reason: "the repository is not encrypted, so it has no keys".into(),
+            }),
+        }
+    }
+
+    fn locked(&self) -> Error {
+        Error::Repository {
+            url: self.url().to_string(),
+            reason: "the repository is encrypted: give its password (PQSYNC_PASSWORD, --password-file or --password-command)".into(),
+        }
+    }
+
+    /// The keys, when the repository is encrypted (an error when it is
+    /// locked); `None` when it is not.
+    fn keys(&self) -> Result<Option<Arc<Keys>>> {
+        match (&self.keys, self.encrypted()) {
+            (Some((k, _)), _) => Ok(Some(k.clone())),
+            (None, true) => Err(self.locked()),
+            (None, false) => Ok(None),
         }
     }
 
@@ -272,9 +526,10 @@ impl Repository {
     }
 
     /// Opens the repository at `tree`, making it if there is none yet
-    /// (unless `write` is false: then a new repository's configuration is
-    /// returned without being saved, for a dry run). Returns whether it is
-    /// new.
+    /// (encrypted under `password`, when one is given; unless `write` is
+    /// false: then a new repository's configuration is returned without
+    /// being saved, for a dry run). Returns whether it is new. An existing
+    /// encrypted repository is returned locked: see [`Repository::unlock`].
     ///
     /// # Errors
     /// As [`Repository::open`] and [`Repository::init`].
@@ -282,6 +537,7 @@ impl Repository {
         tree: StoreTree,
         grace: std::time::Duration,
         write: bool,
+        password: Option<&[u8]>,
     ) -> Result<(Self, bool)> {
         if let Some(c) = Self::read_config(&tree).await? {
             return Ok((Repository::from_parts(tree, c), false));
@@ -296,7 +552,7 @@ impl Repository {
                 reason: "this prefix holds a database pushed by `pqsync push`, not a snapshot repository; back up to another prefix".into(),
             });
         }
-        match Self::init(tree.clone(), grace).await {
+        match Self::init(tree.clone(), grace, password).await {
             Ok(r) => Ok((r, true)),
             // Another backup made it first.
             Err(Error::Repository { .. }) => Ok((Self::open(tree).await?, false)),
@@ -327,6 +583,9 @@ impl Repository {
     /// never change), so later commands do not read them again.
     pub fn with_cache(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache = Some(dir.into());
+        if let Some((id, file)) = self.fresh_key.take() {
+            self.cache_key(&id, &file);
+        }
         self
     }
 
@@ -379,8 +638,9 @@ impl Repository {
     /// [`Error::Repository`] for a damaged record; store errors.
     pub async fn snapshot(&self, id: &str) -> Result<Snapshot> {
         let cached = self.cache_path(id);
+        let keys = self.keys()?;
         if let Some(bytes) = cached.as_ref().and_then(|p| std::fs::read(p).ok()) {
-            if let Ok(record) = SnapshotRecord::decode(&bytes, id, self.url()) {
+            if let Ok(record) = SnapshotRecord::decode(&bytes, id, self.url(), keys.as_deref()) {
                 return Ok(Snapshot {
                     id: id.to_string(),
                     record,
@@ -389,7 +649,7 @@ impl Repository {
         }
         let key = format!("{SNAPSHOTS}/{id}");
         let bytes = self.tree.read_all(&key).await?;
-        let record = SnapshotRecord::decode(&bytes, id, self.url())?;
+        let record = SnapshotRecord::decode(&bytes, id, self.url(), keys.as_deref())?;
         if let Some(p) = cached {
             cache_put(&p, &bytes);
         }
@@ -568,8 +828,14 @@ impl Repository {
                     .tree(&format!("{}/{SNAPSHOTS}/{}", self.url(), p.id))?;
                 // Content a prune has marked is not relied on: it is sent
                 // again, under another key.
-                m.files
-                    .retain(|_, e| !marked.contains(&format::entry_object(&self.config, e)));
+                let keys = self.keys()?;
+                m.files.retain(|_, e| {
+                    !marked.contains(&format::entry_object_keyed(
+                        &self.config,
+                        keys.as_deref(),
+                        e,
+                    ))
+                });
                 Some(m)
             }
             None => None,
@@ -577,6 +843,7 @@ impl Repository {
         let mut target = Target::new(self.config.clone(), self.url(), head);
         target.marked = marked;
         target.cache = self.cache_dir();
+        target.keys = self.keys()?;
         target.new = Some(NewSnapshot {
             time,
             host: opts.host.unwrap_or_else(crate::sync::host_name),
@@ -615,7 +882,9 @@ impl Repository {
             .record
             .tree(&format!("{}/{SNAPSHOTS}/{}", self.url(), snapshot.id))?;
         let alg = m.hash_algorithm().unwrap_or(self.config.hash);
-        let target = Arc::new(Target::new(self.config.clone(), self.url(), Some(m)));
+        let mut target = Target::new(self.config.clone(), self.url(), Some(m));
+        target.keys = self.keys()?;
+        let target = Arc::new(target);
         let tree = self.tree.clone().with_versions(target);
         Ok(Engine::restore(local, tree, opts.with_hash(alg)))
     }
@@ -629,8 +898,13 @@ impl Repository {
     pub fn snapshot_tree(&self, snapshot: &Snapshot) -> Result<StoreTree> {
         let m = self.tree_of(snapshot)?;
         let url = format!("{}:{}", self.url(), snapshot.short_id());
-        let target = Arc::new(Target::new(self.config.clone(), &url, Some(m)));
-        Ok(self.tree.clone().with_versions(target).with_url(url))
+        let mut target = Target::new(self.config.clone(), &url, Some(m));
+        target.keys = self.keys()?;
+        Ok(self
+            .tree
+            .clone()
+            .with_versions(Arc::new(target))
+            .with_url(url))
     }
 
     /// The tree a snapshot holds.
@@ -645,7 +919,33 @@ impl Repository {
 
     /// The object key holding an entry's content.
     pub fn object_of(&self, e: &crate::manifest::FileEntry) -> String {
-        format::entry_object(&self.config, e)
+        let keys = self.keys.as_ref().map(|(k, _)| k.as_ref());
+        format::entry_object_keyed(&self.config, keys, e)
+    }
+
+    /// The stored size of an object holding `n` bytes of content.
+    pub(crate) fn stored_size(&self, n: u64) -> u64 {
+        if self.encrypted() {
+            crypto::sealed_size(n)
+        } else {
+            n
+        }
+    }
+
+    /// An object's content, opened when the repository is encrypted.
+    pub(crate) async fn read_object(
+        &self,
+        key: &str,
+    ) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes>>> {
+        let stored = self.tree.open(key).await?;
+        Ok(match self.keys()? {
+            Some(k) => k.open_stream(
+                key.as_bytes().to_vec(),
+                stored,
+                format!("{}/{key}", self.url()),
+            ),
+            None => stored,
+        })
     }
 }
 
@@ -677,6 +977,25 @@ pub fn diff_trees(a: &Manifest, b: &Manifest) -> SnapshotDiff {
         .cloned()
         .collect();
     d
+}
+
+/// Writes a new object create-only; `false` when one was already there.
+async fn put_new(tree: &StoreTree, key: &str, bytes: Vec<u8>) -> Result<bool> {
+    let opts = PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
+    match tree
+        .store()
+        .put_opts(&tree.location(key), PutPayload::from(bytes), opts)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+        ) => Ok(false),
+        Err(e) => Err(Error::store(format!("{}/{key}", tree.url()), e)),
+    }
 }
 
 /// Caches a snapshot record (best effort: a record that is not cached is

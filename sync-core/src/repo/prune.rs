@@ -18,7 +18,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::{PutMode, PutOptions, PutPayload};
 use serde::Serialize;
 
-use super::format::{entry_object, Mark, MARKS, OBJECTS, SNAPSHOTS};
+use super::format::{Mark, MARKS, OBJECTS, SNAPSHOTS};
 use super::retention::{apply, ForgetReport, GroupBy, Policy};
 use super::{Filter, Objects, Repository, Snapshot};
 use crate::error::{Error, Result};
@@ -116,7 +116,7 @@ impl Repository {
         let mut out: HashMap<String, (&FileEntry, Vec<&str>)> = HashMap::new();
         for (s, m) in snaps {
             for e in m.files.values() {
-                out.entry(entry_object(self.config(), e))
+                out.entry(self.object_of(e))
                     .or_insert_with(|| (e, Vec::new()))
                     .1
                     .push(s.short_id());
@@ -327,9 +327,10 @@ impl Repository {
                     "{key} ({}) is missing; snapshots {who} cannot be restored whole",
                     e.path
                 )),
-                Some(&size) if size != e.size => report.problems.push(format!(
+                Some(&size) if size != self.stored_size(e.size) => report.problems.push(format!(
                     "{key} ({}) has {size} bytes, not {}; snapshots {who} need it",
-                    e.path, e.size
+                    e.path,
+                    self.stored_size(e.size)
                 )),
                 Some(_) => {
                     let pick = match read {
@@ -363,11 +364,16 @@ impl Repository {
     }
 
     async fn hash_object(&self, key: &str, e: &FileEntry) -> Result<bool> {
-        let mut stream = self.tree().open(key).await?;
+        let mut stream = self.read_object(key).await?;
         let mut h = ContentHasher::new(e.hash_algorithm);
         let mut n = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
+            let chunk = match chunk {
+                Ok(c) => c,
+                // Sealed content that does not open is damaged content.
+                Err(Error::Repository { .. }) => return Ok(false),
+                Err(e) => return Err(e),
+            };
             n += chunk.len() as u64;
             h.update(&chunk);
         }

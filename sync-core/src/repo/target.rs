@@ -2,13 +2,16 @@
 //! repository's [`Versions`] for one run.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
 use object_store::{PutMode, PutOptions, PutPayload};
 
-use super::format::{entry_object, RepoConfig, SnapshotRecord, SnapshotSummary, SNAPSHOTS};
+use super::crypto::Keys;
+use super::format::{RepoConfig, SnapshotRecord, SnapshotSummary, SNAPSHOTS};
 use crate::error::{Error, Result};
 use crate::manifest::{FileEntry, Manifest};
 use crate::parquedb::EventCoverage;
@@ -45,6 +48,8 @@ pub(crate) struct Target {
     pub committed: Mutex<Option<(String, SnapshotRecord)>>,
     /// Where the committed record is cached, given its id.
     pub cache: Option<std::path::PathBuf>,
+    /// The keys of an encrypted repository.
+    pub keys: Option<Arc<Keys>>,
 }
 
 impl Target {
@@ -60,6 +65,7 @@ impl Target {
             added: Mutex::default(),
             committed: Mutex::default(),
             cache: None,
+            keys: None,
         }
     }
 }
@@ -74,12 +80,49 @@ impl Versions for Target {
     }
 
     fn object(&self, e: &FileEntry) -> String {
-        entry_object(&self.config, e)
+        super::format::entry_object_keyed(&self.config, self.keys.as_deref(), e)
     }
 
-    fn object_of_path(&self, rel: &str) -> Option<String> {
+    fn object_of_path(&self, rel: &str) -> Option<(String, u64)> {
         let e = self.head.as_ref()?.files.get(rel)?;
-        Some(entry_object(&self.config, e))
+        Some((self.object(e), e.size))
+    }
+
+    fn stored_size(&self, n: u64) -> u64 {
+        match &self.keys {
+            Some(_) => super::crypto::sealed_size(n),
+            None => n,
+        }
+    }
+
+    fn seal(
+        &self,
+        key: &str,
+        plain: BoxStream<'static, Result<Bytes>>,
+    ) -> BoxStream<'static, Result<Bytes>> {
+        match &self.keys {
+            Some(k) => k.seal_stream(key.as_bytes().to_vec(), plain),
+            None => plain,
+        }
+    }
+
+    fn unseal(
+        &self,
+        key: &str,
+        stored: BoxStream<'static, Result<Bytes>>,
+    ) -> BoxStream<'static, Result<Bytes>> {
+        match &self.keys {
+            Some(k) => k.open_stream(
+                key.as_bytes().to_vec(),
+                stored,
+                format!("{}/{key}", self.url),
+            ),
+            None => stored,
+        }
+    }
+
+    fn sealed(&self) -> bool {
+        self.keys.is_some()
     }
 
     fn reusable(&self, key: &str) -> bool {
@@ -87,11 +130,8 @@ impl Versions for Target {
     }
 
     fn relocate(&self, e: &FileEntry) -> String {
-        let key = format!(
-            "{}.{:08x}",
-            self.config.object_key(&e.hash.to_string()),
-            rand::random::<u32>()
-        );
+        let usual = super::format::entry_object_keyed(&self.config, self.keys.as_deref(), e);
+        let key = format!("{usual}.{:08x}", rand::random::<u32>());
         self.relocated
             .lock()
             .expect("relocated")
@@ -164,7 +204,7 @@ impl Versions for Target {
             },
             manifest: serde_json::from_slice(&m.to_json_pretty()).expect("manifest is JSON"),
         };
-        let (bytes, id) = record.encode();
+        let (bytes, id) = record.encode(self.keys.as_deref());
         let key = format!("{SNAPSHOTS}/{id}");
         let bytes = bytes::Bytes::from(bytes);
         let opts = PutOptions {
@@ -199,10 +239,7 @@ impl Target {
     async fn recheck_marks(&self, tree: &StoreTree, m: &Manifest) -> Result<()> {
         let repo = super::Repository::from_parts(tree.clone(), self.config.clone());
         let marked = repo.marked().await?;
-        let hit = m
-            .files
-            .values()
-            .find(|e| marked.contains(&entry_object(&self.config, e)));
+        let hit = m.files.values().find(|e| marked.contains(&self.object(e)));
         match hit {
             Some(e) => Err(Error::Repository {
                 url: self.url.clone(),

@@ -142,7 +142,9 @@ impl World {
             release: Mutex::new(None),
         });
         let tree = StoreTree::new(gate.clone(), "repo", "memory:///repo");
-        let (repo, made) = Repository::open_or_init(tree, GRACE, true).await.unwrap();
+        let (repo, made) = Repository::open_or_init(tree, GRACE, true, None)
+            .await
+            .unwrap();
         assert!(made);
         World {
             gate,

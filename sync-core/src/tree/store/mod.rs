@@ -409,8 +409,14 @@ impl StoreTree {
     /// # Errors
     /// [`Error::Store`]; a missing object is a permanent error.
     pub async fn open(&self, rel: &str) -> Result<BoxStream<'static, Result<Bytes>>> {
-        let rel = &self.object_rel(rel);
-        self.stream(&self.location(rel), self.display(rel)).await
+        let key = self.object_rel(rel);
+        let stored = self
+            .stream(&self.location(&key), self.display(&key))
+            .await?;
+        Ok(match (&self.versions, &key) {
+            (Some(v), std::borrow::Cow::Owned(key)) => v.unseal(key, stored),
+            _ => stored,
+        })
     }
 
     /// Streams the object at `loc`; errors name it as `shown`.
@@ -441,8 +447,11 @@ impl StoreTree {
             return Ok(head
                 .into_values()
                 .filter_map(|e| {
-                    let key = self.object_entry(&e).path;
-                    objects.get(&key).map(|m| (e.path, m.size))
+                    let obj = self.object_entry(&e);
+                    // A sealed object of the right size holds the file's
+                    // size of content.
+                    let size = objects.get(&obj.path)?.size;
+                    Some((e.path, if size == obj.size { e.size } else { size }))
                 })
                 .collect());
         }
@@ -481,6 +490,25 @@ impl StoreTree {
     /// # Errors
     /// [`Error::Store`].
     pub async fn read_range(&self, rel: &str, range: Range<u64>) -> Result<Bytes> {
+        if self.versions.as_ref().is_some_and(|v| v.sealed()) {
+            // Sealed chunks do not line up with the content's bytes: read
+            // the object through and keep the range.
+            let mut stream = self.open(rel).await?;
+            let (mut at, mut out) = (0u64, bytes::BytesMut::new());
+            while let Some(chunk) = stream.try_next().await? {
+                let end = at + chunk.len() as u64;
+                if end > range.start && at < range.end {
+                    let from = range.start.saturating_sub(at) as usize;
+                    let to = (range.end.min(end) - at) as usize;
+                    out.extend_from_slice(&chunk[from..to]);
+                }
+                at = end;
+                if at >= range.end {
+                    break;
+                }
+            }
+            return Ok(out.freeze());
+        }
         let rel = &self.object_rel(rel);
         let shown = self.display(rel);
         let opts = GetOptions {
@@ -500,6 +528,14 @@ impl StoreTree {
     /// # Errors
     /// [`Error::Store`].
     pub async fn read_all(&self, rel: &str) -> Result<Bytes> {
+        if self.versions.as_ref().is_some_and(|v| v.sealed()) {
+            let mut stream = self.open(rel).await?;
+            let mut out = bytes::BytesMut::new();
+            while let Some(chunk) = stream.try_next().await? {
+                out.extend_from_slice(&chunk);
+            }
+            return Ok(out.freeze());
+        }
         let rel = &self.object_rel(rel);
         let shown = self.display(rel);
         let got = self

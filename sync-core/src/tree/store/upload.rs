@@ -183,3 +183,27 @@ pub(super) async fn collect_verified(
     entry.verify(total, hasher)?;
     Ok(buf.freeze())
 }
+
+/// A stream's bytes, which must come to `len`.
+///
+/// # Errors
+/// Stream errors; [`Error::Mismatch`] for another length.
+pub(super) async fn collect_verified_len(
+    mut stream: BoxStream<'static, Result<Bytes>>,
+    len: u64,
+) -> Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(len as usize);
+    while let Some(chunk) = stream.next().await {
+        buf.extend_from_slice(&chunk?);
+    }
+    if buf.len() as u64 != len {
+        return Err(Error::Mismatch {
+            path: "sealed object".into(),
+            what: "size",
+            expected: len.to_string(),
+            actual: buf.len().to_string(),
+            retryable: false,
+        });
+    }
+    Ok(buf.freeze())
+}

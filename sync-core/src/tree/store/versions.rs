@@ -10,6 +10,7 @@
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
+use futures::StreamExt;
 use object_store::{GetOptions, PutMode, PutOptions, PutPayload};
 
 use super::{PartLog, RemoteManifest, StoreTree};
@@ -26,8 +27,39 @@ pub(crate) trait Versions: Send + Sync + std::fmt::Debug {
     fn object(&self, e: &FileEntry) -> String;
 
     /// The key of the object holding the file at `rel` in the snapshot the
-    /// tree shows, if it has that file.
-    fn object_of_path(&self, rel: &str) -> Option<String>;
+    /// tree shows, and the file's size, if the snapshot has that file.
+    fn object_of_path(&self, rel: &str) -> Option<(String, u64)>;
+
+    /// The stored size of an object holding `n` bytes of content (larger
+    /// than `n` when objects are sealed).
+    fn stored_size(&self, n: u64) -> u64 {
+        n
+    }
+
+    /// Seals content on its way into the object `key` (as it is, when
+    /// objects are not sealed).
+    fn seal(
+        &self,
+        _key: &str,
+        plain: BoxStream<'static, Result<bytes::Bytes>>,
+    ) -> BoxStream<'static, Result<bytes::Bytes>> {
+        plain
+    }
+
+    /// Opens an object's bytes on their way out of `key`.
+    fn unseal(
+        &self,
+        _key: &str,
+        stored: BoxStream<'static, Result<bytes::Bytes>>,
+    ) -> BoxStream<'static, Result<bytes::Bytes>> {
+        stored
+    }
+
+    /// Whether objects are sealed (their byte ranges are not the
+    /// content's).
+    fn sealed(&self) -> bool {
+        false
+    }
 
     /// Whether an object that already exists at `key` may be relied on
     /// (one that a prune has marked for deletion may not).
@@ -67,7 +99,7 @@ impl StoreTree {
     /// file of the snapshot), `rel` itself.
     pub(crate) fn object_rel<'a>(&self, rel: &'a str) -> std::borrow::Cow<'a, str> {
         match self.versions.as_ref().and_then(|v| v.object_of_path(rel)) {
-            Some(key) => std::borrow::Cow::Owned(key),
+            Some((key, _)) => std::borrow::Cow::Owned(key),
             None => std::borrow::Cow::Borrowed(rel),
         }
     }
@@ -78,6 +110,7 @@ impl StoreTree {
         match &self.versions {
             Some(v) => {
                 let mut o = e.clone();
+                o.size = v.stored_size(e.size);
                 o.path = e
                     .extra
                     .as_ref()
@@ -98,7 +131,14 @@ impl StoreTree {
         &self,
         e: &FileEntry,
     ) -> Result<BoxStream<'static, Result<bytes::Bytes>>> {
-        self.open(&self.object_entry(e).path).await
+        let key = self.object_entry(e).path;
+        let stored = self
+            .stream(&self.location(&key), self.display(&key))
+            .await?;
+        Ok(match &self.versions {
+            Some(v) => v.unseal(&key, stored),
+            None => stored,
+        })
     }
 
     /// Writes `entry`'s content as a create-only object. Content that is
@@ -123,11 +163,19 @@ impl StoreTree {
             if let Some(etag) = self.existing(&obj).await? {
                 return Ok(etag);
             }
-            let etag = self.write_paths(&obj, stream, on_bytes, parts_log).await?;
+            let etag = if v.sealed() {
+                let checked = verified(entry, stream);
+                let sealed = v.seal(&obj.path, checked);
+                self.write_raw_multipart(&obj, sealed, on_bytes).await?
+            } else {
+                self.write_paths(&obj, stream, on_bytes, parts_log).await?
+            };
             v.stored(&obj.path, obj.size);
             return Ok(etag);
         }
-        let buf = super::upload::collect_verified(&obj, stream).await?;
+        let plain = super::upload::collect_verified(entry, stream).await?;
+        let sealed = v.seal(&obj.path, futures::stream::iter([Ok(plain)]).boxed());
+        let buf = super::upload::collect_verified_len(sealed, obj.size).await?;
         let total = buf.len() as u64;
         let opts = PutOptions {
             mode: PutMode::Create,
@@ -140,7 +188,7 @@ impl StoreTree {
             .await;
         match put {
             Ok(r) => {
-                on_bytes(total);
+                on_bytes(entry.size);
                 v.stored(&obj.path, total);
                 Ok(r.e_tag)
             }
@@ -161,6 +209,54 @@ impl StoreTree {
         }
     }
 
+    /// A multipart upload of bytes that were checked on their way in (a
+    /// sealed stream whose plaintext [`verified`] checks).
+    async fn write_raw_multipart(
+        &self,
+        obj: &FileEntry,
+        mut stream: BoxStream<'static, Result<bytes::Bytes>>,
+        on_bytes: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<Option<String>> {
+        let shown = self.display(&obj.path);
+        let opts = object_store::PutMultipartOptions {
+            attributes: self.attrs(Some(obj)),
+            ..Default::default()
+        };
+        let upload = self
+            .store
+            .put_multipart_opts(&self.location(&obj.path), opts)
+            .await
+            .map_err(|e| Error::store(&shown, e))?;
+        let mut writer = object_store::WriteMultipart::new_with_chunk_size(
+            upload,
+            super::part_size_for(obj.size) as usize,
+        );
+        let fed: Result<()> = async {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                writer
+                    .wait_for_capacity(super::PARTS_IN_FLIGHT)
+                    .await
+                    .map_err(|e| Error::store(&shown, e))?;
+                on_bytes(chunk.len() as u64);
+                writer.put(chunk);
+            }
+            Ok(())
+        }
+        .await;
+        match fed {
+            Ok(()) => writer
+                .finish()
+                .await
+                .map(|p| p.e_tag)
+                .map_err(|e| Error::store(&shown, e)),
+            Err(e) => {
+                let _ = writer.abort().await;
+                Err(e)
+            }
+        }
+    }
+
     /// `Some(etag)` when the object for `obj` exists with its size (one
     /// HEAD); `None` when it does not.
     async fn existing(&self, obj: &FileEntry) -> Result<Option<Option<String>>> {
@@ -175,4 +271,36 @@ impl StoreTree {
             Err(e) => Err(Error::store(self.display(&obj.path), e)),
         }
     }
+}
+
+/// `stream`, checked against `entry` as it passes: a stream that ends with
+/// other bytes than the entry's ends in [`Error::Mismatch`] instead.
+fn verified(
+    entry: &FileEntry,
+    stream: BoxStream<'static, Result<bytes::Bytes>>,
+) -> BoxStream<'static, Result<bytes::Bytes>> {
+    let e = entry.clone();
+    let hasher = crate::manifest::ContentHasher::new(e.hash_algorithm);
+    futures::stream::unfold(
+        (stream, Some((e, hasher, 0u64))),
+        |(mut s, st)| async move {
+            let (e, mut h, mut n) = st?;
+            match s.next().await {
+                Some(Ok(b)) => {
+                    n += b.len() as u64;
+                    if n > e.size {
+                        return Some((Err(e.too_long(n)), (s, None)));
+                    }
+                    h.update(&b);
+                    Some((Ok(b), (s, Some((e, h, n)))))
+                }
+                Some(Err(err)) => Some((Err(err), (s, None))),
+                None => match e.verify(n, h) {
+                    Ok(()) => None,
+                    Err(err) => Some((Err(err), (s, None))),
+                },
+            }
+        },
+    )
+    .boxed()
 }
