@@ -53,7 +53,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let (latest, _) = repo.resolve(&all, &SnapshotSpec::Latest, &Filter::default())?;
-    let engine = repo.restore(latest, LocalTree::new(restore_to), SyncOptions::default())?;
+    let engine = repo
+        .restore(latest, LocalTree::new(restore_to), SyncOptions::default())
+        .await?;
     let restored = engine.execute(engine.plan().await?).await?;
     println!(
         "restored {} into {restore_to}: {} file(s) written",

@@ -161,7 +161,7 @@
 //!
 //! // Restore the latest, then keep only it and prune.
 //! let (latest, _) = repo.resolve(&all, &SnapshotSpec::Latest, &Filter::default())?;
-//! let engine = repo.restore(latest, LocalTree::new(restored.path()), SyncOptions::default())?;
+//! let engine = repo.restore(latest, LocalTree::new(restored.path()), SyncOptions::default()).await?;
 //! engine.execute(engine.plan().await?).await?;
 //! assert_eq!(std::fs::read(restored.path().join("_meta/schema.json")).unwrap(), b"{}");
 //! let keep_one = Policy { last: Some(1), ..Policy::default() };

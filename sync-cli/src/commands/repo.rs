@@ -200,7 +200,7 @@ pub async fn snapshot_target(
         snap.record.name,
         snap.record.time
     ));
-    Ok(Some(Box::new(repo.snapshot_tree(snap)?)))
+    Ok(Some(Box::new(repo.snapshot_tree(snap).await?)))
 }
 
 /// `pqsync backup`.
@@ -356,7 +356,7 @@ pub async fn restore(a: &RestoreArgs, s: &Session) -> Result<ExitStatus> {
     if a.no_trash {
         opts = opts.with_trash(Trash::Off);
     }
-    let engine = repo.restore(snap, local, opts)?;
+    let engine = repo.restore(snap, local, opts).await?;
     let title = format!(
         "restore {}:{} -> {}",
         repo.url(),
@@ -428,7 +428,7 @@ pub async fn diff(a: &DiffArgs, s: &Session) -> Result<ExitStatus> {
     let f = filter(&a.filter);
     let (a_snap, _) = repo.resolve(&all, &from, &f)?;
     let (b_snap, _) = repo.resolve(&all, &to, &f)?;
-    let d = pqsync_core::diff_trees(&repo.tree_of(a_snap)?, &repo.tree_of(b_snap)?);
+    let d = pqsync_core::diff_trees(&repo.tree_of(a_snap).await?, &repo.tree_of(b_snap).await?);
     let printer = s.printer;
     printer.document(&json!({
         "from": a_snap.id,

@@ -13,6 +13,12 @@ use crate::keys::{add_awkward, Seen};
 use crate::lost::Remote;
 use crate::{age, json_of, pqsync, sample_copy, tree_files, Output};
 
+/// A snapshot record as stored: zstd-compressed JSON (the reference
+/// zstd library decompresses it, not pqsync).
+fn record_json(bytes: &[u8]) -> Value {
+    serde_json::from_slice(&zstd::decode_all(bytes).expect("a zstd frame")).unwrap()
+}
+
 fn sha(bytes: &[u8]) -> String {
     HashAlgorithm::Sha256.digest(bytes).to_string()
 }
@@ -81,8 +87,7 @@ fn backups_deduplicate_and_restore_every_version() {
         assert!(stored.keys().all(|k| k.matches('/').count() == 2));
         assert_eq!(snapshot_ids(&remote), BTreeSet::from([id1.clone()]));
         // The record, read independently, lists every path with its size.
-        let record: Value =
-            serde_json::from_slice(&remote.raw(&format!("index/snapshots/{id1}"))).unwrap();
+        let record = record_json(&remote.raw(&format!("index/snapshots/{id1}")));
         assert_eq!(record["tags"], serde_json::json!(["daily"]));
         let listed: BTreeMap<String, u64> = record["manifest"]["files"]
             .as_object()
@@ -489,7 +494,7 @@ fn assert_snapshots_whole(remote: &Remote, when: &str) -> usize {
         .filter(|k| k.starts_with("index/snapshots/"))
         .collect();
     for key in &snaps {
-        let record: Value = serde_json::from_slice(&all[*key]).unwrap();
+        let record = record_json(&all[*key]);
         for (path, e) in record["manifest"]["files"].as_object().unwrap() {
             let hash = e["hash"].as_str().unwrap();
             let object = e

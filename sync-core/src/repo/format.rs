@@ -148,8 +148,9 @@ pub struct SnapshotSummary {
     pub added_bytes: u64,
 }
 
-/// One snapshot record: `index/snapshots/<id>`, where `id` is the BLAKE3
-/// hash of the record's bytes.
+/// One snapshot record: `index/snapshots/<id>`, stored as zstd-compressed
+/// JSON (sealed, in an encrypted repository), where `id` is the BLAKE3
+/// hash of the stored bytes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotRecord {
@@ -194,7 +195,8 @@ impl SnapshotRecord {
 
     /// The record's bytes as stored (sealed, with `keys`) and its id.
     pub(crate) fn encode(&self, keys: Option<&Keys>) -> (Vec<u8>, String) {
-        let mut bytes = serde_json::to_vec(self).expect("a snapshot record serialises");
+        let json = serde_json::to_vec(self).expect("a snapshot record serialises");
+        let mut bytes = zstd::encode_all(&json[..], 3).expect("compressing in memory cannot fail");
         if let Some(k) = keys {
             bytes = k.seal(SNAPSHOT_AAD, &bytes);
         }
@@ -224,6 +226,9 @@ impl SnapshotRecord {
             }
             None => bytes,
         };
+        let json = zstd::decode_all(bytes)
+            .map_err(|e| err(format!("does not decompress ({e}); it is damaged")))?;
+        let bytes = &json[..];
         let v: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| err(format!("does not parse ({e})")))?;
         match v.get("snapshot").and_then(|f| f.as_u64()) {

@@ -632,19 +632,28 @@ impl Repository {
         Ok((snaps, marks))
     }
 
-    /// A snapshot record, from the cache or one GET.
+    /// A snapshot's record, from the cache or one GET, without its tree
+    /// (so that listing many snapshots holds only their summaries; the tree
+    /// is [`Repository::tree_of`]).
     ///
     /// # Errors
     /// [`Error::Repository`] for a damaged record; store errors.
     pub async fn snapshot(&self, id: &str) -> Result<Snapshot> {
+        let mut record = self.record(id).await?;
+        record.manifest = serde_json::Value::Null;
+        Ok(Snapshot {
+            id: id.to_string(),
+            record,
+        })
+    }
+
+    /// A whole snapshot record, from the cache or one GET.
+    async fn record(&self, id: &str) -> Result<SnapshotRecord> {
         let cached = self.cache_path(id);
         let keys = self.keys()?;
         if let Some(bytes) = cached.as_ref().and_then(|p| std::fs::read(p).ok()) {
             if let Ok(record) = SnapshotRecord::decode(&bytes, id, self.url(), keys.as_deref()) {
-                return Ok(Snapshot {
-                    id: id.to_string(),
-                    record,
-                });
+                return Ok(record);
             }
         }
         let key = format!("{SNAPSHOTS}/{id}");
@@ -653,10 +662,7 @@ impl Repository {
         if let Some(p) = cached {
             cache_put(&p, &bytes);
         }
-        Ok(Snapshot {
-            id: id.to_string(),
-            record,
-        })
+        Ok(record)
     }
 
     fn cache_path(&self, id: &str) -> Option<PathBuf> {
@@ -823,9 +829,7 @@ impl Repository {
             .cloned();
         let head = match &parent {
             Some(p) => {
-                let mut m = p
-                    .record
-                    .tree(&format!("{}/{SNAPSHOTS}/{}", self.url(), p.id))?;
+                let mut m = self.tree_of(p).await?;
                 // Content a prune has marked is not relied on: it is sent
                 // again, under another key.
                 let keys = self.keys()?;
@@ -872,15 +876,13 @@ impl Repository {
     ///
     /// # Errors
     /// [`Error::ManifestCorrupt`] for a damaged snapshot.
-    pub fn restore(
+    pub async fn restore(
         &self,
         snapshot: &Snapshot,
         local: LocalTree,
         opts: SyncOptions,
     ) -> Result<Engine> {
-        let m = snapshot
-            .record
-            .tree(&format!("{}/{SNAPSHOTS}/{}", self.url(), snapshot.id))?;
+        let m = self.tree_of(snapshot).await?;
         let alg = m.hash_algorithm().unwrap_or(self.config.hash);
         let mut target = Target::new(self.config.clone(), self.url(), Some(m));
         target.keys = self.keys()?;
@@ -895,8 +897,8 @@ impl Repository {
     ///
     /// # Errors
     /// [`Error::ManifestCorrupt`] for a damaged snapshot.
-    pub fn snapshot_tree(&self, snapshot: &Snapshot) -> Result<StoreTree> {
-        let m = self.tree_of(snapshot)?;
+    pub async fn snapshot_tree(&self, snapshot: &Snapshot) -> Result<StoreTree> {
+        let m = self.tree_of(snapshot).await?;
         let url = format!("{}:{}", self.url(), snapshot.short_id());
         let mut target = Target::new(self.config.clone(), &url, Some(m));
         target.keys = self.keys()?;
@@ -907,14 +909,17 @@ impl Repository {
             .with_url(url))
     }
 
-    /// The tree a snapshot holds.
+    /// The tree a snapshot holds (its record read again, from the cache or
+    /// one GET).
     ///
     /// # Errors
-    /// [`Error::ManifestCorrupt`] for a damaged snapshot.
-    pub fn tree_of(&self, snapshot: &Snapshot) -> Result<Manifest> {
-        snapshot
-            .record
-            .tree(&format!("{}/{SNAPSHOTS}/{}", self.url(), snapshot.id))
+    /// [`Error::ManifestCorrupt`] for a damaged snapshot; store errors.
+    pub async fn tree_of(&self, snapshot: &Snapshot) -> Result<Manifest> {
+        let record = match &snapshot.record.manifest {
+            serde_json::Value::Null => self.record(&snapshot.id).await?,
+            _ => snapshot.record.clone(),
+        };
+        record.tree(&format!("{}/{SNAPSHOTS}/{}", self.url(), snapshot.id))
     }
 
     /// The object key holding an entry's content.

@@ -24,6 +24,14 @@ use super::{Filter, Objects, Repository, Snapshot};
 use crate::error::{Error, Result};
 use crate::manifest::{ContentHasher, FileEntry};
 
+/// An object some snapshot references.
+struct Referenced {
+    /// One entry holding it (for its size, hash and a path to name).
+    entry: FileEntry,
+    /// The short ids of the snapshots that need it.
+    needed_by: Vec<String>,
+}
+
 /// How a prune runs.
 #[derive(Clone, Debug, Default)]
 pub struct PruneOptions {
@@ -107,35 +115,44 @@ impl Repository {
         Ok(out)
     }
 
-    /// Every object key the snapshots reference, with one entry naming it
-    /// (for messages) and the snapshots that need it.
-    fn referenced<'a>(
+    /// Every object key the snapshots reference, with one entry holding it
+    /// and the snapshots that need it. Snapshots are read one at a time,
+    /// so memory grows with the distinct objects, not with the snapshots.
+    /// A snapshot that cannot be read is reported in `bad`; returns how
+    /// many were read.
+    async fn referenced(
         &self,
-        snaps: &'a [(Snapshot, crate::manifest::Manifest)],
-    ) -> HashMap<String, (&'a FileEntry, Vec<&'a str>)> {
-        let mut out: HashMap<String, (&FileEntry, Vec<&str>)> = HashMap::new();
-        for (s, m) in snaps {
-            for e in m.files.values() {
-                out.entry(self.object_of(e))
-                    .or_insert_with(|| (e, Vec::new()))
-                    .1
-                    .push(s.short_id());
+        ids: Vec<String>,
+        bad: &mut Vec<String>,
+    ) -> Result<(usize, HashMap<String, Referenced>)> {
+        let mut out: HashMap<String, Referenced> = HashMap::new();
+        let mut read = 0;
+        for id in ids {
+            let tree = match self.snapshot(&id).await {
+                Ok(s) => self.tree_of(&s).await,
+                Err(e) => Err(e),
+            };
+            let tree = match tree {
+                Ok(t) => t,
+                Err(e) => {
+                    bad.push(format!("snapshot {id}: {e}"));
+                    continue;
+                }
+            };
+            read += 1;
+            let short: String = id.chars().take(8).collect();
+            for e in tree.files.into_values() {
+                let key = self.object_of(&e);
+                let r = out.entry(key).or_insert_with(|| Referenced {
+                    entry: e,
+                    needed_by: Vec::new(),
+                });
+                if r.needed_by.last() != Some(&short) {
+                    r.needed_by.push(short.clone());
+                }
             }
         }
-        out
-    }
-
-    async fn trees(
-        &self,
-        snaps: Vec<Snapshot>,
-    ) -> Result<Vec<(Snapshot, crate::manifest::Manifest)>> {
-        snaps
-            .into_iter()
-            .map(|s| {
-                let m = self.tree_of(&s)?;
-                Ok((s, m))
-            })
-            .collect()
+        Ok((read, out))
     }
 
     /// Applies a retention policy to the snapshots `filter` passes, grouped
@@ -190,12 +207,19 @@ impl Repository {
         // backup that commits later (and relies on it only if unmarked).
         let (snap_ids, mark_ids) = self.index().await?;
         let marks = self.marks(&mark_ids).await?;
-        let snaps = self.trees(self.load(snap_ids).await?).await?;
+        let mut bad = Vec::new();
+        let (read, referenced) = self.referenced(snap_ids, &mut bad).await?;
+        if let Some(first) = bad.first() {
+            // Its objects would look unreferenced: delete nothing.
+            return Err(Error::Repository {
+                url: self.url().to_string(),
+                reason: format!("{first}; prune deletes nothing while a snapshot cannot be read (forget it, or repair it, first)"),
+            });
+        }
         let objects = self.objects().await?;
-        let referenced = self.referenced(&snaps);
         let now = chrono::Utc::now();
         let mut report = PruneReport {
-            snapshots: snaps.len(),
+            snapshots: read,
             objects: objects.len(),
             referenced: referenced.len(),
             ..Default::default()
@@ -299,29 +323,20 @@ impl Repository {
     pub async fn check(&self, read: ReadData) -> Result<CheckReport> {
         let (snap_ids, _) = self.index().await?;
         let mut report = CheckReport::default();
-        let mut snaps = Vec::new();
-        for id in snap_ids {
-            match self.snapshot(&id).await.and_then(|s| {
-                let m = self.tree_of(&s)?;
-                Ok((s, m))
-            }) {
-                Ok(pair) => snaps.push(pair),
-                Err(e) => report.problems.push(format!("snapshot {id}: {e}")),
-            }
-        }
-        report.snapshots = snaps.len();
+        let (count, referenced) = self.referenced(snap_ids, &mut report.problems).await?;
+        report.snapshots = count;
         let objects = self.objects().await?;
-        let referenced = self.referenced(&snaps);
         report.referenced = referenced.len();
         report.unreferenced = objects
             .keys()
             .filter(|k| !referenced.contains_key(*k))
             .count();
         let mut to_read = Vec::new();
-        let mut refs: Vec<(&String, &(&FileEntry, Vec<&str>))> = referenced.iter().collect();
+        let mut refs: Vec<(&String, &Referenced)> = referenced.iter().collect();
         refs.sort_by(|a, b| a.0.cmp(b.0));
-        for (key, (e, needed_by)) in refs {
-            let who = needed_by.join(", ");
+        for (key, r) in refs {
+            let e = &r.entry;
+            let who = r.needed_by.join(", ");
             match objects.get(key) {
                 None => report.problems.push(format!(
                     "{key} ({}) is missing; snapshots {who} cannot be restored whole",
@@ -339,7 +354,7 @@ impl Repository {
                         ReadData::Percent(p) => rand::random::<f64>() * 100.0 < p,
                     };
                     if pick {
-                        to_read.push((key.clone(), (*e).clone(), who));
+                        to_read.push((key.clone(), e.clone(), who));
                     }
                 }
             }

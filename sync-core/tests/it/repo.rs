@@ -205,6 +205,7 @@ impl World {
             let engine = self
                 .repo
                 .restore(snap, local(out.path()), SyncOptions::default())
+                .await
                 .unwrap();
             let r = engine.execute(engine.plan().await.unwrap()).await.unwrap();
             assert!(r.success, "{:?}", r.errors);
