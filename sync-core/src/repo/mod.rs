@@ -639,8 +639,27 @@ impl Repository {
     /// # Errors
     /// [`Error::Repository`] for a damaged record; store errors.
     pub async fn snapshot(&self, id: &str) -> Result<Snapshot> {
+        // The summary (the record without its tree) is cached beside the
+        // record, so listing many snapshots parses only summaries.
+        let summary = self.cache_path(id).map(|p| p.with_extension("summary"));
+        if let Some(record) = summary
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice::<SnapshotRecord>(&b).ok())
+        {
+            return Ok(Snapshot {
+                id: id.to_string(),
+                record,
+            });
+        }
         let mut record = self.record(id).await?;
         record.manifest = serde_json::Value::Null;
+        if let Some(p) = summary {
+            cache_put(
+                &p,
+                &serde_json::to_vec(&record).expect("a record serialises"),
+            );
+        }
         Ok(Snapshot {
             id: id.to_string(),
             record,
