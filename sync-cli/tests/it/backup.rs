@@ -926,3 +926,95 @@ fn keys_add_list_change_and_remove() {
     .stdout_ok();
     assert_eq!(tree_files(out.path()), tree_files(db.path()));
 }
+
+/// Bad repositories get one line naming the cause, and nothing is written
+/// where a restored file belongs: a config from a newer format, a record
+/// whose bytes do not match its id, a record naming a hostile path, and a
+/// missing repository.
+#[test]
+fn bad_repositories_are_refused_in_one_line() {
+    let remote = Remote::dir();
+    let repo = remote.url();
+    let db = sample_copy();
+    let v = backup(&remote, db.path(), &[]);
+    let id = v["snapshot"]["id"].as_str().unwrap().to_string();
+    let one_line = |out: Vec<u8>, want: &str| {
+        let err = String::from_utf8_lossy(&out).to_string();
+        let errors: Vec<&str> = err
+            .lines()
+            .filter(|l| l.starts_with("pqsync: error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{err}");
+        assert!(errors[0].contains(want), "{err}");
+    };
+
+    let missing = format!("{repo}-nothing-here");
+    one_line(
+        pqsync(None).args(["snapshots", &missing]).stderr_with(1),
+        "no snapshot repository here",
+    );
+
+    // A record altered in place: its bytes no longer hash to its id.
+    let key = format!("index/snapshots/{id}");
+    let record = remote.raw(&key);
+    let mut altered = record.clone();
+    let n = altered.len();
+    altered[n / 2] ^= 1;
+    remote.put(&key, &altered, None);
+    // This machine cached the record when it wrote it (and the cache is
+    // checked against the id too); another machine reads the altered one.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other = || {
+        let mut c = pqsync(None);
+        c.env("PQSYNC_STATE_DIR", elsewhere.path());
+        c
+    };
+    let out = tempfile::tempdir().unwrap();
+    one_line(
+        other()
+            .args(["restore", &format!("{repo}:{}", &id[..8]), "-d"])
+            .arg(out.path())
+            .stderr_with(1),
+        "do not match its id",
+    );
+    assert!(tree_files(out.path()).is_empty());
+
+    // A well-formed record (written by hand) naming a path outside the
+    // directory: refused before anything is written.
+    let mut json = record_json(&record);
+    let files = json["manifest"]["files"].as_object_mut().unwrap();
+    let (_, first) = files
+        .iter()
+        .next()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .unwrap();
+    let mut evil = first.clone();
+    evil["path"] = "../escaped.json".into();
+    files.insert("../escaped.json".into(), evil);
+    let bytes = zstd::encode_all(&serde_json::to_vec(&json).unwrap()[..], 3).unwrap();
+    let evil_id = HashAlgorithm::Blake3.digest(&bytes).to_string();
+    remote.put(&key, &record, None);
+    remote.put(&format!("index/snapshots/{evil_id}"), &bytes, None);
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("db");
+    one_line(
+        other()
+            .args(["restore", &format!("{repo}:{}", &evil_id[..8]), "-d"])
+            .arg(&target)
+            .stderr_with(1),
+        "../escaped.json",
+    );
+    assert!(!out.path().join("escaped.json").exists());
+    assert!(!target.exists() || tree_files(&target).is_empty());
+
+    // A config from a newer format.
+    let config = remote.raw("config");
+    let mut c: Value = serde_json::from_slice(&config).unwrap();
+    c["pqsyncRepository"] = 2.into();
+    remote.put("config", &serde_json::to_vec(&c).unwrap(), None);
+    one_line(
+        pqsync(None).args(["snapshots", &repo]).stderr_with(1),
+        "upgrade pqsync",
+    );
+    remote.put("config", &config, None);
+}
