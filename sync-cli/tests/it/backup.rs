@@ -105,6 +105,7 @@ fn backups_deduplicate_and_restore_every_version() {
         // Unchanged: a new snapshot, no content read or sent, 3 requests.
         let again = backup(&remote, db.path(), &[]);
         assert_eq!(again["result"]["uploaded"].as_array().unwrap().len(), 0);
+        assert_eq!(again["result"]["filesHashed"], 0, "the stat cache answers");
         assert!(
             again["result"]["requests"].as_u64().unwrap() <= 3,
             "{}",

@@ -882,6 +882,7 @@ impl Run<'_> {
             unchanged: plan.unchanged,
             committed: out.committed,
             bytes_transferred: self.bytes.load(std::sync::atomic::Ordering::SeqCst),
+            files_hashed: plan.view.files_hashed,
             requests: engine.requests(),
             warnings,
             kept: std::mem::take(&mut *self.kept.lock().expect("kept")),

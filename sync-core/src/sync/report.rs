@@ -64,6 +64,9 @@ pub struct SyncResult {
     pub committed: bool,
     /// Bytes moved.
     pub bytes_transferred: u64,
+    /// Local files whose contents were read to hash them (the stat cache
+    /// answered for the others).
+    pub files_hashed: usize,
     /// Requests made, planning included.
     pub requests: u64,
     /// Warnings, the plan's included.
