@@ -203,11 +203,52 @@ pub async fn snapshot_target(
     Ok(Some(Box::new(repo.snapshot_tree(snap).await?)))
 }
 
+/// A directory repository and a database directory must not lie one
+/// inside the other: a backup would store its own repository, a restore
+/// would overwrite it.
+fn refuse_nesting(
+    remote: &pqsync_backends::Remote,
+    dir: &std::path::Path,
+    verb: &str,
+) -> Result<()> {
+    let pqsync_backends::Remote::Dir { path } = remote else {
+        return Ok(());
+    };
+    let real = |p: &std::path::Path| {
+        // The nearest existing ancestor, resolved, with the rest appended.
+        let mut head = p.to_path_buf();
+        let mut tail = Vec::new();
+        while !head.exists() {
+            match (head.file_name().map(|n| n.to_owned()), head.parent()) {
+                (Some(n), Some(parent)) => {
+                    tail.push(n);
+                    head = parent.to_path_buf();
+                }
+                _ => break,
+            }
+        }
+        let mut out = std::fs::canonicalize(&head).unwrap_or(head);
+        out.extend(tail.into_iter().rev());
+        out
+    };
+    let (repo, db) = (real(path), real(dir));
+    if repo.starts_with(&db) || db.starts_with(&repo) {
+        return Err(UsageError(format!(
+            "cannot {verb}: the repository {} and the directory {} lie one inside the other; keep the repository outside the database",
+            repo.display(),
+            db.display()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// `pqsync backup`.
 pub async fn backup(a: &BackupArgs, s: &Session) -> Result<ExitStatus> {
     let time = at(a.time.as_deref())?;
     let local = super::local_tree(&a.dir, true)?;
     let remote = s.parse_remote(&a.repository)?;
+    refuse_nesting(&remote, local.root(), "backup")?;
     let opts = SyncOptions::default().with_concurrency(usize::from(a.concurrency));
     let tree = s.open_remote(&remote, &a.remote_flags, !a.dry_run, &opts.congestion)?;
     let password = read_password(&a.password)?;
@@ -336,6 +377,7 @@ pub async fn restore(a: &RestoreArgs, s: &Session) -> Result<ExitStatus> {
         (None, None) => SnapshotSpec::Latest,
     };
     let local = super::local_tree(&a.dir, false)?;
+    refuse_nesting(&s.parse_remote(&url)?, local.root(), "restore")?;
     let repo = open(s, &url, &a.remote_flags, &a.password).await?;
     let all = repo.snapshots().await?;
     let (snap, past) = repo.resolve(&all, &spec, &filter(&a.filter))?;
