@@ -86,39 +86,45 @@ impl StoreTree {
     async fn write_multipart(
         &self,
         entry: &FileEntry,
+        stream: BoxStream<'static, Result<Bytes>>,
+        on_bytes: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<Option<String>> {
+        self.put_multipart_stream(entry, verified(entry, stream), on_bytes)
+            .await
+    }
+
+    /// Streams bytes into a multipart upload to `obj`'s key, completed
+    /// only if the stream ends without an error (a [`verified`] stream ends
+    /// in one when its bytes are not the entry's) and aborted otherwise.
+    pub(super) async fn put_multipart_stream(
+        &self,
+        obj: &FileEntry,
         mut stream: BoxStream<'static, Result<Bytes>>,
         on_bytes: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<Option<String>> {
-        let shown = self.display(&entry.path);
+        let shown = self.display(&obj.path);
         let opts = PutMultipartOptions {
-            attributes: self.attrs(Some(entry)),
+            attributes: self.attrs(Some(obj)),
             ..Default::default()
         };
         let upload = self
             .store
-            .put_multipart_opts(&self.location(&entry.path), opts)
+            .put_multipart_opts(&self.location(&obj.path), opts)
             .await
             .map_err(|e| Error::store(&shown, e))?;
         let mut writer =
-            WriteMultipart::new_with_chunk_size(upload, part_size_for(entry.size) as usize);
-        let mut hasher = ContentHasher::new(entry.hash_algorithm);
-        let mut total = 0u64;
+            WriteMultipart::new_with_chunk_size(upload, part_size_for(obj.size) as usize);
         let fed: Result<()> = async {
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk?;
-                total += chunk.len() as u64;
-                if total > entry.size {
-                    return Err(entry.too_long(total));
-                }
-                hasher.update(&chunk);
                 writer
                     .wait_for_capacity(PARTS_IN_FLIGHT)
                     .await
                     .map_err(|e| Error::store(&shown, e))?;
-                writer.put(chunk.clone());
                 on_bytes(chunk.len() as u64);
+                writer.put(chunk);
             }
-            entry.verify(total, hasher)
+            Ok(())
         }
         .await;
         match fed {
@@ -206,4 +212,36 @@ pub(super) async fn collect_verified_len(
         });
     }
     Ok(buf.freeze())
+}
+
+/// `stream`, checked against `entry` as it passes: a stream that ends with
+/// other bytes than the entry's ends in [`Error::Mismatch`] instead.
+pub(super) fn verified(
+    entry: &FileEntry,
+    stream: BoxStream<'static, Result<bytes::Bytes>>,
+) -> BoxStream<'static, Result<bytes::Bytes>> {
+    let e = entry.clone();
+    let hasher = crate::manifest::ContentHasher::new(e.hash_algorithm);
+    futures::stream::unfold(
+        (stream, Some((e, hasher, 0u64))),
+        |(mut s, st)| async move {
+            let (e, mut h, mut n) = st?;
+            match s.next().await {
+                Some(Ok(b)) => {
+                    n += b.len() as u64;
+                    if n > e.size {
+                        return Some((Err(e.too_long(n)), (s, None)));
+                    }
+                    h.update(&b);
+                    Some((Ok(b), (s, Some((e, h, n)))))
+                }
+                Some(Err(err)) => Some((Err(err), (s, None))),
+                None => match e.verify(n, h) {
+                    Ok(()) => None,
+                    Err(err) => Some((Err(err), (s, None))),
+                },
+            }
+        },
+    )
+    .boxed()
 }

@@ -164,9 +164,9 @@ impl StoreTree {
                 return Ok(etag);
             }
             let etag = if v.sealed() {
-                let checked = verified(entry, stream);
+                let checked = super::upload::verified(entry, stream);
                 let sealed = v.seal(&obj.path, checked);
-                self.write_raw_multipart(&obj, sealed, on_bytes).await?
+                self.put_multipart_stream(&obj, sealed, on_bytes).await?
             } else {
                 self.write_paths(&obj, stream, on_bytes, parts_log).await?
             };
@@ -209,54 +209,6 @@ impl StoreTree {
         }
     }
 
-    /// A multipart upload of bytes that were checked on their way in (a
-    /// sealed stream whose plaintext [`verified`] checks).
-    async fn write_raw_multipart(
-        &self,
-        obj: &FileEntry,
-        mut stream: BoxStream<'static, Result<bytes::Bytes>>,
-        on_bytes: &(dyn Fn(u64) + Send + Sync),
-    ) -> Result<Option<String>> {
-        let shown = self.display(&obj.path);
-        let opts = object_store::PutMultipartOptions {
-            attributes: self.attrs(Some(obj)),
-            ..Default::default()
-        };
-        let upload = self
-            .store
-            .put_multipart_opts(&self.location(&obj.path), opts)
-            .await
-            .map_err(|e| Error::store(&shown, e))?;
-        let mut writer = object_store::WriteMultipart::new_with_chunk_size(
-            upload,
-            super::part_size_for(obj.size) as usize,
-        );
-        let fed: Result<()> = async {
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk?;
-                writer
-                    .wait_for_capacity(super::PARTS_IN_FLIGHT)
-                    .await
-                    .map_err(|e| Error::store(&shown, e))?;
-                on_bytes(chunk.len() as u64);
-                writer.put(chunk);
-            }
-            Ok(())
-        }
-        .await;
-        match fed {
-            Ok(()) => writer
-                .finish()
-                .await
-                .map(|p| p.e_tag)
-                .map_err(|e| Error::store(&shown, e)),
-            Err(e) => {
-                let _ = writer.abort().await;
-                Err(e)
-            }
-        }
-    }
-
     /// `Some(etag)` when the object for `obj` exists with its size (one
     /// HEAD); `None` when it does not.
     async fn existing(&self, obj: &FileEntry) -> Result<Option<Option<String>>> {
@@ -271,36 +223,4 @@ impl StoreTree {
             Err(e) => Err(Error::store(self.display(&obj.path), e)),
         }
     }
-}
-
-/// `stream`, checked against `entry` as it passes: a stream that ends with
-/// other bytes than the entry's ends in [`Error::Mismatch`] instead.
-fn verified(
-    entry: &FileEntry,
-    stream: BoxStream<'static, Result<bytes::Bytes>>,
-) -> BoxStream<'static, Result<bytes::Bytes>> {
-    let e = entry.clone();
-    let hasher = crate::manifest::ContentHasher::new(e.hash_algorithm);
-    futures::stream::unfold(
-        (stream, Some((e, hasher, 0u64))),
-        |(mut s, st)| async move {
-            let (e, mut h, mut n) = st?;
-            match s.next().await {
-                Some(Ok(b)) => {
-                    n += b.len() as u64;
-                    if n > e.size {
-                        return Some((Err(e.too_long(n)), (s, None)));
-                    }
-                    h.update(&b);
-                    Some((Ok(b), (s, Some((e, h, n)))))
-                }
-                Some(Err(err)) => Some((Err(err), (s, None))),
-                None => match e.verify(n, h) {
-                    Ok(()) => None,
-                    Err(err) => Some((Err(err), (s, None))),
-                },
-            }
-        },
-    )
-    .boxed()
 }
