@@ -1039,3 +1039,27 @@ fn bad_repositories_are_refused_in_one_line() {
     );
     remote.put("config", &config, None);
 }
+
+/// The repository wiped behind pqsync's back: the next backup makes a new
+/// one and stores everything again, instead of trusting this machine's
+/// caches and journal, and it restores whole.
+#[test]
+fn a_wiped_repository_is_made_again_in_full() {
+    for remote in Remote::each("wiped") {
+        let db = sample_copy();
+        backup(&remote, db.path(), &[]);
+        remote.wipe();
+        let v = backup(&remote, db.path(), &[]);
+        let files = tree_files(db.path());
+        assert_eq!(
+            v["result"]["uploaded"].as_array().unwrap().len(),
+            files.len()
+        );
+        assert_eq!(v["parent"], Value::Null);
+        assert_eq!(snapshot_ids(&remote).len(), 1);
+        assert_eq!(assert_snapshots_whole(&remote, "after the wipe"), 1);
+        let out = tempfile::tempdir().unwrap();
+        restore(&remote, "latest", out.path(), &[]);
+        assert_eq!(tree_files(out.path()), files);
+    }
+}
