@@ -28,15 +28,8 @@ quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 export PATH="$HOME/.cargo/bin:$PATH"
 
-need_apt() {
-    command -v "$1" >/dev/null && return
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        apt-get install -y -q "$1" >/dev/null
-    else
-        echo "bench: install $1 (apt-get install $1)" >&2
-        exit 1
-    fi
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 need_apt restic
 need_apt rclone
 [ -x /usr/bin/time ] || need_apt time
@@ -66,10 +59,6 @@ export RESTIC_PASSWORD=bench-password PQSYNC_PASSWORD=bench-password
 export PQSYNC_STATE_DIR=$work/state RESTIC_CACHE_DIR=$work/restic-cache
 run_id=$(date +%s)
 
-requests() {
-    curl -s "127.0.0.1:$GARAGE_ADMIN_PORT/metrics" |
-        awk '/^api_s3_request_counter/ {s += $NF} END {print s + 0}'
-}
 size_of() { rclone size --json "g:$bucket/$1" | sed 's/.*"bytes":\([0-9]*\).*/\1/'; }
 age() { find "$1" -type f -exec touch -d '1 hour ago' {} +; }
 

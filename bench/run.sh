@@ -25,15 +25,8 @@ conc=8
 export PATH="$HOME/.cargo/bin:$PATH"
 
 # --- tools -----------------------------------------------------------------
-need_apt() {
-    command -v "$1" >/dev/null && return
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        apt-get install -y -q "$1" >/dev/null
-    else
-        echo "bench: install $1 (apt-get install $1)" >&2
-        exit 1
-    fi
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 need_apt rclone
 need_apt rsync
 command -v b3sum >/dev/null || cargo install b3sum --locked -q
@@ -70,10 +63,6 @@ pqs=("$pq" --no-progress -q)
 # Sync flags go after the command they belong to.
 tx=(--concurrency "$conc")
 
-requests() {
-    curl -s "127.0.0.1:$GARAGE_ADMIN_PORT/metrics" |
-        awk '/^api_s3_request_counter/ {s += $NF} END {print s + 0}'
-}
 
 # --- trees -----------------------------------------------------------------
 age() { find "$1" -type f -exec touch -d '1 hour ago' {} +; }
