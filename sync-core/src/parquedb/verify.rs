@@ -607,7 +607,11 @@ async fn inspect_all(
                 let got = inspect(tree, path, size, alg, is_parquet(path), keep).await;
                 match got {
                     Ok(i) => Ok((path.clone(), Ok(i))),
-                    Err(e) if e.is_not_found() || matches!(e, Error::Io { .. }) => {
+                    // Content a snapshot finds damaged fails this file.
+                    Err(e)
+                        if e.is_not_found()
+                            || matches!(e, Error::Io { .. } | Error::Repository { .. }) =>
+                    {
                         Ok((path.clone(), Err(format!("cannot be read: {e}"))))
                     }
                     Err(e) => Err(e),

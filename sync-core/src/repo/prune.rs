@@ -12,7 +12,7 @@
 //! when the backup starts, or marked after it started and so not deletable
 //! before the backup has committed (or given up).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::{PutMode, PutOptions, PutPayload};
@@ -23,9 +23,13 @@ use super::retention::{apply, ForgetReport, GroupBy, Policy};
 use super::{Filter, Objects, Repository, Snapshot};
 use crate::error::{Error, Result};
 use crate::manifest::{ContentHasher, FileEntry};
+use crate::tree::Packed;
 
-/// An object some snapshot references.
+/// Content some snapshot references: a whole object, or a file's place in
+/// a pack.
 struct Referenced {
+    /// The object holding it.
+    object: String,
     /// One entry holding it (for its size, hash and a path to name).
     entry: FileEntry,
     /// The short ids of the snapshots that need it.
@@ -115,8 +119,9 @@ impl Repository {
         Ok(out)
     }
 
-    /// Every object key the snapshots reference, with one entry holding it
-    /// and the snapshots that need it. Snapshots are read one at a time,
+    /// Every content the snapshots reference (an object's key, or a pack's
+    /// key and `#offset` for a packed file), with one entry holding it and
+    /// the snapshots that need it. Snapshots are read one at a time,
     /// so memory grows with the distinct objects, not with the snapshots.
     /// A snapshot that cannot be read is reported in `bad`; returns how
     /// many were read.
@@ -142,8 +147,13 @@ impl Repository {
             read += 1;
             let short: String = id.chars().take(8).collect();
             for e in tree.files.into_values() {
-                let key = self.object_of(&e);
-                let r = out.entry(key).or_insert_with(|| Referenced {
+                let object = self.object_of(&e);
+                let unit = match Packed::of(&e) {
+                    Some(p) => format!("{object}#{}", p.offset),
+                    None => object.clone(),
+                };
+                let r = out.entry(unit).or_insert_with(|| Referenced {
+                    object,
                     entry: e,
                     needed_by: Vec::new(),
                 });
@@ -217,11 +227,12 @@ impl Repository {
             });
         }
         let objects = self.objects().await?;
+        let live: HashSet<String> = referenced.into_values().map(|r| r.object).collect();
         let now = chrono::Utc::now();
         let mut report = PruneReport {
             snapshots: read,
             objects: objects.len(),
-            referenced: referenced.len(),
+            referenced: live.len(),
             ..Default::default()
         };
         let mut still_marked: BTreeSet<String> = BTreeSet::new();
@@ -233,10 +244,8 @@ impl Repository {
                 .unwrap_or(now);
             let ripe =
                 now - time >= chrono::Duration::from_std(grace).unwrap_or(chrono::TimeDelta::MAX);
-            let (again, unref): (Vec<_>, Vec<_>) = mark
-                .objects
-                .iter()
-                .partition(|(k, _)| referenced.contains_key(*k));
+            let (again, unref): (Vec<_>, Vec<_>) =
+                mark.objects.iter().partition(|(k, _)| live.contains(*k));
             report.unmarked += again.len();
             if ripe {
                 doomed.extend(unref.iter().map(|(k, s)| ((*k).clone(), **s)));
@@ -257,7 +266,7 @@ impl Repository {
         let fresh: BTreeMap<String, u64> = objects
             .iter()
             .filter(|(k, _)| {
-                !referenced.contains_key(*k)
+                !live.contains(*k)
                     && !still_marked.contains(*k)
                     && !doomed_keys.contains(k.as_str())
             })
@@ -327,25 +336,36 @@ impl Repository {
         report.snapshots = count;
         let objects = self.objects().await?;
         report.referenced = referenced.len();
+        let live: HashSet<&str> = referenced.values().map(|r| r.object.as_str()).collect();
         report.unreferenced = objects
             .keys()
-            .filter(|k| !referenced.contains_key(*k))
+            .filter(|k| !live.contains(k.as_str()))
             .count();
         let mut to_read = Vec::new();
         let mut refs: Vec<(&String, &Referenced)> = referenced.iter().collect();
         refs.sort_by(|a, b| a.0.cmp(b.0));
-        for (key, r) in refs {
-            let e = &r.entry;
+        for (unit, r) in refs {
+            let (e, key) = (&r.entry, &r.object);
             let who = r.needed_by.join(", ");
+            let packed = Packed::of(e);
+            let (fits, wanted) = match &packed {
+                Some(p) => (
+                    objects.get(key).is_some_and(|&s| s >= p.offset + p.length),
+                    format!("at least {}", p.offset + p.length),
+                ),
+                None => {
+                    let want = self.stored_size(e.size);
+                    (objects.get(key) == Some(&want), want.to_string())
+                }
+            };
             match objects.get(key) {
                 None => report.problems.push(format!(
                     "{key} ({}) is missing; snapshots {who} cannot be restored whole",
                     e.path
                 )),
-                Some(&size) if size != self.stored_size(e.size) => report.problems.push(format!(
-                    "{key} ({}) has {size} bytes, not {}; snapshots {who} need it",
+                Some(&size) if !fits => report.problems.push(format!(
+                    "{key} ({}) has {size} bytes, not {wanted}; snapshots {who} need it",
                     e.path,
-                    self.stored_size(e.size)
                 )),
                 Some(_) => {
                     let pick = match read {
@@ -354,15 +374,16 @@ impl Repository {
                         ReadData::Percent(p) => rand::random::<f64>() * 100.0 < p,
                     };
                     if pick {
-                        to_read.push((key.clone(), e.clone(), who));
+                        to_read.push((unit.clone(), e.clone(), who));
                     }
                 }
             }
         }
         report.read = to_read.len();
         let damaged: Vec<Option<String>> = futures::stream::iter(to_read)
-            .map(|(key, e, who)| async move {
-                match self.hash_object(&key, &e).await {
+            .map(|(unit, e, who)| async move {
+                let key = unit.split('#').next().unwrap_or_default().to_string();
+                match self.hash_unit(&key, &e).await {
                     Ok(true) => None,
                     Ok(false) => Some(format!(
                         "{key} ({}) does not hold the content its name says (damaged); snapshots {who} need it",
@@ -376,6 +397,25 @@ impl Repository {
             .await;
         report.problems.extend(damaged.into_iter().flatten());
         Ok(report)
+    }
+
+    /// Whether the content `e` names in `key` (whole, or at its place in
+    /// the pack) is `e`'s.
+    async fn hash_unit(&self, key: &str, e: &FileEntry) -> Result<bool> {
+        let Some(p) = Packed::of(e) else {
+            return self.hash_object(key, e).await;
+        };
+        let shown = format!("{}/{key}", self.url());
+        let stored = match self.tree().read_range(key, p.range()).await {
+            Ok(b) => b,
+            Err(err) => return Err(err),
+        };
+        let keys = self.keys()?;
+        let open = |aad: &[u8], b: &[u8]| match &keys {
+            Some(k) => k.open(aad, b, &shown),
+            None => Ok(b.to_vec()),
+        };
+        Ok(crate::tree::decode_blob(&stored, &p, e, &open, &shown).is_ok())
     }
 
     async fn hash_object(&self, key: &str, e: &FileEntry) -> Result<bool> {

@@ -15,7 +15,7 @@ use super::format::{RepoConfig, SnapshotRecord, SnapshotSummary, SNAPSHOTS};
 use crate::error::{Error, Result};
 use crate::manifest::{FileEntry, Manifest};
 use crate::parquedb::EventCoverage;
-use crate::tree::{RemoteManifest, StoreTree, Versions};
+use crate::tree::{Packs, RemoteManifest, StoreTree, Versions};
 
 /// What a new snapshot records besides its tree.
 #[derive(Clone, Debug)]
@@ -50,11 +50,14 @@ pub(crate) struct Target {
     pub cache: Option<std::path::PathBuf>,
     /// The keys of an encrypted repository.
     pub keys: Option<Arc<Keys>>,
+    /// The packs small files go into and come from.
+    pub packs: Packs,
 }
 
 impl Target {
     pub fn new(config: RepoConfig, url: &str, head: Option<Manifest>) -> Self {
         Target {
+            packs: Packs::new(head.as_ref()),
             config,
             url: url.to_string(),
             head,
@@ -86,6 +89,32 @@ impl Versions for Target {
     fn object_of_path(&self, rel: &str) -> Option<(String, u64)> {
         let e = self.head.as_ref()?.files.get(rel)?;
         Some((self.object(e), e.size))
+    }
+
+    fn entry_of_path(&self, rel: &str) -> Option<FileEntry> {
+        self.head.as_ref()?.files.get(rel).cloned()
+    }
+
+    fn packs(&self) -> &Packs {
+        &self.packs
+    }
+
+    fn pack_key(&self, hex: &str) -> String {
+        self.config.object_key(hex)
+    }
+
+    fn seal_blob(&self, aad: &[u8], body: Vec<u8>) -> Vec<u8> {
+        match &self.keys {
+            Some(k) => k.seal(aad, &body),
+            None => body,
+        }
+    }
+
+    fn open_blob(&self, aad: &[u8], stored: &[u8], shown: &str) -> Result<Vec<u8>> {
+        match &self.keys {
+            Some(k) => k.open(aad, stored, shown),
+            None => Ok(stored.to_vec()),
+        }
     }
 
     fn stored_size(&self, n: u64) -> u64 {
@@ -153,10 +182,17 @@ impl Versions for Target {
                 reason: "a restore does not write snapshots".into(),
             });
         };
+        // Small files gathered into packs are written first; the snapshot
+        // then names each one's pack and place.
+        self.packs.finish(tree, self).await?;
+        let placed = self.packs.placed();
         let mut m = m.clone();
         let relocated = self.relocated.lock().expect("relocated").clone();
         for e in m.files.values_mut() {
-            if let Some(key) = relocated.get(&e.tagged_hash()) {
+            let tagged = e.tagged_hash();
+            if let Some(p) = placed.get(&tagged) {
+                p.set(e);
+            } else if let Some(key) = relocated.get(&tagged) {
                 e.extra
                     .get_or_insert_with(Default::default)
                     .insert("object".into(), key.clone().into());

@@ -12,6 +12,7 @@
 //!   many requests it made.
 
 mod counting;
+pub(crate) mod packs;
 mod probe;
 mod resumable;
 mod trash;
@@ -33,6 +34,7 @@ use object_store::{
     UpdateVersion,
 };
 
+pub(crate) use packs::{decode_blob, Packed, Packs};
 pub(crate) use probe::Announced;
 pub use probe::Capabilities;
 pub(crate) use resumable::{PartLog, PartRecord};
@@ -409,6 +411,9 @@ impl StoreTree {
     /// # Errors
     /// [`Error::Store`]; a missing object is a permanent error.
     pub async fn open(&self, rel: &str) -> Result<BoxStream<'static, Result<Bytes>>> {
+        if let Some(e) = self.packed_entry(rel) {
+            return self.open_entry(&e).await;
+        }
         let key = self.object_rel(rel);
         let stored = self
             .stream(&self.location(&key), self.display(&key))
@@ -447,6 +452,10 @@ impl StoreTree {
             return Ok(head
                 .into_values()
                 .filter_map(|e| {
+                    if let Some(p) = packs::Packed::of(&e) {
+                        let size = objects.get(&p.object)?.size;
+                        return (size >= p.offset + p.length).then_some((e.path, e.size));
+                    }
                     let obj = self.object_entry(&e);
                     // A sealed object of the right size holds the file's
                     // size of content.
@@ -490,6 +499,14 @@ impl StoreTree {
     /// # Errors
     /// [`Error::Store`].
     pub async fn read_range(&self, rel: &str, range: Range<u64>) -> Result<Bytes> {
+        if let Some(e) = self.packed_entry(rel) {
+            let all = self.read_packed(&e).await?.unwrap_or_default();
+            let end = usize::try_from(range.end)
+                .unwrap_or(usize::MAX)
+                .min(all.len());
+            let start = usize::try_from(range.start).unwrap_or(usize::MAX).min(end);
+            return Ok(all.slice(start..end));
+        }
         if self.versions.as_ref().is_some_and(|v| v.sealed()) {
             // Sealed chunks do not line up with the content's bytes: read
             // the object through and keep the range.
@@ -528,6 +545,9 @@ impl StoreTree {
     /// # Errors
     /// [`Error::Store`].
     pub async fn read_all(&self, rel: &str) -> Result<Bytes> {
+        if let Some(e) = self.packed_entry(rel) {
+            return Ok(self.read_packed(&e).await?.unwrap_or_default());
+        }
         if self.versions.as_ref().is_some_and(|v| v.sealed()) {
             let mut stream = self.open(rel).await?;
             let mut out = bytes::BytesMut::new();
@@ -624,6 +644,11 @@ impl StoreTree {
         if let Some(v) = &self.versions {
             // A snapshot tree's objects are named by their content; one a
             // prune has marked is not relied on.
+            if let Some(p) = packs::Packed::of(entry) {
+                return v.reusable(&p.object)
+                    && matches!(self.store.get_opts(&self.location(&p.object), opts).await,
+                        Ok(r) if r.meta.size >= p.offset + p.length);
+            }
             let obj = self.object_entry(entry);
             return v.reusable(&obj.path)
                 && matches!(self.store.get_opts(&self.location(&obj.path), opts).await,

@@ -13,6 +13,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use object_store::{GetOptions, PutMode, PutOptions, PutPayload};
 
+use super::packs::{Packed, Packs, BLOB_MAX};
 use super::{PartLog, RemoteManifest, StoreTree};
 use crate::error::{Error, Result};
 use crate::manifest::{FileEntry, Manifest};
@@ -29,6 +30,26 @@ pub(crate) trait Versions: Send + Sync + std::fmt::Debug {
     /// The key of the object holding the file at `rel` in the snapshot the
     /// tree shows, and the file's size, if the snapshot has that file.
     fn object_of_path(&self, rel: &str) -> Option<(String, u64)>;
+
+    /// The snapshot's entry for the file at `rel`, if it has that file.
+    fn entry_of_path(&self, rel: &str) -> Option<FileEntry>;
+
+    /// The packs small files go into and are read from.
+    fn packs(&self) -> &Packs;
+
+    /// The key of the pack whose bytes hash to `hex`.
+    fn pack_key(&self, hex: &str) -> String;
+
+    /// Seals one packed file's stored bytes (as they are, when objects are
+    /// not sealed).
+    fn seal_blob(&self, _aad: &[u8], body: Vec<u8>) -> Vec<u8> {
+        body
+    }
+
+    /// Opens what [`Versions::seal_blob`] sealed; errors name `shown`.
+    fn open_blob(&self, _aad: &[u8], stored: &[u8], _shown: &str) -> Result<Vec<u8>> {
+        Ok(stored.to_vec())
+    }
 
     /// The stored size of an object holding `n` bytes of content (larger
     /// than `n` when objects are sealed).
@@ -131,6 +152,9 @@ impl StoreTree {
         &self,
         e: &FileEntry,
     ) -> Result<BoxStream<'static, Result<bytes::Bytes>>> {
+        if let Some(bytes) = self.read_packed(e).await? {
+            return Ok(futures::stream::iter([Ok(bytes)]).boxed());
+        }
         let key = self.object_entry(e).path;
         let stored = self
             .stream(&self.location(&key), self.display(&key))
@@ -153,6 +177,12 @@ impl StoreTree {
         on_bytes: &(dyn Fn(u64) + Send + Sync),
         parts_log: Option<&dyn PartLog>,
     ) -> Result<Option<String>> {
+        if entry.size <= BLOB_MAX.min(self.multipart_threshold) {
+            let plain = super::upload::collect_verified(entry, stream).await?;
+            v.packs().add(self, v, entry, &plain).await?;
+            on_bytes(entry.size);
+            return Ok(None);
+        }
         let mut obj = self.object_entry(entry);
         if !v.reusable(&obj.path) {
             obj.path = v.relocate(entry);
@@ -207,6 +237,25 @@ impl StoreTree {
             },
             Err(e) => Err(Error::store(self.display(&obj.path), e)),
         }
+    }
+
+    /// The content of `e` when the snapshot tree keeps it in a pack (read
+    /// and checked whole); `None` for content that is an object of its own.
+    ///
+    /// # Errors
+    /// Store errors; [`crate::Error::Repository`] for damaged content.
+    pub(crate) async fn read_packed(&self, e: &FileEntry) -> Result<Option<bytes::Bytes>> {
+        let (Some(v), Some(p)) = (&self.versions, Packed::of(e)) else {
+            return Ok(None);
+        };
+        v.packs().read(self, v.as_ref(), e, &p).await.map(Some)
+    }
+
+    /// The snapshot's entry for `rel`, when this is a snapshot tree whose
+    /// snapshot keeps that file in a pack.
+    pub(crate) fn packed_entry(&self, rel: &str) -> Option<FileEntry> {
+        let e = self.versions.as_ref()?.entry_of_path(rel)?;
+        Packed::of(&e).map(|_| e)
     }
 
     /// `Some(etag)` when the object for `obj` exists with its size (one
