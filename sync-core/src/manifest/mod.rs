@@ -66,9 +66,9 @@ pub struct FileEntry {
     pub content_type: Option<Cow<'static, str>>,
     /// Fields of the entry pqsync does not know (another ParqueDB version
     /// may write some), kept as they were; `None` for almost every entry,
-    /// so they cost one pointer.
+    /// so they cost one pointer, and shared between copies of an entry.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub extra: Option<Box<serde_json::Map<String, serde_json::Value>>>,
+    pub extra: Option<std::sync::Arc<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl<'de> Deserialize<'de> for FileEntry {
@@ -87,7 +87,7 @@ impl<'de> Deserialize<'de> for FileEntry {
                 let (mut path, mut size, mut hash, mut alg, mut modified) =
                     (None, None, None, None, None);
                 let (mut etag, mut content_type) = (None, None);
-                let mut extra: Option<Box<serde_json::Map<String, serde_json::Value>>> = None;
+                let mut extra: Option<serde_json::Map<String, serde_json::Value>> = None;
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
                         "path" => path = Some(map.next_value()?),
@@ -115,7 +115,7 @@ impl<'de> Deserialize<'de> for FileEntry {
                     modified_at: modified.ok_or_else(|| A::Error::missing_field("modifiedAt"))?,
                     etag,
                     content_type,
-                    extra,
+                    extra: extra.map(std::sync::Arc::new),
                 })
             }
         }

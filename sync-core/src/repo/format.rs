@@ -180,7 +180,8 @@ pub struct SnapshotRecord {
     pub summary: SnapshotSummary,
     /// The tree, as a ParqueDB manifest. An entry whose content is not in
     /// its usual object names it in `object`.
-    pub manifest: serde_json::Value,
+    /// `None` in the light summaries listings keep.
+    pub manifest: Option<Box<serde_json::value::RawValue>>,
 }
 
 impl SnapshotRecord {
@@ -189,8 +190,13 @@ impl SnapshotRecord {
     /// # Errors
     /// [`Error::ManifestCorrupt`] if it does not parse or validate.
     pub fn tree(&self, origin: &str) -> Result<Manifest> {
-        let bytes = serde_json::to_vec(&self.manifest).expect("a JSON value serialises");
-        Manifest::from_slice(&bytes, origin)
+        match &self.manifest {
+            Some(raw) => Manifest::from_slice(raw.get().as_bytes(), origin),
+            None => Err(Error::ManifestCorrupt {
+                path: origin.to_string(),
+                reason: "the snapshot record has no tree".into(),
+            }),
+        }
     }
 
     /// The record's bytes as stored (sealed, with `keys`) and its id.
@@ -228,10 +234,15 @@ impl SnapshotRecord {
         };
         let json = zstd::decode_all(bytes)
             .map_err(|e| err(format!("does not decompress ({e}); it is damaged")))?;
-        let bytes = &json[..];
-        let v: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| err(format!("does not parse ({e})")))?;
-        match v.get("snapshot").and_then(|f| f.as_u64()) {
+        // The format first, so a newer record is named as such rather than
+        // as damaged.
+        #[derive(Deserialize)]
+        struct Format {
+            snapshot: Option<serde_json::Value>,
+        }
+        let f: Format =
+            serde_json::from_slice(&json).map_err(|e| err(format!("does not parse ({e})")))?;
+        match f.snapshot.as_ref().and_then(serde_json::Value::as_u64) {
             Some(f) if f == u64::from(FORMAT) => {}
             other => {
                 return Err(err(format!(
@@ -239,7 +250,7 @@ impl SnapshotRecord {
                 )))
             }
         }
-        serde_json::from_value(v).map_err(|e| err(format!("is damaged ({e})")))
+        serde_json::from_slice(&json).map_err(|e| err(format!("is damaged ({e})")))
     }
 
     /// The snapshot's time.

@@ -653,7 +653,7 @@ impl Repository {
             });
         }
         let mut record = self.record(id).await?;
-        record.manifest = serde_json::Value::Null;
+        record.manifest = None;
         if let Some(p) = summary {
             cache_put(
                 &p,
@@ -969,8 +969,8 @@ impl Repository {
     /// [`Error::ManifestCorrupt`] for a damaged snapshot; store errors.
     pub async fn tree_of(&self, snapshot: &Snapshot) -> Result<Manifest> {
         let record = match &snapshot.record.manifest {
-            serde_json::Value::Null => self.record(&snapshot.id).await?,
-            _ => snapshot.record.clone(),
+            None => self.record(&snapshot.id).await?,
+            Some(_) => snapshot.record.clone(),
         };
         record.tree(&format!("{}/{SNAPSHOTS}/{}", self.url(), snapshot.id))
     }

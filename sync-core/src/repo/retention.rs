@@ -338,7 +338,7 @@ mod tests {
                 name: "db".into(),
                 event_log: None,
                 summary: SnapshotSummary::default(),
-                manifest: serde_json::Value::Null,
+                manifest: None,
             },
         }
     }

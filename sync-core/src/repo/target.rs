@@ -193,8 +193,7 @@ impl Versions for Target {
             if let Some(p) = placed.get(&tagged) {
                 p.set(e);
             } else if let Some(key) = relocated.get(&tagged) {
-                e.extra
-                    .get_or_insert_with(Default::default)
+                std::sync::Arc::make_mut(e.extra.get_or_insert_with(Default::default))
                     .insert("object".into(), key.clone().into());
             }
         }
@@ -238,7 +237,7 @@ impl Versions for Target {
                 added_objects: added.len() as u64,
                 added_bytes: added.values().sum(),
             },
-            manifest: serde_json::from_slice(&m.to_json_pretty()).expect("manifest is JSON"),
+            manifest: Some(serde_json::value::to_raw_value(&m).expect("a manifest serialises")),
         };
         let (bytes, id) = record.encode(self.keys.as_deref());
         let key = format!("{SNAPSHOTS}/{id}");
@@ -261,6 +260,14 @@ impl Versions for Target {
         }
         if let Some(dir) = &self.cache {
             super::cache_put(&dir.join(&id), &bytes);
+            let summary = SnapshotRecord {
+                manifest: None,
+                ..record.clone()
+            };
+            super::cache_put(
+                &dir.join(&id).with_extension("summary"),
+                &serde_json::to_vec(&summary).expect("a record serialises"),
+            );
         }
         *self.committed.lock().expect("committed") = Some((id.clone(), record));
         Ok(Some(id))

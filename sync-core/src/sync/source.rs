@@ -554,6 +554,8 @@ impl Source for LocalSource {
             }
             return Ok(Settled::default());
         }
+        let tree = self.tree.clone();
+        crate::tree::blocking("syncing downloaded files", move || tree.sync_writes()).await?;
         let remembered = s.downloaded.to_vec();
         let tree = self.tree.clone();
         let _ = crate::tree::blocking("updating the stat cache", move || {

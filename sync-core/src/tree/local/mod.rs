@@ -65,6 +65,9 @@ impl FileStat {
 pub struct LocalTree {
     root: PathBuf,
     state: PathBuf,
+    /// Whether new files were written whose bytes are not yet known to be
+    /// on disk (see [`LocalTree::sync_writes`]).
+    unsynced: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl LocalTree {
@@ -79,7 +82,11 @@ impl LocalTree {
     pub fn with_state_home(root: impl Into<PathBuf>, home: &Path) -> Self {
         let root = root.into();
         let state = state_dir_for(home, &root);
-        LocalTree { root, state }
+        LocalTree {
+            root,
+            state,
+            unsynced: Default::default(),
+        }
     }
 
     /// The root directory.
@@ -199,6 +206,38 @@ pub(crate) fn write_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| Error::io(target, e.error))?;
     let _ = sync_dir(dir);
     Ok(())
+}
+
+impl LocalTree {
+    /// Makes the files this tree wrote new (without an fsync each) durable:
+    /// one `syncfs` of the file system holding the root. A run calls it
+    /// before it records those files anywhere (stat cache, manifest), so a
+    /// power loss can cost a new file, never a record of one that is not on
+    /// disk; a file that replaced another was fsynced before its rename.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file system reports a failed write.
+    pub fn sync_writes(&self) -> Result<()> {
+        if !self
+            .unsynced
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(());
+        }
+        let dir = std::fs::File::open(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        rustix::fs::syncfs(&dir).map_err(|e| {
+            self.unsynced
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            Error::io(&self.root, e.into())
+        })
+    }
+
+    /// Notes a new file whose bytes [`LocalTree::sync_writes`] must make
+    /// durable.
+    pub(crate) fn wrote_unsynced(&self) {
+        self.unsynced
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {

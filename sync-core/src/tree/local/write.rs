@@ -15,6 +15,9 @@ use crate::manifest::{ContentHasher, FileEntry};
 /// Chunk size for streaming local reads.
 const READ_CHUNK: usize = 1024 * 1024;
 
+/// Files up to this size are received in memory and written in one go.
+const SMALL_FILE: u64 = 1024 * 1024;
+
 impl LocalTree {
     /// Opens a file for streaming after checking it still has the stat the
     /// scan hashed it under.
@@ -112,10 +115,19 @@ impl LocalTree {
             std::process::id(),
             rand::random::<u32>()
         ));
+        // A file that replaces another is fsynced before its rename, so a
+        // crash leaves the old version or the new one. A new file replaces
+        // nothing: its bytes and name are made durable with the run's other
+        // new files, by one `syncfs` before anything records them.
+        let fresh = prior.is_none();
         let result = async {
-            self.fill(entry, stream, &tmp, on_bytes).await?;
+            self.fill(entry, stream, &tmp, on_bytes, !fresh).await?;
             self.swap_in(rel, &tmp, &target, prior, keep)?;
-            let _ = sync_dir(&parent);
+            if fresh {
+                self.wrote_unsynced();
+            } else {
+                let _ = sync_dir(&parent);
+            }
             let md = std::fs::symlink_metadata(&target).map_err(|e| Error::io(&target, e))?;
             Ok(FileStat::of(&md))
         }
@@ -127,14 +139,53 @@ impl LocalTree {
     }
 
     /// Streams `entry`'s bytes into the new file `tmp`, checks them against
-    /// the entry, sets the entry's modification time, and fsyncs.
+    /// the entry, sets the entry's modification time, and (with `fsync`)
+    /// fsyncs.
     async fn fill(
         &self,
         entry: &FileEntry,
         mut stream: BoxStream<'static, Result<Bytes>>,
         tmp: &Path,
         on_bytes: &(dyn Fn(u64) + Send + Sync),
+        fsync: bool,
     ) -> Result<()> {
+        let mtime = entry.modified().map(std::time::SystemTime::from);
+        if entry.size <= SMALL_FILE {
+            // Checked in memory, then written in one blocking call rather
+            // than one per step.
+            let mut hasher = ContentHasher::new(entry.hash_algorithm);
+            let mut buf = Vec::with_capacity(entry.size as usize);
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                if (buf.len() + chunk.len()) as u64 > entry.size {
+                    return Err(entry.too_long((buf.len() + chunk.len()) as u64));
+                }
+                hasher.update(&chunk);
+                buf.extend_from_slice(&chunk);
+            }
+            entry.verify(buf.len() as u64, hasher)?;
+            let path = tmp.to_path_buf();
+            let n = buf.len() as u64;
+            crate::tree::blocking("writing a downloaded file", move || {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(|e| Error::io(&path, e))?;
+                f.write_all(&buf).map_err(|e| Error::io(&path, e))?;
+                if let Some(t) = mtime {
+                    f.set_modified(t).map_err(|e| Error::io(&path, e))?;
+                }
+                if fsync {
+                    f.sync_all().map_err(|e| Error::io(&path, e))?;
+                }
+                Ok(())
+            })
+            .await?;
+            on_bytes(n);
+            return Ok(());
+        }
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -159,12 +210,14 @@ impl LocalTree {
         file.flush().await.map_err(|e| Error::io(tmp, e))?;
         let std_file = file.into_std().await;
         let path = tmp.to_path_buf();
-        let mtime = entry.modified().map(std::time::SystemTime::from);
         crate::tree::blocking("syncing a downloaded file", move || {
             if let Some(t) = mtime {
                 std_file.set_modified(t).map_err(|e| Error::io(&path, e))?;
             }
-            std_file.sync_all().map_err(|e| Error::io(&path, e))
+            if fsync {
+                std_file.sync_all().map_err(|e| Error::io(&path, e))?;
+            }
+            Ok(())
         })
         .await
     }

@@ -70,7 +70,7 @@ impl Packed {
 
     /// Records this place in `e`, replacing any it had.
     pub(crate) fn set(&self, e: &mut FileEntry) {
-        let x = e.extra.get_or_insert_with(Default::default);
+        let x = std::sync::Arc::make_mut(e.extra.get_or_insert_with(Default::default));
         x.insert("object".into(), self.object.clone().into());
         x.insert(OFFSET.into(), self.offset.into());
         x.insert(LENGTH.into(), self.length.into());
@@ -96,8 +96,20 @@ pub(crate) fn blob_aad(e: &FileEntry) -> Vec<u8> {
 /// A file's content as stored in a pack: compressed when that pays, then
 /// sealed by `v`. Returns the bytes and whether they are compressed.
 pub(crate) fn encode_blob(v: &dyn Versions, e: &FileEntry, plain: &[u8]) -> (Vec<u8>, bool) {
-    let packed = zstd::bulk::compress(plain, 3)
-        .ok()
+    thread_local! {
+        static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    // One compression context per thread, not one per file.
+    let packed = COMPRESSOR
+        .with(|c| {
+            let mut c = c.borrow_mut();
+            if c.is_none() {
+                *c = zstd::bulk::Compressor::new(3).ok();
+            }
+            c.as_mut().map(|c| c.compress(plain))
+        })
+        .and_then(|r| r.ok())
         .filter(|z| z.len() + plain.len() / MIN_SAVING < plain.len());
     let zstd = packed.is_some();
     let body = packed.unwrap_or_else(|| plain.to_vec());
@@ -136,7 +148,22 @@ pub(crate) fn decode_blob(
     let body = open(&blob_aad(e), stored)?;
     let plain = if p.zstd {
         let cap = usize::try_from(e.size).unwrap_or(usize::MAX);
-        zstd::bulk::decompress(&body, cap.max(1))
+        thread_local! {
+            static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        // One decompression context per thread, not one per file.
+        DECOMPRESSOR
+            .with(|d| {
+                let mut d = d.borrow_mut();
+                if d.is_none() {
+                    *d = zstd::bulk::Decompressor::new().ok();
+                }
+                match d.as_mut() {
+                    Some(d) => d.decompress(&body, cap.max(1)),
+                    None => zstd::bulk::decompress(&body, cap.max(1)),
+                }
+            })
             .map_err(|err| damaged(format!("do not decompress ({err})")))?
     } else {
         body
