@@ -1158,3 +1158,49 @@ fn a_wiped_repository_is_made_again_in_full() {
         assert_eq!(tree_files(out.path()), files);
     }
 }
+
+/// The local index of packed content names places in packs that a forget
+/// and prune may delete later; a backup after that must not rely on it.
+/// Content that only forgotten snapshots held is stored anew, and every
+/// snapshot restores whole.
+#[test]
+fn content_of_forgotten_snapshots_is_stored_again() {
+    for remote in Remote::each("reindex") {
+        let db = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(db.path().join("_meta")).unwrap();
+        std::fs::write(db.path().join("_meta/schema.json"), b"{}").unwrap();
+        let write = |content: &str| {
+            let p = db.path().join("a.json");
+            std::fs::write(&p, content).unwrap();
+            age(&p);
+        };
+        // Three versions of a.json, each alone in its pack; each backup
+        // after the first misses its parent and so reads (and keeps) the
+        // index of every snapshot.
+        backup(&remote, db.path(), &["--grace", "3s"]);
+        for content in ["one", "two", "three"] {
+            write(content);
+            backup(&remote, db.path(), &["--grace", "3s"]);
+        }
+        pqsync(remote.server())
+            .args(["forget", &remote.url(), "--keep-last", "1"])
+            .stdout_ok();
+        pqsync(remote.server())
+            .args(["prune", &remote.url()])
+            .stdout_ok();
+        std::thread::sleep(std::time::Duration::from_millis(3200));
+        let p = json_of(
+            &pqsync(remote.server())
+                .args(["prune", &remote.url(), "--json"])
+                .stdout_ok(),
+        );
+        assert_eq!(p["deleted"], 2, "{p}");
+        // "one" is only in a deleted pack now.
+        write("one");
+        backup(&remote, db.path(), &[]);
+        assert_eq!(assert_snapshots_whole(&remote, "after the prune"), 2);
+        let out = tempfile::tempdir().unwrap();
+        restore(&remote, "latest", out.path(), &[]);
+        assert_eq!(tree_files(out.path()), tree_files(db.path()));
+    }
+}

@@ -12,6 +12,7 @@
 
 mod crypto;
 mod format;
+mod known;
 mod prune;
 mod retention;
 mod target;
@@ -864,18 +865,13 @@ impl Repository {
             None => None,
         };
         let mut target = Target::new(self.config.clone(), self.url(), head);
-        // Small files are also looked for in every other snapshot, read
-        // only if this backup has a small file its parent does not hold.
-        let others: Vec<Snapshot> = all
-            .iter()
-            .rev()
-            .filter(|s| parent.as_ref().is_none_or(|p| p.id != s.id))
-            .cloned()
-            .collect();
-        let (repo, skip) = (self.clone(), marked.clone());
+        // Small files are also looked for in every snapshot, through the
+        // local index of packed content, read only if this backup has a
+        // small file its parent does not hold.
+        let (repo, skip, listed) = (self.clone(), marked.clone(), all.clone());
         target.packs.with_more(Box::new(move || {
-            let (repo, others, skip) = (repo.clone(), others.clone(), skip.clone());
-            Box::pin(async move { repo.packed_in(&others, &skip).await })
+            let (repo, listed, skip) = (repo.clone(), listed.clone(), skip.clone());
+            Box::pin(async move { repo.packed_places(&listed, &skip).await })
         }));
         target.marked = marked;
         target.cache = self.cache_dir();
@@ -900,27 +896,6 @@ impl Repository {
             target,
             parent,
         })
-    }
-
-    /// Where `snapshots` keep packed content, by tagged hash, leaving out
-    /// packs in `skip`. A snapshot that cannot be read adds nothing.
-    async fn packed_in(
-        &self,
-        snapshots: &[Snapshot],
-        skip: &BTreeSet<String>,
-    ) -> std::collections::HashMap<String, crate::tree::Packed> {
-        let mut out = std::collections::HashMap::new();
-        for s in snapshots {
-            let Ok(tree) = self.tree_of(s).await else {
-                continue;
-            };
-            for e in tree.files.into_values() {
-                if let Some(p) = crate::tree::Packed::of(&e).filter(|p| !skip.contains(&p.object)) {
-                    out.insert(e.tagged_hash(), p);
-                }
-            }
-        }
-        out
     }
 
     /// The engine that makes `local` equal to `snapshot`: plan it, then

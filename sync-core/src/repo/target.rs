@@ -268,6 +268,7 @@ impl Versions for Target {
                 &dir.join(&id).with_extension("summary"),
                 &serde_json::to_vec(&summary).expect("a record serialises"),
             );
+            super::known::note_committed(dir, &id, &m);
         }
         *self.committed.lock().expect("committed") = Some((id.clone(), record));
         Ok(Some(id))

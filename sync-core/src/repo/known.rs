@@ -1,0 +1,209 @@
+//! The local index of packed content: where the repository's snapshots
+//! keep each small file's content, so a backup finds content that any
+//! snapshot holds without reading every snapshot record each time.
+//!
+//! It lives in the local cache beside the cached records, and names the
+//! records it was built from. It is used only while every one of those is
+//! still listed: a pack that a listed snapshot names is never deleted by a
+//! prune (only unreferenced packs are), so every place in the index can be
+//! relied on unless its pack is marked, which the backup checks. When a
+//! record it was built from is gone (forgotten), it is built again from
+//! the records that are left. A damaged or unreadable file is rebuilt too.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use super::{Repository, Snapshot};
+use crate::tree::Packed;
+
+const MAGIC: &[u8] = b"pqsync packed index 1\n";
+
+/// Packed content by tagged hash, and the records it came from.
+#[derive(Default)]
+struct PackedIndex {
+    records: BTreeSet<String>,
+    places: HashMap<String, Packed>,
+}
+
+impl PackedIndex {
+    fn encode(&self) -> Vec<u8> {
+        let mut packs: Vec<&str> = self.places.values().map(|p| p.object.as_str()).collect();
+        packs.sort_unstable();
+        packs.dedup();
+        let number: HashMap<&str, u32> = packs
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (*k, i as u32))
+            .collect();
+        let mut out = MAGIC.to_vec();
+        let short = |out: &mut Vec<u8>, s: &str| {
+            out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        };
+        out.extend_from_slice(&(self.records.len() as u32).to_le_bytes());
+        for r in &self.records {
+            short(&mut out, r);
+        }
+        out.extend_from_slice(&(packs.len() as u32).to_le_bytes());
+        for k in &packs {
+            short(&mut out, k);
+        }
+        out.extend_from_slice(&(self.places.len() as u32).to_le_bytes());
+        for (tagged, p) in &self.places {
+            short(&mut out, tagged);
+            out.extend_from_slice(&number[p.object.as_str()].to_le_bytes());
+            out.extend_from_slice(&p.offset.to_le_bytes());
+            out.extend_from_slice(&p.length.to_le_bytes());
+            out.push(u8::from(p.zstd));
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut r = Reader(bytes.strip_prefix(MAGIC)?);
+        let mut idx = PackedIndex::default();
+        for _ in 0..r.u32()? {
+            idx.records.insert(r.short()?);
+        }
+        let packs: Vec<String> = (0..r.u32()?).map(|_| r.short()).collect::<Option<_>>()?;
+        for _ in 0..r.u32()? {
+            let tagged = r.short()?;
+            let object = packs.get(r.u32()? as usize)?.clone();
+            let (offset, length) = (r.u64()?, r.u64()?);
+            let zstd = r.take(1)?[0] == 1;
+            idx.places.insert(
+                tagged,
+                Packed {
+                    object,
+                    offset,
+                    length,
+                    zstd,
+                },
+            );
+        }
+        r.0.is_empty().then_some(idx)
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn short(&mut self) -> Option<String> {
+        let n = u16::from_le_bytes(self.take(2)?.try_into().ok()?) as usize;
+        String::from_utf8(self.take(n)?.to_vec()).ok()
+    }
+}
+
+impl Repository {
+    /// Where `snapshots` (all the repository lists) keep packed content, by
+    /// tagged hash, leaving out packs in `skip` (marked ones). Reads only
+    /// the records the local index has not seen; a snapshot that cannot be
+    /// read adds nothing.
+    pub(crate) async fn packed_places(
+        &self,
+        snapshots: &[Snapshot],
+        skip: &BTreeSet<String>,
+    ) -> HashMap<String, Packed> {
+        let path = self.cache_dir().map(|d| d.with_file_name("packed-index"));
+        let listed: BTreeSet<&str> = snapshots.iter().map(|s| s.id.as_str()).collect();
+        let mut idx = path
+            .as_deref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| PackedIndex::decode(&b))
+            .filter(|i| i.records.iter().all(|r| listed.contains(r.as_str())))
+            .unwrap_or_default();
+        let mut grew = false;
+        for s in snapshots.iter().rev() {
+            if idx.records.contains(&s.id) {
+                continue;
+            }
+            let Ok(tree) = self.tree_of(s).await else {
+                continue;
+            };
+            for e in tree.files.into_values() {
+                if let Some(p) = Packed::of(&e) {
+                    idx.places.entry(e.tagged_hash()).or_insert(p);
+                }
+            }
+            idx.records.insert(s.id.clone());
+            grew = true;
+        }
+        if grew {
+            if let Some(p) = path.as_deref() {
+                save(p, &idx.encode());
+            }
+        }
+        idx.places.retain(|_, p| !skip.contains(&p.object));
+        idx.places
+    }
+}
+
+fn save(path: &Path, bytes: &[u8]) {
+    super::cache_put(path, bytes);
+}
+
+/// Adds a snapshot this machine just committed to the local index beside
+/// the record cache `snapshots_dir`, if there is one, so the next backup
+/// need not read that record. A listed record's places are always valid to
+/// add; the index is still checked against the listing when it is used.
+pub(crate) fn note_committed(snapshots_dir: &Path, id: &str, tree: &crate::manifest::Manifest) {
+    let path = snapshots_dir.with_file_name("packed-index");
+    let Some(mut idx) = std::fs::read(&path)
+        .ok()
+        .and_then(|b| PackedIndex::decode(&b))
+    else {
+        return;
+    };
+    for e in tree.files.values() {
+        if let Some(p) = Packed::of(e) {
+            idx.places.entry(e.tagged_hash()).or_insert(p);
+        }
+    }
+    idx.records.insert(id.to_string());
+    save(&path, &idx.encode());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_index_round_trips_and_refuses_damage() {
+        let mut idx = PackedIndex::default();
+        idx.records.insert("ab".repeat(32));
+        for i in 0..50u64 {
+            idx.places.insert(
+                format!("blake3:{i:064x}"),
+                Packed {
+                    object: format!("objects/0{}/pack{}", i % 3, i % 3),
+                    offset: i * 100,
+                    length: 99,
+                    zstd: i % 2 == 0,
+                },
+            );
+        }
+        let bytes = idx.encode();
+        let back = PackedIndex::decode(&bytes).unwrap();
+        assert_eq!(back.records, idx.records);
+        assert_eq!(back.places, idx.places);
+        assert!(PackedIndex::decode(&bytes[..bytes.len() - 1]).is_none());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(PackedIndex::decode(&longer).is_none());
+        assert!(PackedIndex::decode(b"something else").is_none());
+    }
+}
