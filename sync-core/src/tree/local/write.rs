@@ -40,24 +40,46 @@ pub(crate) async fn open_at(
     rel: &str,
     expected: FileStat,
 ) -> Result<BoxStream<'static, Result<Bytes>>> {
-    let file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::ChangedDuringRun {
-                path: rel.to_string(),
-                detail: "deleted".into(),
-            })
-        }
-        Err(e) => return Err(Error::io(&path, e)),
+    // Opened, checked and (when small) read whole in one blocking call,
+    // rather than one per step.
+    let opened = {
+        let path = path.clone();
+        crate::tree::blocking("reading a file", move || {
+            use std::io::Read;
+            let mut file = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::io(&path, e)),
+            };
+            let md = file.metadata().map_err(|e| Error::io(&path, e))?;
+            let now = FileStat::of(&md);
+            if now.size > SMALL_FILE {
+                return Ok(Some((now, Err(file))));
+            }
+            let mut buf = Vec::with_capacity(now.size as usize);
+            file.read_to_end(&mut buf)
+                .map_err(|e| Error::io(&path, e))?;
+            Ok(Some((now, Ok(Bytes::from(buf)))))
+        })
+        .await?
     };
-    let md = file.metadata().await.map_err(|e| Error::io(&path, e))?;
-    let now = FileStat::of(&md);
+    let Some((now, opened)) = opened else {
+        return Err(Error::ChangedDuringRun {
+            path: rel.to_string(),
+            detail: "deleted".into(),
+        });
+    };
     if !same_version(expected, now) {
         return Err(Error::ChangedDuringRun {
             path: rel.to_string(),
             detail: "modified since it was hashed".into(),
         });
     }
+    let file = match opened {
+        Ok(bytes) if bytes.is_empty() => return Ok(futures::stream::empty().boxed()),
+        Ok(bytes) => return Ok(futures::stream::iter([Ok(bytes)]).boxed()),
+        Err(file) => tokio::fs::File::from_std(file),
+    };
     let stream = futures::stream::unfold(Some((file, path)), |state| async move {
         let (mut file, path) = state?;
         let mut buf = bytes::BytesMut::with_capacity(READ_CHUNK);

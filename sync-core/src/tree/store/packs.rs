@@ -180,12 +180,8 @@ struct Open {
     bytes: Vec<u8>,
     /// Tagged hash, offset, length, compressed.
     blobs: Vec<(String, u64, u64, bool)>,
-}
-
-impl Open {
-    fn holds(&self, tagged: &str) -> bool {
-        self.blobs.iter().any(|(t, ..)| t == tagged)
-    }
+    /// The tagged hashes in `blobs`.
+    held: std::collections::HashSet<String>,
 }
 
 /// Loads packed content of other snapshots, by tagged hash.
@@ -280,7 +276,7 @@ impl Packs {
         let (stored, zstd) = encode_blob(v, e, plain);
         let full = {
             let mut open = self.open.lock().expect("open pack");
-            if open.holds(&tagged) {
+            if !open.held.insert(tagged.clone()) {
                 return Ok(());
             }
             let offset = open.bytes.len() as u64;
