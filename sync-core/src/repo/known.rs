@@ -1,6 +1,8 @@
-//! The local index of packed content: where the repository's snapshots
-//! keep each small file's content, so a backup finds content that any
-//! snapshot holds without reading every snapshot record each time.
+//! What pqsync keeps locally about a repository's snapshots so that it
+//! need not read every record each time: the index of packed content
+//! (where the snapshots keep each small file's content, so a backup finds
+//! content that any snapshot holds), and each record's set of objects (so
+//! a prune reads only records it has not seen).
 //!
 //! It lives in the local cache beside the cached records, and names the
 //! records it was built from. It is used only while every one of those is
@@ -149,6 +151,67 @@ impl Repository {
         }
         idx.places.retain(|_, p| !skip.contains(&p.object));
         idx.places
+    }
+}
+
+/// The objects one snapshot names, as cached beside its record:
+/// `<id>.objects`, checked against a hash of the id and the list so that a
+/// damaged file is read as absent.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ObjectSet {
+    record: String,
+    objects: Vec<String>,
+    check: String,
+}
+
+fn object_set_check(id: &str, objects: &[String]) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(id.as_bytes());
+    for o in objects {
+        h.update(b"\n");
+        h.update(o.as_bytes());
+    }
+    h.finalize().to_hex().to_string()
+}
+
+/// Caches the objects snapshot `id` names, in the record cache
+/// `snapshots_dir`.
+pub(crate) fn cache_object_set(snapshots_dir: &Path, id: &str, objects: &BTreeSet<String>) {
+    let objects: Vec<String> = objects.iter().cloned().collect();
+    let set = ObjectSet {
+        record: id.to_string(),
+        check: object_set_check(id, &objects),
+        objects,
+    };
+    save(
+        &snapshots_dir.join(id).with_extension("objects"),
+        &serde_json::to_vec(&set).expect("an object set serialises"),
+    );
+}
+
+impl Repository {
+    /// The objects snapshot `id` names: from the local cache, else read
+    /// from its record (and then cached).
+    ///
+    /// # Errors
+    /// A record that cannot be read or parsed.
+    pub(crate) async fn objects_of(&self, id: &str) -> crate::error::Result<BTreeSet<String>> {
+        let dir = self.cache_dir();
+        let cached = dir
+            .as_ref()
+            .and_then(|d| std::fs::read(d.join(id).with_extension("objects")).ok())
+            .and_then(|b| serde_json::from_slice::<ObjectSet>(&b).ok())
+            .filter(|s| s.record == id && s.check == object_set_check(id, &s.objects));
+        if let Some(s) = cached {
+            return Ok(s.objects.into_iter().collect());
+        }
+        let snapshot = self.snapshot(id).await?;
+        let tree = self.tree_of(&snapshot).await?;
+        let objects: BTreeSet<String> = tree.files.values().map(|e| self.object_of(e)).collect();
+        if let Some(d) = dir {
+            cache_object_set(&d, id, &objects);
+        }
+        Ok(objects)
     }
 }
 

@@ -217,8 +217,19 @@ impl Repository {
         // backup that commits later (and relies on it only if unmarked).
         let (snap_ids, mark_ids) = self.index().await?;
         let marks = self.marks(&mark_ids).await?;
+        // Each record's objects, from the local cache where it has them.
         let mut bad = Vec::new();
-        let (read, referenced) = self.referenced(snap_ids, &mut bad).await?;
+        let mut live: HashSet<String> = HashSet::new();
+        let mut read = 0;
+        for id in snap_ids {
+            match self.objects_of(&id).await {
+                Ok(objects) => {
+                    live.extend(objects);
+                    read += 1;
+                }
+                Err(e) => bad.push(format!("snapshot {id}: {e}")),
+            }
+        }
         if let Some(first) = bad.first() {
             // Its objects would look unreferenced: delete nothing.
             return Err(Error::Repository {
@@ -227,7 +238,6 @@ impl Repository {
             });
         }
         let objects = self.objects().await?;
-        let live: HashSet<String> = referenced.into_values().map(|r| r.object).collect();
         let now = chrono::Utc::now();
         let mut report = PruneReport {
             snapshots: read,

@@ -269,6 +269,8 @@ impl Versions for Target {
                 &serde_json::to_vec(&summary).expect("a record serialises"),
             );
             super::known::note_committed(dir, &id, &m);
+            let objects = m.files.values().map(|e| self.object(e)).collect();
+            super::known::cache_object_set(dir, &id, &objects);
         }
         *self.committed.lock().expect("committed") = Some((id.clone(), record));
         Ok(Some(id))
