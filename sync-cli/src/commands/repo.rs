@@ -643,9 +643,10 @@ pub async fn check(a: &CheckArgs, s: &Session) -> Result<ExitStatus> {
         printer.error(p);
     }
     printer.info(&format!(
-        "check: {} snapshot(s), {} object(s) referenced, {} read and hashed, {} unreferenced (prune removes them): {}",
+        "check: {} snapshot(s), {} distinct file content(s) in {} object(s), {} read and hashed, {} unreferenced object(s) (prune removes them): {}",
         report.snapshots,
         report.referenced,
+        report.objects,
         report.read,
         report.unreferenced,
         if report.problems.is_empty() {

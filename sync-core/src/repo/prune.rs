@@ -89,9 +89,12 @@ pub enum ReadData {
 pub struct CheckReport {
     /// Snapshots read (each checked against its id).
     pub snapshots: usize,
-    /// Objects the snapshots reference.
+    /// Distinct file contents the snapshots reference (each a whole
+    /// object, or a place in a pack).
     pub referenced: usize,
-    /// Objects whose content was read and hashed.
+    /// Objects holding them.
+    pub objects: usize,
+    /// File contents that were read and hashed.
     pub read: usize,
     /// Problems, one line each, naming the object and the snapshots that
     /// need it.
@@ -347,6 +350,7 @@ impl Repository {
         let objects = self.objects().await?;
         report.referenced = referenced.len();
         let live: HashSet<&str> = referenced.values().map(|r| r.object.as_str()).collect();
+        report.objects = live.len();
         report.unreferenced = objects
             .keys()
             .filter(|k| !live.contains(k.as_str()))
