@@ -223,12 +223,20 @@ fn save(path: &Path, bytes: &[u8]) {
 /// the record cache `snapshots_dir`, if there is one, so the next backup
 /// need not read that record. A listed record's places are always valid to
 /// add; the index is still checked against the listing when it is used.
-pub(crate) fn note_committed(snapshots_dir: &Path, id: &str, tree: &crate::manifest::Manifest) {
+///
+/// With `first` (the repository had no snapshot when the backup started),
+/// an index is started with this snapshot alone.
+pub(crate) fn note_committed(
+    snapshots_dir: &Path,
+    id: &str,
+    tree: &crate::manifest::Manifest,
+    first: bool,
+) {
     let path = snapshots_dir.with_file_name("packed-index");
-    let Some(mut idx) = std::fs::read(&path)
+    let read = std::fs::read(&path)
         .ok()
-        .and_then(|b| PackedIndex::decode(&b))
-    else {
+        .and_then(|b| PackedIndex::decode(&b));
+    let Some(mut idx) = read.or_else(|| first.then(PackedIndex::default)) else {
         return;
     };
     for e in tree.files.values() {

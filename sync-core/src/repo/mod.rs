@@ -873,6 +873,7 @@ impl Repository {
             let (repo, listed, skip) = (repo.clone(), listed.clone(), skip.clone());
             Box::pin(async move { repo.packed_places(&listed, &skip).await })
         }));
+        target.first = all.is_empty();
         target.marked = marked;
         target.cache = self.cache_dir();
         target.keys = self.keys()?;

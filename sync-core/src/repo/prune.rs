@@ -368,7 +368,8 @@ impl Repository {
                     format!("at least {}", p.offset + p.length),
                 ),
                 None => {
-                    let want = self.stored_size(e.size);
+                    let want =
+                        crate::tree::compressed_size(e).unwrap_or_else(|| self.stored_size(e.size));
                     (objects.get(key) == Some(&want), want.to_string())
                 }
             };
@@ -434,6 +435,9 @@ impl Repository {
 
     async fn hash_object(&self, key: &str, e: &FileEntry) -> Result<bool> {
         let mut stream = self.read_object(key).await?;
+        if crate::tree::compressed_size(e).is_some() {
+            stream = crate::tree::decompress_stream(stream, format!("{}/{key}", self.url()));
+        }
         let mut h = ContentHasher::new(e.hash_algorithm);
         let mut n = 0u64;
         while let Some(chunk) = stream.next().await {

@@ -44,12 +44,17 @@ pub(crate) struct Target {
     pub relocated: Mutex<HashMap<String, String>>,
     /// Objects this run created, with their sizes.
     pub added: Mutex<HashMap<String, u64>>,
+    /// Content kept compressed in its object, by tagged hash: the
+    /// object's stored size.
+    pub compressed: Mutex<HashMap<String, u64>>,
     /// The snapshot this run committed.
     pub committed: Mutex<Option<(String, SnapshotRecord)>>,
     /// Where the committed record is cached, given its id.
     pub cache: Option<std::path::PathBuf>,
     /// The keys of an encrypted repository.
     pub keys: Option<Arc<Keys>>,
+    /// Whether the repository had no snapshot when the run started.
+    pub first: bool,
     /// The packs small files go into and come from.
     pub packs: Packs,
 }
@@ -66,9 +71,11 @@ impl Target {
             started: Instant::now(),
             relocated: Mutex::default(),
             added: Mutex::default(),
+            compressed: Mutex::default(),
             committed: Mutex::default(),
             cache: None,
             keys: None,
+            first: false,
         }
     }
 }
@@ -168,6 +175,13 @@ impl Versions for Target {
         key
     }
 
+    fn compressed(&self, e: &FileEntry, stored: u64) {
+        self.compressed
+            .lock()
+            .expect("compressed")
+            .insert(e.tagged_hash(), stored);
+    }
+
     fn stored(&self, key: &str, size: u64) {
         self.added
             .lock()
@@ -188,13 +202,21 @@ impl Versions for Target {
         let placed = self.packs.placed();
         let mut m = m.clone();
         let relocated = self.relocated.lock().expect("relocated").clone();
+        let compressed = self.compressed.lock().expect("compressed").clone();
         for e in m.files.values_mut() {
             let tagged = e.tagged_hash();
             if let Some(p) = placed.get(&tagged) {
                 p.set(e);
-            } else if let Some(key) = relocated.get(&tagged) {
+                continue;
+            }
+            if let Some(key) = relocated.get(&tagged) {
                 std::sync::Arc::make_mut(e.extra.get_or_insert_with(Default::default))
                     .insert("object".into(), key.clone().into());
+            }
+            if let Some(stored) = compressed.get(&tagged) {
+                let x = std::sync::Arc::make_mut(e.extra.get_or_insert_with(Default::default));
+                x.insert("compression".into(), "zstd".into());
+                x.insert("storedSize".into(), (*stored).into());
             }
         }
         // A prune deletes an object no sooner than a grace period after it
@@ -268,7 +290,7 @@ impl Versions for Target {
                 &dir.join(&id).with_extension("summary"),
                 &serde_json::to_vec(&summary).expect("a record serialises"),
             );
-            super::known::note_committed(dir, &id, &m);
+            super::known::note_committed(dir, &id, &m, new.parent.is_none() && self.first);
             let objects = m.files.values().map(|e| self.object(e)).collect();
             super::known::cache_object_set(dir, &id, &objects);
         }

@@ -22,7 +22,10 @@ pub use local::{
     database_root, default_state_home, state_dir_for, FileStat, LeftOut, LocalScan, LocalTree,
     RunLock, STATE_HOME_VAR,
 };
-pub(crate) use store::{decode_blob, Announced, CommitMode, Packed, Packs, PartLog, Versions};
+pub(crate) use store::{
+    compressed_size, decode_blob, decompress_stream, Announced, CommitMode, Packed, Packs, PartLog,
+    Versions,
+};
 pub use store::{Capabilities, RemoteManifest, StoreTree};
 pub use trash::{Kept, Side, Trash, TrashedFile, DEFAULT_RETENTION, TRASH_DIR};
 

@@ -11,6 +11,7 @@
 //! * Every request goes through a counting wrapper, so a run can report how
 //!   many requests it made.
 
+pub(crate) mod compress;
 mod counting;
 pub(crate) mod packs;
 mod probe;
@@ -34,11 +35,12 @@ use object_store::{
     UpdateVersion,
 };
 
+pub(crate) use compress::decompress_stream;
 pub(crate) use packs::{decode_blob, Packed, Packs};
 pub(crate) use probe::Announced;
 pub use probe::Capabilities;
 pub(crate) use resumable::{PartLog, PartRecord};
-pub(crate) use versions::Versions;
+pub(crate) use versions::{compressed_size, Versions};
 
 use crate::error::{Error, Result};
 use crate::layout::{is_ignored, MANIFEST_PATH};
@@ -411,7 +413,7 @@ impl StoreTree {
     /// # Errors
     /// [`Error::Store`]; a missing object is a permanent error.
     pub async fn open(&self, rel: &str) -> Result<BoxStream<'static, Result<Bytes>>> {
-        if let Some(e) = self.packed_entry(rel) {
+        if let Some(e) = self.versions.as_ref().and_then(|v| v.entry_of_path(rel)) {
             return self.open_entry(&e).await;
         }
         let key = self.object_rel(rel);
@@ -455,6 +457,11 @@ impl StoreTree {
                     if let Some(p) = packs::Packed::of(&e) {
                         let size = objects.get(&p.object)?.size;
                         return (size >= p.offset + p.length).then_some((e.path, e.size));
+                    }
+                    if let Some(stored) = versions::compressed_size(&e) {
+                        let obj = self.object_entry(&e);
+                        let size = objects.get(&obj.path)?.size;
+                        return (size == stored).then_some((e.path, e.size));
                     }
                     let obj = self.object_entry(&e);
                     // A sealed object of the right size holds the file's
@@ -507,7 +514,7 @@ impl StoreTree {
             let start = usize::try_from(range.start).unwrap_or(usize::MAX).min(end);
             return Ok(all.slice(start..end));
         }
-        if self.versions.as_ref().is_some_and(|v| v.sealed()) {
+        if self.reads_through(rel) {
             // Sealed chunks do not line up with the content's bytes: read
             // the object through and keep the range.
             let mut stream = self.open(rel).await?;
@@ -540,6 +547,16 @@ impl StoreTree {
         got.bytes().await.map_err(|e| Error::store(shown, e))
     }
 
+    /// Whether reading part of `rel` means reading it from the start: its
+    /// bytes as stored are sealed or compressed.
+    fn reads_through(&self, rel: &str) -> bool {
+        self.versions.as_ref().is_some_and(|v| {
+            v.sealed()
+                || v.entry_of_path(rel)
+                    .is_some_and(|e| versions::compressed_size(&e).is_some())
+        })
+    }
+
     /// Reads a whole object into memory (one GET); for small files.
     ///
     /// # Errors
@@ -548,7 +565,7 @@ impl StoreTree {
         if let Some(e) = self.packed_entry(rel) {
             return Ok(self.read_packed(&e).await?.unwrap_or_default());
         }
-        if self.versions.as_ref().is_some_and(|v| v.sealed()) {
+        if self.reads_through(rel) {
             let mut stream = self.open(rel).await?;
             let mut out = bytes::BytesMut::new();
             while let Some(chunk) = stream.try_next().await? {
@@ -648,6 +665,12 @@ impl StoreTree {
                 return v.reusable(&p.object)
                     && matches!(self.store.get_opts(&self.location(&p.object), opts).await,
                         Ok(r) if r.meta.size >= p.offset + p.length);
+            }
+            if let Some(stored) = versions::compressed_size(entry) {
+                let obj = self.object_entry(entry);
+                return v.reusable(&obj.path)
+                    && matches!(self.store.get_opts(&self.location(&obj.path), opts).await,
+                        Ok(r) if r.meta.size == stored);
             }
             let obj = self.object_entry(entry);
             return v.reusable(&obj.path)

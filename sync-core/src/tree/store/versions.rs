@@ -92,8 +92,54 @@ pub(crate) trait Versions: Send + Sync + std::fmt::Debug {
     /// Told of each object the run created, with its size.
     fn stored(&self, key: &str, size: u64);
 
+    /// Told that `e`'s content is kept compressed in its object, of
+    /// `stored` bytes.
+    fn compressed(&self, e: &FileEntry, stored: u64);
+
     /// Records a snapshot of `m`; returns its id.
     async fn commit(&self, tree: &StoreTree, m: &Manifest) -> Result<Option<String>>;
+}
+
+/// How much of a large file decides whether it is kept compressed.
+const SAMPLE: usize = 1 << 20;
+
+/// For a file kept compressed in an object of its own: the object's stored
+/// size (`None` for any other file).
+pub(crate) fn compressed_size(e: &FileEntry) -> Option<u64> {
+    let x = e.extra.as_ref()?;
+    if x.contains_key("packOffset") || x.get("compression")?.as_str()? != "zstd" {
+        return None;
+    }
+    x.get("storedSize")?.as_u64()
+}
+
+/// The first `n` bytes of `stream` (fewer if it is shorter), and the whole
+/// stream again.
+async fn peek(
+    mut stream: BoxStream<'static, Result<bytes::Bytes>>,
+    n: usize,
+) -> Result<(bytes::Bytes, BoxStream<'static, Result<bytes::Bytes>>)> {
+    let mut head: Vec<bytes::Bytes> = Vec::new();
+    let mut got = 0;
+    while got < n {
+        match stream.next().await {
+            Some(chunk) => {
+                let chunk = chunk?;
+                got += chunk.len();
+                head.push(chunk);
+            }
+            None => break,
+        }
+    }
+    let sample = match head.len() {
+        1 => head[0].clone(),
+        _ => bytes::Bytes::from(head.concat()),
+    };
+    let sample = sample.slice(..sample.len().min(n));
+    let again = futures::stream::iter(head.into_iter().map(Ok))
+        .chain(stream)
+        .boxed();
+    Ok((sample, again))
 }
 
 impl StoreTree {
@@ -159,9 +205,13 @@ impl StoreTree {
         let stored = self
             .stream(&self.location(&key), self.display(&key))
             .await?;
-        Ok(match &self.versions {
+        let opened = match &self.versions {
             Some(v) => v.unseal(&key, stored),
             None => stored,
+        };
+        Ok(match compressed_size(e) {
+            Some(_) => super::compress::decompress_stream(opened, self.display(&key)),
+            None => opened,
         })
     }
 
@@ -183,9 +233,14 @@ impl StoreTree {
             on_bytes(entry.size);
             return Ok(None);
         }
+        // The start of the file decides whether it is kept compressed.
+        let (sample, stream) = peek(stream, SAMPLE).await?;
         let mut obj = self.object_entry(entry);
         if !v.reusable(&obj.path) {
             obj.path = v.relocate(entry);
+        }
+        if super::compress::pays(&sample) {
+            return self.write_compressed(v, entry, obj, stream, on_bytes).await;
         }
         // A large object is looked for before its bytes go out; a small
         // one is sent create-only, and "already exists" is the answer.
@@ -237,6 +292,49 @@ impl StoreTree {
             },
             Err(e) => Err(Error::store(self.display(&obj.path), e)),
         }
+    }
+
+    /// Writes `entry`'s content compressed (and then sealed, when objects
+    /// are) into `obj`, unless the object is already there in either form.
+    async fn write_compressed(
+        &self,
+        v: &dyn Versions,
+        entry: &FileEntry,
+        obj: FileEntry,
+        stream: BoxStream<'static, Result<bytes::Bytes>>,
+        on_bytes: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<Option<String>> {
+        let head = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        match self.store.get_opts(&self.location(&obj.path), head).await {
+            // The plain form is exactly the stored size of the content;
+            // the compressed one is smaller by at least an eighth.
+            Ok(r) if r.meta.size == obj.size => return Ok(r.meta.e_tag),
+            Ok(r) if r.meta.size < obj.size => {
+                v.compressed(entry, r.meta.size);
+                return Ok(r.meta.e_tag);
+            }
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(Error::store(self.display(&obj.path), e)),
+        }
+        let checked = super::upload::verified(entry, stream);
+        let sealed = v.seal(&obj.path, super::compress::compress_stream(checked));
+        let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let count = counted.clone();
+        let sealed = sealed
+            .inspect(move |c| {
+                if let Ok(c) = c {
+                    count.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+            .boxed();
+        let etag = self.put_multipart_stream(&obj, sealed, on_bytes).await?;
+        let n = counted.load(std::sync::atomic::Ordering::Relaxed);
+        v.stored(&obj.path, n);
+        v.compressed(entry, n);
+        Ok(etag)
     }
 
     /// The content of `e` when the snapshot tree keeps it in a pack (read
