@@ -1218,7 +1218,12 @@ fn large_files_that_compress_are_stored_compressed() {
         let text: Vec<u8> = (0..200_000)
             .flat_map(|i| format!("row {i} of a table that repeats itself\n").into_bytes())
             .collect();
+        // Above the multipart threshold (16 MiB): streamed in parts.
+        let big: Vec<u8> = (0..480_000)
+            .flat_map(|i| format!("entry {i} of a log that repeats itself\n").into_bytes())
+            .collect();
         let noise: Vec<u8> = (0..3 << 20).map(|_| rand::random::<u8>()).collect();
+        std::fs::write(db.path().join("data/logs/big.parquet"), &big).unwrap();
         std::fs::write(db.path().join("data/logs/text.parquet"), &text).unwrap();
         std::fs::write(db.path().join("data/logs/noise.parquet"), &noise).unwrap();
         let v = backup(&remote, db.path(), &[]);
@@ -1234,6 +1239,10 @@ fn large_files_that_compress_are_stored_compressed() {
             files["data/logs/text.parquet"]["storedSize"],
             stored_text.len()
         );
+        let (big_key, _) = place(&files["data/logs/big.parquet"]);
+        let stored_big = remote.raw(&big_key);
+        assert!(big.len() > 16 << 20 && stored_big.len() * 4 < big.len());
+        assert!(zstd::decode_all(&stored_big[..]).unwrap() == big);
         assert!(remote.raw(&noise_key) == noise, "kept as it is");
         let shas = |files: &BTreeMap<String, Vec<u8>>| -> BTreeMap<String, String> {
             files.iter().map(|(p, b)| (p.clone(), sha(b))).collect()
@@ -1256,6 +1265,7 @@ fn large_files_that_compress_are_stored_compressed() {
         let twin = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(twin.path().join("data/logs")).unwrap();
         std::fs::write(twin.path().join("data/logs/text.parquet"), &text).unwrap();
+        std::fs::write(twin.path().join("data/logs/big.parquet"), &big).unwrap();
         std::fs::write(twin.path().join("data/logs/noise.parquet"), &noise).unwrap();
         let again = backup(&remote, twin.path(), &[]);
         assert_eq!(again["parent"], Value::Null);

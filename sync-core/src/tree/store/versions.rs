@@ -304,23 +304,55 @@ impl StoreTree {
         stream: BoxStream<'static, Result<bytes::Bytes>>,
         on_bytes: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<Option<String>> {
-        let head = GetOptions {
-            head: true,
-            ..Default::default()
-        };
-        match self.store.get_opts(&self.location(&obj.path), head).await {
-            // The plain form is exactly the stored size of the content;
-            // the compressed one is smaller by at least an eighth.
-            Ok(r) if r.meta.size == obj.size => return Ok(r.meta.e_tag),
-            Ok(r) if r.meta.size < obj.size => {
-                v.compressed(entry, r.meta.size);
-                return Ok(r.meta.e_tag);
-            }
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(Error::store(self.display(&obj.path), e)),
-        }
         let checked = super::upload::verified(entry, stream);
         let sealed = v.seal(&obj.path, super::compress::compress_stream(checked));
+        if entry.size <= self.multipart_threshold {
+            // Compressed in memory and sent create-only in one PUT; an
+            // object that is there already is the answer.
+            let mut sealed = sealed;
+            let mut buf = bytes::BytesMut::new();
+            while let Some(chunk) = sealed.next().await {
+                buf.extend_from_slice(&chunk?);
+            }
+            let buf = buf.freeze();
+            let n = buf.len() as u64;
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                attributes: self.attrs(Some(&obj)),
+                ..Default::default()
+            };
+            let put = self
+                .store
+                .put_opts(&self.location(&obj.path), PutPayload::from(buf), opts)
+                .await;
+            return match put {
+                Ok(r) => {
+                    on_bytes(entry.size);
+                    v.stored(&obj.path, n);
+                    v.compressed(entry, n);
+                    Ok(r.e_tag)
+                }
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) => self
+                    .found_in_either_form(v, entry, &obj)
+                    .await?
+                    .ok_or_else(|| {
+                        Error::store(
+                            self.display(&obj.path),
+                            object_store::Error::NotFound {
+                                path: obj.path.clone(),
+                                source: "the object that was there is gone".into(),
+                            },
+                        )
+                    }),
+                Err(e) => Err(Error::store(self.display(&obj.path), e)),
+            };
+        }
+        if let Some(etag) = self.found_in_either_form(v, entry, &obj).await? {
+            return Ok(etag);
+        }
         let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let count = counted.clone();
         let sealed = sealed
@@ -335,6 +367,31 @@ impl StoreTree {
         v.stored(&obj.path, n);
         v.compressed(entry, n);
         Ok(etag)
+    }
+
+    /// `Some(etag)` when `obj` is there already, plain or compressed (told
+    /// to `v`); `None` when it is not (one HEAD).
+    async fn found_in_either_form(
+        &self,
+        v: &dyn Versions,
+        entry: &FileEntry,
+        obj: &FileEntry,
+    ) -> Result<Option<Option<String>>> {
+        let head = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        match self.store.get_opts(&self.location(&obj.path), head).await {
+            // The plain form is exactly the stored size of the content;
+            // the compressed one is smaller by at least an eighth.
+            Ok(r) if r.meta.size == obj.size => Ok(Some(r.meta.e_tag)),
+            Ok(r) if r.meta.size < obj.size => {
+                v.compressed(entry, r.meta.size);
+                Ok(Some(r.meta.e_tag))
+            }
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::store(self.display(&obj.path), e)),
+        }
     }
 
     /// The content of `e` when the snapshot tree keeps it in a pack (read
