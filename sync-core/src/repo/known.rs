@@ -205,9 +205,8 @@ impl Repository {
         if let Some(s) = cached {
             return Ok(s.objects.into_iter().collect());
         }
-        let snapshot = self.snapshot(id).await?;
-        let tree = self.tree_of(&snapshot).await?;
-        let objects: BTreeSet<String> = tree.files.values().map(|e| self.object_of(e)).collect();
+        let entries = self.entries_of(id).await?;
+        let objects: BTreeSet<String> = entries.iter().map(|e| self.object_of(e)).collect();
         if let Some(d) = dir {
             cache_object_set(&d, id, &objects);
         }

@@ -667,6 +667,35 @@ impl Repository {
         })
     }
 
+    /// The entries of snapshot `id`'s tree, for reading the repository
+    /// (prune, check) rather than restoring: the record is read once and
+    /// its tree parsed on a blocking thread, without the checks a tree to
+    /// be written needs (paths are not used).
+    ///
+    /// # Errors
+    /// A record that cannot be read, or whose tree does not parse.
+    pub(crate) async fn entries_of(&self, id: &str) -> Result<Vec<crate::manifest::FileEntry>> {
+        #[derive(serde::Deserialize)]
+        struct Files {
+            files: BTreeMap<String, crate::manifest::FileEntry>,
+        }
+        let record = self.record(id).await?;
+        let origin = format!("{}/{SNAPSHOTS}/{id}", self.url());
+        crate::tree::blocking("reading a snapshot's tree", move || {
+            let raw = record.manifest.ok_or_else(|| Error::ManifestCorrupt {
+                path: origin.clone(),
+                reason: "the snapshot record has no tree".into(),
+            })?;
+            serde_json::from_str::<Files>(raw.get())
+                .map(|f| f.files.into_values().collect())
+                .map_err(|e| Error::ManifestCorrupt {
+                    path: origin,
+                    reason: e.to_string(),
+                })
+        })
+        .await
+    }
+
     /// A whole snapshot record, from the cache or one GET.
     async fn record(&self, id: &str) -> Result<SnapshotRecord> {
         let cached = self.cache_path(id);

@@ -33,7 +33,7 @@ struct Referenced {
     /// One entry holding it (for its size, hash and a path to name).
     entry: FileEntry,
     /// The short ids of the snapshots that need it.
-    needed_by: Vec<String>,
+    needed_by: Vec<u32>,
 }
 
 /// How a prune runs.
@@ -126,20 +126,19 @@ impl Repository {
     /// key and `#offset` for a packed file), with one entry holding it and
     /// the snapshots that need it. Snapshots are read one at a time,
     /// so memory grows with the distinct objects, not with the snapshots.
-    /// A snapshot that cannot be read is reported in `bad`; returns how
-    /// many were read.
+    /// A snapshot that cannot be read is reported in `bad`; returns the
+    /// short ids of those read (`needed_by` indexes them).
     async fn referenced(
         &self,
         ids: Vec<String>,
         bad: &mut Vec<String>,
-    ) -> Result<(usize, HashMap<String, Referenced>)> {
+    ) -> Result<(Vec<String>, HashMap<String, Referenced>)> {
         let mut out: HashMap<String, Referenced> = HashMap::new();
-        let mut read = 0;
-        for id in ids {
-            let tree = match self.snapshot(&id).await {
-                Ok(s) => self.tree_of(&s).await,
-                Err(e) => Err(e),
-            };
+        let mut shorts: Vec<String> = Vec::new();
+        let mut trees = futures::stream::iter(ids)
+            .map(|id| async move { (self.entries_of(&id).await, id) })
+            .buffer_unordered(1);
+        while let Some((tree, id)) = trees.next().await {
             let tree = match tree {
                 Ok(t) => t,
                 Err(e) => {
@@ -147,9 +146,9 @@ impl Repository {
                     continue;
                 }
             };
-            read += 1;
-            let short: String = id.chars().take(8).collect();
-            for e in tree.files.into_values() {
+            let n = shorts.len() as u32;
+            shorts.push(id.chars().take(8).collect());
+            for e in tree {
                 let object = self.object_of(&e);
                 let unit = match Packed::of(&e) {
                     Some(p) => format!("{object}#{}", p.offset),
@@ -160,12 +159,12 @@ impl Repository {
                     entry: e,
                     needed_by: Vec::new(),
                 });
-                if r.needed_by.last() != Some(&short) {
-                    r.needed_by.push(short.clone());
+                if r.needed_by.last() != Some(&n) {
+                    r.needed_by.push(n);
                 }
             }
         }
-        Ok((read, out))
+        Ok((shorts, out))
     }
 
     /// Applies a retention policy to the snapshots `filter` passes, grouped
@@ -224,8 +223,11 @@ impl Repository {
         let mut bad = Vec::new();
         let mut live: HashSet<String> = HashSet::new();
         let mut read = 0;
-        for id in snap_ids {
-            match self.objects_of(&id).await {
+        let mut sets = futures::stream::iter(snap_ids)
+            .map(|id| async move { (self.objects_of(&id).await, id) })
+            .buffer_unordered(1);
+        while let Some((got, id)) = sets.next().await {
+            match got {
                 Ok(objects) => {
                     live.extend(objects);
                     read += 1;
@@ -345,8 +347,8 @@ impl Repository {
     pub async fn check(&self, read: ReadData) -> Result<CheckReport> {
         let (snap_ids, _) = self.index().await?;
         let mut report = CheckReport::default();
-        let (count, referenced) = self.referenced(snap_ids, &mut report.problems).await?;
-        report.snapshots = count;
+        let (shorts, referenced) = self.referenced(snap_ids, &mut report.problems).await?;
+        report.snapshots = shorts.len();
         let objects = self.objects().await?;
         report.referenced = referenced.len();
         let live: HashSet<&str> = referenced.values().map(|r| r.object.as_str()).collect();
@@ -360,7 +362,12 @@ impl Repository {
         refs.sort_by(|a, b| a.0.cmp(b.0));
         for (unit, r) in refs {
             let (e, key) = (&r.entry, &r.object);
-            let who = r.needed_by.join(", ");
+            let who = r
+                .needed_by
+                .iter()
+                .map(|&n| shorts[n as usize].as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
             let packed = Packed::of(e);
             let (fits, wanted) = match &packed {
                 Some(p) => (
