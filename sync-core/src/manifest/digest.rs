@@ -159,10 +159,17 @@ impl std::str::FromStr for Digest {
 
 impl std::fmt::Display for Digest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for b in self.as_bytes() {
-            write!(f, "{b:02x}")?;
+        // Hex through a table into one buffer: digests are formatted for
+        // every file of every manifest, so one write, not one per byte.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let bytes = self.as_bytes();
+        let mut buf = [0u8; 128];
+        let n = (bytes.len() * 2).min(buf.len());
+        for (i, b) in bytes.iter().take(n / 2).enumerate() {
+            buf[2 * i] = HEX[usize::from(b >> 4)];
+            buf[2 * i + 1] = HEX[usize::from(b & 0x0f)];
         }
-        Ok(())
+        f.write_str(std::str::from_utf8(&buf[..n]).expect("hex is ASCII"))
     }
 }
 
