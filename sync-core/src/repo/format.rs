@@ -69,7 +69,7 @@ impl RepoConfig {
             created_at: crate::manifest::now_iso(),
             hash: HashAlgorithm::Blake3,
             fanout: 2,
-            chunking: None,
+            chunking: Some(Chunking::current()),
             encryption: None,
             grace_seconds: grace.as_secs(),
         }
@@ -108,7 +108,11 @@ impl RepoConfig {
             serde_json::from_value::<EncryptionParams>(e.clone())
                 .is_ok_and(|p| p == EncryptionParams::current())
         });
-        if c.chunking.is_some() || !known_encryption {
+        let known_chunking = c
+            .chunking
+            .as_ref()
+            .is_none_or(|v| v == &Chunking::current());
+        if !known_chunking || !known_encryption {
             return Err(err(
                 "the repository uses chunking or encryption parameters this pqsync does not know; upgrade pqsync".into(),
             ));
@@ -122,6 +126,19 @@ impl RepoConfig {
         Ok(c)
     }
 
+    /// The content-defined chunking (minimum, average and maximum chunk
+    /// size) a file at `path` is kept in: ParqueDB's namespace data files
+    /// (`data/<ns>/data.parquet`), in a repository made with chunking.
+    pub fn chunking_for(&self, path: &str) -> Option<(u32, u32, u32)> {
+        self.chunking.as_ref()?;
+        let mut parts = path.split('/');
+        let namespace_data = parts.next() == Some("data")
+            && parts.next().is_some_and(|ns| !ns.is_empty())
+            && parts.next() == Some("data.parquet")
+            && parts.next().is_none();
+        namespace_data.then_some((CHUNK_MIN, CHUNK_AVG, CHUNK_MAX))
+    }
+
     /// Whether objects and snapshots are sealed.
     pub fn encrypted(&self) -> bool {
         self.encryption.is_some()
@@ -131,6 +148,26 @@ impl RepoConfig {
     pub fn object_key(&self, hex: &str) -> String {
         let n = self.fanout.min(hex.len());
         format!("{OBJECTS}/{}/{hex}", &hex[..n])
+    }
+}
+
+/// Chunk sizes: FastCDC (2020) with these minimum, average and maximum.
+const CHUNK_MIN: u32 = 64 * 1024;
+const CHUNK_AVG: u32 = 256 * 1024;
+const CHUNK_MAX: u32 = 1024 * 1024;
+
+/// The `chunking` parameters this pqsync writes and reads.
+struct Chunking;
+
+impl Chunking {
+    fn current() -> serde_json::Value {
+        serde_json::json!({
+            "algorithm": "fastcdc-2020",
+            "minSize": CHUNK_MIN,
+            "avgSize": CHUNK_AVG,
+            "maxSize": CHUNK_MAX,
+            "files": ["data/*/data.parquet"],
+        })
     }
 }
 

@@ -136,7 +136,7 @@ impl Repository {
             let Ok(tree) = self.tree_of(s).await else {
                 continue;
             };
-            for e in tree.files.into_values() {
+            for e in tree.files.values().flat_map(crate::tree::units) {
                 if let Some(p) = Packed::of(&e) {
                     idx.places.entry(e.tagged_hash()).or_insert(p);
                 }
@@ -206,7 +206,11 @@ impl Repository {
             return Ok(s.objects.into_iter().collect());
         }
         let entries = self.entries_of(id).await?;
-        let objects: BTreeSet<String> = entries.iter().map(|e| self.object_of(e)).collect();
+        let objects: BTreeSet<String> = entries
+            .iter()
+            .flat_map(crate::tree::units)
+            .map(|u| self.object_of(&u))
+            .collect();
         if let Some(d) = dir {
             cache_object_set(&d, id, &objects);
         }
@@ -238,8 +242,8 @@ pub(crate) fn note_committed(
     let Some(mut idx) = read.or_else(|| first.then(PackedIndex::default)) else {
         return;
     };
-    for e in tree.files.values() {
-        if let Some(p) = Packed::of(e) {
+    for e in tree.files.values().flat_map(crate::tree::units) {
+        if let Some(p) = Packed::of(&e) {
             idx.places.entry(e.tagged_hash()).or_insert(p);
         }
     }

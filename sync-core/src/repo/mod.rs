@@ -883,11 +883,13 @@ impl Repository {
                 // again, under another key.
                 let keys = self.keys()?;
                 m.files.retain(|_, e| {
-                    !marked.contains(&format::entry_object_keyed(
-                        &self.config,
-                        keys.as_deref(),
-                        e,
-                    ))
+                    crate::tree::units(e).iter().all(|u| {
+                        !marked.contains(&format::entry_object_keyed(
+                            &self.config,
+                            keys.as_deref(),
+                            u,
+                        ))
+                    })
                 });
                 Some(m)
             }

@@ -148,7 +148,7 @@ impl Repository {
             };
             let n = shorts.len() as u32;
             shorts.push(id.chars().take(8).collect());
-            for e in tree {
+            for e in tree.iter().flat_map(crate::tree::units) {
                 let object = self.object_of(&e);
                 let unit = match Packed::of(&e) {
                     Some(p) => format!("{object}#{}", p.offset),

@@ -47,6 +47,8 @@ pub(crate) struct Target {
     /// Content kept compressed in its object, by tagged hash: the
     /// object's stored size.
     pub compressed: Mutex<HashMap<String, u64>>,
+    /// Content cut into chunks, by tagged hash: each chunk's hex and size.
+    pub chunked: Mutex<HashMap<String, Vec<(String, u64)>>>,
     /// The snapshot this run committed.
     pub committed: Mutex<Option<(String, SnapshotRecord)>>,
     /// Where the committed record is cached, given its id.
@@ -72,6 +74,7 @@ impl Target {
             relocated: Mutex::default(),
             added: Mutex::default(),
             compressed: Mutex::default(),
+            chunked: Mutex::default(),
             committed: Mutex::default(),
             cache: None,
             keys: None,
@@ -182,6 +185,17 @@ impl Versions for Target {
             .insert(e.tagged_hash(), stored);
     }
 
+    fn chunking(&self, e: &FileEntry) -> Option<(u32, u32, u32)> {
+        self.config.chunking_for(&e.path)
+    }
+
+    fn chunked(&self, e: &FileEntry, chunks: Vec<(String, u64)>) {
+        self.chunked
+            .lock()
+            .expect("chunked")
+            .insert(e.tagged_hash(), chunks);
+    }
+
     fn stored(&self, key: &str, size: u64) {
         self.added
             .lock()
@@ -203,10 +217,25 @@ impl Versions for Target {
         let mut m = m.clone();
         let relocated = self.relocated.lock().expect("relocated").clone();
         let compressed = self.compressed.lock().expect("compressed").clone();
+        let chunked = self.chunked.lock().expect("chunked").clone();
         for e in m.files.values_mut() {
             let tagged = e.tagged_hash();
             if let Some(p) = placed.get(&tagged) {
                 p.set(e);
+                continue;
+            }
+            if let Some(chunks) = chunked.get(&tagged) {
+                let mut list = Vec::with_capacity(chunks.len());
+                for (hex, size) in chunks {
+                    let key = format!("{}:{hex}", crate::manifest::HashAlgorithm::Blake3);
+                    let p = placed.get(&key).ok_or_else(|| Error::Repository {
+                        url: self.url.clone(),
+                        reason: format!("a chunk of {} was not stored; nothing was committed: run the backup again", e.path),
+                    })?;
+                    list.push(crate::tree::chunk_json(hex, *size, p));
+                }
+                std::sync::Arc::make_mut(e.extra.get_or_insert_with(Default::default))
+                    .insert("chunks".into(), list.into());
                 continue;
             }
             if let Some(key) = relocated.get(&tagged) {
@@ -291,7 +320,12 @@ impl Versions for Target {
                 &serde_json::to_vec(&summary).expect("a record serialises"),
             );
             super::known::note_committed(dir, &id, &m, new.parent.is_none() && self.first);
-            let objects = m.files.values().map(|e| self.object(e)).collect();
+            let objects = m
+                .files
+                .values()
+                .flat_map(crate::tree::units)
+                .map(|u| self.object(&u))
+                .collect();
             super::known::cache_object_set(dir, &id, &objects);
         }
         *self.committed.lock().expect("committed") = Some((id.clone(), record));
@@ -307,7 +341,11 @@ impl Target {
     async fn recheck_marks(&self, tree: &StoreTree, m: &Manifest) -> Result<()> {
         let repo = super::Repository::from_parts(tree.clone(), self.config.clone());
         let marked = repo.marked().await?;
-        let hit = m.files.values().find(|e| marked.contains(&self.object(e)));
+        let hit = m.files.values().find(|e| {
+            crate::tree::units(e)
+                .iter()
+                .any(|u| marked.contains(&self.object(u)))
+        });
         match hit {
             Some(e) => Err(Error::Repository {
                 url: self.url.clone(),

@@ -23,8 +23,8 @@ pub use local::{
     RunLock, STATE_HOME_VAR,
 };
 pub(crate) use store::{
-    compressed_size, decode_blob, decompress_stream, Announced, CommitMode, Packed, Packs, PartLog,
-    Versions,
+    chunk_json, compressed_size, decode_blob, decompress_stream, units, Announced, CommitMode,
+    Packed, Packs, PartLog, Versions,
 };
 pub use store::{Capabilities, RemoteManifest, StoreTree};
 pub use trash::{Kept, Side, Trash, TrashedFile, DEFAULT_RETENTION, TRASH_DIR};

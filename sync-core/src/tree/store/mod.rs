@@ -36,7 +36,7 @@ use object_store::{
 };
 
 pub(crate) use compress::decompress_stream;
-pub(crate) use packs::{decode_blob, Packed, Packs};
+pub(crate) use packs::{chunk_json, decode_blob, units, Packed, Packs};
 pub(crate) use probe::Announced;
 pub use probe::Capabilities;
 pub(crate) use resumable::{PartLog, PartRecord};
@@ -458,6 +458,16 @@ impl StoreTree {
                         let size = objects.get(&p.object)?.size;
                         return (size >= p.offset + p.length).then_some((e.path, e.size));
                     }
+                    if let Some(chunks) = packs::chunk_entries(&e) {
+                        let whole = chunks.iter().all(|c| {
+                            packs::Packed::of(c).is_some_and(|p| {
+                                objects
+                                    .get(&p.object)
+                                    .is_some_and(|m| m.size >= p.offset + p.length)
+                            })
+                        });
+                        return whole.then_some((e.path, e.size));
+                    }
                     if let Some(stored) = versions::compressed_size(&e) {
                         let obj = self.object_entry(&e);
                         let size = objects.get(&obj.path)?.size;
@@ -552,8 +562,9 @@ impl StoreTree {
     fn reads_through(&self, rel: &str) -> bool {
         self.versions.as_ref().is_some_and(|v| {
             v.sealed()
-                || v.entry_of_path(rel)
-                    .is_some_and(|e| versions::compressed_size(&e).is_some())
+                || v.entry_of_path(rel).is_some_and(|e| {
+                    versions::compressed_size(&e).is_some() || packs::chunk_entries(&e).is_some()
+                })
         })
     }
 
@@ -665,6 +676,9 @@ impl StoreTree {
                 return v.reusable(&p.object)
                     && matches!(self.store.get_opts(&self.location(&p.object), opts).await,
                         Ok(r) if r.meta.size >= p.offset + p.length);
+            }
+            if packs::chunk_entries(entry).is_some() {
+                return false;
             }
             if let Some(stored) = versions::compressed_size(entry) {
                 let obj = self.object_entry(entry);

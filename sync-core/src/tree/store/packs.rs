@@ -90,12 +90,65 @@ impl Packed {
 /// The associated data a packed file's content is sealed with: its own
 /// content hash, so content moved to another entry's place does not open.
 pub(crate) fn blob_aad(e: &FileEntry) -> Vec<u8> {
-    format!("pqsync blob {}", e.tagged_hash()).into_bytes()
+    tagged_aad(&e.tagged_hash())
+}
+
+fn tagged_aad(tagged: &str) -> Vec<u8> {
+    format!("pqsync blob {tagged}").into_bytes()
+}
+
+/// The chunks of a file kept in content-defined chunks (its entry's
+/// `chunks`), each as an entry of its own: `<path> (chunk <i>)`, with the
+/// chunk's size, BLAKE3 hash and place in a pack. `None` for any other
+/// file (or a list that does not parse).
+pub(crate) fn chunk_entries(e: &FileEntry) -> Option<Vec<FileEntry>> {
+    let list = e.extra.as_ref()?.get("chunks")?.as_array()?;
+    list.iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let hash = crate::manifest::Digest::from_hex(c.get("hash")?.as_str()?)?;
+            let mut x = serde_json::Map::new();
+            for k in ["object", OFFSET, LENGTH, COMPRESSION] {
+                if let Some(v) = c.get(k) {
+                    x.insert(k.into(), v.clone());
+                }
+            }
+            Some(FileEntry {
+                path: format!("{} (chunk {i})", e.path),
+                size: c.get("size")?.as_u64()?,
+                hash,
+                hash_algorithm: crate::manifest::HashAlgorithm::Blake3,
+                modified_at: e.modified_at.clone(),
+                etag: None,
+                content_type: None,
+                extra: Some(Arc::new(x)),
+            })
+        })
+        .collect()
+}
+
+/// What holds `e`'s content: its chunks, or the entry itself.
+pub(crate) fn units(e: &FileEntry) -> Vec<FileEntry> {
+    chunk_entries(e).unwrap_or_else(|| vec![e.clone()])
+}
+
+/// A chunk's record in its file's entry: hash, size and place.
+pub(crate) fn chunk_json(hex: &str, size: u64, p: &Packed) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    m.insert("hash".into(), hex.into());
+    m.insert("size".into(), size.into());
+    m.insert("object".into(), p.object.clone().into());
+    m.insert(OFFSET.into(), p.offset.into());
+    m.insert(LENGTH.into(), p.length.into());
+    if p.zstd {
+        m.insert(COMPRESSION.into(), "zstd".into());
+    }
+    serde_json::Value::Object(m)
 }
 
 /// A file's content as stored in a pack: compressed when that pays, then
 /// sealed by `v`. Returns the bytes and whether they are compressed.
-pub(crate) fn encode_blob(v: &dyn Versions, e: &FileEntry, plain: &[u8]) -> (Vec<u8>, bool) {
+pub(crate) fn encode_blob(v: &dyn Versions, tagged: &str, plain: &[u8]) -> (Vec<u8>, bool) {
     thread_local! {
         static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
             const { std::cell::RefCell::new(None) };
@@ -113,7 +166,7 @@ pub(crate) fn encode_blob(v: &dyn Versions, e: &FileEntry, plain: &[u8]) -> (Vec
         .filter(|z| z.len() + plain.len() / MIN_SAVING < plain.len());
     let zstd = packed.is_some();
     let body = packed.unwrap_or_else(|| plain.to_vec());
-    (v.seal_blob(&blob_aad(e), body), zstd)
+    (v.seal_blob(&tagged_aad(tagged), body), zstd)
 }
 
 /// Opens sealed bytes given their associated data.
@@ -221,8 +274,8 @@ impl Packs {
     /// The packs of a tree showing `head`.
     pub(crate) fn new(head: Option<&Manifest>) -> Self {
         let mut packs = Packs::default();
-        for e in head.iter().flat_map(|m| m.files.values()) {
-            if let Some(p) = Packed::of(e) {
+        for e in head.iter().flat_map(|m| m.files.values()).flat_map(units) {
+            if let Some(p) = Packed::of(&e) {
                 *packs.uses.entry(p.object.clone()).or_default() += 1;
                 packs.known.insert(e.tagged_hash(), p);
             }
@@ -252,7 +305,18 @@ impl Packs {
         e: &FileEntry,
         plain: &[u8],
     ) -> Result<()> {
-        let tagged = e.tagged_hash();
+        self.add_blob(tree, v, e.tagged_hash(), plain).await
+    }
+
+    /// [`Packs::add`] for content named by its tagged hash (a file's, or
+    /// a chunk's).
+    pub(crate) async fn add_blob(
+        &self,
+        tree: &StoreTree,
+        v: &dyn Versions,
+        tagged: String,
+        plain: &[u8],
+    ) -> Result<()> {
         if let Some(p) = self.known.get(&tagged).filter(|p| v.reusable(&p.object)) {
             self.placed
                 .lock()
@@ -273,7 +337,7 @@ impl Packs {
                 return Ok(());
             }
         }
-        let (stored, zstd) = encode_blob(v, e, plain);
+        let (stored, zstd) = encode_blob(v, &tagged, plain);
         let full = {
             let mut open = self.open.lock().expect("open pack");
             if !open.held.insert(tagged.clone()) {

@@ -13,7 +13,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use object_store::{GetOptions, PutMode, PutOptions, PutPayload};
 
-use super::packs::{Packed, Packs, BLOB_MAX};
+use super::packs::{chunk_entries, Packed, Packs, BLOB_MAX};
 use super::{PartLog, RemoteManifest, StoreTree};
 use crate::error::{Error, Result};
 use crate::manifest::{FileEntry, Manifest};
@@ -95,6 +95,16 @@ pub(crate) trait Versions: Send + Sync + std::fmt::Debug {
     /// Told that `e`'s content is kept compressed in its object, of
     /// `stored` bytes.
     fn compressed(&self, e: &FileEntry, stored: u64);
+
+    /// The content-defined chunking (minimum, average and maximum chunk
+    /// size) `e` is kept in, if it is a kind of file that is chunked.
+    fn chunking(&self, _e: &FileEntry) -> Option<(u32, u32, u32)> {
+        None
+    }
+
+    /// Told the chunks `e`'s content was cut into: each chunk's BLAKE3
+    /// hex and size, in order.
+    fn chunked(&self, _e: &FileEntry, _chunks: Vec<(String, u64)>) {}
 
     /// Records a snapshot of `m`; returns its id.
     async fn commit(&self, tree: &StoreTree, m: &Manifest) -> Result<Option<String>>;
@@ -201,6 +211,24 @@ impl StoreTree {
         if let Some(bytes) = self.read_packed(e).await? {
             return Ok(futures::stream::iter([Ok(bytes)]).boxed());
         }
+        if let Some(chunks) = chunk_entries(e) {
+            // One chunk after another, each read from its pack and
+            // checked against its hash.
+            let tree = self.clone();
+            return Ok(futures::stream::iter(chunks)
+                .then(move |c| {
+                    let tree = tree.clone();
+                    async move {
+                        tree.read_packed(&c)
+                            .await?
+                            .ok_or_else(|| Error::Repository {
+                                url: tree.url().to_string(),
+                                reason: format!("{} has no place in a pack", c.path),
+                            })
+                    }
+                })
+                .boxed());
+        }
         let key = self.object_entry(e).path;
         let stored = self
             .stream(&self.location(&key), self.display(&key))
@@ -232,6 +260,9 @@ impl StoreTree {
             v.packs().add(self, v, entry, &plain).await?;
             on_bytes(entry.size);
             return Ok(None);
+        }
+        if let Some(params) = v.chunking(entry) {
+            return self.write_chunked(v, entry, stream, on_bytes, params).await;
         }
         // The start of the file decides whether it is kept compressed.
         let (sample, stream) = peek(stream, SAMPLE).await?;
@@ -292,6 +323,49 @@ impl StoreTree {
             },
             Err(e) => Err(Error::store(self.display(&obj.path), e)),
         }
+    }
+
+    /// Cuts `entry`'s content into content-defined chunks as it streams in,
+    /// and takes each chunk into a pack unless the repository holds it
+    /// already; the file's hash is checked over the whole stream.
+    async fn write_chunked(
+        &self,
+        v: &dyn Versions,
+        entry: &FileEntry,
+        stream: BoxStream<'static, Result<bytes::Bytes>>,
+        on_bytes: &(dyn Fn(u64) + Send + Sync),
+        (min, avg, max): (u32, u32, u32),
+    ) -> Result<Option<String>> {
+        let mut stream = super::upload::verified(entry, stream);
+        let mut buf: Vec<u8> = Vec::new();
+        let mut chunks = Vec::new();
+        loop {
+            let next = stream.next().await;
+            let done = next.is_none();
+            if let Some(piece) = next {
+                let piece = piece?;
+                on_bytes(piece.len() as u64);
+                buf.extend_from_slice(&piece);
+            }
+            // A cut depends only on the bytes up to the maximum chunk size
+            // from the chunk's start, so a buffer that long cuts where the
+            // whole file would.
+            while buf.len() >= max as usize || (done && !buf.is_empty()) {
+                let cut = fastcdc::v2020::FastCDC::new(&buf, min, avg, max)
+                    .next()
+                    .map_or(buf.len(), |c| c.length);
+                let chunk: Vec<u8> = buf.drain(..cut).collect();
+                let hex = blake3::hash(&chunk).to_hex().to_string();
+                let tagged = format!("{}:{hex}", crate::manifest::HashAlgorithm::Blake3);
+                v.packs().add_blob(self, v, tagged, &chunk).await?;
+                chunks.push((hex, chunk.len() as u64));
+            }
+            if done {
+                break;
+            }
+        }
+        v.chunked(entry, chunks);
+        Ok(None)
     }
 
     /// Writes `entry`'s content compressed (and then sealed, when objects
