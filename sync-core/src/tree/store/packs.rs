@@ -408,7 +408,12 @@ impl Packs {
     /// One create-only PUT of a pack under the name of its bytes; a pack
     /// that exists already with its size is the same pack.
     async fn put(&self, tree: &StoreTree, v: &dyn Versions, bytes: Bytes) -> Result<String> {
-        let key = v.pack_key(&blake3::hash(&bytes).to_hex());
+        let mut key = v.pack_key(&blake3::hash(&bytes).to_hex());
+        if !v.reusable(&key) {
+            // The same bytes under a name a prune has marked: never relied
+            // on, so they go under another name.
+            key = format!("{key}.{:08x}", rand::random::<u32>());
+        }
         let size = bytes.len() as u64;
         let opts = PutOptions {
             mode: PutMode::Create,
