@@ -49,6 +49,15 @@ pub enum Error {
         /// What to do about it.
         fix: String,
     },
+    /// An AWS profile could not be used: a config or credentials file that
+    /// cannot be read or parsed, a profile named by the remote or
+    /// `--profile` that neither file has, or one whose credentials come
+    /// from a source pqsync does not follow. Detected before any request.
+    #[error("{reason}")]
+    Profile {
+        /// What is wrong and what to do, in one line.
+        reason: String,
+    },
     /// The store could not be configured (a malformed setting, for example).
     #[error("cannot open {url}: {source}")]
     Config {
@@ -80,6 +89,7 @@ impl Error {
             Error::InvalidRemote { .. }
                 | Error::InvalidJurisdiction { .. }
                 | Error::PlainHttp { .. }
+                | Error::Profile { .. }
         )
     }
 }

@@ -65,13 +65,14 @@
 mod error;
 mod http;
 mod open;
+mod profile;
 mod remote;
 mod s3;
 
 pub use error::{Error, JurisdictionOrigin, Result};
 pub use http::{observing_connector, HttpObserver};
 pub use open::{open, CredentialSource, OpenOptions, OpenedRemote, DEFAULT_TIMEOUT};
-pub use remote::{looks_like_url, parse_remote, Jurisdiction, Remote};
+pub use remote::{looks_like_url, parse_remote, Jurisdiction, Remote, S3Settings};
 
 #[cfg(test)]
 mod test_env;

@@ -27,6 +27,9 @@ pub struct OpenOptions {
     /// R2 jurisdiction (`--jurisdiction`); else the URL's, else
     /// `R2_JURISDICTION`, else the default.
     pub jurisdiction: Option<Jurisdiction>,
+    /// The AWS profile for S3 and R2 remotes that do not name their own
+    /// (`--profile`); its keys win over the environment's.
+    pub profile: Option<String>,
     /// Create a local remote directory that does not exist yet (for pushes).
     pub create: bool,
     /// How long a request to an endpoint that does not answer may take to
@@ -64,6 +67,7 @@ impl Default for OpenOptions {
         OpenOptions {
             endpoint: None,
             jurisdiction: None,
+            profile: None,
             create: false,
             timeout: DEFAULT_TIMEOUT,
             observer: None,
@@ -76,6 +80,7 @@ impl std::fmt::Debug for OpenOptions {
         f.debug_struct("OpenOptions")
             .field("endpoint", &self.endpoint)
             .field("jurisdiction", &self.jurisdiction)
+            .field("profile", &self.profile)
             .field("create", &self.create)
             .field("timeout", &self.timeout)
             .field("observer", &self.observer.is_some())
@@ -92,6 +97,13 @@ pub enum CredentialSource {
         /// The variables, as `AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY` or
         /// `R2_ACCESS_KEY_ID/R2_SECRET_ACCESS_KEY`.
         variables: &'static str,
+    },
+    /// The keys of an AWS profile.
+    Profile {
+        /// The profile.
+        name: String,
+        /// The file holding its keys.
+        file: std::path::PathBuf,
     },
     /// A web identity token (`AWS_WEB_IDENTITY_TOKEN_FILE` with
     /// `AWS_ROLE_ARN`) exchanged with STS.
@@ -148,6 +160,9 @@ impl std::fmt::Display for CredentialSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CredentialSource::Static { variables } => f.write_str(variables),
+            CredentialSource::Profile { name, file } => {
+                write!(f, "AWS profile {name:?} in {}", file.display())
+            }
             CredentialSource::WebIdentity => {
                 f.write_str("web identity (AWS_WEB_IDENTITY_TOKEN_FILE)")
             }
@@ -239,8 +254,11 @@ pub fn open(remote: &Remote, opts: &OpenOptions) -> Result<OpenedRemote> {
         Option<String>,
         CredentialSource,
     ) = match &remote {
-        Remote::S3 { bucket, .. } => {
-            let built = s3::build(&s3::Target::S3 { bucket }, &url, opts, budget, connector)?;
+        Remote::S3 {
+            bucket, settings, ..
+        } => {
+            let target = s3::Target::S3 { bucket, settings };
+            let built = s3::build(&target, &url, opts, budget, connector)?;
             let (store, multipart) = both(built.store);
             (store, multipart, Some(built.endpoint), built.credentials)
         }
@@ -248,12 +266,14 @@ pub fn open(remote: &Remote, opts: &OpenOptions) -> Result<OpenedRemote> {
             account,
             bucket,
             jurisdiction,
+            settings,
             ..
         } => {
             let target = s3::Target::R2 {
                 account,
                 bucket,
                 jurisdiction: jurisdiction.unwrap_or_default(),
+                settings,
             };
             let built = s3::build(&target, &url, opts, budget, connector)?;
             let (store, multipart) = both(built.store);
@@ -492,21 +512,22 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "no credentials for s3://b/p: tried AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (not set), \
+             AWS profile \"default\" (not in /nonexistent/pqsync-test/credentials or /nonexistent/pqsync-test/config), \
              AWS_WEB_IDENTITY_TOKEN_FILE (not set), \
              AWS_CONTAINER_CREDENTIALS_RELATIVE_URI/AWS_CONTAINER_CREDENTIALS_FULL_URI (not set), \
              instance metadata (disabled by AWS_EC2_METADATA_DISABLED=true); \
-             set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+             set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+             or name an AWS profile that has keys (--profile, ?profile=, AWS_PROFILE)"
         );
 
-        env.set("AWS_PROFILE", "dev")
-            .set("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/token")
+        env.set("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/token")
             .set("R2_ACCESS_KEY_ID", "only-half");
         let err = open_url(&format!("r2://{ACCT}/b"), &OpenOptions::default()).unwrap_err();
         let Error::NoCredentials { tried, fix, .. } = &err else {
             panic!("{err:?}")
         };
         assert_eq!(
-            tried[..3],
+            [&tried[..2], &tried[3..4]].concat(),
             [
                 "R2_ACCESS_KEY_ID/R2_SECRET_ACCESS_KEY (only R2_ACCESS_KEY_ID set)",
                 "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (not set)",
@@ -514,11 +535,6 @@ mod tests {
             ]
         );
         assert!(fix.starts_with("set R2_ACCESS_KEY_ID and R2_SECRET_ACCESS_KEY"));
-        assert!(
-            fix.contains("pqsync does not read ~/.aws profiles yet"),
-            "{fix}"
-        );
-        assert!(fix.contains("AWS_PROFILE=dev"), "{fix}");
 
         // Any real source of credentials is enough.
         env.set("AWS_ROLE_ARN", "arn:aws:iam::1:role/r");
@@ -556,6 +572,93 @@ mod tests {
     }
 
     #[test]
+    fn profiles_give_keys_region_and_endpoint() {
+        let mut env = Env::clean();
+        let dir = tempfile::tempdir().unwrap();
+        let (config, credentials) = (dir.path().join("config"), dir.path().join("credentials"));
+        std::fs::write(
+            &config,
+            "[default]\nregion = eu-west-2\n[profile backup]\nendpoint_url = https://backup.example\n[profile sso]\nsso_session = corp\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &credentials,
+            "[default]\naws_access_key_id = AKIDEFAULT\naws_secret_access_key = s1\n[backup]\naws_access_key_id = AKIBACKUP\naws_secret_access_key = s2\n",
+        )
+        .unwrap();
+        env.set("AWS_CONFIG_FILE", &config)
+            .set("AWS_SHARED_CREDENTIALS_FILE", &credentials);
+        let profile = |name: &str| CredentialSource::Profile {
+            name: name.into(),
+            file: credentials.clone(),
+        };
+
+        // The default profile fills in for missing variables.
+        let opened = open_url("s3://b/p", &OpenOptions::default()).unwrap();
+        assert_eq!(opened.credentials, profile("default"));
+        assert_eq!(
+            opened.endpoint.as_deref(),
+            Some("https://s3.eu-west-2.amazonaws.com")
+        );
+        // Variables win over the profile in force ...
+        with_keys(&mut env);
+        let opened = open_url("s3://b/p", &OpenOptions::default()).unwrap();
+        assert!(matches!(
+            opened.credentials,
+            CredentialSource::Static { .. }
+        ));
+        env.set("AWS_PROFILE", "backup");
+        let opened = open_url("s3://b/p", &OpenOptions::default()).unwrap();
+        assert!(matches!(
+            opened.credentials,
+            CredentialSource::Static { .. }
+        ));
+        assert_eq!(opened.endpoint.as_deref(), Some("https://backup.example"));
+        // ... but not over a profile the remote or --profile names.
+        let opened = open_url("s3://b/p?profile=backup", &OpenOptions::default()).unwrap();
+        assert_eq!(opened.credentials, profile("backup"));
+        let opts = OpenOptions {
+            profile: Some("default".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            open_url("s3://b/p", &opts).unwrap().credentials,
+            profile("default")
+        );
+        assert_eq!(
+            open_url("s3://b/p?profile=backup", &opts)
+                .unwrap()
+                .credentials,
+            profile("backup")
+        );
+        // The remote's endpoint wins over every other.
+        let opened = open_url(
+            "s3://b/p?profile=backup&endpoint=https://own.example",
+            &OpenOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(opened.endpoint.as_deref(), Some("https://own.example"));
+
+        for (url, expected) in [
+            (
+                "s3://b/p?profile=nope",
+                "no AWS profile \"nope\" for s3://b/p (the remote's profile \"nope\"): neither",
+            ),
+            (
+                "s3://b/p?profile=sso",
+                "AWS profile \"sso\" gets its credentials through sso_session, which pqsync does not follow",
+            ),
+        ] {
+            let err = open_url(url, &OpenOptions::default()).unwrap_err();
+            assert!(err.is_usage());
+            assert!(err.to_string().starts_with(expected), "{err}");
+        }
+        env.set("AWS_PROFILE", "nope");
+        let err = open_url("s3://b/p", &OpenOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("(AWS_PROFILE=nope)"), "{err}");
+    }
+
+    #[test]
     fn instance_metadata_is_described_when_it_gives_nothing() {
         let mut env = Env::clean();
         env.set("AWS_METADATA_ENDPOINT", "http://127.0.0.1:1");
@@ -567,10 +670,12 @@ mod tests {
         assert_eq!(
             opened.credentials.describe_missing().unwrap(),
             "no credentials found: tried AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (not set), \
+             AWS profile \"default\" (not in /nonexistent/pqsync-test/credentials or /nonexistent/pqsync-test/config), \
              AWS_WEB_IDENTITY_TOKEN_FILE (not set), \
              AWS_CONTAINER_CREDENTIALS_RELATIVE_URI/AWS_CONTAINER_CREDENTIALS_FULL_URI (not set), \
              instance metadata at http://127.0.0.1:1 (gave none); \
-             set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+             set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+             or name an AWS profile that has keys (--profile, ?profile=, AWS_PROFILE)"
         );
         env.remove("AWS_METADATA_ENDPOINT");
         let opened = open_url("s3://b/p", &OpenOptions::default()).unwrap();

@@ -69,6 +69,31 @@ pub(crate) fn parse_jurisdiction(value: &str, origin: JurisdictionOrigin) -> Res
     })
 }
 
+/// How to reach an S3 or R2 remote, given with the remote itself
+/// (`s3://bucket/prefix?profile=backup&endpoint=https://…&region=…`, or a
+/// named remote in the config file) so that each remote of a `mirror` or
+/// `backup` can use its own account. Each setting wins over the command's
+/// flags and the environment. None of them changes where the tree is:
+/// [`Remote::canonical`] leaves them out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct S3Settings {
+    /// The AWS profile (in `~/.aws/config` and `~/.aws/credentials`) whose
+    /// keys, region and endpoint to use.
+    pub profile: Option<String>,
+    /// The endpoint, as `--endpoint` would give it.
+    pub endpoint: Option<String>,
+    /// The region to sign requests for.
+    pub region: Option<String>,
+}
+
+impl S3Settings {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        self == &S3Settings::default()
+    }
+}
+
 /// A parsed remote: where a tree lives.
 ///
 /// Prefixes have no leading or trailing `/`, and their components are the
@@ -85,6 +110,8 @@ pub enum Remote {
         bucket: String,
         /// Prefix inside the bucket.
         prefix: String,
+        /// How to reach it (`?profile=`, `?endpoint=`, `?region=`).
+        settings: S3Settings,
     },
     /// Cloudflare R2 (`r2://ACCOUNT_ID/bucket/prefix`).
     R2 {
@@ -96,6 +123,8 @@ pub enum Remote {
         prefix: String,
         /// Jurisdiction given in the URL (`?jurisdiction=eu`).
         jurisdiction: Option<Jurisdiction>,
+        /// How to reach it (`?profile=`, `?endpoint=`).
+        settings: S3Settings,
     },
     /// Google Cloud Storage (`gs://bucket/prefix`).
     Gcs {
@@ -133,7 +162,7 @@ impl Remote {
             }
         };
         match self {
-            Remote::S3 { bucket, prefix } => join("s3", bucket, prefix),
+            Remote::S3 { bucket, prefix, .. } => join("s3", bucket, prefix),
             Remote::Gcs { bucket, prefix } => join("gs", bucket, prefix),
             Remote::Azure { container, prefix } => join("az", container, prefix),
             Remote::R2 {
@@ -141,6 +170,7 @@ impl Remote {
                 bucket,
                 prefix,
                 jurisdiction,
+                ..
             } => {
                 let base = join("r2", &format!("{account}/{bucket}"), prefix);
                 match jurisdiction {
@@ -149,6 +179,23 @@ impl Remote {
                 }
             }
             Remote::Dir { path } => format!("file://{}", escape(&path.display().to_string())),
+        }
+    }
+
+    /// How to reach an S3 or R2 remote (`None` for other kinds).
+    pub fn settings(&self) -> Option<&S3Settings> {
+        match self {
+            Remote::S3 { settings, .. } | Remote::R2 { settings, .. } => Some(settings),
+            _ => None,
+        }
+    }
+
+    /// The same, for changing them (a config file's named remote adds its
+    /// profile and endpoint). `None` for other kinds.
+    pub fn settings_mut(&mut self) -> Option<&mut S3Settings> {
+        match self {
+            Remote::S3 { settings, .. } | Remote::R2 { settings, .. } => Some(settings),
+            _ => None,
         }
     }
 
@@ -209,10 +256,11 @@ impl Remote {
     pub fn contains(&self, other: &Remote) -> bool {
         match (self, other) {
             (
-                Remote::S3 { bucket, prefix },
+                Remote::S3 { bucket, prefix, .. },
                 Remote::S3 {
                     bucket: b2,
                     prefix: p2,
+                    ..
                 },
             )
             | (
@@ -238,12 +286,14 @@ impl Remote {
                     bucket,
                     prefix,
                     jurisdiction,
+                    ..
                 },
                 Remote::R2 {
                     account: a2,
                     bucket: b2,
                     prefix: p2,
                     jurisdiction: j2,
+                    ..
                 },
             ) => {
                 account.eq_ignore_ascii_case(a2)
@@ -442,8 +492,10 @@ pub fn parse_remote(input: &str) -> Result<Remote> {
     }
     let host = url.host_str().unwrap_or_default();
     let mut jurisdiction = None;
+    let mut settings = S3Settings::default();
     for (key, value) in url.query_pairs() {
-        match &*key {
+        let s3_like = kind == "s3" || kind == "r2";
+        let slot = match &*key {
             "jurisdiction" if kind != "r2" => {
                 return Err(invalid(
                     "?jurisdiction= applies to r2:// remotes only".into(),
@@ -453,14 +505,35 @@ pub fn parse_remote(input: &str) -> Result<Remote> {
                 return Err(invalid("?jurisdiction= given twice".into()))
             }
             "jurisdiction" => {
-                jurisdiction = Some(parse_jurisdiction(&value, JurisdictionOrigin::Url)?)
+                jurisdiction = Some(parse_jurisdiction(&value, JurisdictionOrigin::Url)?);
+                continue;
             }
-            _ => {
+            "profile" | "endpoint" | "region" if !s3_like => {
                 return Err(invalid(format!(
-                    "unknown option {key:?} (only r2:// remotes take an option, ?jurisdiction=)"
+                    "?{key}= applies to s3:// and r2:// remotes only"
                 )))
             }
+            "profile" => &mut settings.profile,
+            "endpoint" => &mut settings.endpoint,
+            "region" if kind == "r2" => {
+                return Err(invalid(
+                    "?region= applies to s3:// remotes only (R2 signs for region auto)".into(),
+                ))
+            }
+            "region" => &mut settings.region,
+            _ => {
+                return Err(invalid(format!(
+                    "unknown option {key:?} (expected profile, endpoint, region or, for r2://, jurisdiction)"
+                )))
+            }
+        };
+        if slot.is_some() {
+            return Err(invalid(format!("?{key}= given twice")));
         }
+        if value.is_empty() {
+            return Err(invalid(format!("?{key}= is empty")));
+        }
+        *slot = Some(value.into_owned());
     }
     let mut parts = raw_path_components(input).map_err(invalid)?.into_iter();
     if kind == "r2" {
@@ -474,6 +547,7 @@ pub fn parse_remote(input: &str) -> Result<Remote> {
             bucket,
             prefix: parts.collect::<Vec<_>>().join("/"),
             jurisdiction,
+            settings,
         });
     }
     if host.is_empty() {
@@ -485,7 +559,11 @@ pub fn parse_remote(input: &str) -> Result<Remote> {
     let bucket = host.to_string();
     let prefix = parts.collect::<Vec<_>>().join("/");
     Ok(match kind {
-        "s3" => Remote::S3 { bucket, prefix },
+        "s3" => Remote::S3 {
+            bucket,
+            prefix,
+            settings,
+        },
         "gs" => Remote::Gcs { bucket, prefix },
         _ => Remote::Azure {
             container: bucket,
@@ -612,6 +690,7 @@ mod tests {
         Remote::S3 {
             bucket: bucket.into(),
             prefix: prefix.into(),
+            settings: S3Settings::default(),
         }
     }
 
@@ -620,6 +699,33 @@ mod tests {
             Err(Error::InvalidRemote { reason, .. }) => reason,
             other => panic!("{input:?} gave {other:?}"),
         }
+    }
+
+    #[test]
+    fn settings_ride_along_without_changing_the_location() {
+        let r =
+            parse_remote("s3://b/p?profile=backup&endpoint=http://127.0.0.1:9000&region=eu-west-1")
+                .unwrap();
+        let s = r.settings().unwrap();
+        assert_eq!(s.profile.as_deref(), Some("backup"));
+        assert_eq!(s.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(s.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(r.canonical(), "s3://b/p");
+        assert!(r.contains(&s3("b", "p/q")));
+        let r = parse_remote(&format!("r2://{ACCT}/b?profile=r2&jurisdiction=eu")).unwrap();
+        assert_eq!(r.settings().unwrap().profile.as_deref(), Some("r2"));
+        assert_eq!(r.canonical(), format!("r2://{ACCT}/b?jurisdiction=eu"));
+        for (bad, why) in [
+            (
+                "gs://b/p?profile=x",
+                "applies to s3:// and r2:// remotes only",
+            ),
+            ("s3://b?profile=x&profile=y", "given twice"),
+            ("s3://b?profile=", "is empty"),
+        ] {
+            assert!(reason(bad).contains(why), "{bad}: {}", reason(bad));
+        }
+        assert!(reason(&format!("r2://{ACCT}/b?region=x")).contains("region auto"));
     }
 
     #[test]
@@ -645,6 +751,7 @@ mod tests {
                 bucket: "bkt".into(),
                 prefix: "prod".into(),
                 jurisdiction: None,
+                settings: S3Settings::default(),
             }
         );
         assert_eq!(s.canonical(), format!("r2://{ACCT}/bkt/prod"));
@@ -886,12 +993,14 @@ mod tests {
                 bucket: "b".into(),
                 prefix: "p/q".into(),
                 jurisdiction: Some(Jurisdiction::Eu),
+                settings: S3Settings::default(),
             },
             Remote::R2 {
                 account: ACCT.into(),
                 bucket: "b".into(),
                 prefix: "".into(),
                 jurisdiction: None,
+                settings: S3Settings::default(),
             },
             Remote::Dir {
                 path: PathBuf::from("/srv/db"),

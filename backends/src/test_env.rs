@@ -15,8 +15,8 @@ pub(crate) struct Env {
 
 impl Env {
     /// Takes the lock and clears every variable the stores read (`AWS_*`,
-    /// `R2_*`, `GOOGLE_*`, `AZURE_*`), and points the AWS shared credentials
-    /// file at a file that does not exist.
+    /// `R2_*`, `GOOGLE_*`, `AZURE_*`), and points the AWS shared config and
+    /// credentials files at files that do not exist.
     pub fn clean() -> Self {
         let lock = ENV.lock().unwrap_or_else(|e| e.into_inner());
         let mut env = Env {
@@ -39,6 +39,7 @@ impl Env {
             "AWS_SHARED_CREDENTIALS_FILE",
             "/nonexistent/pqsync-test/credentials",
         );
+        env.set("AWS_CONFIG_FILE", "/nonexistent/pqsync-test/config");
         env
     }
 

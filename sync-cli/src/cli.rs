@@ -21,13 +21,16 @@ const REMOTE_ENV: &str = "\
 Environment:
   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN   S3 and R2 credentials
   R2_ACCESS_KEY_ID, R2_SECRET_ACCESS_KEY                       R2 credentials (take precedence for r2://)
-  AWS_REGION, AWS_DEFAULT_REGION                               S3 region (default us-east-1)
+  AWS_PROFILE                                                  the AWS profile when no key variables are set (--profile and ?profile= win over the keys)
+  AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE                 where profiles are (default ~/.aws/config and ~/.aws/credentials)
+  AWS_REGION, AWS_DEFAULT_REGION                               S3 region (default: the profile's, else us-east-1)
   AWS_ENDPOINT_URL                                             S3 endpoint (--endpoint overrides it)
   AWS_ALLOW_HTTP=true                                          allow a plain-http endpoint
   AWS_EC2_METADATA_DISABLED=true                               never ask the instance metadata service for credentials
   R2_JURISDICTION                                              default, eu or fedramp (--jurisdiction and ?jurisdiction= override it)
   GOOGLE_*, AZURE_*                                            GCS and Azure settings, as object_store reads them
   PQSYNC_PASSWORD                                              an encrypted repository's password (repository commands)
+  PQSYNC_CONFIG                                                the config file (--config)
   PQSYNC_LOG                                                   log filter (tracing's EnvFilter syntax)";
 
 /// Sync ParqueDB databases between local disk and object stores.
@@ -51,6 +54,12 @@ pub struct Cli {
     /// platform's state directory, `~/.local/state/pqsync` on Linux.
     #[arg(long, global = true, env = "PQSYNC_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// The config file: named remotes and repositories (`@NAME`) and
+    /// defaults per command. Default: `pqsync.toml` in the platform's
+    /// config directory (`~/.config/pqsync/pqsync.toml` on Linux), used
+    /// when it exists.
+    #[arg(long, global = true, env = "PQSYNC_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// The subcommands.
@@ -224,6 +233,11 @@ pub struct RemoteFlags {
     /// Object-store endpoint, overriding AWS_ENDPOINT_URL and R2's.
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
+    /// AWS profile (in ~/.aws/config and ~/.aws/credentials) for S3 and R2
+    /// remotes that do not name their own with `?profile=`; its keys win
+    /// over AWS_ACCESS_KEY_ID.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
     /// R2 jurisdiction (default: the URL's `?jurisdiction=`, else
     /// R2_JURISDICTION, else the global endpoint). Applies to every r2://
     /// remote of the command.

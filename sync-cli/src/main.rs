@@ -7,6 +7,7 @@
 
 mod cli;
 mod commands;
+mod config;
 mod diagnose;
 mod printer;
 mod progress;
@@ -57,7 +58,11 @@ fn main() -> ExitCode {
 
 /// Parses the command line, runs the command, and explains a failure.
 fn run() -> ExitStatus {
-    let args = match cli::Cli::try_parse() {
+    let args = match with_config(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(message) => return config_failure(&message),
+    };
+    let args = match cli::Cli::try_parse_from(args) {
         Ok(args) => args,
         Err(e) => return clap_failure(e),
     };
@@ -88,6 +93,32 @@ fn run() -> ExitStatus {
             d.exit_status()
         }
     }
+}
+
+/// The command line with the config file applied (see [`config`]).
+fn with_config(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>, String> {
+    use clap::CommandFactory;
+    let Some((path, named)) = config::locate(&args) else {
+        return Ok(args);
+    };
+    match config::load(&path, named)? {
+        Some(c) => config::apply(&c, &args, &cli::Cli::command()),
+        None => Ok(args),
+    }
+}
+
+/// A config file that cannot be used: a usage error, before anything runs.
+fn config_failure(message: &str) -> ExitStatus {
+    if std::env::args().any(|a| a == "--json") {
+        let doc = serde_json::json!({
+            "success": false,
+            "error": { "kind": "usage", "message": message, "path": null },
+            "warnings": [],
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
+    }
+    eprintln!("pqsync: error: {message}");
+    ExitStatus::Usage
 }
 
 /// A command line clap refused (or `--help`/`--version`, which clap prints).

@@ -24,6 +24,22 @@ use s3s::service::S3ServiceBuilder;
 const ACCESS_KEY: &str = "pqsync-test-access";
 const SECRET_KEY: &str = "pqsync-test-secret-key-0123456789";
 const BUCKET: &str = "pqsync-test";
+const OTHER_ACCESS_KEY: &str = "pqsync-other-access";
+const OTHER_SECRET_KEY: &str = "pqsync-other-secret-key-9876543210";
+const OTHER_BUCKET: &str = "pqsync-other";
+
+/// A second account on the in-process server: its own keys, which may use
+/// only its own bucket (and the first account's keys may not use it), as
+/// two accounts of one provider.
+#[derive(Clone, Debug)]
+pub struct Account {
+    /// The account's bucket.
+    pub bucket: String,
+    /// Its access key id.
+    pub access_key: String,
+    /// Its secret key.
+    pub secret_key: String,
+}
 
 /// Requests seen by the in-process server, as `"METHOD /path?query"` lines.
 #[derive(Debug, Default)]
@@ -78,6 +94,8 @@ pub struct S3Server {
     pub conditional_writes: bool,
     /// Request log; `None` for an external server.
     pub log: Option<Arc<RequestLog>>,
+    /// A second account with its own bucket (in-process server only).
+    pub other: Option<Account>,
     /// Directory the in-process server stores objects in.
     pub root: Option<std::path::PathBuf>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -110,6 +128,7 @@ impl S3Server {
             region: var("PQSYNC_TEST_S3_REGION", "us-east-1"),
             conditional_writes: var("PQSYNC_TEST_S3_CONDITIONAL", "true") != "false",
             log: None,
+            other: None,
             root: None,
             shutdown: None,
             thread: None,
@@ -122,6 +141,7 @@ impl S3Server {
         let dir = tempfile::tempdir().expect("temp dir for the S3 server");
         let root = dir.path().to_path_buf();
         std::fs::create_dir_all(root.join(BUCKET)).expect("create bucket directory");
+        std::fs::create_dir_all(root.join(OTHER_BUCKET)).expect("create bucket directory");
         let log = Arc::new(RequestLog::default());
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -147,6 +167,11 @@ impl S3Server {
             region: "us-east-1".to_string(),
             conditional_writes: true,
             log: Some(log),
+            other: Some(Account {
+                bucket: OTHER_BUCKET.into(),
+                access_key: OTHER_ACCESS_KEY.into(),
+                secret_key: OTHER_SECRET_KEY.into(),
+            }),
             root: Some(root),
             shutdown: Some(stop_tx),
             thread: Some(thread),
@@ -165,6 +190,7 @@ impl S3Server {
             region: other.region.clone(),
             conditional_writes: other.conditional_writes,
             log: None,
+            other: None,
             root: None,
             shutdown: None,
             thread: None,
@@ -324,6 +350,37 @@ fn no_such_bucket(bucket: &str) -> s3s::HttpResponse {
         .expect("a valid response")
 }
 
+/// Each key may use only its own account's bucket.
+struct BucketPerKey;
+
+#[async_trait::async_trait]
+impl s3s::access::S3Access for BucketPerKey {
+    async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> s3s::S3Result<()> {
+        let Some(key) = cx.credentials().map(|c| c.access_key.clone()) else {
+            return Err(s3s::s3_error!(AccessDenied, "Signature is required"));
+        };
+        let bucket = match cx.s3_path() {
+            s3s::path::S3Path::Root => return Ok(()),
+            s3s::path::S3Path::Bucket { bucket } | s3s::path::S3Path::Object { bucket, .. } => {
+                bucket.to_string()
+            }
+        };
+        let own = if key == OTHER_ACCESS_KEY {
+            OTHER_BUCKET
+        } else {
+            BUCKET
+        };
+        if bucket == own || (own == BUCKET && bucket != OTHER_BUCKET) {
+            Ok(())
+        } else {
+            Err(s3s::s3_error!(
+                AccessDenied,
+                "this key may not use bucket {bucket}"
+            ))
+        }
+    }
+}
+
 async fn serve(
     root: std::path::PathBuf,
     log: Arc<RequestLog>,
@@ -333,7 +390,10 @@ async fn serve(
     let fs = s3s_fs::FileSystem::new(&root).expect("s3s-fs root");
     let buckets = root.clone();
     let mut builder = S3ServiceBuilder::new(fs);
-    builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+    let mut auth = SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY);
+    auth.register(OTHER_ACCESS_KEY.into(), OTHER_SECRET_KEY.into());
+    builder.set_auth(auth);
+    builder.set_access(BucketPerKey);
     let service = Counting {
         inner: builder.build(),
         log,

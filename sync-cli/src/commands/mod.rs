@@ -99,6 +99,7 @@ impl Session {
         let opts = OpenOptions {
             endpoint: flags.endpoint.clone(),
             jurisdiction: flags.jurisdiction.map(Into::into),
+            profile: flags.profile.clone(),
             create,
             timeout: flags.timeout,
             observer: Some(Arc::new(observer)),

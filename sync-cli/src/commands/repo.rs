@@ -104,10 +104,19 @@ fn read_new_password(file: Option<&std::path::Path>) -> Result<String> {
 }
 
 /// Splits `REPO:ID` or `REPO:latest` into the repository and the snapshot.
+/// The port of an `?endpoint=http://host:9000` at the end is not a
+/// snapshot.
 fn split_spec(arg: &str) -> Result<(String, Option<SnapshotSpec>)> {
     if let Some((repo, tail)) = arg.rsplit_once(':') {
-        let is_spec =
-            tail == "latest" || (tail.len() >= 4 && tail.bytes().all(|b| b.is_ascii_hexdigit()));
+        let endpoint_port = repo.contains('?')
+            && repo.rsplit_once('=').is_some_and(|(_, value)| {
+                value
+                    .split_once("://")
+                    .is_some_and(|(_, host)| !host.contains(['/', ':']))
+            });
+        let is_spec = !endpoint_port
+            && (tail == "latest"
+                || (tail.len() >= 4 && tail.bytes().all(|b| b.is_ascii_hexdigit())));
         if is_spec && !tail.contains('/') && !repo.is_empty() && !repo.ends_with(':') {
             return Ok((repo.to_string(), Some(SnapshotSpec::parse(tail)?)));
         }
@@ -763,5 +772,9 @@ mod tests {
         assert_eq!((u.as_str(), s), ("s3://b/backups/prod", None));
         let (u, s) = split_spec("file:///tmp/x").unwrap();
         assert_eq!((u.as_str(), s), ("file:///tmp/x", None));
+        let url = "s3://b/r?profile=p&endpoint=http://127.0.0.1:9000";
+        assert_eq!(split_spec(url).unwrap(), (url.to_string(), None));
+        let (u, s) = split_spec(&format!("{url}:latest")).unwrap();
+        assert_eq!((u.as_str(), s), (url, Some(SnapshotSpec::Latest)));
     }
 }

@@ -14,6 +14,7 @@ mod kill;
 mod lost;
 mod output;
 mod parquedb;
+mod profiles;
 mod state;
 mod verify;
 
@@ -99,10 +100,20 @@ fn binary(server: Option<&S3Server>) -> std::process::Command {
         "AWS_ENDPOINT_URL",
         "AWS_ENDPOINT",
         "AWS_ALLOW_HTTP",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
         "R2_JURISDICTION",
+        "PQSYNC_CONFIG",
     ] {
         cmd.env_remove(var);
     }
+    // No profile or config file of the machine's user.
+    cmd.env("AWS_CONFIG_FILE", state_home().join("no-aws-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            state_home().join("no-aws-credentials"),
+        )
+        .env("XDG_CONFIG_HOME", state_home().join("no-config-home"));
     if let Some(s) = server {
         cmd.envs(s.env());
     }
