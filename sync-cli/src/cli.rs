@@ -60,6 +60,12 @@ pub struct Cli {
     /// when it exists.
     #[arg(long, global = true, env = "PQSYNC_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// After the command, write Prometheus metrics (duration, bytes,
+    /// requests by R2 billing class, files changed, errors, last success)
+    /// into FILE, atomically, for node_exporter's textfile collector.
+    /// Series of other commands and remotes already in FILE are kept.
+    #[arg(long, global = true, env = "PQSYNC_METRICS_FILE", value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// The subcommands.
@@ -187,6 +193,19 @@ pub enum Command {
         true,
     ))]
     Key(KeyArgs),
+    /// Report how old a remote's last sync or a repository's newest
+    /// snapshot is and, with -d, what is pending and how far the event log
+    /// lags; exit 1 when a limit is exceeded.
+    #[command(after_help = help(
+        "pqsync health s3://bucket/prod --max-age 2h
+  pqsync health -d ./db --max-age 2h --max-pending 100
+  pqsync health s3://bucket/backups/prod -d ./db --format nagios
+  pqsync health @offsite --format prometheus > /var/lib/node_exporter/pqsync_health.prom
+
+PQSYNC_NOW=2026-12-05T12:00:00Z evaluates ages at that time instead of now.",
+        true,
+    ))]
+    Health(HealthArgs),
     /// Print a shell completion script.
     #[command(after_help = help(
         "pqsync completions bash > ~/.local/share/bash-completion/completions/pqsync\n  pqsync completions zsh > ~/.zfunc/_pqsync",
@@ -365,6 +384,53 @@ pub struct StatusArgs {
     /// How the remote is reached.
     #[command(flatten)]
     pub remote_flags: RemoteFlags,
+}
+
+/// Arguments of `health`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The remote or repository; defaults to the remote DIR last synced
+    /// with.
+    pub target: Option<String>,
+    /// The database: also report the files pending and the event log's
+    /// lag.
+    #[arg(short = 'd', long = "dir")]
+    pub dir: Option<PathBuf>,
+    /// Unhealthy when the last success is older than this (e.g. 2h, 1d).
+    #[arg(long, value_name = "AGE", value_parser = parse_age)]
+    pub max_age: Option<Duration>,
+    /// Unhealthy when more files than this are pending (needs -d).
+    #[arg(long, value_name = "N", requires = "dir")]
+    pub max_pending: Option<usize>,
+    /// Unhealthy when the remote lacks more sealed event segments than
+    /// this (needs -d).
+    #[arg(long, value_name = "SEGMENTS", requires = "dir")]
+    pub max_event_lag: Option<u64>,
+    /// How to print the result: one line of text, a JSON document, a
+    /// monitoring plugin's line and exit code (0 OK, 1 WARNING for pending
+    /// files or event lag, 2 CRITICAL for age or no success at all,
+    /// 3 UNKNOWN when the check itself failed), or Prometheus text.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: HealthFormat,
+    /// The repository's password, when it is encrypted.
+    #[command(flatten)]
+    pub password: PasswordFlags,
+    /// How the remote is reached.
+    #[command(flatten)]
+    pub remote_flags: RemoteFlags,
+}
+
+/// Output of `health`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum HealthFormat {
+    /// One line.
+    Text,
+    /// A JSON document.
+    Json,
+    /// A Nagios/Icinga monitoring plugin line and exit code.
+    Nagios,
+    /// Prometheus text format.
+    Prometheus,
 }
 
 /// Arguments of `mirror`.

@@ -9,12 +9,11 @@ mod cli;
 mod commands;
 mod config;
 mod diagnose;
+mod metrics;
 mod printer;
 mod progress;
 
 use std::process::ExitCode;
-
-use clap::Parser;
 
 /// Documented exit statuses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +26,9 @@ pub enum ExitStatus {
     Usage,
     /// Conflicts were left for a person to resolve.
     Conflicts,
+    /// A monitoring plugin's code (`health --format nagios`): 0 OK,
+    /// 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    Plugin(u8),
 }
 
 impl From<ExitStatus> for ExitCode {
@@ -36,6 +38,7 @@ impl From<ExitStatus> for ExitCode {
             ExitStatus::Failure => 1,
             ExitStatus::Usage => 2,
             ExitStatus::Conflicts => 3,
+            ExitStatus::Plugin(code) => code,
         })
     }
 }
@@ -62,8 +65,8 @@ fn run() -> ExitStatus {
         Ok(args) => args,
         Err(message) => return config_failure(&message),
     };
-    let args = match cli::Cli::try_parse_from(args) {
-        Ok(args) => args,
+    let (args, command_name) = match parse(args) {
+        Ok(parsed) => parsed,
         Err(e) => return clap_failure(e),
     };
     // One printer for the whole process: progress bars, logs and the
@@ -85,14 +88,50 @@ fn run() -> ExitStatus {
         commands::set_state_home(home);
     }
     let session = commands::Session::new(printer);
-    match runtime.block_on(commands::run(args.command, &session)) {
+    if args.metrics_file.is_some() {
+        printer.capture_documents();
+    }
+    let started = std::time::Instant::now();
+    let status = match runtime.block_on(commands::run(args.command, &session)) {
         Ok(status) => status,
         Err(err) => {
             let d = diagnose::diagnose(&err, &session.remotes());
             printer.failure(&d, &diagnose::chain(&err));
             d.exit_status()
         }
+    };
+    let Some(path) = &args.metrics_file else {
+        return status;
+    };
+    let run = metrics::Run {
+        command: command_name,
+        remotes: session.usage(),
+        duration: started.elapsed(),
+        success: status == ExitStatus::Success,
+        document: printer.last_document(),
+    };
+    match metrics::write(path, &run, std::time::SystemTime::now()) {
+        Ok(()) => status,
+        Err(e) => {
+            eprintln!(
+                "pqsync: error: cannot write metrics to {}: {e}; check that its directory exists and is writable",
+                path.display()
+            );
+            if status == ExitStatus::Success {
+                ExitStatus::Failure
+            } else {
+                status
+            }
+        }
     }
+}
+
+/// Parses the command line, and names the subcommand.
+fn parse(args: Vec<std::ffi::OsString>) -> Result<(cli::Cli, String), clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = cli::Cli::command().try_get_matches_from(args)?;
+    let name = matches.subcommand_name().unwrap_or_default().to_string();
+    Ok((cli::Cli::from_arg_matches(&matches)?, name))
 }
 
 /// The command line with the config file applied (see [`config`]).

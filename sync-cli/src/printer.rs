@@ -40,6 +40,10 @@ pub struct Printer {
     bars: Mutex<Option<MultiProgress>>,
     /// Warnings printed so far, for the JSON document.
     warnings: Mutex<Vec<String>>,
+    /// The last document a command produced, kept when metrics are
+    /// written (`--metrics-file`).
+    captured: Mutex<Option<Value>>,
+    capture: std::sync::atomic::AtomicBool,
 }
 
 impl Printer {
@@ -59,7 +63,20 @@ impl Printer {
             bars_allowed: !o.no_progress && !o.quiet && std::io::stderr().is_terminal(),
             bars: Mutex::new(None),
             warnings: Mutex::new(Vec::new()),
+            captured: Mutex::new(None),
+            capture: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Keeps every document from now on, for [`Printer::last_document`].
+    pub fn capture_documents(&self) {
+        self.capture
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The last document a command produced (with capture on).
+    pub fn last_document(&self) -> Option<Value> {
+        self.captured.lock().expect("captured lock").clone()
     }
 
     /// The mode.
@@ -172,6 +189,9 @@ impl Printer {
     /// The JSON document (with `--json` only). An object without a
     /// `warnings` field gets one with the warnings printed so far.
     pub fn document<T: serde::Serialize>(&self, value: &T) {
+        if self.capture.load(std::sync::atomic::Ordering::Relaxed) {
+            *self.captured.lock().expect("captured lock") = serde_json::to_value(value).ok();
+        }
         if self.is_json() {
             self.emit(value);
         }

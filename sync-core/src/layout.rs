@@ -117,13 +117,20 @@ pub fn is_parquet(path: &str) -> bool {
 /// Whether a path looks like an event segment file
 /// (`events/seg-NNNN.parquet` or `events/archive/YYYY/MM/seg-NNNN.parquet`).
 pub fn is_segment_file(path: &str) -> bool {
-    path.starts_with("events/")
-        && path
-            .rsplit('/')
-            .next()
-            .and_then(|n| n.strip_prefix("seg-"))
-            .and_then(|n| n.strip_suffix(".parquet"))
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    segment_seq(path).is_some()
+}
+
+/// The seq of an event segment file (`events/seg-0042.parquet` → 42).
+pub fn segment_seq(path: &str) -> Option<u64> {
+    if !path.starts_with("events/") {
+        return None;
+    }
+    path.rsplit('/')
+        .next()
+        .and_then(|n| n.strip_prefix("seg-"))
+        .and_then(|n| n.strip_suffix(".parquet"))
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse().ok())
 }
 
 /// The active event log, rewritten in place.

@@ -178,6 +178,7 @@
 //! `pqsync-backends`; the terminal UI lives in the `pqsync` binary.
 
 mod error;
+mod health;
 mod layout;
 mod manifest;
 mod parquedb;
@@ -187,6 +188,7 @@ mod sync;
 mod tree;
 
 pub use error::{Error, Result};
+pub use health::{EventLag, Health, Pending, Problem, Thresholds};
 pub use layout::{is_ignored, MANIFEST_PATH};
 pub use manifest::{
     fs_etag, validate_path, ContentHasher, Digest, FileEntry, HashAlgorithm, Manifest, Timestamp,
@@ -212,7 +214,7 @@ pub use sync::{
 pub use tree::{
     database_root, default_state_home, state_dir_for, Capabilities, FileStat, Hashed, Kept,
     LeftOut, LocalScan, LocalTree, RemoteManifest, RunLock, Side, StoreTree, Trash, TrashedFile,
-    Tree, DEFAULT_RETENTION, STATE_HOME_VAR, TRASH_DIR,
+    Tree, Usage, DEFAULT_RETENTION, STATE_HOME_VAR, TRASH_DIR,
 };
 
 pub use object_store;

@@ -2,6 +2,7 @@
 //! [`Session`] through which every command opens its trees.
 
 mod completions;
+mod health;
 mod init;
 mod list;
 mod remote;
@@ -49,6 +50,7 @@ pub async fn run(command: Command, s: &Session) -> Result<ExitStatus> {
         Command::Prune(a) => repo::prune(&a, s).await,
         Command::Check(a) => repo::check(&a, s).await,
         Command::Key(a) => repo::key(&a, s).await,
+        Command::Health(a) => health::run(&a, s).await,
         Command::Completions(a) => completions::completions(&a),
         Command::Man(a) => completions::man(&a, s),
     }
@@ -61,6 +63,7 @@ pub struct Session {
     /// Where output goes.
     pub printer: &'static Printer,
     remotes: Mutex<Vec<RemoteInfo>>,
+    trees: Mutex<Vec<StoreTree>>,
 }
 
 impl Session {
@@ -69,12 +72,26 @@ impl Session {
         Session {
             printer,
             remotes: Mutex::new(Vec::new()),
+            trees: Mutex::new(Vec::new()),
         }
     }
 
     /// The remotes opened so far.
     pub fn remotes(&self) -> Vec<RemoteInfo> {
         self.remotes.lock().expect("remotes lock").clone()
+    }
+
+    /// Each remote opened so far (by canonical URL, once each) with the
+    /// requests and bytes of every tree opened on it.
+    pub fn usage(&self) -> Vec<(String, pqsync_core::Usage)> {
+        let mut out: Vec<(String, pqsync_core::Usage)> = Vec::new();
+        for t in self.trees.lock().expect("trees lock").iter() {
+            match out.iter_mut().find(|(u, _)| u == t.url()) {
+                Some((_, u)) => *u += t.usage(),
+                None => out.push((t.url().to_string(), t.usage())),
+            }
+        }
+        out
     }
 
     /// Parses a remote; a malformed one is a usage error.
@@ -114,10 +131,12 @@ impl Session {
         });
         let tree = StoreTree::new(opened.store, &opened.prefix, opened.url)
             .with_attributes(opened.supports_attributes);
-        Ok(match opened.multipart {
+        let tree = match opened.multipart {
             Some(mp) => tree.with_multipart_store(mp),
             None => tree,
-        })
+        };
+        self.trees.lock().expect("trees lock").push(tree.clone());
+        Ok(tree)
     }
 
     /// A DIR|REMOTE argument as a tree to read: something that looks like

@@ -21,7 +21,7 @@ use crate::printer::bytes;
 use crate::{ExitStatus, UsageError};
 
 /// Where snapshot records are cached: under the state home.
-fn cache_dir() -> PathBuf {
+pub(crate) fn cache_dir() -> PathBuf {
     super::state_home().join("repositories")
 }
 
@@ -41,7 +41,7 @@ async fn open(
 
 /// Unlocks an encrypted repository with the password the flags or
 /// `PQSYNC_PASSWORD` give.
-async fn unlock(repo: Repository, password: &PasswordFlags) -> Result<Repository> {
+pub(crate) async fn unlock(repo: Repository, password: &PasswordFlags) -> Result<Repository> {
     if !repo.encrypted() {
         return Ok(repo);
     }

@@ -13,8 +13,8 @@ mod relationships;
 mod stats;
 mod verify;
 
-pub use events::EventCoverage;
 pub(crate) use events::{local_coverage, local_event_problems};
+pub use events::{EventCoverage, EventManifest};
 pub use rebuild::{rebuild_local, rebuild_remote, RebuildReport};
 pub use stats::{stats, EventStats, NamespaceStats, Stats};
 pub use verify::{

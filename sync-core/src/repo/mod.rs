@@ -526,6 +526,29 @@ impl Repository {
         }
     }
 
+    /// Opens the repository at `tree` if it holds one, with exactly one
+    /// GET; `None` when it has no repository config (a missing bucket is
+    /// not told apart from an empty prefix here).
+    ///
+    /// # Errors
+    /// [`Error::Repository`] for an unknown format; store errors.
+    pub async fn open_if_any(tree: StoreTree) -> Result<Option<Self>> {
+        let shown = format!("{}/{CONFIG}", tree.url());
+        let got = tree
+            .store()
+            .get_opts(&tree.location(CONFIG), GetOptions::default())
+            .await;
+        match got {
+            Ok(got) => {
+                let bytes = got.bytes().await.map_err(|e| Error::store(&shown, e))?;
+                let config = RepoConfig::parse(&bytes, tree.url())?;
+                Ok(Some(Repository::from_parts(tree, config)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::store(shown, e)),
+        }
+    }
+
     /// Opens the repository at `tree`, making it if there is none yet
     /// (encrypted under `password`, when one is given; unless `write` is
     /// false: then a new repository's configuration is returned without

@@ -49,6 +49,7 @@ pub use report::{FileError, StatusDiff, StatusReport, SyncResult};
 pub use select::Selection;
 
 use crate::error::{Error, Result};
+use crate::layout::segment_seq;
 use crate::manifest::HashAlgorithm;
 use crate::runtime::{NoProgress, Operation, Progress, Reporter};
 use crate::tree::local::JournalEntry;
@@ -546,6 +547,10 @@ fn status_report(mut plan: Plan) -> StatusReport {
         && diff.deleted_locally.is_empty()
         && diff.deleted_remotely.is_empty()
         && plan.already_sent.is_empty();
+    let remote = plan.remote.as_ref().map(|r| &r.manifest);
+    let remote_synced_at = remote.map(|m| m.last_synced_at.clone());
+    let remote_last_segment =
+        remote.and_then(|m| m.files.keys().filter_map(|p| segment_seq(p)).max());
     StatusReport {
         is_synced,
         diff,
@@ -554,6 +559,8 @@ fn status_report(mut plan: Plan) -> StatusReport {
         requests: 0,
         files_hashed: plan.view.files_hashed,
         warnings: std::mem::take(&mut plan.warnings),
+        remote_synced_at,
+        remote_last_segment,
         ignored: std::mem::take(&mut plan.view.ignored),
     }
 }

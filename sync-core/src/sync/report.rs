@@ -102,6 +102,13 @@ pub struct StatusReport {
     /// `node_modules` and `_meta/locks` at the top, ...); folders end in
     /// `/`.
     pub ignored: Vec<String>,
+    /// The remote manifest's `lastSyncedAt`: when the last successful sync
+    /// committed.
+    #[serde(skip)]
+    pub remote_synced_at: Option<String>,
+    /// The highest event segment seq the remote manifest lists.
+    #[serde(skip)]
+    pub remote_last_segment: Option<u64>,
 }
 
 /// The buckets of a status report.

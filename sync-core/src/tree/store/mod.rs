@@ -45,7 +45,8 @@ pub(crate) use versions::{compressed_size, Versions};
 use crate::error::{Error, Result};
 use crate::layout::{is_ignored, MANIFEST_PATH};
 use crate::manifest::{FileEntry, Manifest};
-use counting::{CountingMultipart, CountingStore};
+pub use counting::Usage;
+use counting::{CountingMultipart, CountingStore, Meter};
 
 /// Files larger than this are sent with a multipart upload.
 pub(crate) const DEFAULT_MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
@@ -111,6 +112,7 @@ pub struct StoreTree {
     store: Arc<dyn ObjectStore>,
     multipart: Option<Arc<dyn MultipartStore>>,
     requests: Arc<AtomicU64>,
+    meter: Arc<Meter>,
     prefix: Vec<String>,
     url: String,
     attributes: bool,
@@ -155,15 +157,17 @@ impl StoreTree {
     /// `url` is how the user named it and appears in messages.
     pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, url: impl Into<String>) -> Self {
         let local_fs = store.to_string().starts_with("LocalFileSystem(");
-        let requests = Arc::new(AtomicU64::new(0));
+        let meter = Arc::new(Meter::default());
+        let requests = meter.requests.clone();
         let counting: Arc<dyn ObjectStore> = Arc::new(CountingStore {
             inner: store,
-            requests: requests.clone(),
+            meter: meter.clone(),
         });
         StoreTree {
             store: counting,
             multipart: None,
             requests,
+            meter,
             prefix: prefix
                 .split('/')
                 .filter(|p| !p.is_empty())
@@ -190,7 +194,7 @@ impl StoreTree {
     pub fn with_multipart_store(mut self, store: Arc<dyn MultipartStore>) -> Self {
         self.multipart = Some(Arc::new(CountingMultipart {
             inner: store,
-            requests: self.requests.clone(),
+            meter: self.meter.clone(),
         }));
         self
     }
@@ -232,6 +236,12 @@ impl StoreTree {
     /// The URL the tree was opened with.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Requests made through this tree (and every clone of it) so far, by
+    /// billing class, with the bytes sent and received.
+    pub fn usage(&self) -> Usage {
+        self.meter.usage()
     }
 
     /// Requests made through this tree so far.
