@@ -206,6 +206,14 @@ PQSYNC_NOW=2026-12-05T12:00:00Z evaluates ages at that time instead of now.",
         true,
     ))]
     Health(HealthArgs),
+    /// List the events of a database's event log (in a directory, on a
+    /// remote or in a snapshot), reading only the segments and row groups
+    /// whose times overlap the range, and only the columns shown.
+    #[command(after_help = help(
+        "pqsync events ./db --op DELETE --after 2026-12-01\n  pqsync events s3://bucket/prod --target users:01KN35E2XRBTQ0BPP1YNK2BYFH --full\n  pqsync events s3://bucket/backups/prod:latest --namespace posts --ndjson",
+        true,
+    ))]
+    Events(EventsArgs),
     /// Print a shell completion script.
     #[command(after_help = help(
         "pqsync completions bash > ~/.local/share/bash-completion/completions/pqsync\n  pqsync completions zsh > ~/.zfunc/_pqsync",
@@ -433,6 +441,43 @@ pub enum HealthFormat {
     Prometheus,
 }
 
+/// Arguments of `events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// A database directory, a synced remote, or a repository (with
+    /// `:ID` or `:latest` for a snapshot; default the latest).
+    pub source: String,
+    /// Only events of this namespace (entities, and relationships from or
+    /// to it).
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Only these operations (repeatable): CREATE, UPDATE, DELETE,
+    /// REL_CREATE, REL_DELETE.
+    #[arg(long = "op", value_name = "OP")]
+    pub ops: Vec<String>,
+    /// Only events about this entity (`NS:ID`, or `NS/ID`).
+    #[arg(long, value_name = "NS:ID")]
+    pub target: Option<String>,
+    /// Only events at or after this time (RFC 3339, or a date).
+    #[arg(long, value_name = "TIME")]
+    pub after: Option<String>,
+    /// Only events before this time.
+    #[arg(long, value_name = "TIME")]
+    pub before: Option<String>,
+    /// Also show each event's `before` and `after`.
+    #[arg(long)]
+    pub full: bool,
+    /// One JSON object per event per line.
+    #[arg(long)]
+    pub ndjson: bool,
+    /// The repository's password, when it is encrypted.
+    #[command(flatten)]
+    pub password: PasswordFlags,
+    /// How the remote is reached.
+    #[command(flatten)]
+    pub remote_flags: RemoteFlags,
+}
+
 /// Arguments of `mirror`.
 #[derive(Debug, Args)]
 pub struct MirrorArgs {
@@ -546,12 +591,32 @@ pub struct RestoreArgs {
     /// `:latest`; without either, --at or the latest snapshot.
     pub repository: String,
     /// The directory to restore into (made if missing).
-    #[arg(short = 'd', long = "dir")]
-    pub dir: PathBuf,
+    #[arg(short = 'd', long = "dir", required_unless_present_any = ["entity", "namespace"])]
+    pub dir: Option<PathBuf>,
     /// Restore the newest snapshot at or before this time (RFC 3339, or a
-    /// date meaning the end of that day, UTC).
+    /// date meaning the end of that day, UTC), then add the sealed event
+    /// segments of later snapshots up to it, and write
+    /// `_meta/restore-point.json` for ParqueDB to replay to the time.
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
+    /// Print one entity (`NS/ID`) as it stood at --at, from the event log,
+    /// as JSON; nothing on stdout when it was deleted (its last state is
+    /// named on stderr).
+    #[arg(
+        long,
+        value_name = "NS/ID",
+        requires = "at",
+        conflicts_with = "namespace"
+    )]
+    pub entity: Option<String>,
+    /// Print every entity of a namespace as it stood at --at, one JSON
+    /// object per line (with --ndjson): the newest snapshot's data file
+    /// before the time, with the events after it applied.
+    #[arg(long, value_name = "NS", requires_all = ["at", "ndjson"])]
+    pub namespace: Option<String>,
+    /// With --namespace: write newline-delimited JSON.
+    #[arg(long)]
+    pub ndjson: bool,
     /// Which snapshots --at and latest choose among.
     #[command(flatten)]
     pub filter: SnapshotFilterFlags,

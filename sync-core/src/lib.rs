@@ -195,9 +195,10 @@ pub use manifest::{
     Visibility,
 };
 pub use parquedb::{
-    rebuild_local, rebuild_remote, stats, verify, Check, EventCoverage, EventStats, FileReport,
-    Finding, NamespaceStats, RebuildReport, Severity, Stats, VerifyOptions, VerifyReport,
-    VerifySummary,
+    entities_in_tree, entity_at, events_in_dir, events_in_tree, rebuild_local, rebuild_remote,
+    replay, stats, verify, Check, EntityState, EventCoverage, EventManifest, EventQuery,
+    EventRecord, EventScan, EventStats, FileReport, Finding, NamespaceStats, RebuildReport,
+    Severity, Stats, VerifyOptions, VerifyReport, VerifySummary,
 };
 pub use repo::{
     diff_trees, parse_time, Backup, BackupOptions, CheckReport, Committed, Decision, Filter,

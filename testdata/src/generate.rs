@@ -1072,6 +1072,110 @@ fn write_events(
     Ok(in_segments + current.len())
 }
 
+/// One event of a log written with [`event_segment`], for tests that know
+/// the state every entity should have at every time.
+#[derive(Clone, Debug)]
+pub struct LogEvent {
+    /// The event id (a ULID, or anything that sorts by time).
+    pub id: String,
+    /// Milliseconds since the epoch.
+    pub ts: i64,
+    /// `CREATE`, `UPDATE`, `DELETE`, `REL_CREATE` or `REL_DELETE`.
+    pub op: String,
+    /// `ns:id`, or `fromNs:fromId:pred:toNs:toId`.
+    pub target: String,
+    /// State before.
+    pub before: Option<Value>,
+    /// State after.
+    pub after: Option<Value>,
+    /// Who.
+    pub actor: String,
+}
+
+/// An event segment holding `events`, as ParqueDB writes one (the
+/// generator's event schema, with statistics), in row groups of
+/// `rows_per_group` events.
+///
+/// # Errors
+/// A Parquet writer error.
+pub fn event_segment(events: &[LogEvent], rows_per_group: usize) -> Result<Vec<u8>> {
+    let schemas = Schemas::new()?;
+    let mut buf = Vec::new();
+    let mut writer =
+        SerializedFileWriter::new(&mut buf, schemas.event.clone(), small_file_props())?;
+    for group in events.chunks(rows_per_group.max(1)) {
+        let json_col = |f: fn(&LogEvent) -> &Option<Value>| {
+            Column::OptStr(
+                group
+                    .iter()
+                    .map(|e| f(e).as_ref().map(|v| v.to_string().into_bytes().into()))
+                    .collect(),
+            )
+        };
+        write_row_group(
+            &mut writer,
+            &[
+                Column::Str(group.iter().map(|e| e.id.as_str().into()).collect()),
+                Column::I64(group.iter().map(|e| e.ts).collect()),
+                Column::Str(group.iter().map(|e| e.op.as_str().into()).collect()),
+                Column::Str(group.iter().map(|e| e.target.as_str().into()).collect()),
+                json_col(|e| &e.before),
+                json_col(|e| &e.after),
+                Column::Str(group.iter().map(|e| e.actor.as_str().into()).collect()),
+                Column::OptStr(group.iter().map(|_| None).collect()),
+            ],
+        )?;
+    }
+    writer.close()?;
+    Ok(buf)
+}
+
+/// A namespace data file (`data/{ns}/data.parquet`) holding `entities`,
+/// each an object with `$id`, `$type`, `name`, `createdAt`, `version` and
+/// `data` (stored as JSON text, as ParqueDB does).
+///
+/// # Errors
+/// A Parquet writer error, or an entity missing a field.
+pub fn entity_file(entities: &[Value]) -> Result<Vec<u8>> {
+    let schemas = Schemas::new()?;
+    let text = |k: &str| -> Result<Column> {
+        entities
+            .iter()
+            .map(|e| {
+                let v = e.get(k).context(format!("entity without {k}"))?;
+                Ok(match v {
+                    Value::String(s) => s.as_str().into(),
+                    other => other.to_string().into_bytes().into(),
+                })
+            })
+            .collect::<Result<Vec<ByteArray>>>()
+            .map(Column::Str)
+    };
+    let int = |k: &str| -> Result<Column> {
+        entities
+            .iter()
+            .map(|e| {
+                e.get(k)
+                    .and_then(Value::as_i64)
+                    .context(format!("entity without {k}"))
+            })
+            .collect::<Result<Vec<i64>>>()
+            .map(Column::I64)
+    };
+    write_parquet(
+        &schemas.entity,
+        &small_file_props(),
+        &[
+            text("$id")?,
+            text("$type")?,
+            text("name")?,
+            int("createdAt")?,
+            int("version")?,
+            text("data")?,
+        ],
+    )
+}
+
 // ---------------------------------------------------------------------------
 // Big file
 

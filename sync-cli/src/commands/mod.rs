@@ -2,9 +2,11 @@
 //! [`Session`] through which every command opens its trees.
 
 mod completions;
+mod events;
 mod health;
 mod init;
 mod list;
+mod recover;
 mod remote;
 pub(crate) mod repo;
 mod stats;
@@ -51,6 +53,7 @@ pub async fn run(command: Command, s: &Session) -> Result<ExitStatus> {
         Command::Check(a) => repo::check(&a, s).await,
         Command::Key(a) => repo::key(&a, s).await,
         Command::Health(a) => health::run(&a, s).await,
+        Command::Events(a) => events::run(&a, s).await,
         Command::Completions(a) => completions::completions(&a),
         Command::Man(a) => completions::man(&a, s),
     }

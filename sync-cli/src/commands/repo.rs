@@ -26,7 +26,7 @@ pub(crate) fn cache_dir() -> PathBuf {
 }
 
 /// Opens the repository at `url`, unlocking it when it is encrypted.
-async fn open(
+pub(crate) async fn open(
     s: &Session,
     url: &str,
     flags: &RemoteFlags,
@@ -106,7 +106,7 @@ fn read_new_password(file: Option<&std::path::Path>) -> Result<String> {
 /// Splits `REPO:ID` or `REPO:latest` into the repository and the snapshot.
 /// The port of an `?endpoint=http://host:9000` at the end is not a
 /// snapshot.
-fn split_spec(arg: &str) -> Result<(String, Option<SnapshotSpec>)> {
+pub(crate) fn split_spec(arg: &str) -> Result<(String, Option<SnapshotSpec>)> {
     if let Some((repo, tail)) = arg.rsplit_once(':') {
         let endpoint_port = repo.contains('?')
             && repo.rsplit_once('=').is_some_and(|(_, value)| {
@@ -124,7 +124,7 @@ fn split_spec(arg: &str) -> Result<(String, Option<SnapshotSpec>)> {
     Ok((arg.to_string(), None))
 }
 
-fn filter(f: &SnapshotFilterFlags) -> Filter {
+pub(crate) fn filter(f: &SnapshotFilterFlags) -> Filter {
     Filter {
         database: f.database.clone(),
         host: f.host.clone(),
@@ -373,6 +373,10 @@ pub async fn snapshots(a: &SnapshotsArgs, s: &Session) -> Result<ExitStatus> {
 
 /// `pqsync restore`.
 pub async fn restore(a: &RestoreArgs, s: &Session) -> Result<ExitStatus> {
+    if a.entity.is_some() || a.namespace.is_some() {
+        return super::recover::restore_from_events(a, s).await;
+    }
+    let dir = a.dir.as_deref().expect("clap requires -d");
     let (url, spec) = split_spec(&a.repository)?;
     let when = at(a.at.as_deref())?;
     let spec = match (spec, when) {
@@ -385,7 +389,7 @@ pub async fn restore(a: &RestoreArgs, s: &Session) -> Result<ExitStatus> {
         (None, Some(t)) => SnapshotSpec::At(t),
         (None, None) => SnapshotSpec::Latest,
     };
-    let local = super::local_tree(&a.dir, false)?;
+    let local = super::local_tree(dir, false)?;
     refuse_nesting(&s.parse_remote(&url)?, local.root(), "restore")?;
     let repo = open(s, &url, &a.remote_flags, &a.password).await?;
     let all = repo.snapshots().await?;
@@ -412,17 +416,27 @@ pub async fn restore(a: &RestoreArgs, s: &Session) -> Result<ExitStatus> {
         "restore {}:{} -> {}",
         repo.url(),
         snap.short_id(),
-        a.dir.display()
+        dir.display()
     );
     match run_engine(engine, &title, a.dry_run, printer).await? {
         Ran::Planned => Ok(ExitStatus::Success),
         Ran::Done(result, status) => {
+            let point = match when {
+                Some(t) if result.success => {
+                    Some(super::recover::add_later_segments(&repo, &all, snap, t, dir).await?)
+                }
+                _ => None,
+            };
             printer.document(&json!({
                 "success": result.success,
                 "snapshot": snapshot_json(snap),
                 "result": result,
+                "restorePoint": point.as_ref().map(|p| &p.doc),
             }));
             print_result(&result, &title, printer);
+            if let Some(p) = &point {
+                printer.info(&p.line);
+            }
             Ok(status)
         }
     }

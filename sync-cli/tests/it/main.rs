@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 mod backup;
 mod cli;
 mod errors;
+mod events;
 mod health;
 mod keys;
 mod kill;

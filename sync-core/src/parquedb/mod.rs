@@ -5,6 +5,7 @@
 //! rebuild.
 
 mod bloom;
+mod eventlog;
 mod events;
 mod footer;
 mod inspect;
@@ -13,6 +14,10 @@ mod relationships;
 mod stats;
 mod verify;
 
+pub use eventlog::{
+    entities_in_tree, entity_at, events_in_dir, events_in_tree, replay, EntityState, EventQuery,
+    EventRecord, EventScan,
+};
 pub(crate) use events::{local_coverage, local_event_problems};
 pub use events::{EventCoverage, EventManifest};
 pub use rebuild::{rebuild_local, rebuild_remote, RebuildReport};
