@@ -296,8 +296,22 @@ pub struct SelectFlags {
     pub exclude_from: Vec<PathBuf>,
 }
 
+/// Staying running and shipping changes as they happen.
+#[derive(Debug, Args, Clone)]
+pub struct WatchFlags {
+    /// Stay running: watch DIR and ship its changes as they happen, one
+    /// commit per burst of writes, until SIGTERM or Ctrl-C (push and
+    /// backup only).
+    #[arg(long)]
+    pub watch: bool,
+    /// With --watch: how long DIR must be quiet before a round starts
+    /// (e.g. 5s, 500ms).
+    #[arg(long, value_name = "TIME", default_value = "5s", value_parser = parse_interval)]
+    pub debounce: Duration,
+}
+
 /// How a transfer behaves.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub struct SyncFlags {
     /// Print the plan, with its request count, and transfer nothing.
     #[arg(short = 'n', long)]
@@ -349,7 +363,7 @@ pub struct SyncFlags {
 }
 
 /// A local directory and, optionally, a remote.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub struct TransferArgs {
     /// Remote URL: s3://bucket[/prefix], r2://ACCOUNT/bucket[/prefix],
     /// gs://…, az://…, file:///path or a path. Defaults to the remote DIR
@@ -364,6 +378,9 @@ pub struct TransferArgs {
     /// deduplication and retention, use `pqsync backup`.
     #[arg(long, value_name = "SLUG")]
     pub slug: Option<String>,
+    /// Push only: stay running and push changes as they happen.
+    #[command(flatten)]
+    pub watch: WatchFlags,
     /// How the transfer behaves.
     #[command(flatten)]
     pub sync: SyncFlags,
@@ -524,7 +541,7 @@ pub struct SnapshotFilterFlags {
 }
 
 /// Arguments of `backup`.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub struct BackupArgs {
     /// The repository: s3://bucket/prefix, r2://ACCOUNT/bucket/prefix,
     /// gs://…, az://…, file:///path or a path.
@@ -556,6 +573,19 @@ pub struct BackupArgs {
     /// (PQSYNC_PASSWORD, --password-file or --password-command).
     #[arg(long)]
     pub encrypt: bool,
+    /// Stay running and back up changes as they happen.
+    #[command(flatten)]
+    pub watch: WatchFlags,
+    /// With --watch: take a full snapshot at most this often (e.g. 1h);
+    /// in between, each new event segment is shipped at once, in a
+    /// snapshot tagged `event-log` that takes every other file from the
+    /// snapshot before it.
+    #[arg(long, value_name = "AGE", value_parser = parse_age, requires = "watch")]
+    pub every: Option<Duration>,
+    /// Take only the event log from DIR, the rest from the parent
+    /// snapshot (set by --watch --every between full snapshots).
+    #[arg(skip)]
+    pub event_log_only: bool,
     /// The repository's password, when it is encrypted.
     #[command(flatten)]
     pub password: PasswordFlags,
@@ -1112,6 +1142,18 @@ impl From<JurisdictionArg> for pqsync_backends::Jurisdiction {
 
 fn parse_max_delete(s: &str) -> Result<pqsync_core::MaxDelete, String> {
     s.parse().map_err(|e: pqsync_core::Error| e.to_string())
+}
+
+/// A short interval: `500ms`, `5s`, `2m`, `1h` (a bare number is
+/// seconds).
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    match s.trim().strip_suffix("ms") {
+        Some(ms) => ms
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("{s:?} is not a time; write e.g. 500ms, 5s or 1m")),
+        None => parse_age(s),
+    }
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {

@@ -12,6 +12,7 @@ mod diagnose;
 mod metrics;
 mod printer;
 mod progress;
+mod watch;
 
 use std::process::ExitCode;
 

@@ -252,13 +252,43 @@ fn refuse_nesting(
     Ok(())
 }
 
-/// `pqsync backup`.
+/// `pqsync backup`; with `--watch`, again whenever DIR changes.
 pub async fn backup(a: &BackupArgs, s: &Session) -> Result<ExitStatus> {
+    if !a.watch.watch {
+        return backup_once(a, s).await;
+    }
+    if a.dry_run || a.time.is_some() {
+        return Err(UsageError(
+            "--watch keeps backing up a database as it changes: use it without --dry-run or --time"
+                .into(),
+        )
+        .into());
+    }
+    let opts = crate::watch::WatchOptions {
+        debounce: a.watch.debounce,
+        every: a.every,
+    };
+    crate::watch::watch(&a.dir, opts, s.printer, |round| {
+        let mut once = a.clone();
+        if round == crate::watch::Round::EventLog {
+            once.event_log_only = true;
+            once.tags.push("event-log".into());
+        }
+        async move { backup_once(&once, s).await }
+    })
+    .await
+}
+
+async fn backup_once(a: &BackupArgs, s: &Session) -> Result<ExitStatus> {
     let time = at(a.time.as_deref())?;
     let local = super::local_tree(&a.dir, true)?;
     let remote = s.parse_remote(&a.repository)?;
     refuse_nesting(&remote, local.root(), "backup")?;
-    let opts = SyncOptions::default().with_concurrency(usize::from(a.concurrency));
+    let mut opts = SyncOptions::default().with_concurrency(usize::from(a.concurrency));
+    if a.event_log_only {
+        let events = pqsync_core::Selection::new(&[], &["events/**".to_string()], &[])?;
+        opts = opts.with_selection(events);
+    }
     let tree = s.open_remote(&remote, &a.remote_flags, !a.dry_run, &opts.congestion)?;
     let password = read_password(&a.password)?;
     if a.encrypt && password.is_none() {

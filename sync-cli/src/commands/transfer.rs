@@ -41,8 +41,26 @@ pub fn sync_options(flags: &SyncFlags, select: &SelectFlags) -> Result<SyncOptio
     Ok(o)
 }
 
-/// Push, pull or sync DIR with a remote.
+/// Push, pull or sync DIR with a remote; with `--watch`, push again
+/// whenever DIR changes.
 pub async fn run(mode: Mode, a: &TransferArgs, s: &Session) -> Result<ExitStatus> {
+    if !a.watch.watch {
+        return run_once(mode, a, s).await;
+    }
+    if mode != Mode::Push || a.sync.dry_run || a.slug.is_some() {
+        return Err(UsageError(
+            "--watch keeps pushing a database as it changes: use it with push, without --dry-run or --slug".into(),
+        )
+        .into());
+    }
+    let opts = crate::watch::WatchOptions {
+        debounce: a.watch.debounce,
+        every: None,
+    };
+    crate::watch::watch(&a.dir, opts, s.printer, |_| run_once(mode, a, s)).await
+}
+
+async fn run_once(mode: Mode, a: &TransferArgs, s: &Session) -> Result<ExitStatus> {
     if mode == Mode::Pull && (a.sync.repair || a.sync.checksum) {
         return Err(UsageError(
             "--repair and --checksum send damaged remote files again from the local copy; use them with push or sync (to check a local copy, run `pqsync verify DIR`)".into(),

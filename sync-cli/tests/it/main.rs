@@ -19,6 +19,7 @@ mod parquedb;
 mod profiles;
 mod state;
 mod verify;
+mod watch;
 
 use assert_cmd::Command;
 use pqsync_testdata::s3::S3Server;
