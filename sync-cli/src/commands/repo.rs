@@ -264,6 +264,7 @@ pub async fn backup(a: &BackupArgs, s: &Session) -> Result<ExitStatus> {
         )
         .into());
     }
+    super::local_tree(&a.dir, true)?;
     let opts = crate::watch::WatchOptions {
         debounce: a.watch.debounce,
         every: a.every,

@@ -53,6 +53,7 @@ pub async fn run(mode: Mode, a: &TransferArgs, s: &Session) -> Result<ExitStatus
         )
         .into());
     }
+    super::local_tree(&a.dir, true)?;
     let opts = crate::watch::WatchOptions {
         debounce: a.watch.debounce,
         every: None,

@@ -17,6 +17,7 @@ mod lost;
 mod output;
 mod parquedb;
 mod profiles;
+mod scheduling;
 mod state;
 mod verify;
 mod watch;
@@ -93,7 +94,14 @@ fn tree_files(root: &Path) -> BTreeMap<String, Vec<u8>> {
 /// The real binary with a clean S3 environment (only `server`'s settings),
 /// for tests that spawn and kill it themselves.
 fn binary(server: Option<&S3Server>) -> std::process::Command {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pqsync"));
+    clean_env(
+        std::process::Command::new(env!("CARGO_BIN_EXE_pqsync")),
+        server,
+    )
+}
+
+/// `cmd` with the environment [`binary`] gives pqsync.
+fn clean_env(mut cmd: std::process::Command, server: Option<&S3Server>) -> std::process::Command {
     for var in [
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
