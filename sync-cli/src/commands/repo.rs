@@ -452,8 +452,10 @@ pub async fn restore(a: &RestoreArgs, s: &Session) -> Result<ExitStatus> {
     match run_engine(engine, &title, a.dry_run, printer).await? {
         Ran::Planned => Ok(ExitStatus::Success),
         Ran::Done(result, status) => {
+            // A database with an event log gets its later segments and a
+            // restore point; one without is restored as it was.
             let point = match when {
-                Some(t) if result.success => {
+                Some(t) if result.success && snap.record.event_log.is_some() => {
                     Some(super::recover::add_later_segments(&repo, &all, snap, t, dir).await?)
                 }
                 _ => None,
