@@ -14,7 +14,7 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,8 +48,8 @@ pub struct WatchOptions {
 struct Seen {
     any: AtomicBool,
     events: AtomicBool,
-    generation: AtomicU64,
     first: Mutex<Option<Instant>>,
+    last: Mutex<Option<Instant>>,
     wake: tokio::sync::Notify,
 }
 
@@ -59,7 +59,7 @@ impl Seen {
             self.events.store(true, Ordering::SeqCst);
         }
         self.any.store(true, Ordering::SeqCst);
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        *self.last.lock().expect("last lock") = Some(Instant::now());
         self.first
             .lock()
             .expect("first lock")
@@ -244,21 +244,21 @@ where
             continue;
         }
         retry_at = None;
-        // Debounce: wait until the tree has been quiet for the window.
+        // Debounce: wait until the tree has been quiet for the window
+        // since its last change (at most ten windows in all).
         let started = Instant::now();
         loop {
-            let generation = seen.generation.load(Ordering::SeqCst);
+            let last = seen.last.lock().expect("last lock").unwrap_or(started);
+            let quiet_at = (last + opts.debounce).min(started + opts.debounce * 10);
+            if Instant::now() >= quiet_at {
+                break;
+            }
             tokio::select! {
-                _ = tokio::time::sleep(opts.debounce) => {}
+                _ = tokio::time::sleep_until(quiet_at.into()) => {}
                 _ = stop.changed() => {
                     printer.note("stopped");
                     return Ok(ExitStatus::Success);
                 }
-            }
-            if seen.generation.load(Ordering::SeqCst) == generation
-                || started.elapsed() >= opts.debounce * 10
-            {
-                break;
             }
         }
         let full_due = match (opts.every, last_full) {
