@@ -400,17 +400,29 @@ async fn read_file(
             continue;
         }
         out.row_groups_read += 1;
+        // The chunks not fetched yet, adjacent ones joined into one read.
+        let mut wanted: Vec<Range<u64>> = Vec::new();
         for &c in &columns {
             let (start, len) = rg.column(c).byte_range();
             if start + len > size {
                 return Err(bad(format!("column chunk past the end ({start}+{len})")));
             }
-            if sparse.at(start, len as usize).is_ok() {
-                continue;
+            if sparse.at(start, len as usize).is_err() {
+                wanted.push(start..start + len);
             }
-            let b = src.read_range(rel, start..start + len).await?;
+        }
+        wanted.sort_by_key(|r| r.start);
+        let mut joined: Vec<Range<u64>> = Vec::new();
+        for r in wanted {
+            match joined.last_mut() {
+                Some(last) if last.end == r.start => last.end = r.end,
+                _ => joined.push(r),
+            }
+        }
+        for r in joined {
+            let b = src.read_range(rel, r.clone()).await?;
             out.bytes_read += b.len() as u64;
-            sparse.ranges.insert(start, b);
+            sparse.ranges.insert(r.start, b);
         }
     }
     if !keep.iter().any(|k| *k) {
