@@ -73,14 +73,24 @@ pub async fn run(a: &EventsArgs, s: &Session) -> Result<ExitStatus> {
             "filesSkipped": scan.files_skipped,
             "rowGroupsRead": scan.row_groups_read,
             "rowGroupsSkipped": scan.row_groups_skipped,
+            "unreadable": scan.unreadable.iter().map(|(f, why)| serde_json::json!({"path": f, "reason": why})).collect::<Vec<_>>(),
         }));
     } else {
         for e in &scan.events {
             println!("{}", line(e));
         }
     }
+    for (file, why) in &scan.unreadable {
+        printer.warn(&format!(
+            "{file}: skipped, its events are missing from this listing ({why}); check it with `pqsync verify`"
+        ));
+    }
     printer.note(&summary(&shown, &scan));
-    Ok(ExitStatus::Success)
+    Ok(if scan.unreadable.is_empty() {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    })
 }
 
 /// `2026-01-08T00:29:44.307Z  01KEDG…  UPDATE  users:01K…  actor`, with

@@ -16,6 +16,17 @@ use super::Session;
 use crate::cli::RestoreArgs;
 use crate::{ExitStatus, UsageError};
 
+/// A recovery needs every event file: a state rebuilt without one would be
+/// wrong without showing it.
+fn complete(scan: pqsync_core::EventScan) -> Result<pqsync_core::EventScan> {
+    match scan.unreadable.first() {
+        None => Ok(scan),
+        Some((file, why)) => Err(anyhow::anyhow!(
+            "event file {file} cannot be read ({why}); the state cannot be rebuilt without it: restore the snapshot and check it with `pqsync verify`"
+        )),
+    }
+}
+
 /// `restore --entity NS/ID --at T` and `restore --namespace NS --at T
 /// --ndjson`: read from the snapshot named (default: the latest), with a
 /// namespace's base taken from the newest snapshot whose event log ends at
@@ -38,7 +49,7 @@ pub async fn restore_from_events(a: &RestoreArgs, s: &Session) -> Result<ExitSta
             full: true,
             ..EventQuery::default()
         };
-        let scan = pqsync_core::events_in_tree(&view, &q).await?;
+        let scan = complete(pqsync_core::events_in_tree(&view, &q).await?)?;
         let state = pqsync_core::entity_at(&scan.events, &target, at_ms);
         let doc = json!({
             "entity": entity,
@@ -96,7 +107,7 @@ pub async fn restore_from_events(a: &RestoreArgs, s: &Session) -> Result<ExitSta
         full: true,
         ..EventQuery::default()
     };
-    let scan = pqsync_core::events_in_tree(&view, &q).await?;
+    let scan = complete(pqsync_core::events_in_tree(&view, &q).await?)?;
     pqsync_core::replay(&mut entities, &scan.events, ns);
     let mut out = std::io::stdout().lock();
     for v in entities.values() {
@@ -186,7 +197,7 @@ pub async fn add_later_segments(
         }
         if !files.is_empty() {
             let q = EventQuery::between(None, Some(at_ms + 1));
-            let scan = pqsync_core::events_in_tree(&view, &q).await?;
+            let scan = complete(pqsync_core::events_in_tree(&view, &q).await?)?;
             if let Some(e) = scan.events.iter().rfind(|e| files.contains(&e.file)) {
                 last = (Some(e.ts), Some(e.id.clone()));
             }

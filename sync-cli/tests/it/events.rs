@@ -248,6 +248,25 @@ fn events_are_listed_from_the_row_groups_that_overlap() {
         // chunks of one row group.
         assert!(server.request_count() - before_requests <= 10);
     }
+
+    // One damaged segment among three: the others are still listed, the
+    // damaged one is named, and the exit status says the answer is partial.
+    std::fs::write(
+        db.path().join("events/seg-0002.parquet"),
+        b"not parquet at all",
+    )
+    .unwrap();
+    let out = pqsync(None)
+        .args(["events", db.path().to_str().unwrap(), "--ndjson"])
+        .assert()
+        .code(1);
+    let out = out.get_output();
+    assert_eq!(
+        ids(&out.stdout),
+        expect(&|e| !(PER_SEGMENT as i64..2 * PER_SEGMENT as i64).contains(&((e.ts - T0) / 1000)))
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("events/seg-0002.parquet: skipped"), "{err}");
 }
 
 #[test]

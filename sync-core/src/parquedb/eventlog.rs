@@ -138,6 +138,9 @@ pub struct EventScan {
     /// The newest event time in the log (from the manifest or the files
     /// read), to state how far the log reaches.
     pub log_max_ts: Option<i64>,
+    /// Event files that could not be read, each with why: their events are
+    /// missing from `events`.
+    pub unreadable: Vec<(String, String)>,
 }
 
 /// Where event files are read from: a database directory or a tree.
@@ -196,20 +199,22 @@ impl Source<'_> {
     }
 }
 
-/// Lists the events of the database at `root` that `q` matches.
+/// Lists the events of the database at `root` that `q` matches. An event
+/// file that cannot be read is listed in [`EventScan::unreadable`].
 ///
 /// # Errors
-/// An event file that is not valid Parquet or cannot be read.
+/// None so far; the signature leaves room for the tree's.
 pub async fn events_in_dir(root: &std::path::Path, q: &EventQuery) -> Result<EventScan> {
     scan(&Source::Dir(root), q).await
 }
 
 /// Lists the events of the database `tree` holds (a synced remote or a
-/// snapshot) that `q` matches.
+/// snapshot) that `q` matches. An event file that cannot be read is listed
+/// in [`EventScan::unreadable`].
 ///
 /// # Errors
-/// [`Error::NotManaged`] when the tree has no manifest; an event file that
-/// is not valid Parquet or cannot be read.
+/// [`Error::NotManaged`] when the tree has no manifest; store errors
+/// reading it.
 pub async fn events_in_tree(tree: &StoreTree, q: &EventQuery) -> Result<EventScan> {
     let Some(m) = tree.read_manifest().await? else {
         return Err(Error::NotManaged {
@@ -280,7 +285,11 @@ async fn scan(src: &Source<'_>, q: &EventQuery) -> Result<EventScan> {
             continue;
         }
         out.files_read += 1;
-        read_file(src, &c.rel, size, q, &mut out).await?;
+        // One damaged or missing file does not hide the others' events; the
+        // caller decides whether a partial answer will do.
+        if let Err(e) = read_file(src, &c.rel, size, q, &mut out).await {
+            out.unreadable.push((c.rel.clone(), e.to_string()));
+        }
     }
     out.events
         .sort_by(|a, b| a.ts.cmp(&b.ts).then_with(|| a.id.cmp(&b.id)));
