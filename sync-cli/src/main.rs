@@ -89,8 +89,9 @@ fn run() -> ExitStatus {
         commands::set_state_home(home);
     }
     let session = commands::Session::new(printer);
-    if args.metrics_file.is_some() {
+    if let Some(path) = &args.metrics_file {
         printer.capture_documents();
+        session.set_metrics(path.clone(), command_name.clone());
     }
     let started = std::time::Instant::now();
     let status = match runtime.block_on(commands::run(args.command, &session)) {
@@ -104,6 +105,13 @@ fn run() -> ExitStatus {
     let Some(path) = &args.metrics_file else {
         return status;
     };
+    if session
+        .metered_rounds
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        // `--watch` wrote each round's figures as it ended.
+        return status;
+    }
     let run = metrics::Run {
         command: command_name,
         remotes: session.usage(),

@@ -67,6 +67,10 @@ pub struct Session {
     pub printer: &'static Printer,
     remotes: Mutex<Vec<RemoteInfo>>,
     trees: Mutex<Vec<StoreTree>>,
+    /// `--metrics-file` and the command's name, when metrics are wanted.
+    metrics: OnceLock<(PathBuf, String)>,
+    /// Whether rounds of `--watch` wrote the metrics already.
+    pub(crate) metered_rounds: std::sync::atomic::AtomicBool,
 }
 
 impl Session {
@@ -76,7 +80,54 @@ impl Session {
             printer,
             remotes: Mutex::new(Vec::new()),
             trees: Mutex::new(Vec::new()),
+            metrics: OnceLock::new(),
+            metered_rounds: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Writes metrics into `path` for `command` (`--metrics-file`).
+    pub fn set_metrics(&self, path: PathBuf, command: String) {
+        let _ = self.metrics.set((path, command));
+    }
+
+    /// Runs one round of `--watch` and, with `--metrics-file`, writes its
+    /// figures (the requests and bytes of this round only) when it ends, so
+    /// a long-running watch is seen round by round.
+    pub async fn metered<F>(&self, round: F) -> Result<ExitStatus>
+    where
+        F: std::future::Future<Output = Result<ExitStatus>>,
+    {
+        let before = self.usage();
+        let started = std::time::Instant::now();
+        let result = round.await;
+        if let Some((path, command)) = self.metrics.get() {
+            self.metered_rounds
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            let remotes = self
+                .usage()
+                .into_iter()
+                .map(|(url, mut u)| {
+                    if let Some((_, b)) = before.iter().find(|(b, _)| *b == url) {
+                        u.subtract(b);
+                    }
+                    (url, u)
+                })
+                .collect();
+            let run = crate::metrics::Run {
+                command: command.clone(),
+                remotes,
+                duration: started.elapsed(),
+                success: matches!(result, Ok(ExitStatus::Success)),
+                document: self.printer.last_document(),
+            };
+            if let Err(e) = crate::metrics::write(path, &run, std::time::SystemTime::now()) {
+                self.printer.warn(&format!(
+                    "cannot write metrics to {}: {e}; check that its directory exists and is writable",
+                    path.display()
+                ));
+            }
+        }
+        result
     }
 
     /// The remotes opened so far.

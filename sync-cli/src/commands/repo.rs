@@ -275,7 +275,7 @@ pub async fn backup(a: &BackupArgs, s: &Session) -> Result<ExitStatus> {
             once.event_log_only = true;
             once.tags.push("event-log".into());
         }
-        async move { backup_once(&once, s).await }
+        async move { s.metered(backup_once(&once, s)).await }
     })
     .await
 }

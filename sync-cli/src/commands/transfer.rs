@@ -58,7 +58,7 @@ pub async fn run(mode: Mode, a: &TransferArgs, s: &Session) -> Result<ExitStatus
         debounce: a.watch.debounce,
         every: None,
     };
-    crate::watch::watch(&a.dir, opts, s.printer, |_| run_once(mode, a, s)).await
+    crate::watch::watch(&a.dir, opts, s.printer, |_| s.metered(run_once(mode, a, s))).await
 }
 
 async fn run_once(mode: Mode, a: &TransferArgs, s: &Session) -> Result<ExitStatus> {

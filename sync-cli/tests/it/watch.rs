@@ -148,6 +148,8 @@ fn push_watch_ships_segments_through_outages_restarts_and_signals() {
             .args(["--no-progress", "push", &url, "-d"])
             .arg(db.path())
             .args(["--watch", "--debounce", "200ms", "--timeout", "2"])
+            .arg("--metrics-file")
+            .arg(logs.path().join("watch.prom"))
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -168,6 +170,11 @@ fn push_watch_ships_segments_through_outages_restarts_and_signals() {
     let bytes = seal(db.path(), 4);
     let lag = eventually("segment 4 is on the remote", || arrived(4, &bytes));
     eprintln!("watch lag for one sealed segment: {lag:?} (debounce 200 ms, 150 ms per connection)");
+    // Each round writes its own figures while the watch goes on.
+    let changed = format!("pqsync_run_files_changed{{command=\"push\",remote=\"{url}\"}} 2\n");
+    eventually("the round's metrics are written", || {
+        std::fs::read_to_string(logs.path().join("watch.prom")).is_ok_and(|m| m.contains(&changed))
+    });
 
     // A segment written while a round runs is shipped by the next one.
     let b5 = seal(db.path(), 5);

@@ -40,6 +40,17 @@ pub struct Usage {
     pub bytes_received: u64,
 }
 
+impl Usage {
+    /// Takes `earlier` counts away, leaving what came after them.
+    pub fn subtract(&mut self, earlier: &Usage) {
+        self.requests = self.requests.saturating_sub(earlier.requests);
+        self.class_a = self.class_a.saturating_sub(earlier.class_a);
+        self.class_b = self.class_b.saturating_sub(earlier.class_b);
+        self.bytes_sent = self.bytes_sent.saturating_sub(earlier.bytes_sent);
+        self.bytes_received = self.bytes_received.saturating_sub(earlier.bytes_received);
+    }
+}
+
 impl std::ops::AddAssign for Usage {
     fn add_assign(&mut self, o: Usage) {
         self.requests += o.requests;
