@@ -230,19 +230,39 @@ fn push_change_status_push_pull_over_s3() {
     }
     // One GET of the manifest, one PUT per file, one manifest PUT; plus the
     // one-time probe of conditional writes (caps GET, PUT, PUT, [PUT,]
-    // DELETE, caps PUT) and, where they are not enforced, the lease (GET,
-    // PUT, GET, release GET + DELETE) and the commit's re-read and read-back.
+    // DELETE, caps PUT) and, where they are not enforced, the lease (its
+    // object's PUT, and the release's DELETE).
     let (probe, lease) = if server.conditional_writes {
         (6, 0)
     } else {
-        (5, 7)
+        (5, 2)
     };
-    // The LIST of other runs' announced deletions.
+    // The LIST of `_meta/.pqsync/`: other runs' announced deletions (and,
+    // under a lease, their leases).
     let announced = 1;
     assert_eq!(
         v["requests"],
         (total + 2 + probe + lease + announced) as u64
     );
+
+    // One new file: the manifest's GET, the LIST of `_meta/`, the file's
+    // and the manifest's PUTs; where conditional writes are not enforced,
+    // also the lease object's PUT and DELETE (6 in all).
+    std::fs::write(db.path().join("notes.txt"), b"one change").unwrap();
+    age(&db.path().join("notes.txt"));
+    let v = json_of(
+        &pqsync(Some(&server))
+            .args(["push", &url, "--json", "-d"])
+            .arg(db.path())
+            .stdout_ok(),
+    );
+    assert_eq!(paths(&v["uploaded"]), vec!["notes.txt"]);
+    assert_eq!(v["requests"], 4 + lease as u64, "{v}");
+    std::fs::remove_file(db.path().join("notes.txt")).unwrap();
+    pqsync(Some(&server))
+        .args(["push", &url, "-d"])
+        .arg(db.path())
+        .stdout_ok();
 
     // Change one, add one, delete one.
     let changed = "indexes/bloom/users.bloom";

@@ -239,7 +239,7 @@ async fn rebuild_remote_guarded(
     // object about to go, not one to add back. (Had the push committed after
     // the manifest was read, the compare-and-swap below fails instead.)
     let pending: std::collections::HashSet<String> = tree
-        .pending_deletions()
+        .pending_deletions(None)
         .await?
         .into_iter()
         .flat_map(|(_, files)| files.into_iter().map(|f| f.path))

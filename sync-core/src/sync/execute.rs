@@ -125,7 +125,8 @@ impl Run<'_> {
         // snapshot is simply not listed in it.
         let deletes_objects = !engine.remote.keeps_versions();
         if plan.writes_remote() && deletes_objects {
-            self.finish_announced(&mut out).await;
+            self.finish_announced(guard.listing.as_deref(), &mut out)
+                .await;
         }
         let announced = deletes_objects && self.announce_deletions(&plan, &mut out).await;
         self.clear_the_way(&plan, &guard, &mut out).await;
@@ -211,9 +212,13 @@ impl Run<'_> {
     /// objects still holding the announced version, are deleted (kept in the
     /// trash first); an announcement with nothing left to do is removed.
     /// One LIST when there is nothing to finish.
-    async fn finish_announced(&self, out: &mut Outcome) {
+    async fn finish_announced(
+        &self,
+        listing: Option<&[crate::tree::store::StateObject]>,
+        out: &mut Outcome,
+    ) {
         let remote = &self.engine.remote;
-        let announced = match remote.pending_deletions().await {
+        let announced = match remote.pending_deletions(listing).await {
             Ok(a) => a,
             Err(e) => {
                 out.warnings
@@ -463,7 +468,15 @@ impl Run<'_> {
             .opts
             .retry
             .run(
-                || self.commit_once(plan, start.clone(), ours, guard.conditional),
+                || {
+                    self.commit_once(
+                        plan,
+                        start.clone(),
+                        ours,
+                        guard.conditional,
+                        guard.exclusive(plan.remote.as_ref().and_then(|r| r.etag.as_deref())),
+                    )
+                },
                 |n, e| self.retrying(MANIFEST_PATH, n, e),
             )
             .await?;
@@ -475,8 +488,9 @@ impl Run<'_> {
     }
 
     /// One commit attempt: writes the manifest with compare-and-swap (or,
-    /// under a lease, after a re-read and followed by a read-back), merging
-    /// other writers' commits that do not overlap this run's changes.
+    /// without it, directly while this run's lease is fresh, else after a
+    /// re-read and followed by a read-back), merging other writers'
+    /// commits that do not overlap this run's changes.
     /// Returns the files the committed manifest lists, and its commit id.
     async fn commit_once(
         &self,
@@ -484,14 +498,17 @@ impl Run<'_> {
         start: Option<RemoteManifest>,
         ours: &Changes,
         conditional: bool,
+        exclusive: bool,
     ) -> Result<RemoteManifest> {
         let remote = &self.engine.remote;
         let nonce = format!("{:032x}", rand::random::<u128>());
         let mut seen = start;
         for _ in 0..COMMIT_ATTEMPTS {
-            if !conditional {
-                // Under a lease: pick up whatever was committed since the
-                // plan (an expired lease, a --force writer) before writing.
+            let checked = !conditional && !exclusive;
+            if checked {
+                // Without a fresh lease: pick up whatever was committed
+                // since the plan (an expired lease, a --force writer)
+                // before writing.
                 let now = remote.read_manifest().await?;
                 seen = self.merge_point(seen, now, ours)?;
             }
@@ -517,7 +534,7 @@ impl Run<'_> {
             };
             match remote.write_manifest(&manifest, mode).await {
                 Ok(etag) => {
-                    if !conditional {
+                    if checked {
                         self.check_read_back(&commit_id).await?;
                     }
                     return Ok(RemoteManifest { manifest, etag });

@@ -7,21 +7,37 @@
 //! directories cannot check an ETag. pqsync probes this once per remote and
 //! caches the answer, in the local directory and in the remote's
 //! `_meta/.pqsync/capabilities.json`. On such stores a **lease** guards the
-//! run: a lock object under `_meta/.pqsync/lease.json` with a unique token
-//! and an expiry, renewed while the run lasts.
+//! run: each run writes its own lease object,
+//! `_meta/.pqsync/leases/<token>.json` (holder and expiry), then lists
+//! `_meta/.pqsync/` once, which also finds the deletions other runs
+//! announced. A lease object the store wrote within [`LEASE_TTL`] whose
+//! record has not expired belongs to a live writer: the run then withdraws
+//! its own lease and stops. Two runs starting in the same instant both see
+//! each other and both stop, so at most one goes on. A held lease is
+//! renewed by writing its object again, and released by deleting it: a
+//! lease costs two requests besides the shared LIST.
 //!
 //! A lease whose holder was a process on this machine that no longer runs
 //! (a killed run) is taken over at once rather than after its expiry.
+//! `lease.json`, the single lease object of earlier versions, is honoured
+//! the same way.
 //!
-//! The risk that remains on such stores: two writers that acquire the lease
-//! within the same instant (before either sees the other's lease object), or
-//! a writer using `--force`, can still race; the commit's read-back then
-//! reports the lost commit instead of leaving it unnoticed.
+//! The LIST covers `_meta/`, so it also shows whether the manifest changed
+//! between the plan and the lease. While the lease is fresh (renewed within
+//! half its life) and the manifest unchanged, the commit writes the
+//! manifest directly. Otherwise (another run committed in between, the
+//! renewals failed for that long, or `--force`), the manifest is read again
+//! before the commit, merged with, and read back after it, so a commit lost
+//! to another writer is reported instead of left unnoticed.
 
 use std::time::Duration;
 
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
 use super::source::Source;
 use crate::error::{Error, Result};
+use crate::tree::store::StateObject;
 use crate::tree::{Capabilities, StoreTree};
 
 /// How long a lease lasts without renewal.
@@ -34,9 +50,27 @@ const LEASE_RENEW: Duration = Duration::from_secs(20);
 /// remote cache's GET and PUT).
 const PROBE_REQUESTS: u64 = 6;
 
-/// Requests the lease takes (read, write, read again, a re-read and a
-/// read-back around the commit, and the release's read and delete).
-const LEASE_REQUESTS: u64 = 7;
+/// Requests the lease takes besides the LIST a writing run makes anyway:
+/// the lease object's PUT and the release's DELETE.
+const LEASE_REQUESTS: u64 = 2;
+
+/// Where runs' lease objects are, under `_meta/.pqsync/`.
+const LEASES: &str = "leases";
+
+/// The single lease object of earlier versions.
+const LEGACY_LEASE: &str = "lease.json";
+
+/// Tries a simultaneous start gets before it gives up.
+const ACQUIRE_ATTEMPTS: u32 = 8;
+
+/// How one attempt to take the lease ended.
+enum Attempt {
+    /// Taken: the listing, and when the lease object was written.
+    Held(Vec<StateObject>, Arc<Mutex<Instant>>),
+    /// Another run wrote its lease object at about the same moment: its
+    /// holder and expiry.
+    Simultaneous(String, String),
+}
 
 /// How the remote is protected during one run.
 pub(crate) struct Guard {
@@ -44,6 +78,9 @@ pub(crate) struct Guard {
     pub conditional: bool,
     /// The lease held where they are not (and `--force` was not given).
     pub lease: Option<Lease>,
+    /// The listing of `_meta/.pqsync/` the lease made, for the run's other
+    /// uses of it (the announced deletions).
+    pub listing: Option<Vec<StateObject>>,
 }
 
 impl Guard {
@@ -52,7 +89,26 @@ impl Guard {
         Guard {
             conditional: true,
             lease: None,
+            listing: None,
         }
+    }
+
+    /// Whether this run alone may commit on top of the manifest whose ETag
+    /// is `planned` (`None`: there was none): a lease held and renewed
+    /// within half its life, and the manifest unchanged since the plan as
+    /// the lease's listing showed it. Then the commit needs no re-read or
+    /// read-back.
+    pub fn exclusive(&self, planned: Option<&str>) -> bool {
+        let Some(listing) = &self.listing else {
+            return false;
+        };
+        let seen = listing.iter().find(|o| o.name == StateObject::MANIFEST);
+        let unchanged = match (seen, planned) {
+            (None, None) => true,
+            (Some(o), Some(p)) => o.etag.as_deref() == Some(p),
+            _ => false,
+        };
+        unchanged && self.lease.as_ref().is_some_and(Lease::fresh)
     }
 
     /// Finds out how commits to `remote` are protected, and takes the lease
@@ -73,14 +129,16 @@ impl Guard {
             return Ok(Guard::none());
         }
         let caps = capabilities(source, remote).await?;
-        let lease = if caps.conditional_writes || force {
-            None
+        let (lease, listing) = if caps.conditional_writes || force {
+            (None, None)
         } else {
-            Some(Lease::acquire(remote, token).await?)
+            let (lease, listing) = Lease::acquire(remote, token).await?;
+            (Some(lease), Some(listing))
         };
         Ok(Guard {
             conditional: caps.conditional_writes,
             lease,
+            listing,
         })
     }
 
@@ -147,8 +205,12 @@ async fn capabilities(source: &dyn Source, remote: &StoreTree) -> Result<Capabil
 /// A held lease; renewed in the background until released.
 pub(crate) struct Lease {
     remote: StoreTree,
-    token: String,
+    /// The lease object's name under `_meta/.pqsync/` (empty once
+    /// released).
+    key: String,
     renew: tokio::task::JoinHandle<()>,
+    /// When the lease object was last written.
+    renewed: Arc<Mutex<Instant>>,
 }
 
 /// `lease.json` in a remote: who holds the lease, and until when.
@@ -231,113 +293,149 @@ impl Drop for Lease {
     /// exited.
     fn drop(&mut self) {
         self.renew.abort();
-        if self.token.is_empty() {
+        if self.key.is_empty() {
             return; // released already
         }
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let remote = self.remote.clone();
-            let token = std::mem::take(&mut self.token);
-            handle.spawn(release(remote, token));
-        }
-    }
-}
-
-/// Removes the lease if it is still `token`'s.
-async fn release(remote: StoreTree, token: String) {
-    if let Ok(Some((v, _))) = remote.read_state::<LeaseRecord>("lease.json").await {
-        if v.token == token {
-            remote.delete_state("lease.json").await;
+            let key = std::mem::take(&mut self.key);
+            handle.spawn(async move { remote.delete_state(&key).await });
         }
     }
 }
 
 impl Lease {
-    /// Takes the remote's lease for `token` (one per run, so a retried
-    /// acquisition recognises its own lease), failing if another live writer
-    /// holds it.
+    /// Takes the remote's lease for `token` (one per run): writes this
+    /// run's lease object, then lists `_meta/.pqsync/` and fails if another
+    /// live writer's lease is there. Returns the lease and the listing.
     ///
     /// # Errors
     /// [`Error::Leased`] naming the holder; [`Error::Store`].
-    pub(crate) async fn acquire(remote: &StoreTree, token: &str) -> Result<Lease> {
-        let token = token.to_string();
+    pub(crate) async fn acquire(
+        remote: &StoreTree,
+        token: &str,
+    ) -> Result<(Lease, Vec<StateObject>)> {
         let me = holder();
-        let check = |v: &LeaseRecord| -> Result<()> {
-            if v.blocks(&token) {
-                return Err(Error::Leased {
-                    url: remote.url().to_string(),
-                    holder: if v.holder.is_empty() {
-                        "another writer".into()
-                    } else {
-                        v.holder.clone()
-                    },
-                    until: v.expires_at.clone(),
-                });
+        let key = format!("{LEASES}/{token}.json");
+        let mut attempt = 0;
+        let (listing, renewed) = loop {
+            attempt += 1;
+            match Self::try_acquire(remote, token, &key, &me).await? {
+                Attempt::Held(listing, renewed) => break (listing, renewed),
+                // Two runs that start together see each other and both
+                // step back; each tries again after a random pause, so one
+                // of them gets in first.
+                Attempt::Simultaneous(..) if attempt < ACQUIRE_ATTEMPTS => {
+                    let pause = 100 + rand::random::<u64>() % 500;
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                Attempt::Simultaneous(holder, until) => {
+                    return Err(Error::Leased {
+                        url: remote.url().to_string(),
+                        holder,
+                        until,
+                    })
+                }
             }
-            Ok(())
         };
-        if let Some((v, _)) = remote
-            .read_state("lease.json")
-            .await
-            .or_else(ignore_corrupt)?
-        {
-            check(&v)?;
-        }
-        remote
-            .write_state("lease.json", &LeaseRecord::new(&token, &me))
-            .await?;
-        // Let a writer that raced us land its lease, then see who won.
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        if let Some((v, _)) = remote
-            .read_state("lease.json")
-            .await
-            .or_else(ignore_corrupt)?
-        {
-            check(&v)?;
-        }
         let renew_remote = remote.clone();
-        let renew_token = token.clone();
+        let (renew_key, renew_token, renew_at) = (key.clone(), token.to_string(), renewed.clone());
         let renew = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(LEASE_RENEW).await;
-                // Renew only a lease that is still ours: one that expired
-                // during a stall and was taken over must not be clobbered.
-                if let Ok(Some((v, _))) = renew_remote.read_state::<LeaseRecord>("lease.json").await
-                {
-                    if v.token != renew_token {
-                        tracing::warn!(
-                            "lost the lease on {} to another writer; the commit will be checked",
-                            renew_remote.url()
-                        );
-                        break;
-                    }
-                }
-                if let Err(e) = renew_remote
-                    .write_state("lease.json", &LeaseRecord::new(&renew_token, &me))
+                match renew_remote
+                    .write_state(&renew_key, &LeaseRecord::new(&renew_token, &me))
                     .await
                 {
-                    tracing::warn!("could not renew the lease on {}: {e}", renew_remote.url());
+                    Ok(()) => *renew_at.lock().expect("renewed lock") = Instant::now(),
+                    Err(e) => tracing::warn!(
+                        "could not renew the lease on {}: {e}; the commit will be checked",
+                        renew_remote.url()
+                    ),
                 }
             }
         });
-        Ok(Lease {
+        let lease = Lease {
             remote: remote.clone(),
-            token,
+            key,
             renew,
-        })
+            renewed,
+        };
+        Ok((lease, listing))
     }
 
-    /// Stops renewing and removes the lease if it is still ours.
+    /// One attempt: writes this run's lease object and lists `_meta/`.
+    /// A live lease of another run that is older than a moment is an error
+    /// at once; one written about when ours was means a simultaneous start.
+    async fn try_acquire(remote: &StoreTree, token: &str, key: &str, me: &str) -> Result<Attempt> {
+        remote
+            .write_state(key, &LeaseRecord::new(token, me))
+            .await?;
+        let renewed = Arc::new(Mutex::new(Instant::now()));
+        let listing = match remote.list_state().await {
+            Ok(l) => l,
+            Err(e) => {
+                remote.delete_state(key).await;
+                return Err(e);
+            }
+        };
+        // Ages by the store's clock: this run's own object is "now".
+        let now = listing
+            .iter()
+            .find(|o| o.name == key)
+            .map_or_else(chrono::Utc::now, |o| o.modified);
+        let ttl = chrono::Duration::from_std(LEASE_TTL).expect("small duration");
+        let moment = chrono::Duration::seconds(2);
+        for other in listing.iter().filter(|o| {
+            o.name != key && (o.name == LEGACY_LEASE || o.name.starts_with(&format!("{LEASES}/")))
+        }) {
+            if other.modified + ttl < now {
+                // Not written for a whole lease's life: its run is gone.
+                remote.delete_state(&other.name).await;
+                continue;
+            }
+            let record = match remote.read_state::<LeaseRecord>(&other.name).await {
+                Ok(Some((r, _))) => r,
+                // Gone meanwhile, or not a lease record at all.
+                Ok(None) | Err(Error::ManifestCorrupt { .. }) => continue,
+                Err(e) => {
+                    remote.delete_state(key).await;
+                    return Err(e);
+                }
+            };
+            if !record.blocks(token) {
+                // Expired, or left by a process here that has died.
+                remote.delete_state(&other.name).await;
+                continue;
+            }
+            remote.delete_state(key).await;
+            let holder = if record.holder.is_empty() {
+                "another writer".to_string()
+            } else {
+                record.holder.clone()
+            };
+            if other.modified + moment >= now && other.name != LEGACY_LEASE {
+                return Ok(Attempt::Simultaneous(holder, record.expires_at));
+            }
+            return Err(Error::Leased {
+                url: remote.url().to_string(),
+                holder,
+                until: record.expires_at,
+            });
+        }
+        Ok(Attempt::Held(listing, renewed))
+    }
+
+    /// Whether the lease object was written within half the lease's life.
+    pub(crate) fn fresh(&self) -> bool {
+        self.renewed.lock().expect("renewed lock").elapsed() < LEASE_TTL / 2
+    }
+
+    /// Stops renewing and deletes the lease object.
     pub(crate) async fn release(mut self) {
         self.renew.abort();
-        let token = std::mem::take(&mut self.token);
-        release(self.remote.clone(), token).await;
-    }
-}
-
-fn ignore_corrupt(e: Error) -> Result<Option<(LeaseRecord, Option<String>)>> {
-    match e {
-        Error::ManifestCorrupt { .. } => Ok(None),
-        other => Err(other),
+        let key = std::mem::take(&mut self.key);
+        self.remote.delete_state(&key).await;
     }
 }
 

@@ -37,8 +37,8 @@ use object_store::{
 
 pub(crate) use compress::decompress_stream;
 pub(crate) use packs::{chunk_json, decode_blob, units, Packed, Packs};
-pub(crate) use probe::Announced;
 pub use probe::Capabilities;
+pub(crate) use probe::{Announced, StateObject};
 pub(crate) use resumable::{PartLog, PartRecord};
 pub(crate) use versions::{compressed_size, Versions};
 

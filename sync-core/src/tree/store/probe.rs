@@ -156,20 +156,63 @@ impl StoreTree {
             .await;
     }
 
-    /// Every announcement of pending deletions, by run (one LIST, and one
-    /// GET per announcement).
+    /// Every object under the remote's `_meta/.pqsync/` (one LIST of
+    /// `_meta/`): its name relative to that folder, and when the store last
+    /// wrote it (by the store's clock). The same LIST tells the manifest's
+    /// ETag: [`StateObject::MANIFEST`] names it.
     ///
     /// # Errors
-    /// [`Error::Store`]; an unreadable announcement is skipped.
-    pub(crate) async fn pending_deletions(&self) -> Result<Vec<(String, Vec<Announced>)>> {
-        let dir = self.location(&format!("{STATE_DIR}/{PENDING_DIR}"));
-        let names: Vec<String> = self
+    /// [`Error::Store`].
+    pub(crate) async fn list_state(&self) -> Result<Vec<StateObject>> {
+        let meta = self.location("_meta");
+        let listed: Vec<object_store::ObjectMeta> = self
             .store
-            .list(Some(&dir))
-            .map_ok(|m| m.location.filename().unwrap_or_default().to_string())
+            .list(Some(&meta))
             .try_collect()
             .await
             .map_err(|e| Error::store(&self.url, e))?;
+        let state = format!("{}/", self.location(STATE_DIR).as_ref());
+        let manifest = self.location(crate::layout::MANIFEST_PATH);
+        Ok(listed
+            .into_iter()
+            .filter_map(|m| {
+                let name = if m.location == manifest {
+                    StateObject::MANIFEST.to_string()
+                } else {
+                    m.location.as_ref().strip_prefix(&state)?.to_string()
+                };
+                Some(StateObject {
+                    name,
+                    modified: m.last_modified,
+                    etag: m.e_tag,
+                })
+            })
+            .collect())
+    }
+
+    /// Every announcement of pending deletions, by run: from `listing` (a
+    /// [`StoreTree::list_state`] already made) or one LIST, and one GET per
+    /// announcement.
+    ///
+    /// # Errors
+    /// [`Error::Store`]; an unreadable announcement is skipped.
+    pub(crate) async fn pending_deletions(
+        &self,
+        listing: Option<&[StateObject]>,
+    ) -> Result<Vec<(String, Vec<Announced>)>> {
+        let listed;
+        let listing = match listing {
+            Some(l) => l,
+            None => {
+                listed = self.list_state().await?;
+                &listed
+            }
+        };
+        let names: Vec<String> = listing
+            .iter()
+            .filter_map(|o| o.name.strip_prefix(&format!("{PENDING_DIR}/")))
+            .map(str::to_string)
+            .collect();
         let mut out = Vec::new();
         for name in names {
             let rel = format!("{PENDING_DIR}/{name}");
@@ -190,6 +233,24 @@ impl StoreTree {
             .next()
             .await;
     }
+}
+
+/// An object under a remote's `_meta/.pqsync/`, or its manifest.
+#[derive(Clone, Debug)]
+pub(crate) struct StateObject {
+    /// Its name below `_meta/.pqsync/` (`pending/<run>.json`, …), or
+    /// [`StateObject::MANIFEST`].
+    pub name: String,
+    /// When the store last wrote it.
+    pub modified: chrono::DateTime<chrono::Utc>,
+    /// Its ETag, where the store gives one.
+    pub etag: Option<String>,
+}
+
+impl StateObject {
+    /// The name that stands for `_meta/manifest.json` in a listing (no
+    /// object under `_meta/.pqsync/` has it: names there have no `..`).
+    pub const MANIFEST: &'static str = "../manifest.json";
 }
 
 /// Where runs announce their deletions, under `_meta/.pqsync/`.
