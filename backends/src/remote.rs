@@ -244,6 +244,52 @@ impl Remote {
         }
     }
 
+    /// Whether `other` lies in the same bucket (or container) of the same
+    /// store, reached the same way: the same kind, bucket, account and
+    /// jurisdiction (R2), and the same [`S3Settings`]. One store client can
+    /// then serve both, and copy objects between them inside the store.
+    /// Directories never share a store.
+    pub fn same_store(&self, other: &Remote) -> bool {
+        match (self, other) {
+            (
+                Remote::S3 {
+                    bucket, settings, ..
+                },
+                Remote::S3 {
+                    bucket: b2,
+                    settings: s2,
+                    ..
+                },
+            ) => bucket == b2 && settings == s2,
+            (
+                Remote::R2 {
+                    account,
+                    bucket,
+                    jurisdiction,
+                    settings,
+                    ..
+                },
+                Remote::R2 {
+                    account: a2,
+                    bucket: b2,
+                    jurisdiction: j2,
+                    settings: s2,
+                    ..
+                },
+            ) => {
+                account.eq_ignore_ascii_case(a2)
+                    && bucket == b2
+                    && jurisdiction.unwrap_or_default() == j2.unwrap_or_default()
+                    && settings == s2
+            }
+            (Remote::Gcs { bucket, .. }, Remote::Gcs { bucket: b2, .. }) => bucket == b2,
+            (Remote::Azure { container, .. }, Remote::Azure { container: c2, .. }) => {
+                container == c2
+            }
+            _ => false,
+        }
+    }
+
     /// Whether `other` is the same location as `self` or lies inside it.
     ///
     /// Both must be the same kind in the same bucket (for R2 also the same
@@ -699,6 +745,20 @@ mod tests {
             Err(Error::InvalidRemote { reason, .. }) => reason,
             other => panic!("{input:?} gave {other:?}"),
         }
+    }
+
+    #[test]
+    fn same_store_means_one_bucket_reached_one_way() {
+        let p = |u: &str| parse_remote(u).unwrap();
+        assert!(p("s3://b/x").same_store(&p("s3://b/y")));
+        assert!(!p("s3://b/x").same_store(&p("s3://c/y")));
+        assert!(!p("s3://b/x").same_store(&p("s3://b/y?profile=other")));
+        assert!(p(&format!("r2://{ACCT}/b/x"))
+            .same_store(&p(&format!("r2://{ACCT}/b/y?jurisdiction=default"))));
+        assert!(!p(&format!("r2://{ACCT}/b/x"))
+            .same_store(&p(&format!("r2://{ACCT}/b/y?jurisdiction=eu"))));
+        assert!(!p("/srv/a").same_store(&p("/srv/a")));
+        assert!(!p("s3://b/x").same_store(&p("gs://b/x")));
     }
 
     #[test]

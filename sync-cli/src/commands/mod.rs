@@ -193,6 +193,21 @@ impl Session {
         Ok(tree)
     }
 
+    /// `remote`, a prefix in the same bucket as `tree` (see
+    /// [`Remote::same_store`]), as a tree on `tree`'s store: objects then
+    /// move between the two inside the store.
+    pub fn open_beside(&self, tree: &StoreTree, remote: &Remote) -> StoreTree {
+        let url = remote.canonical();
+        let beside = tree.sibling(remote.prefix(), url.clone());
+        let mut remotes = self.remotes.lock().expect("remotes lock");
+        if let Some(info) = remotes.iter().find(|r| r.url == tree.url()).cloned() {
+            remotes.push(RemoteInfo { url, ..info });
+        }
+        drop(remotes);
+        self.trees.lock().expect("trees lock").push(beside.clone());
+        beside
+    }
+
     /// A DIR|REMOTE argument as a tree to read: something that looks like
     /// a URL (even a mistyped one) is a remote, anything else an existing
     /// directory.

@@ -115,12 +115,18 @@ pub async fn mirror(a: &MirrorArgs, s: &Session) -> Result<ExitStatus> {
     }
     let opts = sync_options(&a.sync, &a.select)?;
     let src = s.open_remote(&source, &a.remote_flags, false, &opts.congestion)?;
-    let dst = s.open_remote(
-        &destination,
-        &a.remote_flags,
-        !a.sync.dry_run,
-        &opts.congestion,
-    )?;
+    // In one bucket, the store copies each object itself: no bytes pass
+    // through this machine.
+    let dst = if source.same_store(&destination) && a.remote_flags.jurisdiction.is_none() {
+        s.open_beside(&src, &destination)
+    } else {
+        s.open_remote(
+            &destination,
+            &a.remote_flags,
+            !a.sync.dry_run,
+            &opts.congestion,
+        )?
+    };
     let title = format!("mirror {} -> {}", src.url(), dst.url());
     execute(
         Engine::mirror(src, dst, opts),

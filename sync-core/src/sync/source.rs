@@ -633,6 +633,9 @@ impl Source for LocalSource {
     }
 }
 
+/// The largest object a store copies in one request (S3's CopyObject).
+const COPY_MAX: u64 = 5 * 1024 * 1024 * 1024;
+
 /// A store prefix as the source of a mirror: read-only, no local state.
 #[derive(Debug)]
 pub(crate) struct StoreSource {
@@ -726,6 +729,12 @@ impl Source for StoreSource {
         remote: &StoreTree,
         on_bytes: OnBytes<'_>,
     ) -> Result<Option<String>> {
+        // Within one store (the same bucket), the store copies the object
+        // itself; CopyObject takes at most 5 GiB.
+        if self.tree.shares_store(remote) && !remote.keeps_versions() && e.size <= COPY_MAX {
+            remote.copy_from(&self.tree, e).await?;
+            return Ok(None);
+        }
         let stream = self.tree.open(&e.path).await?;
         remote.write(e, stream, on_bytes, None).await
     }

@@ -110,6 +110,11 @@ pub struct RemoteManifest {
 #[derive(Clone)]
 pub struct StoreTree {
     store: Arc<dyn ObjectStore>,
+    /// The store under the counting wrapper: trees on the same one can
+    /// copy objects to each other inside the store.
+    origin: Arc<dyn ObjectStore>,
+    /// The same for the multipart API.
+    multipart_origin: Option<Arc<dyn MultipartStore>>,
     multipart: Option<Arc<dyn MultipartStore>>,
     requests: Arc<AtomicU64>,
     meter: Arc<Meter>,
@@ -160,12 +165,14 @@ impl StoreTree {
         let meter = Arc::new(Meter::default());
         let requests = meter.requests.clone();
         let counting: Arc<dyn ObjectStore> = Arc::new(CountingStore {
-            inner: store,
+            inner: store.clone(),
             meter: meter.clone(),
         });
         StoreTree {
             store: counting,
             multipart: None,
+            origin: store,
+            multipart_origin: None,
             requests,
             meter,
             prefix: prefix
@@ -192,6 +199,7 @@ impl StoreTree {
     /// can be resumed part by part after a crash. `store` must be the same
     /// store as the tree's.
     pub fn with_multipart_store(mut self, store: Arc<dyn MultipartStore>) -> Self {
+        self.multipart_origin = Some(store.clone());
         self.multipart = Some(Arc::new(CountingMultipart {
             inner: store,
             meter: self.meter.clone(),
@@ -231,6 +239,45 @@ impl StoreTree {
     pub fn with_multipart_threshold(mut self, bytes: u64) -> Self {
         self.multipart_threshold = bytes.max(MIN_PART_SIZE);
         self
+    }
+
+    /// A tree at `prefix` in the same store (the same bucket, endpoint and
+    /// credentials), named `url`, with its own request count. Objects move
+    /// between the two inside the store, without passing through this
+    /// machine (see [`StoreTree::shares_store`]).
+    pub fn sibling(&self, prefix: &str, url: impl Into<String>) -> StoreTree {
+        let tree = StoreTree::new(self.origin.clone(), prefix, url)
+            .with_attributes(self.attributes)
+            .with_multipart_threshold(self.multipart_threshold);
+        match &self.multipart_origin {
+            Some(mp) => tree.with_multipart_store(mp.clone()),
+            None => tree,
+        }
+    }
+
+    /// Whether `other` lies in the same store as this tree (one made by
+    /// [`StoreTree::sibling`]), so an object can be copied from one to the
+    /// other by the store itself.
+    pub fn shares_store(&self, other: &StoreTree) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(&self.origin), Arc::as_ptr(&other.origin))
+    }
+
+    /// Copies `entry`'s object from `source` (a tree in the same store) to
+    /// this tree, inside the store: one request, no bytes through this
+    /// machine. The object keeps its attributes (the content type and
+    /// pqsync's stored hash).
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub(crate) async fn copy_from(&self, source: &StoreTree, entry: &FileEntry) -> Result<()> {
+        self.store
+            .copy_opts(
+                &source.location(&entry.path),
+                &self.location(&entry.path),
+                object_store::CopyOptions::default(),
+            )
+            .await
+            .map_err(|e| Error::store(self.display(&entry.path), e))
     }
 
     /// The URL the tree was opened with.
