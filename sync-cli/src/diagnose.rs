@@ -115,6 +115,7 @@ fn core(e: &pqsync_core::Error, remotes: &[RemoteInfo]) -> Diagnosis {
     match e {
         E::InvalidArgument { .. } => Diagnosis::new("usage", msg, None),
         E::NotManaged { url } => Diagnosis::new("not-managed", msg, Some(url.clone())),
+        E::EmptySource { url } => Diagnosis::new("empty-source", msg, Some(url.clone())),
         E::RemoteLost { url, .. } => Diagnosis::new("remote-lost", msg, Some(url.clone())),
         E::BucketNotFound { path, .. } => {
             let r = remote_of(path, remotes);

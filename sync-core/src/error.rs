@@ -89,6 +89,14 @@ pub enum Error {
         url: String,
     },
 
+    /// A mirror's source holds no objects and no manifest: mirroring it
+    /// would empty the destination.
+    #[error("{url} holds no objects and no pqsync manifest, so mirroring it would delete everything at the destination; check the source URL (nothing was changed)")]
+    EmptySource {
+        /// The source URL.
+        url: String,
+    },
+
     /// The remote has no manifest, though the local directory holds a base
     /// for it: it lost its data rather than deleted it, and nothing local
     /// is deleted because of it.

@@ -9,6 +9,7 @@
     s3_client.py put BUCKET PREFIX DIR     uploads every file under DIR to
                                            PREFIX/<its relative path>, the key
                                            byte for byte, as ParqueDB does
+    s3_client.py delete BUCKET KEY         deletes one object
 
 The endpoint and credentials come from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY and AWS_REGION.
@@ -82,6 +83,8 @@ def main():
         sys.stdout.buffer.write(body)
     elif cmd == "put":
         put_tree(bucket, prefix, sys.argv[4])
+    elif cmd == "delete":
+        client().delete_object(Bucket=bucket, Key=prefix)
     else:
         sys.exit(f"unknown command {cmd}")
 

@@ -261,11 +261,13 @@ fn print_plan(plan: &Plan, title: &str, printer: &Printer) {
         plan.delete_local().len(),
         plan.unchanged().len()
     ));
+    let (a, b) = plan.request_classes();
     printer.info(&format!(
-        "requests: {} made to plan, {} more to execute ({} in all)",
+        "requests: {} made to plan, {} more to execute ({} in all: {a} class A, {b} class B, ${:.6} at R2's prices)",
         plan.requests_so_far(),
         plan.requests_planned(),
-        plan.requests_total()
+        plan.requests_total(),
+        plan.r2_cost_usd()
     ));
     printer.info("dry run: nothing transferred");
 }

@@ -103,6 +103,16 @@ pub fn boto_put(server: &S3Server, prefix: &str, dir: &Path) {
     );
 }
 
+/// The bytes of the object `key` (a full key in the bucket), read by boto3.
+pub fn boto_get(server: &S3Server, key: &str) -> Vec<u8> {
+    boto_raw(server, &["get", &server.bucket, key])
+}
+
+/// Deletes the object `key` (a full key in the bucket) with boto3.
+pub fn boto_delete(server: &S3Server, key: &str) {
+    boto(server, &["delete", &server.bucket, key]);
+}
+
 fn boto(server: &S3Server, args: &[&str]) -> Value {
     let out = boto_raw(server, args);
     if out.is_empty() {

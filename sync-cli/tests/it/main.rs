@@ -14,6 +14,7 @@ mod health;
 mod keys;
 mod kill;
 mod lost;
+mod mirror;
 mod output;
 mod parquedb;
 mod profiles;

@@ -41,6 +41,9 @@ pub enum Visibility {
     Private,
 }
 
+/// The entry field recording a mirrored object's source ETag.
+const SOURCE_ETAG: &str = "sourceEtag";
+
 /// One tracked file.
 ///
 /// Fields are declared in the order ParqueDB writes them; fields pqsync
@@ -135,6 +138,19 @@ impl FileEntry {
     /// The modification time, if it parses.
     pub fn modified(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         self.modified_at.to_datetime()
+    }
+
+    /// The version of the object a mirror copied this entry from, for a
+    /// source without a pqsync manifest (its ETag, kept as `sourceEtag`).
+    pub fn source_etag(&self) -> Option<&str> {
+        self.extra.as_ref()?.get(SOURCE_ETAG)?.as_str()
+    }
+
+    /// Records the version of the object a mirror copies this entry from.
+    pub fn set_source_etag(&mut self, etag: String) {
+        let mut extra = self.extra.as_deref().cloned().unwrap_or_default();
+        extra.insert(SOURCE_ETAG.into(), etag.into());
+        self.extra = Some(std::sync::Arc::new(extra));
     }
 
     /// `"<algorithm>:<hex>"`, the form stored in object metadata.

@@ -9,7 +9,7 @@ mod eventlog;
 mod events;
 mod footer;
 mod inspect;
-mod rebuild;
+pub(crate) mod rebuild;
 mod relationships;
 mod stats;
 mod verify;

@@ -296,7 +296,7 @@ async fn rebuild_remote_guarded(
 /// The manifest entry of one listed object: its hash from pqsync's
 /// `pqsync-hash` metadata (one HEAD) when that is in `alg` and the sizes
 /// agree, else from streaming and hashing the object. The flag says which.
-async fn object_entry(
+pub(crate) async fn object_entry(
     tree: &StoreTree,
     rel: String,
     meta: object_store::ObjectMeta,

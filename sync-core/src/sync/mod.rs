@@ -248,6 +248,8 @@ impl Engine {
             algorithm,
             base_may_be_remote: compare.base_may_be_remote,
             need_manifest: compare.need_manifest,
+            rehash: self.opts.repair == Repair::Checksum,
+            concurrency: self.opts.concurrency,
         };
         let mut view = self.source.read(remote.as_ref(), read).await?;
         // A snapshot has no history shared with the directory: a backup
@@ -320,6 +322,11 @@ impl Engine {
                     || !plan.delete_remote.is_empty());
         plan.requests_planned = self.estimate(&plan);
         plan.requests_so_far = self.requests();
+        let mut made = self.remote.usage();
+        made += self.source.usage();
+        let reads = self.estimate_reads(&plan);
+        plan.class_b = made.class_b + reads;
+        plan.class_a = made.class_a + plan.requests_planned.saturating_sub(reads);
         Ok(plan)
     }
 
@@ -478,13 +485,32 @@ impl Engine {
             .collect()
     }
 
-    /// Requests executing `plan` will make.
-    fn estimate(&self, plan: &Plan) -> u64 {
-        let per_upload = self.source.read_requests_per_upload();
+    /// Of the requests executing `plan` will make, the reads R2 bills as
+    /// class B: the source's GET per upload, a GET per download, and the
+    /// manifest read again and the HEAD per object before deletions. The
+    /// rest are priced as class A (DELETEs, which R2 does not bill, too).
+    fn estimate_reads(&self, plan: &Plan) -> u64 {
         let mut n: u64 = plan
             .uploads
             .iter()
-            .map(|e| self.remote.upload_requests(e.size) + per_upload)
+            .map(|e| self.source.upload_requests(e, &self.remote).0)
+            .sum::<u64>()
+            + plan.downloads.len() as u64;
+        if !plan.delete_remote.is_empty() {
+            n += 1;
+            if self.remote.keeps_attributes() {
+                n += plan.delete_remote.len() as u64;
+            }
+        }
+        n
+    }
+
+    /// Requests executing `plan` will make.
+    fn estimate(&self, plan: &Plan) -> u64 {
+        let mut n: u64 = plan
+            .uploads
+            .iter()
+            .map(|e| self.source.upload_requests(e, &self.remote).1)
             .sum();
         n += plan.downloads.len() as u64;
         if !plan.delete_remote.is_empty() {

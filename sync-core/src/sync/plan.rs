@@ -83,6 +83,10 @@ pub struct Plan {
     pub(crate) diff: Vec<PathDiff>,
     pub(crate) requests_so_far: u64,
     pub(crate) requests_planned: u64,
+    /// Of all the run's requests (made and planned), those R2 bills as
+    /// class A and as class B.
+    pub(crate) class_a: u64,
+    pub(crate) class_b: u64,
     pub(crate) warnings: Vec<String>,
     pub(crate) interrupted: Vec<String>,
     pub(crate) refused: Vec<String>,
@@ -119,6 +123,8 @@ impl Plan {
             diff: Vec::new(),
             requests_so_far: 0,
             requests_planned: 0,
+            class_a: 0,
+            class_b: 0,
             warnings: Vec::new(),
             interrupted: Vec::new(),
             refused: Vec::new(),
@@ -207,6 +213,19 @@ impl Plan {
         self.requests_planned
     }
 
+    /// What the run's requests (those made to plan and those planned) cost
+    /// at R2's prices, in US dollars: $4.50 per million class A requests
+    /// (writes and listings) and $0.36 per million class B (reads).
+    /// Storage and, on other stores, egress are not included.
+    pub fn r2_cost_usd(&self) -> f64 {
+        self.class_a as f64 * R2_CLASS_A_USD + self.class_b as f64 * R2_CLASS_B_USD
+    }
+
+    /// The run's requests R2 bills as class A and as class B.
+    pub fn request_classes(&self) -> (u64, u64) {
+        (self.class_a, self.class_b)
+    }
+
     /// Remote objects found damaged by `--repair` or `--checksum`; each is
     /// among the uploads.
     pub fn repairs(&self) -> &[super::repair::Damage] {
@@ -275,10 +294,15 @@ impl Plan {
     }
 }
 
+/// R2's price of one class A request, in US dollars.
+const R2_CLASS_A_USD: f64 = 4.50 / 1_000_000.0;
+/// R2's price of one class B request, in US dollars.
+const R2_CLASS_B_USD: f64 = 0.36 / 1_000_000.0;
+
 impl Serialize for Plan {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let resumable: Vec<&str> = self.already_sent.iter().map(|e| e.path.as_str()).collect();
-        let mut st = s.serialize_struct("Plan", 21)?;
+        let mut st = s.serialize_struct("Plan", 24)?;
         st.serialize_field("dryRun", &true)?;
         st.serialize_field("mode", &self.mode)?;
         st.serialize_field("strategy", &self.strategy)?;
@@ -297,6 +321,9 @@ impl Serialize for Plan {
         st.serialize_field("bytesToDownload", &self.bytes_down())?;
         st.serialize_field("requests", &self.requests_total())?;
         st.serialize_field("requestsPlanned", &self.requests_planned)?;
+        st.serialize_field("requestsClassA", &self.class_a)?;
+        st.serialize_field("requestsClassB", &self.class_b)?;
+        st.serialize_field("costUsd", &self.r2_cost_usd())?;
         st.serialize_field("refused", &self.refused)?;
         st.serialize_field("toRepair", &self.repairs)?;
         st.serialize_field("warnings", &self.warnings)?;

@@ -17,9 +17,12 @@ use super::report::FileError;
 use crate::error::{Error, Result};
 use crate::layout::is_ignored;
 use crate::layout::MANIFEST_PATH;
+use crate::manifest::validate_path;
 use crate::manifest::{now_iso, FileEntry, HashAlgorithm, Manifest};
+use crate::parquedb::rebuild::object_entry;
 use crate::tree::local::{BaseStamp, JournalEntry, RemoteState};
-use crate::tree::{Capabilities, FileStat, LocalTree, PartLog, RemoteManifest, StoreTree};
+use crate::tree::{Capabilities, FileStat, LeftOut, LocalTree, PartLog, RemoteManifest, StoreTree};
+use futures::StreamExt;
 
 /// Called with the byte count of each chunk a transfer moves.
 pub(crate) type OnBytes<'a> = &'a (dyn Fn(u64) + Send + Sync);
@@ -61,6 +64,10 @@ pub(crate) struct ReadOptions {
     pub base_may_be_remote: bool,
     /// Read the local manifest (a run that writes local state needs it).
     pub need_manifest: bool,
+    /// Hash every file again, trusting no recorded identity (`--checksum`).
+    pub rehash: bool,
+    /// Objects of an unmanaged source read at once.
+    pub concurrency: usize,
 }
 
 /// What the run did, for the source to settle after the commit.
@@ -113,6 +120,11 @@ pub(crate) trait Source: Send + Sync + std::fmt::Debug {
     /// Requests made to the source so far.
     fn requests(&self) -> u64;
 
+    /// The source's requests by billing class (none for a directory).
+    fn usage(&self) -> crate::tree::Usage {
+        crate::tree::Usage::default()
+    }
+
     /// Takes the source's run lock for the length of one plan or execute,
     /// so two runs never read and write its state at once.
     fn lock(&self) -> Result<Option<crate::tree::RunLock>>;
@@ -134,8 +146,9 @@ pub(crate) trait Source: Send + Sync + std::fmt::Debug {
         current: Option<&'a Manifest>,
     ) -> Option<&'a Manifest>;
 
-    /// Requests reading one file for upload costs beyond the upload itself.
-    fn read_requests_per_upload(&self) -> u64;
+    /// Requests sending `e` to `remote` takes, as `(reads of the source,
+    /// all requests)`.
+    fn upload_requests(&self, e: &FileEntry, remote: &StoreTree) -> (u64, u64);
 
     /// What the capability probe found for the remote, if cached here.
     fn cached_capabilities(&self) -> Option<Capabilities>;
@@ -408,8 +421,8 @@ impl Source for LocalSource {
         current.or(view.manifest.as_ref())
     }
 
-    fn read_requests_per_upload(&self) -> u64 {
-        0
+    fn upload_requests(&self, e: &FileEntry, remote: &StoreTree) -> (u64, u64) {
+        (0, remote.upload_requests(e.size))
     }
 
     fn cached_capabilities(&self) -> Option<Capabilities> {
@@ -648,6 +661,97 @@ impl StoreSource {
     }
 }
 
+impl StoreSource {
+    /// Whether the store copies `e` to `remote` itself (in one store, up to
+    /// CopyObject's 5 GiB), so no byte passes through this machine.
+    fn copies(&self, e: &FileEntry, remote: &StoreTree) -> bool {
+        self.tree.shares_store(remote) && !remote.keeps_versions() && e.size <= COPY_MAX
+    }
+
+    /// Reads a source with no pqsync manifest (a bucket another tool
+    /// wrote) by listing it. An object keeps the entry the destination
+    /// recorded for it while its size and ETag (its `sourceEtag`) are
+    /// unchanged, so a second mirror reads nothing but the listing; any
+    /// other object is identified by its `pqsync-hash` metadata (one HEAD)
+    /// or, failing that, read and hashed.
+    async fn read_listing(
+        &self,
+        remote: Option<&RemoteManifest>,
+        opts: ReadOptions,
+    ) -> Result<SourceView> {
+        let objects = self.tree.list_objects().await?;
+        if objects.is_empty() {
+            self.tree.check_bucket().await?;
+            return Err(Error::EmptySource {
+                url: self.tree.url().to_string(),
+            });
+        }
+        let recorded = remote.map(|r| &r.manifest.files);
+        let mut view = SourceView {
+            base: recorded.cloned(),
+            ..SourceView::default()
+        };
+        let mut unknown = Vec::new();
+        for (rel, meta) in objects {
+            if let Err(e) = validate_path(&rel, self.tree.url()) {
+                view.left_out
+                    .push(LeftOut::new(&rel, e.to_string(), "read"));
+                continue;
+            }
+            let id = source_identity(&meta);
+            let known = recorded.and_then(|f| f.get(&rel)).filter(|e| {
+                !opts.rehash
+                    && e.size == meta.size
+                    && e.hash_algorithm == opts.algorithm
+                    && e.source_etag() == Some(id.as_str())
+            });
+            match known {
+                Some(e) => {
+                    view.files.insert(rel, e.clone());
+                }
+                None => unknown.push((rel, meta, id)),
+            }
+        }
+        let tree = &self.tree;
+        let mut read = futures::stream::iter(unknown)
+            .map(|(rel, meta, id)| async move {
+                let r = object_entry(tree, rel.clone(), meta, opts.algorithm).await;
+                (rel, id, r)
+            })
+            .buffer_unordered(opts.concurrency.max(1));
+        while let Some((rel, id, r)) = read.next().await {
+            match r {
+                Ok((mut e, hashed)) => {
+                    if hashed {
+                        view.files_hashed += 1;
+                    }
+                    e.etag = None;
+                    e.set_source_etag(id);
+                    view.files.insert(rel, e);
+                }
+                // Deleted since the listing: the source no longer has it.
+                Err(Error::Store {
+                    source: object_store::Error::NotFound { .. },
+                    ..
+                }) => {}
+                Err(e) => view
+                    .left_out
+                    .push(LeftOut::new(&rel, e.to_string(), "read")),
+            }
+        }
+        Ok(view)
+    }
+}
+
+/// What identifies a listed object's version: its ETag, or its size and
+/// modification time on a store that gives none.
+fn source_identity(meta: &object_store::ObjectMeta) -> String {
+    match &meta.e_tag {
+        Some(tag) => tag.clone(),
+        None => format!("{}-{}", meta.last_modified.timestamp_millis(), meta.size),
+    }
+}
+
 #[async_trait]
 impl Source for StoreSource {
     fn database_name(&self) -> String {
@@ -667,6 +771,10 @@ impl Source for StoreSource {
         self.tree.requests()
     }
 
+    fn usage(&self) -> crate::tree::Usage {
+        self.tree.usage()
+    }
+
     fn keeps_state(&self) -> bool {
         false
     }
@@ -675,16 +783,9 @@ impl Source for StoreSource {
         Ok(None)
     }
 
-    async fn read(
-        &self,
-        remote: Option<&RemoteManifest>,
-        _opts: ReadOptions,
-    ) -> Result<SourceView> {
+    async fn read(&self, remote: Option<&RemoteManifest>, opts: ReadOptions) -> Result<SourceView> {
         let Some(src) = self.tree.read_manifest().await? else {
-            self.tree.check_bucket().await?;
-            return Err(Error::NotManaged {
-                url: self.tree.url().to_string(),
-            });
+            return self.read_listing(remote, opts).await;
         };
         refuse_reserved_paths(&src.manifest, self.tree.url())?;
         Ok(SourceView {
@@ -706,8 +807,12 @@ impl Source for StoreSource {
         view.manifest.as_ref()
     }
 
-    fn read_requests_per_upload(&self) -> u64 {
-        1
+    fn upload_requests(&self, e: &FileEntry, remote: &StoreTree) -> (u64, u64) {
+        if self.copies(e, remote) {
+            (0, 1)
+        } else {
+            (1, 1 + remote.upload_requests(e.size))
+        }
     }
 
     fn cached_capabilities(&self) -> Option<Capabilities> {
@@ -731,7 +836,7 @@ impl Source for StoreSource {
     ) -> Result<Option<String>> {
         // Within one store (the same bucket), the store copies the object
         // itself; CopyObject takes at most 5 GiB.
-        if self.tree.shares_store(remote) && !remote.keeps_versions() && e.size <= COPY_MAX {
+        if self.copies(e, remote) {
             remote.copy_from(&self.tree, e).await?;
             return Ok(None);
         }

@@ -1,0 +1,232 @@
+//! `mirror` from a bucket that pqsync does not manage: objects another
+//! client (boto3) wrote, with no `_meta/manifest.json`. What the
+//! destination holds is read back with boto3, and by pulling it.
+
+use std::collections::BTreeMap;
+
+use pqsync_testdata::s3::S3Server;
+use serde_json::Value;
+
+use super::keys::{boto_delete, boto_list, boto_put, Seen};
+use super::{json_of, paths, pqsync, sample_copy, tree_files, Output};
+
+/// Names a plain client writes freely: non-ASCII, URL specials, and
+/// `.DS_Store` below the top level (ParqueDB's rule skips only the top
+/// level's).
+const ODD: [&str; 3] = [
+    "misc/café #1 %41+&~[x].json",
+    "data/.DS_Store",
+    "misc/a b/é?.txt",
+];
+
+/// The key prefix of an `s3://bucket/prefix` URL.
+fn prefix_of(server: &S3Server, url: &str) -> String {
+    url.trim_start_matches(&format!("s3://{}/", server.bucket))
+        .to_string()
+}
+
+/// The objects under a prefix, without pqsync's manifest and state.
+fn data_objects(server: &S3Server, prefix: &str) -> BTreeMap<String, Seen> {
+    let mut seen = boto_list(server, prefix);
+    seen.retain(|k, _| k != "_meta/manifest.json" && !k.starts_with("_meta/.pqsync/"));
+    seen
+}
+
+/// The sample database plus odd names, as a plain tree (no manifest).
+fn plain_tree() -> tempfile::TempDir {
+    let db = sample_copy();
+    for (i, name) in ODD.iter().enumerate() {
+        let p = db.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, format!("odd file {i}")).unwrap();
+    }
+    db
+}
+
+fn sha256_of(m: &BTreeMap<String, Seen>) -> BTreeMap<String, String> {
+    m.iter()
+        .map(|(k, s)| (k.clone(), s.sha256.clone()))
+        .collect()
+}
+
+/// A first mirror copies every object and records each one's ETag; a
+/// second reads only the source's listing; a changed and a deleted object
+/// are carried over (the replaced versions kept in the trash); what the
+/// destination holds pulls back byte for byte.
+#[test]
+fn mirror_of_a_bucket_another_client_wrote() {
+    let server = S3Server::start();
+    let src = server.unique_url("plain-src");
+    let dst = server.unique_url("plain-dst");
+    let (src_prefix, dst_prefix) = (prefix_of(&server, &src), prefix_of(&server, &dst));
+    let tree = plain_tree();
+    boto_put(&server, &src_prefix, tree.path());
+    let source = data_objects(&server, &src_prefix);
+    assert_eq!(source.len(), tree_files(tree.path()).len());
+
+    // The plan counts its requests by R2's billing class and prices them.
+    let out = pqsync(Some(&server))
+        .args(["mirror", &src, &dst, "--hash", "sha256", "-n", "--json"])
+        .stdout_ok();
+    let plan = json_of(&out);
+    assert_eq!(plan["toUpload"].as_array().unwrap().len(), source.len());
+    let (a, b) = (
+        plan["requestsClassA"].as_u64().unwrap(),
+        plan["requestsClassB"].as_u64().unwrap(),
+    );
+    // A GET of each object to copy, more GETs and HEADs to identify them.
+    assert!(b >= source.len() as u64, "{plan}");
+    // A PUT of each object, and the commit.
+    assert!(a > source.len() as u64, "{plan}");
+    let cost = plan["costUsd"].as_f64().unwrap();
+    assert!((cost - (a as f64 * 4.5e-6 + b as f64 * 0.36e-6)).abs() < 1e-12);
+    assert!(
+        data_objects(&server, &dst_prefix).is_empty(),
+        "a dry run copies nothing"
+    );
+
+    let out = pqsync(Some(&server))
+        .args(["mirror", &src, &dst, "--hash", "sha256", "--json"])
+        .stdout_ok();
+    let v = json_of(&out);
+    assert_eq!(v["uploaded"].as_array().unwrap().len(), source.len(), "{v}");
+    eprintln!(
+        "planned {} requests, made {}",
+        plan["requests"], v["requests"]
+    );
+    let copied = data_objects(&server, &dst_prefix);
+    assert_eq!(sha256_of(&copied), sha256_of(&source));
+    // The manifest names every object with its content hash (checked here
+    // with boto3's SHA-256) and the source version it came from.
+    let manifest: Value = serde_json::from_slice(&super::keys::boto_get(
+        &server,
+        &format!("{dst_prefix}/_meta/manifest.json"),
+    ))
+    .unwrap();
+    let files = manifest["files"].as_object().unwrap();
+    assert_eq!(files.len(), source.len());
+    for (path, seen) in &source {
+        let e = &files[path];
+        assert_eq!(e["hash"], seen.sha256.as_str(), "{path}");
+        assert_eq!(e["size"], seen.size, "{path}");
+        // The in-process server lists no ETags: its objects are known by
+        // modification time and size instead.
+        if server.is_in_process() {
+            assert!(e["sourceEtag"].as_str().is_some(), "{path}");
+        } else {
+            assert_eq!(e["sourceEtag"].as_str(), seen.etag.as_deref(), "{path}");
+        }
+    }
+
+    // Unchanged: the source's listing (after a GET that finds no manifest
+    // there) and the destination's manifest answer it; no source object
+    // is read.
+    let before = server.log.as_ref().map(|l| l.entries().len());
+    let out = pqsync(Some(&server))
+        .args(["mirror", &src, &dst, "--json"])
+        .stdout_ok();
+    let v = json_of(&out);
+    assert!(v["uploaded"].as_array().unwrap().is_empty(), "{v}");
+    assert!(v["deleted"].as_array().unwrap().is_empty(), "{v}");
+    assert!(v["requests"].as_u64().unwrap() <= 3, "{v}");
+    if let (Some(log), Some(before)) = (&server.log, before) {
+        let reads: Vec<_> = log.entries()[before..]
+            .iter()
+            .map(|(l, _)| l.clone())
+            .filter(|l| {
+                (l.starts_with("GET ") || l.starts_with("HEAD "))
+                    && l.contains(&format!("/{src_prefix}/"))
+                    && !l.ends_with("/_meta/manifest.json")
+            })
+            .collect();
+        assert!(reads.is_empty(), "{reads:?}");
+    }
+
+    // One object rewritten and one deleted by the other client.
+    let changed = "_meta/schema.json";
+    let gone = ODD[0];
+    let edit = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(edit.path().join("_meta")).unwrap();
+    std::fs::write(edit.path().join(changed), b"{\"v\": 2}").unwrap();
+    boto_put(&server, &src_prefix, edit.path());
+    boto_delete(&server, &format!("{src_prefix}/{gone}"));
+    let out = pqsync(Some(&server))
+        .args(["mirror", &src, &dst, "--json"])
+        .stdout_ok();
+    let v = json_of(&out);
+    assert_eq!(paths(&v["uploaded"]), vec![changed.to_string()], "{v}");
+    assert_eq!(paths(&v["deleted"]), vec![gone.to_string()], "{v}");
+    assert_eq!(
+        sha256_of(&data_objects(&server, &dst_prefix)),
+        sha256_of(&data_objects(&server, &src_prefix))
+    );
+    // The replaced and deleted versions are in the destination's trash.
+    let trash: Vec<String> = boto_list(&server, &dst_prefix)
+        .into_keys()
+        .filter(|k| k.starts_with("_meta/.pqsync/trash/"))
+        .collect();
+    assert!(trash.iter().any(|k| k.ends_with(changed)), "{trash:?}");
+    assert!(trash.iter().any(|k| k.ends_with(gone)), "{trash:?}");
+
+    // A restore from the destination holds exactly the source's files.
+    std::fs::remove_file(tree.path().join(gone)).unwrap();
+    std::fs::write(tree.path().join(changed), b"{\"v\": 2}").unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    pqsync(Some(&server))
+        .args(["pull", &dst, "-d"])
+        .arg(out_dir.path())
+        .assert()
+        .success();
+    let mut pulled = tree_files(out_dir.path());
+    pulled.remove("_meta/manifest.json");
+    assert_eq!(pulled, tree_files(tree.path()));
+}
+
+/// An empty source (a mistyped prefix) is refused before anything at the
+/// destination is touched.
+#[test]
+fn mirror_of_an_empty_source_deletes_nothing() {
+    let server = S3Server::start();
+    let dst = server.unique_url("plain-dst");
+    let db = sample_copy();
+    pqsync(Some(&server))
+        .args(["push", &dst, "-d"])
+        .arg(db.path())
+        .assert()
+        .success();
+    let before = boto_list(&server, &prefix_of(&server, &dst));
+    let err = pqsync(Some(&server))
+        .args(["mirror", &server.unique_url("nothing-here"), &dst])
+        .stderr_with(1);
+    let err = String::from_utf8_lossy(&err);
+    assert!(err.contains("holds no objects"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(boto_list(&server, &prefix_of(&server, &dst)), before);
+}
+
+/// A plain directory (no manifest) mirrors to a bucket, and the bucket's
+/// objects are the directory's files.
+#[test]
+fn mirror_of_a_plain_directory() {
+    let server = S3Server::start();
+    let dst = server.unique_url("plain-dir");
+    let tree = plain_tree();
+    // A directory ParqueDB's rule skips at the top level stays behind.
+    std::fs::write(tree.path().join(".DS_Store"), b"finder").unwrap();
+    pqsync(Some(&server))
+        .arg("mirror")
+        .arg(tree.path())
+        .arg(&dst)
+        .assert()
+        .success();
+    let copied = data_objects(&server, &prefix_of(&server, &dst));
+    let mut want = tree_files(tree.path());
+    want.remove(".DS_Store");
+    let want: BTreeMap<String, String> =
+        want.into_iter().map(|(k, b)| (k, sha256_hex(&b))).collect();
+    assert_eq!(sha256_of(&copied), want);
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    pqsync_core::HashAlgorithm::Sha256.digest(bytes).to_string()
+}
