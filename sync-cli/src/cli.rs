@@ -498,10 +498,14 @@ pub struct EventsArgs {
 /// Arguments of `mirror`.
 #[derive(Debug, Args)]
 pub struct MirrorArgs {
-    /// The remote to copy from (it must have a pqsync manifest).
+    /// The remote to copy from: a pqsync remote, or any bucket, prefix or
+    /// directory (read by listing it).
     pub source: String,
-    /// The remote to copy to; neither the source nor inside it.
-    pub destination: String,
+    /// The remotes to copy to, neither the source nor inside it; with
+    /// several, each source object is read once and sent to every
+    /// destination that needs it, and each destination commits on its own.
+    #[arg(required = true, num_args = 1.., value_name = "DESTINATION")]
+    pub destinations: Vec<String>,
     /// How the transfer behaves.
     #[command(flatten)]
     pub sync: SyncFlags,

@@ -208,8 +208,8 @@ pub use repo::{
 };
 pub use runtime::{Congestion, Event, NoProgress, Operation, Progress, Reporter, RetryConfig};
 pub use sync::{
-    diff3, Change, Conflict, Damage, Diff3, Engine, FileError, HeldBack, MaxDelete, Mode, PathDiff,
-    Plan, Repair, Resolution, Selection, StatusDiff, StatusReport, Strategy, SyncOptions,
+    diff3, Change, Conflict, Damage, Diff3, Engine, FanOut, FileError, HeldBack, MaxDelete, Mode,
+    PathDiff, Plan, Repair, Resolution, Selection, StatusDiff, StatusReport, Strategy, SyncOptions,
     SyncResult, LEASE_TTL,
 };
 pub use tree::{

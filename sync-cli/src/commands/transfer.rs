@@ -1,7 +1,10 @@
 //! `push`, `pull`, `sync` and `mirror`: the same engine on different trees.
 
 use anyhow::Result;
-use pqsync_core::{Engine, Mode, Plan, Repair, Side, SyncOptions, SyncResult, Trash};
+use pqsync_backends::Remote;
+use pqsync_core::{
+    Engine, FanOut, Mode, Plan, Repair, Side, StoreTree, SyncOptions, SyncResult, Trash,
+};
 
 use super::Session;
 use crate::cli::{MirrorArgs, SelectFlags, SyncFlags, TransferArgs};
@@ -103,38 +106,180 @@ async fn run_once(mode: Mode, a: &TransferArgs, s: &Session) -> Result<ExitStatu
     execute(engine, &title, a.sync.dry_run, s.printer).await
 }
 
-/// Mirror one remote prefix onto another.
+/// Mirror one remote prefix onto one or several others.
 pub async fn mirror(a: &MirrorArgs, s: &Session) -> Result<ExitStatus> {
     let source = s.parse_remote(&a.source)?;
-    let destination = s.parse_remote(&a.destination)?;
-    if source.contains(&destination) || destination.contains(&source) {
-        return Err(UsageError(format!(
-            "cannot mirror {source} to {destination}: one lies inside the other, so the mirror would copy onto (or delete) its own source; pick a destination outside the source"
-        ))
-        .into());
+    let mut destinations = Vec::new();
+    for d in &a.destinations {
+        let destination = s.parse_remote(d)?;
+        if source.contains(&destination) || destination.contains(&source) {
+            return Err(UsageError(format!(
+                "cannot mirror {source} to {destination}: one lies inside the other, so the mirror would copy onto (or delete) its own source; pick a destination outside the source"
+            ))
+            .into());
+        }
+        if destinations
+            .iter()
+            .any(|o: &Remote| o.contains(&destination) || destination.contains(o))
+        {
+            return Err(UsageError(format!(
+                "{destination} is named twice, or lies inside another destination; give each destination once"
+            ))
+            .into());
+        }
+        destinations.push(destination);
     }
     let opts = sync_options(&a.sync, &a.select)?;
     let src = s.open_remote(&source, &a.remote_flags, false, &opts.congestion)?;
-    // In one bucket, the store copies each object itself: no bytes pass
-    // through this machine.
-    let dst = if source.same_store(&destination) && a.remote_flags.jurisdiction.is_none() {
-        s.open_beside(&src, &destination)
+    if let [destination] = destinations.as_slice() {
+        let dst = open_destination(a, s, &src, &source, destination, &opts)?;
+        let title = format!("mirror {} -> {}", src.url(), dst.url());
+        return execute(
+            Engine::mirror(src, dst, opts),
+            &title,
+            a.sync.dry_run,
+            s.printer,
+        )
+        .await;
+    }
+    fan_out(a, s, src, &source, &destinations).await
+}
+
+/// The destination tree: beside the source when the store can copy inside
+/// one bucket (no bytes pass through this machine), else opened on its own.
+fn open_destination(
+    a: &MirrorArgs,
+    s: &Session,
+    src: &StoreTree,
+    source: &Remote,
+    destination: &Remote,
+    opts: &SyncOptions,
+) -> Result<StoreTree> {
+    if source.same_store(destination) && a.remote_flags.jurisdiction.is_none() {
+        Ok(s.open_beside(src, destination))
     } else {
         s.open_remote(
-            &destination,
+            destination,
             &a.remote_flags,
             !a.sync.dry_run,
             &opts.congestion,
-        )?
+        )
+    }
+}
+
+/// What happened at one destination of a fan-out.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Outcome {
+    destination: String,
+    success: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<Box<SyncResult>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Mirrors `src` to every destination: each is planned, then all run at
+/// once, sharing what is read from the source. A destination that fails
+/// is named and stops none of the others.
+async fn fan_out(
+    a: &MirrorArgs,
+    s: &Session,
+    src: StoreTree,
+    source: &Remote,
+    destinations: &[Remote],
+) -> Result<ExitStatus> {
+    let printer = s.printer;
+    let fan = FanOut::new(src.clone(), &std::env::temp_dir())?;
+    let mut outcomes = Vec::new();
+    let mut planned = Vec::new();
+    let failed = |url: String, e: anyhow::Error| {
+        let d = crate::diagnose::diagnose(&e, &s.remotes());
+        printer.error(&format!("{url}: {}", d.message));
+        Outcome {
+            destination: url,
+            success: false,
+            result: None,
+            error: Some(d.message),
+        }
     };
-    let title = format!("mirror {} -> {}", src.url(), dst.url());
-    execute(
-        Engine::mirror(src, dst, opts),
-        &title,
-        a.sync.dry_run,
-        s.printer,
-    )
-    .await
+    for destination in destinations {
+        let url = destination.canonical();
+        // Each destination slows down on its own when its store asks to.
+        let opts = sync_options(&a.sync, &a.select)?;
+        let engine = match open_destination(a, s, &src, source, destination, &opts) {
+            Ok(dst) => Engine::mirror_shared(&fan, dst, opts),
+            Err(e) => {
+                outcomes.push(failed(url, e));
+                continue;
+            }
+        };
+        match engine.plan().await {
+            Ok(plan) => {
+                for w in plan.warnings() {
+                    printer.warn(&format!("{url}: {w}"));
+                }
+                planned.push((url, engine, plan));
+            }
+            Err(e) => outcomes.push(failed(url, e.into())),
+        }
+    }
+    if a.sync.dry_run {
+        for (url, _, plan) in &planned {
+            print_plan(plan, &format!("mirror {} -> {url}", src.url()), printer);
+        }
+        return Ok(if outcomes.is_empty() {
+            ExitStatus::Success
+        } else {
+            ExitStatus::Failure
+        });
+    }
+    let runs = planned.into_iter().map(|(url, engine, plan)| async move {
+        let result = engine.execute(plan).await;
+        (url, result)
+    });
+    for (url, result) in futures::future::join_all(runs).await {
+        match result {
+            Ok(r) => {
+                print_result(&r, &format!("mirror {} -> {url}", src.url()), printer);
+                outcomes.push(Outcome {
+                    destination: url,
+                    success: r.success,
+                    result: Some(Box::new(r)),
+                    error: None,
+                });
+            }
+            Err(e) => outcomes.push(failed(url, e.into())),
+        }
+    }
+    let ok = outcomes.iter().filter(|o| o.success).count();
+    let failures: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| !o.success)
+        .map(|o| o.destination.as_str())
+        .collect();
+    printer.document(&serde_json::json!({
+        "source": src.url(),
+        "success": failures.is_empty(),
+        "sourceObjectsRead": fan.objects_read(),
+        "destinations": outcomes,
+    }));
+    if failures.is_empty() {
+        printer.info(&format!(
+            "mirror {}: {ok} destination(s) up to date; {} source object(s) read",
+            src.url(),
+            fan.objects_read()
+        ));
+        Ok(ExitStatus::Success)
+    } else {
+        printer.error(&format!(
+            "mirror {}: {ok} of {} destination(s) up to date; failed: {}",
+            src.url(),
+            outcomes.len(),
+            failures.join(", ")
+        ));
+        Ok(ExitStatus::Failure)
+    }
 }
 
 /// Plans, prints the plan for a dry run, or executes it and prints the

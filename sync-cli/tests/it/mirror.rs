@@ -230,3 +230,101 @@ fn mirror_of_a_plain_directory() {
 fn sha256_hex(bytes: &[u8]) -> String {
     pqsync_core::HashAlgorithm::Sha256.digest(bytes).to_string()
 }
+
+/// Every file of a tree but pqsync's manifest and state.
+fn data_files(root: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
+    let mut files = tree_files(root);
+    files.retain(|k, _| k != "_meta/manifest.json" && !k.starts_with("_meta/.pqsync/"));
+    files
+}
+
+/// `mirror SRC DST1 DST2 …` reads each source object once (counted by the
+/// server) and sends it to every destination that needs it: two
+/// directories stream from one read, a prefix of the source's bucket is
+/// copied by the server. A destination that cannot be written is named,
+/// exits 1, and stops none of the others.
+#[test]
+fn fan_out_reads_each_source_object_once() {
+    let server = S3Server::start();
+    let src = server.unique_url("fan-src");
+    let same_bucket = server.unique_url("fan-copy");
+    let db = plain_tree();
+    pqsync(Some(&server))
+        .args(["push", &src, "-d"])
+        .arg(db.path())
+        .assert()
+        .success();
+    let want = data_files(db.path());
+    let dirs = tempfile::tempdir().unwrap();
+    let (a, b) = (dirs.path().join("a"), dirs.path().join("b"));
+    // A regular file where a folder must go: nothing can be written below.
+    std::fs::write(dirs.path().join("blocker"), b"a file").unwrap();
+    let broken = dirs.path().join("blocker/dst");
+
+    let before = server.log.as_ref().map(|l| l.entries().len());
+    let out = pqsync(Some(&server))
+        .args(["mirror", &src, &same_bucket])
+        .arg(&a)
+        .arg(&b)
+        .arg(&broken)
+        .arg("--json")
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let v = json_of(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("blocker/dst"), "{stderr}");
+    let outcomes = v["destinations"].as_array().unwrap();
+    assert_eq!(outcomes.len(), 4, "{v}");
+    let failed: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| o["success"] == false)
+        .map(|o| o["destination"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed.len(), 1, "{v}");
+    assert!(failed[0].ends_with("blocker/dst"), "{failed:?}");
+
+    // The destinations that could be written hold the source's files.
+    assert_eq!(data_files(&a), want);
+    assert_eq!(data_files(&b), want);
+    let copied = data_objects(&server, &prefix_of(&server, &same_bucket));
+    let want_sha: BTreeMap<String, String> = want
+        .iter()
+        .map(|(k, bytes)| (k.clone(), sha256_hex(bytes)))
+        .collect();
+    assert_eq!(sha256_of(&copied), want_sha);
+
+    // Each source object was read once, for all the streaming destinations.
+    assert_eq!(v["sourceObjectsRead"], want.len(), "{v}");
+    if let (Some(log), Some(before)) = (&server.log, before) {
+        let src_prefix = prefix_of(&server, &src);
+        let mut gets: BTreeMap<String, usize> = BTreeMap::new();
+        for (line, _) in &log.entries()[before..] {
+            if let Some(key) = line
+                .strip_prefix(&format!("GET /{}/{src_prefix}/", server.bucket))
+                .filter(|k| !k.starts_with("_meta/"))
+            {
+                *gets.entry(key.to_string()).or_default() += 1;
+            }
+        }
+        assert_eq!(gets.len(), want.len() - 1, "{gets:?}");
+        assert!(gets.values().all(|n| *n == 1), "{gets:?}");
+    }
+
+    // Again, without the broken destination: nothing left to send.
+    let out = pqsync(Some(&server))
+        .args(["mirror", &src, &same_bucket])
+        .arg(&a)
+        .arg(&b)
+        .arg("--json")
+        .stdout_ok();
+    let v = json_of(&out);
+    assert_eq!(v["sourceObjectsRead"], 0, "{v}");
+    for o in v["destinations"].as_array().unwrap() {
+        assert!(
+            o["result"]["uploaded"].as_array().unwrap().is_empty(),
+            "{o}"
+        );
+    }
+}

@@ -92,7 +92,9 @@ impl Engine {
             kept: Default::default(),
             overwritten: Default::default(),
         };
-        run.execute(plan).await
+        let result = run.execute(plan).await;
+        self.source.finished();
+        result
     }
 }
 

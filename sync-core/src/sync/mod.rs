@@ -22,6 +22,7 @@
 mod commit;
 mod diff;
 mod execute;
+mod fanout;
 pub(crate) mod guard;
 mod mode;
 mod options;
@@ -39,6 +40,7 @@ use futures::StreamExt;
 use std::sync::Arc;
 
 pub use diff::{diff3, Change, Diff3, PathDiff, Resolution};
+pub use fanout::FanOut;
 pub(crate) use guard::host_name;
 pub use guard::LEASE_TTL;
 pub use mode::{Mode, Strategy};
@@ -128,6 +130,17 @@ impl Engine {
         Engine::build(
             Mode::Mirror,
             Box::new(StoreSource::new(source)),
+            destination,
+            opts,
+        )
+    }
+
+    /// Makes `destination` equal to the source of `fan`, one of several
+    /// destinations that share what is read from it (see [`FanOut`]).
+    pub fn mirror_shared(fan: &FanOut, destination: StoreTree, opts: SyncOptions) -> Engine {
+        Engine::build(
+            Mode::Mirror,
+            Box::new(StoreSource::shared(fan)),
             destination,
             opts,
         )
@@ -320,6 +333,7 @@ impl Engine {
                     || !plan.uploads.is_empty()
                     || !plan.already_sent.is_empty()
                     || !plan.delete_remote.is_empty());
+        self.source.planned(&plan.uploads, &self.remote);
         plan.requests_planned = self.estimate(&plan);
         plan.requests_so_far = self.requests();
         let mut made = self.remote.usage();

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use async_trait::async_trait;
 
 use super::commit::merged_base;
+use super::fanout::{FanOut, Share};
 use super::mode::Mode;
 use super::report::FileError;
 use crate::error::{Error, Result};
@@ -20,7 +21,7 @@ use crate::layout::MANIFEST_PATH;
 use crate::manifest::validate_path;
 use crate::manifest::{now_iso, FileEntry, HashAlgorithm, Manifest};
 use crate::parquedb::rebuild::object_entry;
-use crate::tree::local::{BaseStamp, JournalEntry, RemoteState};
+use crate::tree::local::{open_at, BaseStamp, JournalEntry, RemoteState};
 use crate::tree::{Capabilities, FileStat, LeftOut, LocalTree, PartLog, RemoteManifest, StoreTree};
 use futures::StreamExt;
 
@@ -119,6 +120,13 @@ pub(crate) trait Source: Send + Sync + std::fmt::Debug {
 
     /// Requests made to the source so far.
     fn requests(&self) -> u64;
+
+    /// The plan for `remote` sends `uploads` (a source shared by several
+    /// mirrors counts its readers).
+    fn planned(&self, _uploads: &[FileEntry], _remote: &StoreTree) {}
+
+    /// The run is over, whatever it sent.
+    fn finished(&self) {}
 
     /// The source's requests by billing class (none for a directory).
     fn usage(&self) -> crate::tree::Usage {
@@ -653,11 +661,21 @@ const COPY_MAX: u64 = 5 * 1024 * 1024 * 1024;
 #[derive(Debug)]
 pub(crate) struct StoreSource {
     tree: StoreTree,
+    /// This destination's share of a source read for several.
+    share: Option<Share>,
 }
 
 impl StoreSource {
     pub fn new(tree: StoreTree) -> Self {
-        StoreSource { tree }
+        StoreSource { tree, share: None }
+    }
+
+    /// The source of one of several mirrors of `fan`'s source.
+    pub fn shared(fan: &FanOut) -> Self {
+        StoreSource {
+            tree: fan.tree.clone(),
+            share: Some(Share::new(fan.spool.clone())),
+        }
     }
 }
 
@@ -705,11 +723,18 @@ impl StoreSource {
                     && e.hash_algorithm == opts.algorithm
                     && e.source_etag() == Some(id.as_str())
             });
-            match known {
-                Some(e) => {
+            let found = self
+                .share
+                .as_ref()
+                .and_then(|s| s.spool.identity(&rel, &id));
+            match (known, found) {
+                (Some(e), _) => {
                     view.files.insert(rel, e.clone());
                 }
-                None => unknown.push((rel, meta, id)),
+                (None, Some(e)) if !opts.rehash && e.hash_algorithm == opts.algorithm => {
+                    view.files.insert(rel, e);
+                }
+                _ => unknown.push((rel, meta, id)),
             }
         }
         let tree = &self.tree;
@@ -722,11 +747,17 @@ impl StoreSource {
         while let Some((rel, id, r)) = read.next().await {
             match r {
                 Ok((mut e, hashed)) => {
+                    e.etag = None;
+                    e.set_source_etag(id.clone());
                     if hashed {
                         view.files_hashed += 1;
                     }
-                    e.etag = None;
-                    e.set_source_etag(id);
+                    if let Some(share) = &self.share {
+                        if hashed {
+                            share.spool.read_one();
+                        }
+                        share.spool.remember(&rel, &id, &e);
+                    }
                     view.files.insert(rel, e);
                 }
                 // Deleted since the listing: the source no longer has it.
@@ -840,8 +871,34 @@ impl Source for StoreSource {
             remote.copy_from(&self.tree, e).await?;
             return Ok(None);
         }
-        let stream = self.tree.open(&e.path).await?;
-        remote.write(e, stream, on_bytes, None).await
+        let Some(share) = &self.share else {
+            let stream = self.tree.open(&e.path).await?;
+            return remote.write(e, stream, on_bytes, None).await;
+        };
+        let stream = match share.spooled(&self.tree, e).await? {
+            Some((file, stat)) => open_at(file, &e.path, stat).await?,
+            None => {
+                share.spool.read_one();
+                self.tree.open(&e.path).await?
+            }
+        };
+        let etag = remote.write(e, stream, on_bytes, None).await?;
+        share.done(e);
+        Ok(etag)
+    }
+
+    fn planned(&self, uploads: &[FileEntry], remote: &StoreTree) {
+        if let Some(share) = &self.share {
+            for e in uploads.iter().filter(|e| !self.copies(e, remote)) {
+                share.expect(e);
+            }
+        }
+    }
+
+    fn finished(&self) {
+        if let Some(share) = &self.share {
+            share.finish();
+        }
     }
 
     async fn download(

@@ -35,6 +35,7 @@ use crate::manifest::Manifest;
 pub use scan::{LeftOut, LocalScan};
 pub use state::{database_root, default_state_home, state_dir_for, STATE_HOME_VAR};
 pub(crate) use state::{last_remote, BaseStamp, JournalEntry, RemoteState};
+pub(crate) use write::open_at;
 
 /// The identity of a file's current version as the file system reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
