@@ -474,3 +474,142 @@ fn kill_nine_during_deletions_and_swaps_keeps_the_contract() {
         "most kills should land mid-run"
     );
 }
+
+/// `kill -9` during a mirror (a directory without a manifest to S3): the
+/// destination's manifest names only complete objects, and the next mirror
+/// finishes without sending again what the killed one completed, beyond
+/// the parts and files in flight (its journal and part log are in the
+/// state home).
+#[test]
+fn kill_nine_during_mirror_then_resume() {
+    let trials = trials_or(6);
+    let server = S3Server::start();
+    let store = client_of(&server);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    generate(
+        src.path(),
+        &GenOptions {
+            extra_files: 100,
+            big_file_mib: 24,
+            ..GenOptions::default()
+        },
+    )
+    .unwrap();
+    let files = tree_files(src.path());
+    let total: u64 = files.values().map(|v| v.len() as u64).sum();
+    let largest_single_put = files
+        .values()
+        .map(|v| v.len() as u64)
+        .filter(|n| *n <= pqsync_core::StoreTree::MULTIPART_THRESHOLD)
+        .max()
+        .unwrap();
+    let part = pqsync_core::StoreTree::part_size(24 << 20);
+    let count = files.len();
+    drop(files);
+
+    let started = Instant::now();
+    pqsync(Some(&server))
+        .arg("mirror")
+        .arg(src.path())
+        .arg(server.unique_url("mirror-kill-calibrate"))
+        .assert()
+        .success();
+    let full = started.elapsed();
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261205);
+    let mut killed_mid_run = 0;
+    let mut resent_max = 0u64;
+    for trial in 0..trials {
+        let url = server.unique_url(&format!("mirror-kill{trial}"));
+        let prefix = prefix_of(&url).to_string();
+        let delay = full.mul_f64(rng.random_range(0.2..0.9));
+        let mut child = binary(Some(&server))
+            .args(["--no-progress", "mirror"])
+            .arg(src.path())
+            .arg(&url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            killed_mid_run += 1;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        rt.block_on(check_remote(&store, &prefix));
+
+        pqsync(Some(&server))
+            .arg("mirror")
+            .arg(src.path())
+            .arg(&url)
+            .assert()
+            .success();
+        assert_eq!(
+            rt.block_on(check_remote(&store, &prefix)),
+            count,
+            "trial {trial}: all files committed"
+        );
+        if let Some(log) = &server.log {
+            let sent: u64 = log
+                .entries()
+                .iter()
+                .filter(|(l, _)| l.starts_with("PUT") && l.contains(&format!("/{prefix}/")))
+                .filter(|(l, _)| !l.contains("/_meta/"))
+                .map(|(_, b)| b)
+                .sum();
+            let resent = sent.saturating_sub(total);
+            let parts_in_flight = pqsync_core::StoreTree::RESUMABLE_PARTS_IN_FLIGHT as u64;
+            let bound = parts_in_flight * part + 8 * largest_single_put;
+            assert!(
+                resent <= bound,
+                "trial {trial}: re-sent {resent} bytes (bound {bound})"
+            );
+            resent_max = resent_max.max(resent);
+            // Counted by object and part: what the killed run finished is
+            // not sent again; only what was in flight (8 transfers, and the
+            // parts of the large file in flight) may be.
+            let mut sends: std::collections::HashMap<(String, Option<String>), u32> =
+                Default::default();
+            for (l, b) in log.entries() {
+                if !l.starts_with("PUT") || !l.contains(&format!("/{prefix}/")) || b == 0 {
+                    continue;
+                }
+                let (path, query) = l.split_once('?').unwrap_or((l.as_str(), ""));
+                if path.contains("/_meta/") {
+                    continue;
+                }
+                let part = query
+                    .split('&')
+                    .find(|q| q.starts_with("partNumber="))
+                    .map(str::to_string);
+                *sends.entry((path.to_string(), part)).or_default() += 1;
+            }
+            let again = |parts: bool| -> u32 {
+                sends
+                    .iter()
+                    .filter(|((_, p), _)| p.is_some() == parts)
+                    .map(|(_, n)| n - 1)
+                    .sum()
+            };
+            assert!(
+                again(false) <= 8,
+                "trial {trial}: {} files sent twice",
+                again(false)
+            );
+            assert!(
+                u64::from(again(true)) <= parts_in_flight,
+                "trial {trial}: {} parts sent twice",
+                again(true)
+            );
+        }
+    }
+    eprintln!(
+        "mirror kill trials: {trials} ({killed_mid_run} killed mid-run), full mirror {full:?}, re-sent at most {resent_max} bytes of {total}"
+    );
+    assert!(
+        killed_mid_run * 2 >= trials,
+        "most kills should land mid-run"
+    );
+}

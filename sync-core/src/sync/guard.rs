@@ -149,7 +149,7 @@ impl Guard {
     /// # Errors
     /// As [`Guard::take`].
     pub async fn for_remote(remote: &StoreTree) -> Result<Guard> {
-        let source = super::source::StoreSource::new(remote.clone());
+        let source = super::source::StoreSource::new(remote.clone(), remote);
         let token = format!("{:032x}", rand::random::<u128>());
         Guard::take(&source, remote, &token, false).await
     }

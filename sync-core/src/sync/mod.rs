@@ -129,7 +129,7 @@ impl Engine {
     pub fn mirror(source: StoreTree, destination: StoreTree, opts: SyncOptions) -> Engine {
         Engine::build(
             Mode::Mirror,
-            Box::new(StoreSource::new(source)),
+            Box::new(StoreSource::new(source, &destination)),
             destination,
             opts,
         )
@@ -140,7 +140,7 @@ impl Engine {
     pub fn mirror_shared(fan: &FanOut, destination: StoreTree, opts: SyncOptions) -> Engine {
         Engine::build(
             Mode::Mirror,
-            Box::new(StoreSource::shared(fan)),
+            Box::new(StoreSource::shared(fan, &destination)),
             destination,
             opts,
         )

@@ -21,7 +21,7 @@ use crate::layout::MANIFEST_PATH;
 use crate::manifest::validate_path;
 use crate::manifest::{now_iso, FileEntry, HashAlgorithm, Manifest};
 use crate::parquedb::rebuild::object_entry;
-use crate::tree::local::{open_at, BaseStamp, JournalEntry, RemoteState};
+use crate::tree::local::{open_at, remote_key, BaseStamp, JournalEntry, RemoteState};
 use crate::tree::{Capabilities, FileStat, LeftOut, LocalTree, PartLog, RemoteManifest, StoreTree};
 use futures::StreamExt;
 
@@ -442,43 +442,12 @@ impl Source for LocalSource {
     }
 
     fn interrupted(&self, _remote: &StoreTree, uploads: &[FileEntry]) -> Vec<String> {
-        let Some(log) = self.part_log() else {
-            return Vec::new();
-        };
-        uploads
-            .iter()
-            .filter_map(|e| {
-                let r = log.load(&e.path).filter(|r| r.hash == e.tagged_hash())?;
-                Some(format!(
-                    "{}: {} of {} parts already sent",
-                    e.path,
-                    r.parts.len(),
-                    e.size.div_ceil(r.part_size)
-                ))
-            })
-            .collect()
+        interrupted_uploads(self.part_log().as_ref(), uploads)
     }
 
     async fn abort_abandoned(&self, remote: &StoreTree, uploads: &[FileEntry]) {
-        if !self.resumable {
-            return;
-        }
-        let log = self.state.parts();
-        let wanted: HashSet<(&str, String)> = uploads
-            .iter()
-            .map(|e| (e.path.as_str(), e.tagged_hash()))
-            .collect();
-        for record in log.all() {
-            if wanted.contains(&(record.path.as_str(), record.hash.clone())) {
-                continue;
-            }
-            match remote.abort_upload(&record.path, &record.upload_id).await {
-                Ok(()) => log.remove(&record.path),
-                Err(e) => tracing::warn!(
-                    "could not abort an abandoned upload of {}: {e}",
-                    record.path
-                ),
-            }
+        if self.resumable {
+            abort_abandoned_uploads(&self.state, remote, uploads).await;
         }
     }
 
@@ -654,6 +623,48 @@ impl Source for LocalSource {
     }
 }
 
+/// The uploads of `uploads` that an interrupted run began, with the parts
+/// it sent.
+fn interrupted_uploads(log: Option<&impl PartLog>, uploads: &[FileEntry]) -> Vec<String> {
+    let Some(log) = log else {
+        return Vec::new();
+    };
+    uploads
+        .iter()
+        .filter_map(|e| {
+            let r = log.load(&e.path).filter(|r| r.hash == e.tagged_hash())?;
+            Some(format!(
+                "{}: {} of {} parts already sent",
+                e.path,
+                r.parts.len(),
+                e.size.div_ceil(r.part_size)
+            ))
+        })
+        .collect()
+}
+
+/// Aborts the multipart uploads an interrupted run left that this run
+/// does not continue.
+async fn abort_abandoned_uploads(state: &RemoteState, remote: &StoreTree, uploads: &[FileEntry]) {
+    let log = state.parts();
+    let wanted: HashSet<(&str, String)> = uploads
+        .iter()
+        .map(|e| (e.path.as_str(), e.tagged_hash()))
+        .collect();
+    for record in log.all() {
+        if wanted.contains(&(record.path.as_str(), record.hash.clone())) {
+            continue;
+        }
+        match remote.abort_upload(&record.path, &record.upload_id).await {
+            Ok(()) => log.remove(&record.path),
+            Err(e) => tracing::warn!(
+                "could not abort an abandoned upload of {}: {e}",
+                record.path
+            ),
+        }
+    }
+}
+
 /// The largest object a store copies in one request (S3's CopyObject).
 const COPY_MAX: u64 = 5 * 1024 * 1024 * 1024;
 
@@ -663,19 +674,36 @@ pub(crate) struct StoreSource {
     tree: StoreTree,
     /// This destination's share of a source read for several.
     share: Option<Share>,
+    /// The journal of uploads to the destination (and their parts), in
+    /// the state home, so a killed mirror resumes where it stopped.
+    state: RemoteState,
+    /// Whether large uploads to the destination can resume part by part.
+    resumable: bool,
 }
 
 impl StoreSource {
-    pub fn new(tree: StoreTree) -> Self {
-        StoreSource { tree, share: None }
+    /// The source `tree` of a mirror to `destination`.
+    pub fn new(tree: StoreTree, destination: &StoreTree) -> Self {
+        let state = mirror_state(&tree, destination);
+        StoreSource {
+            tree,
+            share: None,
+            state,
+            resumable: destination.resumable(),
+        }
     }
 
     /// The source of one of several mirrors of `fan`'s source.
-    pub fn shared(fan: &FanOut) -> Self {
+    pub fn shared(fan: &FanOut, destination: &StoreTree) -> Self {
         StoreSource {
-            tree: fan.tree.clone(),
             share: Some(Share::new(fan.spool.clone())),
+            ..StoreSource::new(fan.tree.clone(), destination)
         }
+    }
+
+    /// The log of large uploads in progress, where uploads can resume.
+    fn part_log(&self) -> Option<impl PartLog + '_> {
+        self.resumable.then(|| self.state.parts())
     }
 }
 
@@ -706,6 +734,7 @@ impl StoreSource {
         }
         let recorded = remote.map(|r| &r.manifest.files);
         let mut view = SourceView {
+            journal: self.state.journal()?,
             base: recorded.cloned(),
             ..SourceView::default()
         };
@@ -774,6 +803,32 @@ impl StoreSource {
     }
 }
 
+/// A mirror's state for one destination: under the state home's
+/// `mirrors/<source name>-<key of the source URL>`, keyed there by the
+/// destination's URL like a directory's state for a remote.
+fn mirror_state(source: &StoreTree, destination: &StoreTree) -> RemoteState {
+    let url = source.url();
+    let name: String = url
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    let dir = crate::tree::default_state_home()
+        .join("mirrors")
+        .join(format!("{name}-{}", remote_key(url)));
+    RemoteState::new(&LocalTree::state_only(dir), destination.url())
+}
+
 /// What identifies a listed object's version: its ETag, or its size and
 /// modification time on a store that gives none.
 fn source_identity(meta: &object_store::ObjectMeta) -> String {
@@ -820,6 +875,7 @@ impl Source for StoreSource {
         };
         refuse_reserved_paths(&src.manifest, self.tree.url())?;
         Ok(SourceView {
+            journal: self.state.journal()?,
             files: src.manifest.files.clone(),
             // The destination is made equal to the source: its current
             // state is the base, so every difference reads as a change at
@@ -852,11 +908,15 @@ impl Source for StoreSource {
 
     fn save_capabilities(&self, _caps: &Capabilities) {}
 
-    fn interrupted(&self, _remote: &StoreTree, _uploads: &[FileEntry]) -> Vec<String> {
-        Vec::new()
+    fn interrupted(&self, _remote: &StoreTree, uploads: &[FileEntry]) -> Vec<String> {
+        interrupted_uploads(self.part_log().as_ref(), uploads)
     }
 
-    async fn abort_abandoned(&self, _remote: &StoreTree, _uploads: &[FileEntry]) {}
+    async fn abort_abandoned(&self, remote: &StoreTree, uploads: &[FileEntry]) {
+        if self.resumable {
+            abort_abandoned_uploads(&self.state, remote, uploads).await;
+        }
+    }
 
     async fn upload(
         &self,
@@ -871,9 +931,11 @@ impl Source for StoreSource {
             remote.copy_from(&self.tree, e).await?;
             return Ok(None);
         }
+        let log = self.part_log();
+        let log = log.as_ref().map(|l| l as &dyn PartLog);
         let Some(share) = &self.share else {
             let stream = self.tree.open(&e.path).await?;
-            return remote.write(e, stream, on_bytes, None).await;
+            return remote.write(e, stream, on_bytes, log).await;
         };
         let stream = match share.spooled(&self.tree, e).await? {
             Some((file, stat)) => open_at(file, &e.path, stat).await?,
@@ -882,7 +944,7 @@ impl Source for StoreSource {
                 self.tree.open(&e.path).await?
             }
         };
-        let etag = remote.write(e, stream, on_bytes, None).await?;
+        let etag = remote.write(e, stream, on_bytes, log).await?;
         share.done(e);
         Ok(etag)
     }
@@ -919,9 +981,13 @@ impl Source for StoreSource {
         })
     }
 
-    fn uploaded(&self, _e: &FileEntry, _against: Option<&str>) {}
+    fn uploaded(&self, e: &FileEntry, against: Option<&str>) {
+        self.state.journal_append(e, against);
+    }
 
-    fn upload_undone(&self, _path: &str) {}
+    fn upload_undone(&self, path: &str) {
+        self.state.journal_revoke(path);
+    }
 
     fn delete_now(
         &self,
@@ -948,7 +1014,11 @@ impl Source for StoreSource {
         Ok(0)
     }
 
-    async fn settle(&self, _s: Settle<'_>) -> Result<Settled> {
+    async fn settle(&self, s: Settle<'_>) -> Result<Settled> {
+        self.state.journal_close();
+        if s.clean_run {
+            self.state.clear_journal();
+        }
         Ok(Settled::default())
     }
 

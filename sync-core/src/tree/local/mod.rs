@@ -34,7 +34,7 @@ use crate::manifest::Manifest;
 
 pub use scan::{LeftOut, LocalScan};
 pub use state::{database_root, default_state_home, state_dir_for, STATE_HOME_VAR};
-pub(crate) use state::{last_remote, BaseStamp, JournalEntry, RemoteState};
+pub(crate) use state::{last_remote, remote_key, BaseStamp, JournalEntry, RemoteState};
 pub(crate) use write::open_at;
 
 /// The identity of a file's current version as the file system reports it.
@@ -85,6 +85,16 @@ impl LocalTree {
         let state = state_dir_for(home, &root);
         LocalTree {
             root,
+            state,
+            unsynced: Default::default(),
+        }
+    }
+
+    /// A tree that only keeps state, in `state` (a mirror's journal of
+    /// one source, which has no directory of its own).
+    pub(crate) fn state_only(state: PathBuf) -> Self {
+        LocalTree {
+            root: state.clone(),
             state,
             unsynced: Default::default(),
         }
