@@ -78,10 +78,13 @@ key_out=$(g key create pqsync-test-key)
 key_id=$(printf '%s\n' "$key_out" | awk -F': *' '/Key ID/ {print $2; exit}')
 secret=$(printf '%s\n' "$key_out" | awk -F': *' '/Secret key/ {print $2; exit}')
 g bucket allow --read --write --owner pqsync-test --key pqsync-test-key >&2
+g bucket create pqsync-test-b >&2
+g bucket allow --read --write --owner pqsync-test-b --key pqsync-test-key >&2
 
 cat <<ENV
 export PQSYNC_TEST_S3_ENDPOINT=http://127.0.0.1:$s3_port
 export PQSYNC_TEST_S3_BUCKET=pqsync-test
+export PQSYNC_TEST_S3_BUCKET2=pqsync-test-b
 export PQSYNC_TEST_S3_ACCESS_KEY=$key_id
 export PQSYNC_TEST_S3_SECRET_KEY=$secret
 export PQSYNC_TEST_S3_REGION=garage

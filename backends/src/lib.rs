@@ -62,6 +62,7 @@
 //! ## Crate features
 //! None. S3, R2, GCS, Azure and local directories are always built in.
 
+mod copy;
 mod error;
 mod http;
 mod open;
@@ -69,6 +70,7 @@ mod profile;
 mod remote;
 mod s3;
 
+pub use copy::BucketCopier;
 pub use error::{Error, JurisdictionOrigin, Result};
 pub use http::{observing_connector, HttpObserver};
 pub use open::{open, CredentialSource, OpenOptions, OpenedRemote, DEFAULT_TIMEOUT};

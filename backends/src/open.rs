@@ -9,6 +9,7 @@ use object_store::local::LocalFileSystem;
 use object_store::multipart::MultipartStore;
 use object_store::{ClientConfigKey, ObjectStore};
 
+use crate::copy::BucketCopier;
 use crate::error::{Error, Result};
 use crate::http::{Budget, Connector, HttpObserver};
 use crate::remote::{Jurisdiction, Remote};
@@ -199,6 +200,10 @@ pub struct OpenedRemote {
     /// connect to …"; `None` for a directory, or an Azure store whose
     /// account is not known yet.
     pub endpoint: Option<String>,
+    /// For S3 and R2: copies into the bucket from the store's other
+    /// buckets (same endpoint and credentials) without the bytes leaving
+    /// the store.
+    pub bucket_copy: Option<Arc<BucketCopier>>,
 }
 
 impl std::fmt::Debug for OpenedRemote {
@@ -248,6 +253,7 @@ pub fn open(remote: &Remote, opts: &OpenOptions) -> Result<OpenedRemote> {
         url: url.clone(),
         source,
     };
+    let mut copier = None;
     let (store, multipart, endpoint, credentials): (
         Arc<dyn ObjectStore>,
         Arc<dyn MultipartStore>,
@@ -259,7 +265,8 @@ pub fn open(remote: &Remote, opts: &OpenOptions) -> Result<OpenedRemote> {
         } => {
             let target = s3::Target::S3 { bucket, settings };
             let built = s3::build(&target, &url, opts, budget, connector)?;
-            let (store, multipart) = both(built.store);
+            let (store, multipart) = shared(built.store);
+            copier = Some(built.copier);
             (store, multipart, Some(built.endpoint), built.credentials)
         }
         Remote::R2 {
@@ -276,7 +283,8 @@ pub fn open(remote: &Remote, opts: &OpenOptions) -> Result<OpenedRemote> {
                 settings,
             };
             let built = s3::build(&target, &url, opts, budget, connector)?;
-            let (store, multipart) = both(built.store);
+            let (store, multipart) = shared(built.store);
+            copier = Some(built.copier);
             (store, multipart, Some(built.endpoint), built.credentials)
         }
         Remote::Gcs { bucket, .. } => {
@@ -322,6 +330,7 @@ pub fn open(remote: &Remote, opts: &OpenOptions) -> Result<OpenedRemote> {
         multipart: Some(multipart),
         credentials,
         endpoint,
+        bucket_copy: copier,
     })
 }
 
@@ -360,6 +369,7 @@ fn open_dir(path: &std::path::Path, url: String, create: bool) -> Result<OpenedR
         multipart: None,
         credentials: CredentialSource::None,
         endpoint: None,
+        bucket_copy: None,
     })
 }
 
@@ -367,7 +377,12 @@ fn open_dir(path: &std::path::Path, url: String, create: bool) -> Result<OpenedR
 fn both<S: ObjectStore + MultipartStore>(
     store: S,
 ) -> (Arc<dyn ObjectStore>, Arc<dyn MultipartStore>) {
-    let store = Arc::new(store);
+    shared(Arc::new(store))
+}
+
+fn shared<S: ObjectStore + MultipartStore>(
+    store: Arc<S>,
+) -> (Arc<dyn ObjectStore>, Arc<dyn MultipartStore>) {
     (store.clone(), store)
 }
 
@@ -460,6 +475,46 @@ mod tests {
         };
         let opened = open_url("s3://b/p", &opts).unwrap();
         assert_eq!(opened.endpoint.as_deref(), Some("https://other.example"));
+    }
+
+    /// Buckets reached through one endpoint with one key copy between
+    /// each other; R2's jurisdictions have endpoints of their own and
+    /// never do, nor do two keys.
+    #[test]
+    fn bucket_copy_scope_is_endpoint_region_and_key() {
+        let mut env = Env::clean();
+        with_keys(&mut env);
+        let acct = ACCT;
+        let scope = |url: &str| {
+            open_url(url, &OpenOptions::default())
+                .unwrap()
+                .bucket_copy
+                .unwrap()
+                .scope()
+                .to_string()
+        };
+        assert_eq!(scope("s3://a/p"), scope("s3://b/q"));
+        assert_ne!(scope("s3://a/p"), scope("s3://b/q?region=eu-west-1"));
+        assert_eq!(
+            scope(&format!("r2://{acct}/a/p")),
+            scope(&format!("r2://{acct}/b/q"))
+        );
+        assert_ne!(
+            scope(&format!("r2://{acct}/a/p")),
+            scope(&format!("r2://{acct}/b/q?jurisdiction=eu"))
+        );
+        assert_ne!(
+            scope(&format!("r2://{acct}/b/q?jurisdiction=eu")),
+            scope(&format!("r2://{acct}/b/q?jurisdiction=fedramp"))
+        );
+        env.set("AWS_ACCESS_KEY_ID", "ANOTHERKEY");
+        let other = scope("s3://b/q");
+        env.set("AWS_ACCESS_KEY_ID", "test-key");
+        assert_ne!(other, scope("s3://b/q"));
+        assert!(open_url("/srv/x", &OpenOptions::default())
+            .unwrap()
+            .bucket_copy
+            .is_none());
     }
 
     #[test]

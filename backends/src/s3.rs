@@ -1,7 +1,11 @@
 //! S3 and R2 stores: endpoint, credentials and plain-HTTP checks made before
 //! any request.
 
+use std::sync::Arc;
+
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+
+use crate::copy::BucketCopier;
 use object_store::ClientConfigKey;
 
 use crate::error::{Error, JurisdictionOrigin, Result};
@@ -19,9 +23,11 @@ const R2_KEYS: &str = "R2_ACCESS_KEY_ID/R2_SECRET_ACCESS_KEY";
 
 /// A built S3 or R2 store and what it will use.
 pub(crate) struct Built {
-    pub store: AmazonS3,
+    pub store: Arc<AmazonS3>,
     pub endpoint: String,
     pub credentials: CredentialSource,
+    /// Copies into the bucket from the store's other buckets.
+    pub copier: Arc<BucketCopier>,
 }
 
 /// Where an S3 or R2 store lives, and the remote's own settings.
@@ -219,14 +225,41 @@ pub(crate) fn build(
             });
         }
     }
-    let store = b.build().map_err(|source| Error::Config {
+    // CopyObject between buckets goes path-style to the endpoint, under
+    // the same region and keys.
+    let copy_endpoint = if origin.is_some() || r2 {
+        endpoint.clone()
+    } else {
+        let region = b
+            .get_config_value(&AmazonS3ConfigKey::Region)
+            .unwrap_or_else(|| "us-east-1".into());
+        format!("https://s3.{region}.amazonaws.com")
+    };
+    let region = b
+        .get_config_value(&AmazonS3ConfigKey::Region)
+        .unwrap_or_else(|| "us-east-1".into());
+    let identity = b
+        .get_config_value(&AmazonS3ConfigKey::AccessKeyId)
+        .unwrap_or_else(|| format!("{credentials:?}"));
+    let bucket = b
+        .get_config_value(&AmazonS3ConfigKey::Bucket)
+        .unwrap_or_default();
+    let store = Arc::new(b.build().map_err(|source| Error::Config {
         url: url.to_string(),
         source,
-    })?;
+    })?);
+    let copier = Arc::new(BucketCopier::new(
+        store.clone(),
+        &copy_endpoint,
+        &region,
+        &bucket,
+        &identity,
+    ));
     Ok(Built {
         store,
         endpoint,
         credentials,
+        copier,
     })
 }
 

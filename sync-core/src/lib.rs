@@ -213,9 +213,9 @@ pub use sync::{
     SyncResult, LEASE_TTL,
 };
 pub use tree::{
-    database_root, default_state_home, state_dir_for, Capabilities, FileStat, Hashed, Kept,
-    LeftOut, LocalScan, LocalTree, RemoteManifest, RunLock, Side, StoreTree, Trash, TrashedFile,
-    Tree, Usage, DEFAULT_RETENTION, STATE_HOME_VAR, TRASH_DIR,
+    database_root, default_state_home, state_dir_for, BucketCopy, Capabilities, FileStat, Hashed,
+    Kept, LeftOut, LocalScan, LocalTree, RemoteManifest, RunLock, Side, StoreTree, Trash,
+    TrashedFile, Tree, Usage, DEFAULT_RETENTION, STATE_HOME_VAR, TRASH_DIR,
 };
 
 pub use object_store;

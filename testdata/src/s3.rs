@@ -27,6 +27,7 @@ const BUCKET: &str = "pqsync-test";
 const OTHER_ACCESS_KEY: &str = "pqsync-other-access";
 const OTHER_SECRET_KEY: &str = "pqsync-other-secret-key-9876543210";
 const OTHER_BUCKET: &str = "pqsync-other";
+const SECOND_BUCKET: &str = "pqsync-test-b";
 
 /// A second account on the in-process server: its own keys, which may use
 /// only its own bucket (and the first account's keys may not use it), as
@@ -96,6 +97,9 @@ pub struct S3Server {
     pub log: Option<Arc<RequestLog>>,
     /// A second account with its own bucket (in-process server only).
     pub other: Option<Account>,
+    /// A second bucket the same keys may use (`PQSYNC_TEST_S3_BUCKET2` on
+    /// an external server).
+    pub second_bucket: Option<String>,
     /// Directory the in-process server stores objects in.
     pub root: Option<std::path::PathBuf>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -129,6 +133,9 @@ impl S3Server {
             conditional_writes: var("PQSYNC_TEST_S3_CONDITIONAL", "true") != "false",
             log: None,
             other: None,
+            second_bucket: std::env::var("PQSYNC_TEST_S3_BUCKET2")
+                .ok()
+                .filter(|b| !b.is_empty()),
             root: None,
             shutdown: None,
             thread: None,
@@ -142,6 +149,7 @@ impl S3Server {
         let root = dir.path().to_path_buf();
         std::fs::create_dir_all(root.join(BUCKET)).expect("create bucket directory");
         std::fs::create_dir_all(root.join(OTHER_BUCKET)).expect("create bucket directory");
+        std::fs::create_dir_all(root.join(SECOND_BUCKET)).expect("create bucket directory");
         let log = Arc::new(RequestLog::default());
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -172,6 +180,7 @@ impl S3Server {
                 access_key: OTHER_ACCESS_KEY.into(),
                 secret_key: OTHER_SECRET_KEY.into(),
             }),
+            second_bucket: Some(SECOND_BUCKET.into()),
             root: Some(root),
             shutdown: Some(stop_tx),
             thread: Some(thread),
@@ -191,6 +200,7 @@ impl S3Server {
             conditional_writes: other.conditional_writes,
             log: None,
             other: None,
+            second_bucket: other.second_bucket.clone(),
             root: None,
             shutdown: None,
             thread: None,

@@ -189,6 +189,10 @@ impl Session {
             Some(mp) => tree.with_multipart_store(mp),
             None => tree,
         };
+        let tree = match opened.bucket_copy {
+            Some(c) => tree.with_bucket_copy(Arc::new(CopyAcross(c))),
+            None => tree,
+        };
         self.trees.lock().expect("trees lock").push(tree.clone());
         Ok(tree)
     }
@@ -357,4 +361,28 @@ pub fn local_tree(dir: &Path, must_exist: bool) -> Result<LocalTree> {
         tree.migrate_state()?;
     }
     Ok(tree)
+}
+
+/// The backends' CopyObject between buckets, as the engine asks for it.
+#[derive(Debug)]
+struct CopyAcross(Arc<pqsync_backends::BucketCopier>);
+
+#[async_trait::async_trait]
+impl pqsync_core::BucketCopy for CopyAcross {
+    fn scope(&self) -> &str {
+        self.0.scope()
+    }
+
+    fn bucket(&self) -> &str {
+        self.0.bucket()
+    }
+
+    async fn copy(
+        &self,
+        from_bucket: &str,
+        from_key: &str,
+        to_key: &str,
+    ) -> pqsync_core::object_store::Result<()> {
+        self.0.copy(from_bucket, from_key, to_key).await
+    }
 }

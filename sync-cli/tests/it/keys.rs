@@ -72,7 +72,12 @@ pub struct Seen {
 
 /// boto3's view of every object under `prefix` (keys relative to it).
 pub fn boto_list(server: &S3Server, prefix: &str) -> BTreeMap<String, Seen> {
-    let v = boto(server, &["list", &server.bucket, prefix]);
+    boto_list_in(server, &server.bucket, prefix)
+}
+
+/// boto3's view of every object under `prefix` in `bucket`.
+pub fn boto_list_in(server: &S3Server, bucket: &str, prefix: &str) -> BTreeMap<String, Seen> {
+    let v = boto(server, &["list", bucket, prefix]);
     v.as_object()
         .unwrap()
         .iter()

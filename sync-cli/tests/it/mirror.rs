@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use pqsync_testdata::s3::S3Server;
 use serde_json::Value;
 
-use super::keys::{boto_delete, boto_list, boto_put, Seen};
+use super::keys::{boto_delete, boto_list, boto_list_in, boto_put, Seen};
 use super::{json_of, paths, pqsync, sample_copy, tree_files, Output};
 
 /// Names a plain client writes freely: non-ASCII, URL specials, and
@@ -327,4 +327,65 @@ fn fan_out_reads_each_source_object_once() {
             "{o}"
         );
     }
+}
+
+/// Between two buckets reached through one endpoint with one set of keys,
+/// the store copies each object itself (CopyObject): no byte passes
+/// through pqsync, and the copies are the source's bytes.
+#[test]
+fn mirror_between_buckets_copies_inside_the_store() {
+    let server = S3Server::start();
+    let bucket2 = server
+        .second_bucket
+        .clone()
+        .expect("a second bucket (PQSYNC_TEST_S3_BUCKET2 for an external server)");
+    let src = server.unique_url("xb-src");
+    let dst_prefix = prefix_of(&server, &server.unique_url("xb-dst"));
+    let dst = format!("s3://{bucket2}/{dst_prefix}");
+    let tree = plain_tree();
+    pqsync(Some(&server))
+        .args(["push", &src, "-d"])
+        .arg(tree.path())
+        .assert()
+        .success();
+    let before = server.log.as_ref().map(|l| l.entries().len());
+    let out = pqsync(Some(&server))
+        .args(["mirror", &src, &dst, "--json"])
+        .stdout_ok();
+    let v = json_of(&out);
+    let want = data_files(tree.path());
+    assert_eq!(v["uploaded"].as_array().unwrap().len(), want.len(), "{v}");
+    assert_eq!(v["bytesTransferred"], 0, "{v}");
+    let mut copied = boto_list_in(&server, &bucket2, &dst_prefix);
+    copied.retain(|k, _| k != "_meta/manifest.json" && !k.starts_with("_meta/.pqsync/"));
+    let want_sha: BTreeMap<String, String> = want
+        .iter()
+        .map(|(k, bytes)| (k.clone(), sha256_hex(bytes)))
+        .collect();
+    assert_eq!(sha256_of(&copied), want_sha);
+    // Each copy is a PUT without a body, and no source object was read.
+    if let (Some(log), Some(before)) = (&server.log, before) {
+        let entries = &log.entries()[before..];
+        let puts: Vec<_> = entries
+            .iter()
+            .filter(|(l, _)| l.starts_with(&format!("PUT /{bucket2}/")) && !l.contains("/_meta/"))
+            .collect();
+        assert_eq!(puts.len(), want.len() - 1, "{puts:?}");
+        assert!(puts.iter().all(|(_, bytes)| *bytes == 0), "{puts:?}");
+        let src_prefix = prefix_of(&server, &src);
+        let reads: Vec<_> = entries
+            .iter()
+            .filter(|(l, _)| l.starts_with(&format!("GET /{}/{src_prefix}/", server.bucket)))
+            .filter(|(l, _)| !l.contains("/_meta/"))
+            .collect();
+        assert!(reads.is_empty(), "{reads:?}");
+    }
+    // A restore from the copy holds the database.
+    let out_dir = tempfile::tempdir().unwrap();
+    pqsync(Some(&server))
+        .args(["pull", &dst, "-d"])
+        .arg(out_dir.path())
+        .assert()
+        .success();
+    assert_eq!(data_files(out_dir.path()), want);
 }

@@ -711,7 +711,9 @@ impl StoreSource {
     /// Whether the store copies `e` to `remote` itself (in one store, up to
     /// CopyObject's 5 GiB), so no byte passes through this machine.
     fn copies(&self, e: &FileEntry, remote: &StoreTree) -> bool {
-        self.tree.shares_store(remote) && !remote.keeps_versions() && e.size <= COPY_MAX
+        (self.tree.shares_store(remote) || remote.copies_across(&self.tree))
+            && !remote.keeps_versions()
+            && e.size <= COPY_MAX
     }
 
     /// Reads a source with no pqsync manifest (a bucket another tool
@@ -928,7 +930,11 @@ impl Source for StoreSource {
         // Within one store (the same bucket), the store copies the object
         // itself; CopyObject takes at most 5 GiB.
         if self.copies(e, remote) {
-            remote.copy_from(&self.tree, e).await?;
+            if self.tree.shares_store(remote) {
+                remote.copy_from(&self.tree, e).await?;
+            } else {
+                remote.copy_across(&self.tree, e).await?;
+            }
             return Ok(None);
         }
         let log = self.part_log();

@@ -89,6 +89,12 @@ impl Meter {
         };
     }
 
+    /// Counts one class A request made outside the store's client (a copy
+    /// between buckets).
+    pub(super) fn hit_write(&self) {
+        self.hit(Class::A, 1);
+    }
+
     fn sent(&self, bytes: usize) {
         self.sent.fetch_add(bytes as u64, Ordering::Relaxed);
     }

@@ -12,6 +12,7 @@
 //!   many requests it made.
 
 pub(crate) mod compress;
+mod copy;
 mod counting;
 pub(crate) mod packs;
 mod probe;
@@ -45,6 +46,7 @@ pub(crate) use versions::{compressed_size, Versions};
 use crate::error::{Error, Result};
 use crate::layout::{is_ignored, MANIFEST_PATH};
 use crate::manifest::{FileEntry, Manifest};
+pub use copy::BucketCopy;
 pub use counting::Usage;
 use counting::{CountingMultipart, CountingStore, Meter};
 
@@ -127,6 +129,8 @@ pub struct StoreTree {
     local_fs: bool,
     /// Set on a snapshot tree: files are kept by content.
     versions: Option<Arc<dyn Versions>>,
+    /// Copies into this tree's bucket from the store's other buckets.
+    bucket_copy: Option<Arc<dyn BucketCopy>>,
 }
 
 impl std::fmt::Debug for StoreTree {
@@ -185,6 +189,7 @@ impl StoreTree {
             multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
             local_fs,
             versions: None,
+            bucket_copy: None,
         }
     }
 
@@ -249,10 +254,53 @@ impl StoreTree {
         let tree = StoreTree::new(self.origin.clone(), prefix, url)
             .with_attributes(self.attributes)
             .with_multipart_threshold(self.multipart_threshold);
-        match &self.multipart_origin {
+        let mut tree = match &self.multipart_origin {
             Some(mp) => tree.with_multipart_store(mp.clone()),
             None => tree,
+        };
+        tree.bucket_copy = self.bucket_copy.clone();
+        tree
+    }
+
+    /// Lets objects be copied into this tree from trees in the store's
+    /// other buckets that share `copy`'s scope (see
+    /// [`StoreTree::copies_across`]).
+    pub fn with_bucket_copy(mut self, copy: Arc<dyn BucketCopy>) -> Self {
+        self.bucket_copy = Some(copy);
+        self
+    }
+
+    /// Whether the store can copy an object from `source`, a tree in
+    /// another bucket reached through the same endpoint with the same
+    /// credentials, to this tree by itself.
+    pub fn copies_across(&self, source: &StoreTree) -> bool {
+        match (&self.bucket_copy, &source.bucket_copy) {
+            (Some(to), Some(from)) => to.scope() == from.scope() && to.bucket() != from.bucket(),
+            _ => false,
         }
+    }
+
+    /// Copies `entry`'s object from `source` (in another bucket of the same
+    /// store, see [`StoreTree::copies_across`]) to this tree: one request,
+    /// no bytes through this machine.
+    ///
+    /// # Errors
+    /// [`Error::Store`]; an invalid-argument error when the two cannot.
+    pub(crate) async fn copy_across(&self, source: &StoreTree, entry: &FileEntry) -> Result<()> {
+        let (Some(to), Some(from)) = (&self.bucket_copy, &source.bucket_copy) else {
+            return Err(Error::InvalidArgument {
+                argument: "copy",
+                reason: format!("{} cannot copy from {}", self.url, source.url),
+            });
+        };
+        self.meter.hit_write();
+        to.copy(
+            from.bucket(),
+            source.location(&entry.path).as_ref(),
+            self.location(&entry.path).as_ref(),
+        )
+        .await
+        .map_err(|e| Error::store(self.display(&entry.path), e))
     }
 
     /// Whether `other` lies in the same store as this tree (one made by
