@@ -1,5 +1,6 @@
 //! The conformance suite: every behaviour below runs against a local
-//! directory remote, the in-memory store and S3 over HTTP.
+//! directory remote, the in-memory store, S3 over HTTP, and Azure Blob
+//! Storage on Azurite.
 
 use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -35,6 +36,20 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name(&crate::support::RemoteKind::s3()).await
+                }
+            )*
+        }
+        /// On Azurite, in CI's Azure lane (skipped where
+        /// `PQSYNC_TEST_AZURE_CONTAINER` is unset).
+        mod azure {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(kind) = crate::support::RemoteKind::azure() else {
+                        eprintln!("skipped: PQSYNC_TEST_AZURE_CONTAINER is unset");
+                        return;
+                    };
+                    super::$name(&kind).await
                 }
             )*
         }

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use object_store::aws::AmazonS3Builder;
+use object_store::azure::{MicrosoftAzure, MicrosoftAzureBuilder};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::ObjectStore;
@@ -19,6 +20,8 @@ pub enum RemoteKind {
     Memory(Arc<InMemory>),
     /// S3 over HTTP (in-process s3s server, or external via env).
     S3(Box<S3Server>, Arc<dyn ObjectStore>),
+    /// Azure Blob Storage on Azurite (CI's Azure lane).
+    Azure(Arc<MicrosoftAzure>),
 }
 
 impl RemoteKind {
@@ -30,6 +33,19 @@ impl RemoteKind {
         let server = S3Server::start();
         let store = s3_store(&server);
         RemoteKind::S3(Box::new(server), store)
+    }
+
+    /// Azurite's container, when `PQSYNC_TEST_AZURE_CONTAINER` names one
+    /// (CI's Azure lane starts Azurite and makes it; the endpoint is
+    /// `AZURITE_BLOB_STORAGE_URL`, else Azurite's default).
+    pub fn azure() -> Option<RemoteKind> {
+        let container = std::env::var("PQSYNC_TEST_AZURE_CONTAINER").ok()?;
+        let store = MicrosoftAzureBuilder::new()
+            .with_use_emulator(true)
+            .with_container_name(container)
+            .build()
+            .unwrap();
+        Some(RemoteKind::Azure(Arc::new(store)))
     }
 
     /// A tree at a fresh prefix.
@@ -55,6 +71,10 @@ impl RemoteKind {
                 &prefix,
                 format!("s3://{}/{prefix}", server.bucket),
             ),
+            RemoteKind::Azure(store) => {
+                StoreTree::new(store.clone(), &prefix, format!("az://azurite/{prefix}"))
+                    .with_multipart_store(store.clone())
+            }
         }
     }
 
@@ -73,6 +93,8 @@ impl RemoteKind {
             }
             RemoteKind::S3(server, store) => StoreTree::new(store.clone(), &prefix, tree.url())
                 .with_multipart_store(s3_multipart(server)),
+            RemoteKind::Azure(store) => StoreTree::new(store.clone(), &prefix, tree.url())
+                .with_multipart_store(store.clone()),
         }
     }
 
@@ -83,6 +105,7 @@ impl RemoteKind {
             RemoteKind::Dir(_) => false,
             RemoteKind::Memory(_) => true,
             RemoteKind::S3(server, _) => server.conditional_writes,
+            RemoteKind::Azure(_) => true,
         }
     }
 
@@ -92,6 +115,7 @@ impl RemoteKind {
             RemoteKind::Dir(d) => Arc::new(LocalFileSystem::new_with_prefix(d.path()).unwrap()),
             RemoteKind::Memory(m) => m.clone(),
             RemoteKind::S3(_, s) => s.clone(),
+            RemoteKind::Azure(s) => s.clone(),
         }
     }
 }

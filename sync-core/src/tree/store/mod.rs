@@ -74,6 +74,10 @@ pub(crate) const DELETE_BATCH: u64 = 1000;
 /// Object metadata key under which pqsync stores `"<alg>:<hex>"`.
 pub(crate) const HASH_METADATA_KEY: &str = "pqsync-hash";
 
+/// The same key on Azure, whose metadata names must be C# identifiers (a
+/// `-` is refused as `InvalidMetadata`).
+pub(crate) const AZURE_HASH_METADATA_KEY: &str = "pqsync_hash";
+
 /// The size of every part but the last for a file of `size` bytes: at least
 /// [`MIN_PART_SIZE`], and large enough to stay within 10,000 parts, rounded up
 /// to a whole MiB.
@@ -131,6 +135,8 @@ pub struct StoreTree {
     versions: Option<Arc<dyn Versions>>,
     /// Copies into this tree's bucket from the store's other buckets.
     bucket_copy: Option<Arc<dyn BucketCopy>>,
+    /// The metadata key of pqsync's content hash on this store.
+    hash_key: &'static str,
 }
 
 impl std::fmt::Debug for StoreTree {
@@ -165,7 +171,13 @@ impl StoreTree {
     /// A tree at `prefix` (a `/`-separated path, possibly empty) in `store`.
     /// `url` is how the user named it and appears in messages.
     pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, url: impl Into<String>) -> Self {
-        let local_fs = store.to_string().starts_with("LocalFileSystem(");
+        let shown = store.to_string();
+        let local_fs = shown.starts_with("LocalFileSystem(");
+        let hash_key = if shown.starts_with("MicrosoftAzure") {
+            AZURE_HASH_METADATA_KEY
+        } else {
+            HASH_METADATA_KEY
+        };
         let meter = Arc::new(Meter::default());
         let requests = meter.requests.clone();
         let counting: Arc<dyn ObjectStore> = Arc::new(CountingStore {
@@ -190,6 +202,7 @@ impl StoreTree {
             local_fs,
             versions: None,
             bucket_copy: None,
+            hash_key,
         }
     }
 
@@ -716,7 +729,7 @@ impl StoreTree {
             .map_err(|e| Error::store(self.display(rel), e))?;
         let tagged = r
             .attributes
-            .get(&Attribute::Metadata(HASH_METADATA_KEY.into()))
+            .get(&Attribute::Metadata(self.hash_key.into()))
             .map(|v| v.to_string());
         Ok((r.meta.size, tagged))
     }
@@ -803,7 +816,7 @@ impl StoreTree {
             Ok(r) => {
                 r.meta.size == entry.size
                     && r.attributes
-                        .get(&Attribute::Metadata(HASH_METADATA_KEY.into()))
+                        .get(&Attribute::Metadata(self.hash_key.into()))
                         .map(|v| v.as_ref() == entry.tagged_hash())
                         .unwrap_or(false)
             }

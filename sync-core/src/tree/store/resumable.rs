@@ -79,14 +79,28 @@ impl StoreTree {
     ) -> Result<Option<String>> {
         let rel = entry.path.as_str();
         let part_size = part_size_for(entry.size);
-        let record = match log.load(rel) {
-            Some(r) if r.hash == entry.tagged_hash() && r.part_size == part_size => r,
+        let fresh = match log.load(rel) {
+            Some(r) if r.hash == entry.tagged_hash() && r.part_size == part_size => Ok(r),
             Some(stale) => {
                 let _ = self.abort_upload(rel, &stale.upload_id).await;
                 log.remove(rel);
-                self.new_record(mp, entry, part_size, log).await?
+                self.new_record(mp, entry, part_size, log).await
             }
-            None => self.new_record(mp, entry, part_size, log).await?,
+            None => self.new_record(mp, entry, part_size, log).await,
+        };
+        let record = match fresh {
+            Ok(r) => r,
+            // A store whose low-level multipart API cannot carry the
+            // object's attributes (Azure's block lists) refuses before any
+            // request: its ordinary multipart upload, which can, is used
+            // instead, and starts over if interrupted.
+            Err(Error::Store {
+                source:
+                    object_store::Error::NotSupported { .. }
+                    | object_store::Error::NotImplemented { .. },
+                ..
+            }) => return self.write_multipart(entry, stream, on_bytes).await,
+            Err(e) => return Err(e),
         };
         // A run killed between completing the upload and forgetting its
         // record leaves every part recorded: the object may already be there.

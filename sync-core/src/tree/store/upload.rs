@@ -11,7 +11,7 @@ use object_store::{
     Attribute, Attributes, PutMultipartOptions, PutOptions, PutPayload, WriteMultipart,
 };
 
-use super::{part_size_for, PartLog, StoreTree, HASH_METADATA_KEY, PARTS_IN_FLIGHT};
+use super::{part_size_for, PartLog, StoreTree, PARTS_IN_FLIGHT};
 use crate::error::{Error, Result};
 use crate::layout::content_type_for;
 use crate::manifest::{ContentHasher, FileEntry};
@@ -83,7 +83,7 @@ impl StoreTree {
     /// A multipart upload through `object_store`'s [`WriteMultipart`]
     /// (equal parts, [`PARTS_IN_FLIGHT`] at a time), completed only if the
     /// bytes are the entry's and aborted otherwise.
-    async fn write_multipart(
+    pub(super) async fn write_multipart(
         &self,
         entry: &FileEntry,
         stream: BoxStream<'static, Result<Bytes>>,
@@ -157,7 +157,7 @@ impl StoreTree {
             a.insert(Attribute::ContentType, content_type.into());
             if let Some(e) = entry {
                 a.insert(
-                    Attribute::Metadata(HASH_METADATA_KEY.into()),
+                    Attribute::Metadata(self.hash_key.into()),
                     e.tagged_hash().into(),
                 );
             }
