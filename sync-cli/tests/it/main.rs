@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod azure;
 mod backup;
 mod cli;
 mod errors;
