@@ -184,9 +184,7 @@ if [ "$quick" = 0 ]; then
 fi
 
 # --- report ------------------------------------------------------------------
-get() { printf '%s\n' "${results[@]}" | awk -F'|' -v l="$1" -v t="$2" -v f="$3" '$1 == l && $2 == t {print $f}'; }
 gets() { printf '%s\n' "${sizes[@]}" | awk -F'|' -v l="$1" -v t="$2" '$1 == l && $2 == t {print $3}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
 {
     echo "| case | pqsync | pqsync --encrypt | restic | ratio (pqsync / restic) | encrypted ratio |"
     echo "|---|---:|---:|---:|---:|---:|"

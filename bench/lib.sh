@@ -1,5 +1,5 @@
-# Shared by bench/run.sh and bench/backup.sh: tool installation and
-# Garage's request counter.
+# Shared by the benchmark scripts: tool installation, Garage's request
+# counter, and measuring and reporting runs.
 
 # need_apt TOOL: installs TOOL with apt-get when it is missing (as root).
 need_apt() {
@@ -17,3 +17,34 @@ requests() {
     curl -s "127.0.0.1:$GARAGE_ADMIN_PORT/metrics" |
         awk '/^api_s3_request_counter/ {s += $NF} END {print s + 0}'
 }
+
+# run LABEL TOOL REPEAT CMD...: runs CMD REPEAT times (a "reset" shell
+# function, if set, runs before each), keeps the median run's wall/cpu/rss
+# and its request count.
+run() {
+    local label=$1 tool=$2 repeat=$3
+    shift 3
+    local rows=()
+    for _ in $(seq "$repeat"); do
+        [ -n "$reset" ] && $reset
+        local before after
+        before=$(requests)
+        if ! /usr/bin/time -o "$work/time" -f '%e %U %S %M' "$@" >/dev/null 2>"$work/err"; then
+            echo "bench: $label ($tool) failed:" >&2
+            tail -5 "$work/err" >&2
+        fi
+        after=$(requests)
+        read -r wall user sys rss <<<"$(tail -1 "$work/time")"
+        rows+=("$wall $(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%.2f", u + s}') $((rss / 1024)) $((after - before))")
+    done
+    local median
+    median=$(printf '%s\n' "${rows[@]}" | sort -n -k1,1 | awk -v n="$repeat" 'NR == int((n + 1) / 2)')
+    read -r wall cpu rss req <<<"$median"
+    results+=("$label|$tool|$wall|$cpu|$rss|$req")
+    printf 'bench: %-34s %-8s %8ss %8ss cpu %6s MiB %8s req\n' "$label" "$tool" "$wall" "$cpu" "$rss" "$req" >&2
+}
+
+# get LABEL TOOL FIELD: a measured field (3 wall, 4 CPU, 5 RSS, 6 requests).
+get() { printf '%s\n' "${results[@]}" | awk -F'|' -v l="$1" -v t="$2" -v f="$3" '$1 == l && $2 == t {print $f}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
+verdict() { awk -v r="$1" -v t="$2" 'BEGIN {print (r <= t ? "met" : "missed")}'; }

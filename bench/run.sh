@@ -89,34 +89,9 @@ if [ "$quick" = 0 ]; then
     million_files=$(find "$work/million" -type f | wc -l)
 fi
 
-# --- measuring -------------------------------------------------------------
+# --- measuring (run, in bench/lib.sh) ----------------------------------------
 results=()
-# run LABEL TOOL REPEAT CMD...: runs CMD REPEAT times (a "reset" shell
-# function, if set, runs before each), keeps the median run's wall/cpu/rss
-# and its request count.
 reset=
-run() {
-    local label=$1 tool=$2 repeat=$3
-    shift 3
-    local rows=()
-    for _ in $(seq "$repeat"); do
-        [ -n "$reset" ] && $reset
-        local before after
-        before=$(requests)
-        if ! /usr/bin/time -o "$work/time" -f '%e %U %S %M' "$@" >/dev/null 2>"$work/err"; then
-            echo "bench: $label ($tool) failed:" >&2
-            tail -5 "$work/err" >&2
-        fi
-        after=$(requests)
-        read -r wall user sys rss <<<"$(tail -1 "$work/time")"
-        rows+=("$wall $(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%.2f", u + s}') $((rss / 1024)) $((after - before))")
-    done
-    local median
-    median=$(printf '%s\n' "${rows[@]}" | sort -n -k1,1 | awk -v n="$repeat" 'NR == int((n + 1) / 2)')
-    read -r wall cpu rss req <<<"$median"
-    results+=("$label|$tool|$wall|$cpu|$rss|$req")
-    printf 'bench: %-34s %-8s %8ss %8ss cpu %6s MiB %8s req\n' "$label" "$tool" "$wall" "$cpu" "$rss" "$req" >&2
-}
 
 # 1. Hashing a cold tree (no stat cache): 2 GiB file + 1 GiB database.
 no_cache() { rm -f "$work/big/_meta/.pqsync/statcache.json" "$work/gib/_meta/.pqsync/statcache.json"; }
@@ -161,9 +136,6 @@ if [ "$quick" = 0 ]; then
 fi
 
 # --- report ----------------------------------------------------------------
-get() { printf '%s\n' "${results[@]}" | awk -F'|' -v l="$1" -v t="$2" -v f="$3" '$1 == l && $2 == t {print $f}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
-verdict() { awk -v r="$1" -v t="$2" 'BEGIN {print (r <= t ? "met" : "missed")}'; }
 table=$work/table.md
 {
     echo "| target | pqsync | peer | ratio | target | |"
