@@ -506,6 +506,16 @@ pub struct MirrorArgs {
     /// destination that needs it, and each destination commits on its own.
     #[arg(required = true, num_args = 1.., value_name = "DESTINATION")]
     pub destinations: Vec<String>,
+    /// Handle only the paths of shard K of N (by a hash of the path), and
+    /// leave a shard record at the destination instead of committing; run
+    /// every K from 0 to N-1 (on as many machines as you like), then
+    /// `--merge-shards`.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard, conflicts_with = "merge_shards")]
+    pub shard: Option<pqsync_core::Shard>,
+    /// Commit the union of the shard records at the destination (every
+    /// shard must have finished), deleting what the source no longer has.
+    #[arg(long)]
+    pub merge_shards: bool,
     /// How the transfer behaves.
     #[command(flatten)]
     pub sync: SyncFlags,
@@ -1190,6 +1200,25 @@ fn parse_age(s: &str) -> Result<Duration, String> {
             "{s:?} is not an age; write a whole number with s, m, h, d or w (e.g. 7d)"
         )),
     }
+}
+
+/// `K/N` for `--shard`.
+fn parse_shard(v: &str) -> Result<pqsync_core::Shard, String> {
+    let (k, n) = v
+        .split_once('/')
+        .ok_or_else(|| format!("{v:?} is not K/N (for example 0/4)"))?;
+    let k: u32 = k
+        .trim()
+        .parse()
+        .map_err(|_| format!("{k:?} is not a shard number"))?;
+    let n: u32 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("{n:?} is not a shard count"))?;
+    pqsync_core::Shard::new(k, n).map_err(|e| match e {
+        pqsync_core::Error::InvalidArgument { reason, .. } => reason,
+        other => other.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -35,7 +35,8 @@ pub struct Diagnosis {
     /// A short class, stable for scripts: `usage`, `credentials`,
     /// `signature`, `access-key`, `bucket-not-found`, `connection`,
     /// `timeout`, `not-managed`, `manifest-corrupt`, `unsafe-path`,
-    /// `remote-changed`, `leased`, `io`, `store` or `error`.
+    /// `remote-changed`, `leased`, `empty-source`, `shards`, `io`, `store` or
+    /// `error`.
     pub kind: &'static str,
     /// One line: the cause and the fix.
     pub message: String,
@@ -116,6 +117,7 @@ fn core(e: &pqsync_core::Error, remotes: &[RemoteInfo]) -> Diagnosis {
         E::InvalidArgument { .. } => Diagnosis::new("usage", msg, None),
         E::NotManaged { url } => Diagnosis::new("not-managed", msg, Some(url.clone())),
         E::EmptySource { url } => Diagnosis::new("empty-source", msg, Some(url.clone())),
+        E::Shards { .. } => Diagnosis::new("shards", msg, None),
         E::RemoteLost { url, .. } => Diagnosis::new("remote-lost", msg, Some(url.clone())),
         E::BucketNotFound { path, .. } => {
             let r = remote_of(path, remotes);

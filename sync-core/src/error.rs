@@ -89,6 +89,14 @@ pub enum Error {
         url: String,
     },
 
+    /// A merge of shard records that cannot go ahead: a shard has not
+    /// finished, or the destination changed since the shards ran.
+    #[error("{reason}")]
+    Shards {
+        /// What is wrong, and what to do about it.
+        reason: String,
+    },
+
     /// A mirror's source holds no objects and no manifest: mirroring it
     /// would empty the destination.
     #[error("{url} holds no objects and no pqsync manifest, so mirroring it would delete everything at the destination; check the source URL (nothing was changed)")]

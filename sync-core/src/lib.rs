@@ -209,8 +209,8 @@ pub use repo::{
 pub use runtime::{Congestion, Event, NoProgress, Operation, Progress, Reporter, RetryConfig};
 pub use sync::{
     diff3, Change, Conflict, Damage, Diff3, Engine, FanOut, FileError, HeldBack, MaxDelete, Mode,
-    PathDiff, Plan, Repair, Resolution, Selection, StatusDiff, StatusReport, Strategy, SyncOptions,
-    SyncResult, LEASE_TTL,
+    PathDiff, Plan, Repair, Resolution, Selection, Shard, StatusDiff, StatusReport, Strategy,
+    SyncOptions, SyncResult, LEASE_TTL,
 };
 pub use tree::{
     database_root, default_state_home, state_dir_for, BucketCopy, Capabilities, FileStat, Hashed,

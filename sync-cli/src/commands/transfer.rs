@@ -129,20 +129,46 @@ pub async fn mirror(a: &MirrorArgs, s: &Session) -> Result<ExitStatus> {
         }
         destinations.push(destination);
     }
-    let opts = sync_options(&a.sync, &a.select)?;
+    if (a.shard.is_some() || a.merge_shards) && destinations.len() > 1 {
+        return Err(UsageError(
+            "--shard and --merge-shards split a mirror to one destination; give one DESTINATION"
+                .into(),
+        )
+        .into());
+    }
+    let opts = mirror_options(a)?;
     let src = s.open_remote(&source, &a.remote_flags, false, &opts.congestion)?;
     if let [destination] = destinations.as_slice() {
         let dst = open_destination(a, s, &src, &source, destination, &opts)?;
-        let title = format!("mirror {} -> {}", src.url(), dst.url());
-        return execute(
+        let mut title = format!("mirror {} -> {}", src.url(), dst.url());
+        if let Some(sh) = a.shard {
+            title.push_str(&format!(" (shard {}/{})", sh.index, sh.count));
+        }
+        let status = execute(
             Engine::mirror(src, dst, opts),
             &title,
             a.sync.dry_run,
             s.printer,
         )
-        .await;
+        .await?;
+        if let (Some(sh), ExitStatus::Success, false) = (a.shard, status, a.sync.dry_run) {
+            s.printer.info(&format!(
+                "shard {}/{} recorded at the destination; once every shard has finished, run `pqsync mirror {} {} --merge-shards`",
+                sh.index, sh.count, a.source, a.destinations[0]
+            ));
+        }
+        return Ok(status);
     }
     fan_out(a, s, src, &source, &destinations).await
+}
+
+/// The engine options of a mirror: the transfer flags, and its shard.
+fn mirror_options(a: &MirrorArgs) -> Result<SyncOptions> {
+    let mut opts = sync_options(&a.sync, &a.select)?;
+    if let Some(shard) = a.shard {
+        opts = opts.with_shard(shard);
+    }
+    Ok(opts.with_merge_shards(a.merge_shards))
 }
 
 /// The destination tree: beside the source when the store can copy inside
@@ -206,7 +232,7 @@ async fn fan_out(
     for destination in destinations {
         let url = destination.canonical();
         // Each destination slows down on its own when its store asks to.
-        let opts = sync_options(&a.sync, &a.select)?;
+        let opts = mirror_options(a)?;
         let engine = match open_destination(a, s, &src, source, destination, &opts) {
             Ok(dst) => Engine::mirror_shared(&fan, dst, opts),
             Err(e) => {

@@ -389,3 +389,126 @@ fn mirror_between_buckets_copies_inside_the_store() {
         .success();
     assert_eq!(data_files(out_dir.path()), want);
 }
+
+/// `mirror --shard K/N` as four processes at once (one killed and run
+/// again), then `--merge-shards`: the merge refuses while a shard is
+/// missing or stale, and commits the union, deletions included, once all
+/// have finished.
+#[test]
+fn sharded_mirror_merges_what_every_shard_sent() {
+    let server = S3Server::start();
+    let src = server.unique_url("shard-src");
+    let dst = server.unique_url("shard-dst");
+    let (src_prefix, dst_prefix) = (prefix_of(&server, &src), prefix_of(&server, &dst));
+    let tree = plain_tree();
+    for i in 0..40 {
+        std::fs::write(
+            tree.path().join(format!("misc/extra-{i}.txt")),
+            format!("extra {i}"),
+        )
+        .unwrap();
+    }
+    boto_put(&server, &src_prefix, tree.path());
+    let shard = |k: u32| {
+        let mut cmd = super::binary(Some(&server));
+        cmd.args([
+            "--no-progress",
+            "mirror",
+            &src,
+            &dst,
+            "--shard",
+            &format!("{k}/4"),
+        ]);
+        cmd
+    };
+    let merge = || {
+        let mut cmd = pqsync(Some(&server));
+        cmd.args(["mirror", &src, &dst, "--merge-shards", "--json"]);
+        cmd
+    };
+    let records = || -> Vec<String> {
+        boto_list(&server, &dst_prefix)
+            .into_keys()
+            .filter(|k| k.starts_with("_meta/.pqsync/shards/"))
+            .collect()
+    };
+    let err = String::from_utf8(merge().stderr_with(1)).unwrap();
+    assert!(err.contains("no shard records"), "{err}");
+
+    // Shards 0, 1 and 3 at once; shard 2 killed as it starts.
+    let mut running: Vec<_> = [0, 1, 3]
+        .into_iter()
+        .map(|k| {
+            shard(k)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut killed = shard(2)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    for c in &mut running {
+        assert!(c.wait().unwrap().success());
+    }
+    if !records().iter().any(|k| k.ends_with("shards/4/2.json")) {
+        let err = String::from_utf8(merge().stderr_with(1)).unwrap();
+        assert!(err.contains("2/4"), "{err}");
+        assert!(
+            !boto_list(&server, &dst_prefix).contains_key("_meta/manifest.json"),
+            "nothing is committed while a shard is missing"
+        );
+    }
+    assert!(shard(2).status().unwrap().success());
+    let out = merge().stdout_ok();
+    let v = json_of(&out);
+    assert!(v["committed"].as_bool().unwrap(), "{v}");
+    assert_eq!(
+        sha256_of(&data_objects(&server, &dst_prefix)),
+        sha256_of(&data_objects(&server, &src_prefix))
+    );
+    assert!(records().is_empty(), "{:?}", records());
+
+    // One object changed and one deleted at the source: the shards send
+    // the change, the merge commits it and makes the deletion.
+    let edit = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(edit.path().join("misc")).unwrap();
+    std::fs::write(edit.path().join("misc/extra-1.txt"), b"changed").unwrap();
+    boto_put(&server, &src_prefix, edit.path());
+    boto_delete(&server, &format!("{src_prefix}/misc/extra-2.txt"));
+    for k in 0..4 {
+        assert!(shard(k).status().unwrap().success());
+    }
+    // Another writer commits first: the records are stale.
+    pqsync(Some(&server))
+        .args(["mirror", &src, &dst, "--no-delete"])
+        .assert()
+        .success();
+    let err = String::from_utf8(merge().stderr_with(1)).unwrap();
+    assert!(err.contains("changed since shard"), "{err}");
+    for k in 0..4 {
+        assert!(shard(k).status().unwrap().success());
+    }
+    let out = merge().stdout_ok();
+    let v = json_of(&out);
+    assert_eq!(
+        paths(&v["deleted"]),
+        vec!["misc/extra-2.txt".to_string()],
+        "{v}"
+    );
+    assert_eq!(
+        sha256_of(&data_objects(&server, &dst_prefix)),
+        sha256_of(&data_objects(&server, &src_prefix))
+    );
+    let trash: Vec<String> = boto_list(&server, &dst_prefix)
+        .into_keys()
+        .filter(|k| k.starts_with("_meta/.pqsync/trash/"))
+        .collect();
+    assert!(
+        trash.iter().any(|k| k.ends_with("misc/extra-2.txt")),
+        "{trash:?}"
+    );
+}

@@ -106,3 +106,36 @@ fn every_scheduler_example_runs_the_same_job_on_the_same_schedule() {
     let err = String::from_utf8_lossy(&err);
     assert!(err.contains("/nonexistent/db does not exist"), "{err}");
 }
+
+/// The sharded mirror example: four shard pods by JOB_COMPLETION_INDEX, then
+/// one merge, with command lines that parse (run here with the index
+/// substituted, against directories).
+#[test]
+fn the_sharded_mirror_example_runs() {
+    let yml = std::fs::read_to_string(docs().join("mirror-shards.yml")).unwrap();
+    assert!(yml.contains("completionMode: Indexed") && yml.contains("completions: 4"));
+    assert!(yml.contains("\"--shard\", \"$(JOB_COMPLETION_INDEX)/4\""));
+    assert!(yml.contains("\"--merge-shards\""));
+    let src = crate::sample_copy();
+    let dst = tempfile::tempdir().unwrap();
+    let dst = dst.path().join("backup");
+    for index in 0..4 {
+        pqsync(None)
+            .arg("mirror")
+            .arg(src.path())
+            .arg(&dst)
+            .args(["--shard", &format!("{index}/4"), "--concurrency", "32"])
+            .assert()
+            .success();
+    }
+    pqsync(None)
+        .arg("mirror")
+        .arg(src.path())
+        .arg(&dst)
+        .arg("--merge-shards")
+        .assert()
+        .success();
+    let mut copied = crate::tree_files(&dst);
+    copied.retain(|k, _| !k.starts_with("_meta/.pqsync/") && k != "_meta/manifest.json");
+    assert_eq!(copied, crate::tree_files(src.path()));
+}

@@ -23,6 +23,7 @@ use super::guard::Guard;
 use super::mode::Mode;
 use super::plan::{Conflict, Plan};
 use super::report::{FileError, SyncResult};
+use super::shard::{write_record, Shard};
 use super::source::{fresh_manifest, Settle};
 use super::transfer::{Dir, Moved, Run};
 use super::Engine;
@@ -100,6 +101,9 @@ impl Engine {
 
 impl Run<'_> {
     async fn execute(&self, plan: Plan) -> Result<SyncResult> {
+        if let Some(shard) = self.engine.opts.shard {
+            return self.execute_shard(plan, shard).await;
+        }
         let guard = self.guard(&plan).await?;
         let engine = self.engine;
         // Only a run that sends may decide an earlier upload is abandoned;
@@ -161,6 +165,66 @@ impl Run<'_> {
         self.expire_trash(&mut out).await;
         // The lease goes whatever happened to the local state.
         guard.release().await;
+        settled?;
+        Ok(self.result(plan, out))
+    }
+
+    /// One shard of a split mirror: the shard's uploads, and then, if all
+    /// of them succeeded, its record instead of a commit. No lease (the
+    /// merge takes it), no deletion (the merge makes them).
+    async fn execute_shard(&self, plan: Plan, shard: Shard) -> Result<SyncResult> {
+        let engine = self.engine;
+        engine
+            .source
+            .abort_abandoned(&engine.remote, &plan.uploads)
+            .await;
+        let against = plan
+            .remote
+            .as_ref()
+            .and_then(|r| r.manifest.commit_id.clone());
+        let mut out = Outcome {
+            latest: plan.remote.clone(),
+            remote_files: plan
+                .remote
+                .as_ref()
+                .map(|r| r.manifest.files.clone())
+                .unwrap_or_default(),
+            remote_commit: against.clone(),
+            ..Outcome::default()
+        };
+        let (manifests, data) = self.jobs(&plan);
+        self.transfer_all(data, &plan, &mut out).await;
+        self.transfer_manifests(manifests, &plan, &mut out).await;
+        out.uploaded.extend(plan.already_sent.iter().cloned());
+        let mut clean = out.errors.is_empty();
+        if clean {
+            let written = engine
+                .opts
+                .retry
+                .run(
+                    || {
+                        write_record(
+                            &engine.remote,
+                            shard,
+                            against.clone(),
+                            plan.view.manifest.as_ref(),
+                            &plan.view.files,
+                        )
+                    },
+                    |n, e| self.retrying(MANIFEST_PATH, n, e),
+                )
+                .await;
+            if let Err(e) = written {
+                clean = false;
+                out.errors.push(FileError::new(
+                    MANIFEST_PATH,
+                    "commit",
+                    format!("the shard record could not be written: {e}"),
+                ));
+            }
+        }
+        // A shard never commits: a clean run still clears its journal.
+        let settled = self.settle(&plan, clean, &mut out).await;
         settled?;
         Ok(self.result(plan, out))
     }

@@ -30,6 +30,7 @@ mod plan;
 mod repair;
 mod report;
 mod select;
+mod shard;
 mod source;
 mod transfer;
 
@@ -49,6 +50,7 @@ pub use plan::{Conflict, HeldBack, Plan};
 pub use repair::{Damage, Repair};
 pub use report::{FileError, StatusDiff, StatusReport, SyncResult};
 pub use select::Selection;
+pub use shard::Shard;
 
 use crate::error::{Error, Result};
 use crate::layout::segment_seq;
@@ -262,6 +264,8 @@ impl Engine {
             base_may_be_remote: compare.base_may_be_remote,
             need_manifest: compare.need_manifest,
             rehash: self.opts.repair == Repair::Checksum,
+            merge_shards: self.opts.merge_shards,
+            shard: self.opts.shard,
             concurrency: self.opts.concurrency,
         };
         let mut view = self.source.read(remote.as_ref(), read).await?;
@@ -412,8 +416,9 @@ impl Engine {
             .map(|(j, e)| async move {
                 // A snapshot tree's objects may be pruned between runs: its
                 // journal is always checked against the store.
-                let trusted =
-                    now.is_some() && j.against.as_deref() == now && !self.remote.keeps_versions();
+                let trusted = (now.is_some() || view.journal_trusted)
+                    && j.against.as_deref() == now
+                    && !self.remote.keeps_versions();
                 (trusted || self.remote.has_content(e).await).then_some((j.path, j.tagged))
             })
             .buffer_unordered(self.opts.concurrency)
@@ -469,6 +474,12 @@ impl Engine {
             let readable = |p: &str| !view.left_out.iter().any(|l| l.covers(p));
             diff.changed.retain(|d| readable(&d.path));
             diff.unchanged.retain(|p| readable(p));
+        }
+        if let Some(shard) = self.opts.shard {
+            // Another shard's paths are another run's: neither sent nor
+            // deleted here.
+            diff.changed.retain(|d| shard.contains(&d.path));
+            diff.unchanged.retain(|p| shard.contains(p));
         }
         let selection = &self.opts.selection;
         if !selection.is_all() {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::mode::Strategy;
 use super::repair::Repair;
 use super::select::Selection;
+use super::shard::Shard;
 use crate::error::{Error, Result};
 use crate::manifest::HashAlgorithm;
 use crate::runtime::{Congestion, RetryConfig};
@@ -62,6 +63,12 @@ pub struct SyncOptions {
     /// records this `slug`, and the directory's own manifest and its
     /// remembered remote are left as they are. Default: none.
     pub slug: Option<String>,
+    /// A mirror that handles one shard of the paths and leaves a record
+    /// instead of committing (see [`Shard`]). Default: none.
+    pub shard: Option<Shard>,
+    /// A mirror that commits the union of the shard records at the
+    /// destination. Default: no.
+    pub merge_shards: bool,
 }
 
 impl Default for SyncOptions {
@@ -80,11 +87,26 @@ impl Default for SyncOptions {
             selection: Selection::all(),
             repair: Repair::Off,
             slug: None,
+            shard: None,
+            merge_shards: false,
         }
     }
 }
 
 impl SyncOptions {
+    /// Handles only the paths of `shard`, and leaves a shard record at the
+    /// destination instead of committing (mirror only).
+    pub fn with_shard(mut self, shard: Shard) -> Self {
+        self.shard = Some(shard);
+        self
+    }
+
+    /// Commits the union of the destination's shard records (mirror only).
+    pub fn with_merge_shards(mut self, merge: bool) -> Self {
+        self.merge_shards = merge;
+        self
+    }
+
     /// Resolves conflicts with `strategy` instead of the mode's default.
     pub fn with_strategy(mut self, strategy: Strategy) -> Self {
         self.strategy = Some(strategy);

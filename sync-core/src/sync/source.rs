@@ -15,6 +15,7 @@ use super::commit::merged_base;
 use super::fanout::{FanOut, Share};
 use super::mode::Mode;
 use super::report::FileError;
+use super::shard::{read_records, remove_records};
 use crate::error::{Error, Result};
 use crate::layout::is_ignored;
 use crate::layout::MANIFEST_PATH;
@@ -42,6 +43,10 @@ pub(crate) struct SourceView {
     pub base_is_remote: bool,
     /// Uploads an interrupted run completed, not yet committed.
     pub journal: Vec<JournalEntry>,
+    /// The journal is a merge's shard records: an entry made against the
+    /// remote manifest still in place (or against none, while there is
+    /// none) is trusted without checking the object.
+    pub journal_trusted: bool,
     /// The source's own manifest: the local `_meta/manifest.json`, or a
     /// mirror source's remote manifest.
     pub manifest: Option<Manifest>,
@@ -69,6 +74,11 @@ pub(crate) struct ReadOptions {
     pub rehash: bool,
     /// Objects of an unmanaged source read at once.
     pub concurrency: usize,
+    /// Read the destination's shard records instead of the source.
+    pub merge_shards: bool,
+    /// Only this shard's paths matter: an unmanaged source's other objects
+    /// are not identified.
+    pub shard: Option<super::Shard>,
 }
 
 /// What the run did, for the source to settle after the commit.
@@ -413,6 +423,7 @@ impl Source for LocalSource {
             base,
             base_is_remote,
             journal: self.state.journal()?,
+            journal_trusted: false,
             manifest: manifest.filter(|_| opts.need_manifest),
             files_hashed: scan.hashed,
             warnings: scan.warnings,
@@ -672,6 +683,11 @@ const COPY_MAX: u64 = 5 * 1024 * 1024 * 1024;
 #[derive(Debug)]
 pub(crate) struct StoreSource {
     tree: StoreTree,
+    /// The mirror's destination (where a merge finds the shard records).
+    destination: StoreTree,
+    /// The shard count of the records a merge read, to remove them once
+    /// it has committed.
+    merged: std::sync::Mutex<Option<u32>>,
     /// This destination's share of a source read for several.
     share: Option<Share>,
     /// The journal of uploads to the destination (and their parts), in
@@ -687,6 +703,8 @@ impl StoreSource {
         let state = mirror_state(&tree, destination);
         StoreSource {
             tree,
+            destination: destination.clone(),
+            merged: Default::default(),
             share: None,
             state,
             resumable: destination.resumable(),
@@ -716,6 +734,33 @@ impl StoreSource {
             && e.size <= COPY_MAX
     }
 
+    /// A merge's view: the union of the destination's shard records as
+    /// the source's files, each already sent (see [`super::shard`]).
+    async fn read_shards(&self, remote: Option<&RemoteManifest>) -> Result<SourceView> {
+        let current = remote.and_then(|r| r.manifest.commit_id.as_deref());
+        let records = read_records(&self.destination, current).await?;
+        let mut view = SourceView {
+            base: remote.map(|r| r.manifest.files.clone()),
+            journal_trusted: true,
+            ..SourceView::default()
+        };
+        *self.merged.lock().expect("merged") = records.first().map(|r| r.count);
+        for record in records {
+            if view.manifest.is_none() {
+                view.manifest = record.identity;
+            }
+            for e in record.files {
+                view.journal.push(JournalEntry {
+                    path: e.path.clone(),
+                    tagged: e.tagged_hash(),
+                    against: record.against.clone(),
+                });
+                view.files.insert(e.path.clone(), e);
+            }
+        }
+        Ok(view)
+    }
+
     /// Reads a source with no pqsync manifest (a bucket another tool
     /// wrote) by listing it. An object keeps the entry the destination
     /// recorded for it while its size and ETag (its `sourceEtag`) are
@@ -742,6 +787,9 @@ impl StoreSource {
         };
         let mut unknown = Vec::new();
         for (rel, meta) in objects {
+            if opts.shard.is_some_and(|s| !s.contains(&rel)) {
+                continue;
+            }
             if let Err(e) = validate_path(&rel, self.tree.url()) {
                 view.left_out
                     .push(LeftOut::new(&rel, e.to_string(), "read"));
@@ -872,6 +920,9 @@ impl Source for StoreSource {
     }
 
     async fn read(&self, remote: Option<&RemoteManifest>, opts: ReadOptions) -> Result<SourceView> {
+        if opts.merge_shards {
+            return self.read_shards(remote).await;
+        }
         let Some(src) = self.tree.read_manifest().await? else {
             return self.read_listing(remote, opts).await;
         };
@@ -1024,6 +1075,10 @@ impl Source for StoreSource {
         self.state.journal_close();
         if s.clean_run {
             self.state.clear_journal();
+            let merged = self.merged.lock().expect("merged").take();
+            if let Some(count) = merged {
+                remove_records(&self.destination, count).await;
+            }
         }
         Ok(Settled::default())
     }

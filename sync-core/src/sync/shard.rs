@@ -1,0 +1,206 @@
+//! Splitting one mirror across machines: each run handles the paths of its
+//! shard and leaves a record instead of committing; a merge commits the
+//! union with the usual guard.
+//!
+//! A path's shard is the first eight bytes of the BLAKE3 of its UTF-8
+//! bytes, as a little-endian integer, modulo the shard count: the same on
+//! every machine and in every version. A shard run uploads what its paths
+//! need (nothing else is touched, nothing is deleted) and, when every
+//! transfer succeeded, writes `_meta/.pqsync/shards/<N>/<K>.json` at the
+//! destination: the entries of every source file of its shard and the
+//! commit id of the destination manifest it planned against. A merge reads
+//! the N records, refuses unless all are there and were made against the
+//! manifest still in place, and runs a mirror whose source files are their
+//! union: what the shards sent counts as already sent (from the records,
+//! without a request), paths the union lacks are deleted (trash,
+//! `--max-delete` and the commit guard as always), and the records go once
+//! the merge has committed.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::manifest::{FileEntry, Manifest};
+use crate::tree::StoreTree;
+
+/// One shard of N: the paths whose hash falls in `index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// This shard, from 0.
+    pub index: u32,
+    /// How many shards there are.
+    pub count: u32,
+}
+
+impl Shard {
+    /// Shard `index` of `count`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] unless `index < count`.
+    pub fn new(index: u32, count: u32) -> Result<Shard> {
+        if index >= count {
+            return Err(Error::InvalidArgument {
+                argument: "--shard",
+                reason: format!(
+                    "shard {index} of {count} does not exist: shards are numbered 0 to {}",
+                    count.saturating_sub(1)
+                ),
+            });
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// The shard `path` falls in, of `count`.
+    pub fn of(path: &str, count: u32) -> u32 {
+        let h = blake3::hash(path.as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&h.as_bytes()[..8]);
+        (u64::from_le_bytes(first) % u64::from(count.max(1))) as u32
+    }
+
+    /// Whether `path` is in this shard.
+    pub fn contains(&self, path: &str) -> bool {
+        Shard::of(path, self.count) == self.index
+    }
+
+    fn record_name(&self) -> String {
+        format!("{SHARDS_DIR}/{}/{}.json", self.count, self.index)
+    }
+}
+
+/// Where shard records live, under `_meta/.pqsync/`.
+const SHARDS_DIR: &str = "shards";
+
+/// What a shard run leaves at the destination.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ShardRecord {
+    pub index: u32,
+    pub count: u32,
+    /// The commit id of the destination manifest the run planned against
+    /// (`None`: there was none).
+    pub against: Option<String>,
+    /// The source's manifest identity (its files left out), for the merge's
+    /// commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Manifest>,
+    /// Every source file of the shard, as the destination now holds it.
+    pub files: Vec<FileEntry>,
+}
+
+/// Writes shard `shard`'s record at `remote`.
+pub(crate) async fn write_record(
+    remote: &StoreTree,
+    shard: Shard,
+    against: Option<String>,
+    identity: Option<&Manifest>,
+    files: &BTreeMap<String, FileEntry>,
+) -> Result<()> {
+    let identity = identity.map(|m| Manifest {
+        files: BTreeMap::new(),
+        ..m.clone()
+    });
+    let record = ShardRecord {
+        index: shard.index,
+        count: shard.count,
+        against,
+        identity,
+        files: files
+            .values()
+            .filter(|e| shard.contains(&e.path))
+            .cloned()
+            .collect(),
+    };
+    remote.write_state(&shard.record_name(), &record).await
+}
+
+/// The shard records at `remote`, checked: all N of one count, each made
+/// against `current` (the commit id of the manifest now there).
+///
+/// # Errors
+/// [`Error::Shards`] naming what is missing or stale.
+pub(crate) async fn read_records(
+    remote: &StoreTree,
+    current: Option<&str>,
+) -> Result<Vec<ShardRecord>> {
+    let listing = remote.list_state().await?;
+    let mut counts: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for o in &listing {
+        let Some(rest) = o.name.strip_prefix(&format!("{SHARDS_DIR}/")) else {
+            continue;
+        };
+        let Some((n, k)) = rest.trim_end_matches(".json").split_once('/') else {
+            continue;
+        };
+        if let (Ok(n), Ok(k)) = (n.parse(), k.parse()) {
+            counts.entry(n).or_default().push(k);
+        }
+    }
+    let refuse = |reason: String| Error::Shards { reason };
+    let (count, found) = match counts.len() {
+        0 => {
+            return Err(refuse(format!(
+                "{} has no shard records: run `mirror SRC DST --shard K/N` for every K first",
+                remote.url()
+            )))
+        }
+        1 => counts.into_iter().next().expect("one count"),
+        _ => {
+            return Err(refuse(format!(
+                "{} holds records of runs split {} ways; run one split to the end (its shards, then the merge) and remove the others under _meta/.pqsync/shards/",
+                remote.url(),
+                counts.keys().map(u32::to_string).collect::<Vec<_>>().join(" and ")
+            )))
+        }
+    };
+    let missing: Vec<String> = (0..count)
+        .filter(|k| !found.contains(k))
+        .map(|k| format!("{k}/{count}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(refuse(format!(
+            "shard(s) {} of {} have not finished (no record yet); run them again, then merge",
+            missing.join(", "),
+            remote.url()
+        )));
+    }
+    let mut records = Vec::new();
+    for index in 0..count {
+        let shard = Shard { index, count };
+        let Some((record, _)) = remote
+            .read_state::<ShardRecord>(&shard.record_name())
+            .await?
+        else {
+            return Err(refuse(format!(
+                "shard {index}/{count}'s record at {} disappeared; run that shard again",
+                remote.url()
+            )));
+        };
+        if record.against.as_deref() != current {
+            return Err(refuse(format!(
+                "{} changed since shard {index}/{count} ran (it planned against commit {}, the manifest is now at {}); run the shards again, then merge",
+                remote.url(),
+                record.against.as_deref().unwrap_or("none"),
+                current.unwrap_or("none")
+            )));
+        }
+        if let Some(stray) = record.files.iter().find(|e| !shard.contains(&e.path)) {
+            return Err(refuse(format!(
+                "shard {index}/{count}'s record names {}, which belongs to another shard; run that shard again",
+                stray.path
+            )));
+        }
+        records.push(record);
+    }
+    Ok(records)
+}
+
+/// Removes the records of a merged split.
+pub(crate) async fn remove_records(remote: &StoreTree, count: u32) {
+    for index in 0..count {
+        remote
+            .delete_state(&Shard { index, count }.record_name())
+            .await;
+    }
+}
