@@ -204,3 +204,33 @@ pub(crate) async fn remove_records(remote: &StoreTree, count: u32) {
             .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_split_paths_evenly_and_stably() {
+        let paths: Vec<String> = (0..4000).map(|i| format!("data/ns{i}/data.parquet")).collect();
+        let mut counts = [0usize; 4];
+        for p in &paths {
+            let k = Shard::of(p, 4);
+            counts[k as usize] += 1;
+            // Exactly one shard holds each path.
+            let holders = (0..4)
+                .filter(|&i| Shard::new(i, 4).unwrap().contains(p))
+                .count();
+            assert_eq!(holders, 1);
+        }
+        assert!(counts.iter().all(|&n| (800..1200).contains(&n)), "{counts:?}");
+        // The same on every machine and in every version: records written
+        // by one pqsync are merged by another.
+        let pinned: Vec<u32> = ["a", "data/users/data.parquet", "events/seg-0001.parquet"]
+            .iter()
+            .map(|p| Shard::of(p, 1000))
+            .collect();
+        assert_eq!(pinned, [143, 667, 188]);
+        assert_eq!(Shard::of("anything", 1), 0);
+        assert!(Shard::new(4, 4).is_err());
+    }
+}
