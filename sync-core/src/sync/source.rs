@@ -715,7 +715,8 @@ impl StoreSource {
     pub fn shared(fan: &FanOut, destination: &StoreTree) -> Self {
         StoreSource {
             share: Some(Share::new(fan.spool.clone())),
-            ..StoreSource::new(fan.tree.clone(), destination)
+            // Its own request count: each destination reports its own.
+            ..StoreSource::new(fan.tree.recounted(), destination)
         }
     }
 

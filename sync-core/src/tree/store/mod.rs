@@ -275,6 +275,12 @@ impl StoreTree {
         tree
     }
 
+    /// The same tree with a request count of its own (one engine's share
+    /// of a source several engines read).
+    pub(crate) fn recounted(&self) -> StoreTree {
+        self.sibling(&self.prefix.join("/"), self.url.clone())
+    }
+
     /// Lets objects be copied into this tree from trees in the store's
     /// other buckets that share `copy`'s scope (see
     /// [`StoreTree::copies_across`]).
