@@ -45,8 +45,17 @@ export AWS_REGION=garage AWS_ENDPOINT_URL=$PQSYNC_TEST_S3_ENDPOINT AWS_ALLOW_HTT
 export RCLONE_CONFIG_G_TYPE=s3 RCLONE_CONFIG_G_PROVIDER=Other RCLONE_CONFIG_G_ENV_AUTH=false
 export RCLONE_CONFIG_G_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID RCLONE_CONFIG_G_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY
 export RCLONE_CONFIG_G_ENDPOINT=$PQSYNC_TEST_S3_ENDPOINT RCLONE_CONFIG_G_REGION=garage RCLONE_CONFIG_G_FORCE_PATH_STYLE=true
-rc() { rclone --transfers "$1" --checkers "$1" --exclude "_meta/.pqsync/**" --exclude "_meta/manifest.json" "${@:2}"; }
-export -f rc
+# rc N ARGS...: rclone with N transfers and checkers, skipping pqsync's own
+# files as pqsync does (a script, so /usr/bin/time can run it).
+rc=$work/rc
+cat >"$rc" <<'SH'
+#!/bin/sh
+n=$1
+shift
+exec rclone --transfers "$n" --checkers "$n" --exclude "_meta/.pqsync/**" --exclude "_meta/manifest.json" "$@"
+SH
+chmod +x "$rc"
+export rc
 pqs=("$pq" --no-progress -q)
 results=()
 reset=
@@ -60,18 +69,18 @@ for c in 8 32; do
     # A fresh state folder each time: the push hashes every file.
     run "first push, $c in flight" pqsync 1 env PQSYNC_STATE_DIR="$work/state-$c" \
         "${pqs[@]}" push --concurrency "$c" "s3://$b1/pq$c-$id" -d "$work/small"
-    run "first push, $c in flight" rclone 1 rc "$c" sync "$work/small" "g:$b1/rc$c-$id"
+    run "first push, $c in flight" rclone 1 "$rc" "$c" sync "$work/small" "g:$b1/rc$c-$id"
 done
 # The 20k tree between two buckets of one store.
 run "mirror between buckets" pqsync 1 "${pqs[@]}" mirror "s3://$b1/pq8-$id" "s3://$b2/pqm-$id"
-run "mirror between buckets" rclone 1 rc 8 sync "g:$b1/rc8-$id" "g:$b2/rcm-$id"
+run "mirror between buckets" rclone 1 "$rc" 8 sync "g:$b1/rc8-$id" "g:$b2/rcm-$id"
 run "mirror between buckets, unchanged" pqsync 1 "${pqs[@]}" mirror "s3://$b1/pq8-$id" "s3://$b2/pqm-$id"
-run "mirror between buckets, unchanged" rclone 1 rc 8 sync "g:$b1/rc8-$id" "g:$b2/rcm-$id"
+run "mirror between buckets, unchanged" rclone 1 "$rc" 8 sync "g:$b1/rc8-$id" "g:$b2/rcm-$id"
 # A pull into an empty directory.
 run "pull into an empty directory" pqsync 1 env PQSYNC_STATE_DIR="$work/state-pull" "${pqs[@]}" pull --concurrency 8 "s3://$b1/pq8-$id" -d "$work/pull-pq"
-run "pull into an empty directory" rclone 1 rc 8 copy "g:$b1/rc8-$id" "$work/pull-rc"
+run "pull into an empty directory" rclone 1 "$rc" 8 copy "g:$b1/rc8-$id" "$work/pull-rc"
 # Fan-out to three directories.
-fan_rc() { for d in 1 2 3; do rc 8 copy "g:$1" "$2/rc-$d" || return 1; done; }
+fan_rc() { for d in 1 2 3; do "$rc" 8 copy "g:$1" "$2/rc-$d" || return 1; done; }
 export -f fan_rc
 run "fan-out to 3 directories" pqsync 1 "${pqs[@]}" mirror "s3://$b1/pq8-$id" "$work/fan/pq-1" "$work/fan/pq-2" "$work/fan/pq-3"
 run "fan-out to 3 directories" rclone 1 bash -c 'fan_rc "$0" "$1"' "$b1/rc8-$id" "$work/fan"
