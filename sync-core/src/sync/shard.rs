@@ -211,7 +211,9 @@ mod tests {
 
     #[test]
     fn shards_split_paths_evenly_and_stably() {
-        let paths: Vec<String> = (0..4000).map(|i| format!("data/ns{i}/data.parquet")).collect();
+        let paths: Vec<String> = (0..4000)
+            .map(|i| format!("data/ns{i}/data.parquet"))
+            .collect();
         let mut counts = [0usize; 4];
         for p in &paths {
             let k = Shard::of(p, 4);
@@ -222,7 +224,10 @@ mod tests {
                 .count();
             assert_eq!(holders, 1);
         }
-        assert!(counts.iter().all(|&n| (800..1200).contains(&n)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&n| (800..1200).contains(&n)),
+            "{counts:?}"
+        );
         // The same on every machine and in every version: records written
         // by one pqsync are merged by another.
         let pinned: Vec<u32> = ["a", "data/users/data.parquet", "events/seg-0001.parquet"]
