@@ -260,11 +260,15 @@ struct Counting {
     /// there gets S3's `NoSuchBucket`, as from S3, R2 and Garage (s3s-fs
     /// alone would create the bucket on a PUT and say `NoSuchKey` on a GET).
     root: std::path::PathBuf,
-    /// Held for the whole of every conditional request. s3s-fs checks
-    /// `If-Match`/`If-None-Match` and then writes, in two steps, so two
-    /// conditional PUTs racing on one key could both pass; S3 and R2 make
-    /// the pair atomic, and so does this lock.
-    conditional: Arc<tokio::sync::Mutex<()>>,
+    /// Held exclusively for the whole of every conditional request, and
+    /// shared by every GET and HEAD. s3s-fs checks `If-Match`/`If-None-Match`
+    /// and then writes, in two steps, so two conditional PUTs racing on one
+    /// key could both pass; and a GET opens the object's file and only then
+    /// reads its ETag from a second file, so a GET racing a PUT could answer
+    /// the old bytes with the new ETag (a writer that then merges onto those
+    /// bytes would drop the other writer's commit). S3 and R2 make both
+    /// atomic, and so does this lock.
+    conditional: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for Counting {
@@ -289,9 +293,10 @@ impl hyper::service::Service<http::Request<Incoming>> for Counting {
         if let Some(bucket) = missing_bucket(&self.root, req.uri().path()) {
             return Box::pin(async move { Ok(no_such_bucket(&bucket)) });
         }
-        let conditional = (req.headers().contains_key(http::header::IF_MATCH)
-            || req.headers().contains_key(http::header::IF_NONE_MATCH))
-        .then(|| self.conditional.clone());
+        let exclusive = req.headers().contains_key(http::header::IF_MATCH)
+            || req.headers().contains_key(http::header::IF_NONE_MATCH);
+        let read = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
+        let lock = self.conditional.clone();
         // Run each request to completion even if the client goes away, as
         // S3 does: s3s-fs assembles a completed multipart upload in steps,
         // and cancelling it half-way would lose the upload.
@@ -313,9 +318,15 @@ impl hyper::service::Service<http::Request<Incoming>> for Counting {
         let fut = hyper::service::Service::call(&self.inner, req);
         Box::pin(async move {
             let run = async move {
-                let _atomic = match conditional {
-                    Some(lock) => Some(lock.lock_owned().await),
-                    None => None,
+                // The body of a GET streams from the file it opened, after
+                // the lock is let go: that file and its ETag belong together.
+                let _exclusive = match exclusive {
+                    true => Some(lock.clone().write_owned().await),
+                    false => None,
+                };
+                let _shared = match read && !exclusive {
+                    true => Some(lock.read_owned().await),
+                    false => None,
                 };
                 fut.await
             };
@@ -408,7 +419,7 @@ async fn serve(
         inner: builder.build(),
         log,
         root: buckets,
-        conditional: Arc::new(tokio::sync::Mutex::new(())),
+        conditional: Arc::new(tokio::sync::RwLock::new(())),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
