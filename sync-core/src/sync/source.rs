@@ -22,7 +22,7 @@ use crate::layout::MANIFEST_PATH;
 use crate::manifest::validate_path;
 use crate::manifest::{now_iso, FileEntry, HashAlgorithm, Manifest};
 use crate::parquedb::rebuild::object_entry;
-use crate::tree::local::{open_at, remote_key, BaseStamp, JournalEntry, RemoteState};
+use crate::tree::local::{folder_name, open_at, remote_key, BaseStamp, JournalEntry, RemoteState};
 use crate::tree::{Capabilities, FileStat, LeftOut, LocalTree, PartLog, RemoteManifest, StoreTree};
 use futures::StreamExt;
 
@@ -859,21 +859,12 @@ impl StoreSource {
 /// destination's URL like a directory's state for a remote.
 fn mirror_state(source: &StoreTree, destination: &StoreTree) -> RemoteState {
     let url = source.url();
-    let name: String = url
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(40)
-        .collect();
+    let name = folder_name(
+        url.trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default(),
+    );
     let dir = crate::tree::default_state_home()
         .join("mirrors")
         .join(format!("{name}-{}", remote_key(url)));

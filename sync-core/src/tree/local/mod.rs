@@ -34,7 +34,9 @@ use crate::manifest::Manifest;
 
 pub use scan::{LeftOut, LocalScan};
 pub use state::{database_root, default_state_home, state_dir_for, STATE_HOME_VAR};
-pub(crate) use state::{last_remote, remote_key, BaseStamp, JournalEntry, RemoteState};
+pub(crate) use state::{
+    folder_name, last_remote, remote_key, BaseStamp, JournalEntry, RemoteState,
+};
 pub(crate) use write::open_at;
 
 /// The identity of a file's current version as the file system reports it.

@@ -61,10 +61,20 @@ pub fn state_dir_for(home: &Path, root: &Path) -> PathBuf {
     let key = &HashAlgorithm::Sha256
         .digest(canonical.as_os_str().as_bytes())
         .to_string()[..16];
-    let name: String = canonical
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default()
+    let name = folder_name(
+        &canonical
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default(),
+    );
+    home.join("databases").join(format!("{name}-{key}"))
+}
+
+/// `name` as the readable part of a state folder's name: letters, digits,
+/// `-`, `_` and `.` kept, anything else `_`, at most 40 characters (`root`
+/// when empty).
+pub(crate) fn folder_name(name: &str) -> String {
+    let name: String = name
         .chars()
         .map(|c| {
             if c.is_alphanumeric() || "-_.".contains(c) {
@@ -75,8 +85,11 @@ pub fn state_dir_for(home: &Path, root: &Path) -> PathBuf {
         })
         .take(40)
         .collect();
-    let name = if name.is_empty() { "root".into() } else { name };
-    home.join("databases").join(format!("{name}-{key}"))
+    if name.is_empty() {
+        "root".into()
+    } else {
+        name
+    }
 }
 
 /// `path` made absolute with symlinks resolved, through its nearest
