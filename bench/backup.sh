@@ -49,12 +49,7 @@ cleanup() {
 trap cleanup EXIT
 eval "$(.ci/garage.sh start "$garage_dir" 2>/dev/null)"
 bucket=$PQSYNC_TEST_S3_BUCKET
-unset AWS_CA_BUNDLE
-export AWS_ACCESS_KEY_ID=$PQSYNC_TEST_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$PQSYNC_TEST_S3_SECRET_KEY
-export AWS_REGION=garage AWS_DEFAULT_REGION=garage AWS_ENDPOINT_URL=$PQSYNC_TEST_S3_ENDPOINT AWS_ALLOW_HTTP=true
-export RCLONE_CONFIG_G_TYPE=s3 RCLONE_CONFIG_G_PROVIDER=Other RCLONE_CONFIG_G_ENV_AUTH=false
-export RCLONE_CONFIG_G_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID RCLONE_CONFIG_G_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY
-export RCLONE_CONFIG_G_ENDPOINT=$PQSYNC_TEST_S3_ENDPOINT RCLONE_CONFIG_G_REGION=garage RCLONE_CONFIG_G_FORCE_PATH_STYLE=true
+garage_clients
 export RESTIC_PASSWORD=bench-password PQSYNC_PASSWORD=bench-password
 export PQSYNC_STATE_DIR=$work/state RESTIC_CACHE_DIR=$work/restic-cache
 run_id=$(date +%s)
@@ -202,12 +197,7 @@ gets() { printf '%s\n' "${sizes[@]}" | awk -F'|' -v l="$1" -v t="$2" '$1 == l &&
         echo "| $label (bytes) | $a | $b | $c | $(ratio "$a" "$c")× | $(ratio "$b" "$c")× |"
     done
     echo
-    echo "| operation | tool | wall s | CPU s | peak RSS MiB | requests |"
-    echo "|---|---|---:|---:|---:|---:|"
-    for r in "${results[@]}"; do
-        IFS='|' read -r label tool wall cpu rss req <<<"$r"
-        echo "| $label | $tool | $wall | $cpu | $rss | $req |"
-    done
+    measurements
     echo
     echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo); pqsync $("$pq" --version | cut -d' ' -f2) ($(git -C "$repo" rev-parse --short HEAD)), $(restic version | cut -d' ' -f1-2), Garage 2.5.0 on the same machine; run on $(date -u +%Y-%m-%d)."
 } | tee "$work/backup-table.md"

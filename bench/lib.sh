@@ -48,3 +48,38 @@ run() {
 get() { printf '%s\n' "${results[@]}" | awk -F'|' -v l="$1" -v t="$2" -v f="$3" '$1 == l && $2 == t {print $f}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
 verdict() { awk -v r="$1" -v t="$2" 'BEGIN {print (r <= t ? "met" : "missed")}'; }
+
+# measurements: every run so far as a markdown table.
+measurements() {
+    echo "| operation | tool | wall s | CPU s | peak RSS MiB | requests |"
+    echo "|---|---|---:|---:|---:|---:|"
+    local r label tool wall cpu rss req
+    for r in "${results[@]}"; do
+        IFS='|' read -r label tool wall cpu rss req <<<"$r"
+        echo "| $label | $tool | $wall | $cpu | $rss | $req |"
+    done
+}
+
+# write_between DOC NAME FILE: replaces what lies between DOC's
+# `<!-- NAME:start -->` and `<!-- NAME:end -->` markers with FILE.
+write_between() {
+    local doc=$1 name=$2 file=$3
+    grep -q "<!-- $name:start -->" "$doc" || return 0
+    awk -v f="$file" -v s="<!-- $name:start -->" -v e="<!-- $name:end -->" '
+        $0 == s {print; while ((getline l < f) > 0) print l; skip = 1; next}
+        $0 == e {skip = 0}
+        !skip {print}' "$doc" >"$doc.new" && mv "$doc.new" "$doc"
+    echo "bench: wrote the table to $doc" >&2
+}
+
+# garage_clients: points the AWS variables (for pqsync) and rclone's remote
+# `g:` at the Garage that .ci/garage.sh started. A custom CA bundle is
+# irrelevant for plain-http loopback and breaks rclone's http transport.
+garage_clients() {
+    unset AWS_CA_BUNDLE
+    export AWS_ACCESS_KEY_ID=$PQSYNC_TEST_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$PQSYNC_TEST_S3_SECRET_KEY
+    export AWS_REGION=garage AWS_DEFAULT_REGION=garage AWS_ENDPOINT_URL=$PQSYNC_TEST_S3_ENDPOINT AWS_ALLOW_HTTP=true
+    export RCLONE_CONFIG_G_TYPE=s3 RCLONE_CONFIG_G_PROVIDER=Other RCLONE_CONFIG_G_ENV_AUTH=false
+    export RCLONE_CONFIG_G_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID RCLONE_CONFIG_G_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY
+    export RCLONE_CONFIG_G_ENDPOINT=$PQSYNC_TEST_S3_ENDPOINT RCLONE_CONFIG_G_REGION=garage RCLONE_CONFIG_G_FORCE_PATH_STYLE=true
+}

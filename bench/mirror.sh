@@ -39,12 +39,7 @@ eval "$(.ci/garage.sh start "$garage_dir" 2>/dev/null)"
 b1=$PQSYNC_TEST_S3_BUCKET
 b2=$PQSYNC_TEST_S3_BUCKET2
 id=$(date +%s)
-unset AWS_CA_BUNDLE
-export AWS_ACCESS_KEY_ID=$PQSYNC_TEST_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$PQSYNC_TEST_S3_SECRET_KEY
-export AWS_REGION=garage AWS_ENDPOINT_URL=$PQSYNC_TEST_S3_ENDPOINT AWS_ALLOW_HTTP=true
-export RCLONE_CONFIG_G_TYPE=s3 RCLONE_CONFIG_G_PROVIDER=Other RCLONE_CONFIG_G_ENV_AUTH=false
-export RCLONE_CONFIG_G_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID RCLONE_CONFIG_G_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY
-export RCLONE_CONFIG_G_ENDPOINT=$PQSYNC_TEST_S3_ENDPOINT RCLONE_CONFIG_G_REGION=garage RCLONE_CONFIG_G_FORCE_PATH_STYLE=true
+garage_clients
 # rc N ARGS...: rclone with N transfers and checkers, skipping pqsync's own
 # files as pqsync does (a script, so /usr/bin/time can run it).
 rc=$work/rc
@@ -106,21 +101,10 @@ table=$work/table.md
     row "pull into an empty directory" 0.5
     row "fan-out to 3 directories" ""
     echo
-    echo "| operation | tool | wall s | CPU s | peak RSS MiB | requests |"
-    echo "|---|---|---:|---:|---:|---:|"
-    for r in "${results[@]}"; do
-        IFS='|' read -r label tool wall cpu rss req <<<"$r"
-        echo "| $label | $tool | $wall | $cpu | $rss | $req |"
-    done
+    measurements
     echo
     echo "Tree: $count files. Requests are Garage's own count (for fan-out, the source's reads and the destinations' nothing: they are directories)."
     echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo); pqsync $(git -C "$repo" rev-parse --short HEAD), $(rclone --version | head -1), Garage 2.5.0; run on $(date -u +%Y-%m-%d)."
 } >"$table"
 cat "$table"
-doc=$repo/docs/benchmarks.md
-if grep -q '<!-- bench-mirror:start -->' "$doc"; then
-    awk -v f="$table" '
-        /<!-- bench-mirror:start -->/ {print; while ((getline l < f) > 0) print l; skip = 1; next}
-        /<!-- bench-mirror:end -->/ {skip = 0}
-        !skip {print}' "$doc" >"$doc.new" && mv "$doc.new" "$doc"
-fi
+write_between "$repo/docs/benchmarks.md" bench-mirror "$table"

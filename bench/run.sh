@@ -49,14 +49,7 @@ eval "$(.ci/garage.sh start "$garage_dir" 2>/dev/null)"
 bucket=$PQSYNC_TEST_S3_BUCKET
 run_id=$(date +%s)
 
-# A custom CA bundle is irrelevant for plain-http loopback and breaks
-# rclone's http transport.
-unset AWS_CA_BUNDLE
-export AWS_ACCESS_KEY_ID=$PQSYNC_TEST_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$PQSYNC_TEST_S3_SECRET_KEY
-export AWS_REGION=garage AWS_ENDPOINT_URL=$PQSYNC_TEST_S3_ENDPOINT AWS_ALLOW_HTTP=true
-export RCLONE_CONFIG_G_TYPE=s3 RCLONE_CONFIG_G_PROVIDER=Other RCLONE_CONFIG_G_ENV_AUTH=false
-export RCLONE_CONFIG_G_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID RCLONE_CONFIG_G_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY
-export RCLONE_CONFIG_G_ENDPOINT=$PQSYNC_TEST_S3_ENDPOINT RCLONE_CONFIG_G_REGION=garage RCLONE_CONFIG_G_FORCE_PATH_STYLE=true
+garage_clients
 # rclone skips pqsync's own files, as pqsync does.
 rc=(rclone --transfers "$conc" --checkers "$conc" --exclude "_meta/.pqsync/**" --exclude "_meta/manifest.json")
 pqs=("$pq" --no-progress -q)
@@ -167,12 +160,7 @@ table=$work/table.md
     echo
     echo "All measurements (median of 5 runs for hashing and status, else one run):"
     echo
-    echo "| operation | tool | wall s | CPU s | peak RSS MiB | requests |"
-    echo "|---|---|---:|---:|---:|---:|"
-    for r in "${results[@]}"; do
-        IFS='|' read -r label tool wall cpu rss req <<<"$r"
-        echo "| $label | $tool | $wall | $cpu | $rss | $req |"
-    done
+    measurements
     echo
     echo "Trees: $small_files small files; one file of $big_bytes bytes; a database of $gib_bytes bytes$([ "$quick" = 0 ] && echo "; $million_files files for status")."
     echo "Concurrency: pqsync \`--concurrency $conc\`, rclone \`--transfers $conc --checkers $conc\`."
@@ -182,11 +170,4 @@ table=$work/table.md
 } >"$table"
 echo
 cat "$table"
-doc=$repo/docs/benchmarks.md
-if grep -q '<!-- bench:start -->' "$doc"; then
-    awk -v f="$table" '
-        /<!-- bench:start -->/ {print; while ((getline l < f) > 0) print l; skip = 1; next}
-        /<!-- bench:end -->/ {skip = 0}
-        !skip {print}' "$doc" >"$doc.new" && mv "$doc.new" "$doc"
-    echo "bench: wrote the table to docs/benchmarks.md" >&2
-fi
+write_between "$repo/docs/benchmarks.md" bench "$table"
