@@ -79,7 +79,7 @@ fn no_command_writes_state_into_the_database() {
         assert_eq!(names(db.path()), before, "{cmd} wrote into the database");
     }
     let state = names(&state_of(db.path()));
-    assert!(state.contains("statcache.json"), "{state:?}");
+    assert!(state.contains("statcache.bin"), "{state:?}");
     assert!(state.contains("database.json"), "{state:?}");
     assert!(
         state

@@ -202,7 +202,7 @@ impl FileEntry {
 }
 
 /// A content type, shared when it is one of the common ones.
-fn shared_type(s: String) -> Cow<'static, str> {
+pub(crate) fn shared_type(s: String) -> Cow<'static, str> {
     match CONTENT_TYPES.iter().find(|c| **c == s) {
         Some(c) => Cow::Borrowed(*c),
         None => Cow::Owned(s),

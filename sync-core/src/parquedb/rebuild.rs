@@ -149,7 +149,7 @@ fn rebuild_local_blocking(
         })
         .unwrap_or_default();
     // Never trust the cache here: the point is to see what is on disk.
-    tree.remove_state_file("statcache.json");
+    tree.forget_hashes();
     let scan = tree.scan(alg)?;
     manifest.files = scan.files;
     manifest.last_synced_at = now_iso();

@@ -224,7 +224,11 @@ impl Engine {
             base_may_be_remote: true,
             need_manifest: false,
         };
-        let plan = self.make_plan(compare).await?;
+        let read = match self.status_from_base().await? {
+            Ok(report) => return Ok(report),
+            Err(read) => read,
+        };
+        let plan = self.make_plan(compare, read).await?;
         let mut report = status_report(plan);
         report.requests = self.requests();
         report.warnings.extend(self.source.status_warnings().await);
@@ -239,16 +243,85 @@ impl Engine {
     /// (or mirroring from a source without one); manifest, I/O and store
     /// errors otherwise.
     pub async fn plan(&self) -> Result<Plan> {
-        self.make_plan(Compare {
-            require_remote: matches!(self.mode, Mode::Pull | Mode::Restore),
-            base_may_be_remote: false,
-            need_manifest: true,
-        })
+        self.make_plan(
+            Compare {
+                require_remote: matches!(self.mode, Mode::Pull | Mode::Restore),
+                base_may_be_remote: false,
+                need_manifest: true,
+            },
+            None,
+        )
         .await
     }
 
-    async fn make_plan(&self, compare: Compare) -> Result<Plan> {
-        let _lock = self.source.lock()?;
+    /// A status of a directory whose remote manifest is unchanged since the
+    /// base was recorded equal to it (one conditional GET finds that out):
+    /// the walk is merged with the base as both stream, so neither the
+    /// manifest nor a map of the tree is ever built. `Err` carries the
+    /// manifest the GET returned instead, with the run lock held since,
+    /// for the full comparison (`None` when the GET was not made).
+    async fn status_from_base(
+        &self,
+    ) -> Result<std::result::Result<StatusReport, Option<PreRead>>> {
+        let o = &self.opts;
+        let plain = o.selection.is_all()
+            && o.shard.is_none()
+            && !o.merge_shards
+            && o.repair == Repair::Off
+            && !matches!(self.mode, Mode::Backup | Mode::Restore | Mode::Mirror);
+        let Some(etag) = self.source.base_etag().filter(|_| plain) else {
+            return Ok(Err(None));
+        };
+        let lock = self.source.lock()?;
+        if let Some(read) = self.remote.read_manifest_unless(&etag).await? {
+            return Ok(Err(Some(PreRead { remote: read, lock })));
+        }
+        let Some(base) = self.source.status_from_base(&self.remote).await? else {
+            return Ok(Err(None));
+        };
+        let mut warnings = base.warnings;
+        for e in base.to_upload.iter().filter(|e| e.path.contains("..")) {
+            warnings.push(format!(
+                "{}: ParqueDB cannot read a path containing \"..\" (its pull of this remote will fail on it); rename it if ParqueDB reads this database",
+                e.path
+            ));
+        }
+        warnings.extend(self.source.status_warnings().await);
+        let interrupted = self.source.interrupted(&self.remote, &base.to_upload);
+        let diff = StatusDiff {
+            unchanged_count: base.unchanged.len(),
+            unchanged: base.unchanged,
+            to_upload: base.to_upload,
+            deleted_locally: base.deleted_locally,
+            ..StatusDiff::default()
+        };
+        Ok(Ok(StatusReport {
+            is_synced: diff.to_upload.is_empty() && diff.deleted_locally.is_empty(),
+            diff,
+            resumable: Vec::new(),
+            interrupted,
+            requests: self.requests(),
+            files_hashed: base.files_hashed,
+            warnings,
+            remote_synced_at: base.remote_synced_at,
+            remote_last_segment: base.remote_last_segment,
+            ignored: base.ignored,
+        }))
+    }
+
+    async fn make_plan(
+        &self,
+        compare: Compare,
+        read: Option<PreRead>,
+    ) -> Result<Plan> {
+        let (read, held) = match read {
+            Some(r) => (Some(r.remote), r.lock),
+            None => (None, None),
+        };
+        let _lock = match held {
+            Some(lock) => Some(lock),
+            None => self.source.lock()?,
+        };
         self.reporter.progress(&Progress {
             operation: Operation::Comparing,
             current_file: None,
@@ -257,7 +330,10 @@ impl Engine {
             bytes_transferred: 0,
             bytes_total: 0,
         });
-        let remote = self.read_remote().await?;
+        let remote = match read {
+            Some(remote) => self.checked_remote(remote)?,
+            None => self.read_remote().await?,
+        };
         let (algorithm, warning) = self.algorithm(remote.as_ref());
         let read = ReadOptions {
             algorithm,
@@ -351,6 +427,11 @@ impl Engine {
     /// The remote manifest, checked for paths pqsync never writes.
     async fn read_remote(&self) -> Result<Option<RemoteManifest>> {
         let remote = self.remote.read_manifest().await?;
+        self.checked_remote(remote)
+    }
+
+    /// `remote`, checked for paths pqsync never writes.
+    fn checked_remote(&self, remote: Option<RemoteManifest>) -> Result<Option<RemoteManifest>> {
         if let Some(r) = &remote {
             refuse_reserved_paths(&r.manifest, self.remote.url())?;
         }
@@ -573,6 +654,13 @@ impl Engine {
         }
         n
     }
+}
+
+/// A remote manifest read before the plan, under the run lock taken for
+/// it.
+struct PreRead {
+    remote: Option<RemoteManifest>,
+    lock: Option<crate::tree::RunLock>,
 }
 
 /// A status report from a plan made for one.

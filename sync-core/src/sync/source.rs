@@ -60,6 +60,27 @@ pub(crate) struct SourceView {
     pub ignored: Vec<String>,
 }
 
+/// A status measured against the base ([`Source::status_from_base`]).
+#[derive(Debug, Default)]
+pub(crate) struct BaseStatus {
+    /// Local files that differ from the base, or that it lacks.
+    pub to_upload: Vec<FileEntry>,
+    /// Paths the same on both sides, sorted.
+    pub unchanged: Vec<String>,
+    /// Paths of the base no longer in the directory.
+    pub deleted_locally: Vec<String>,
+    /// Local files whose contents were read.
+    pub files_hashed: usize,
+    /// Warnings, as a plan gives them.
+    pub warnings: Vec<String>,
+    /// Paths skipped as ParqueDB skips them.
+    pub ignored: Vec<String>,
+    /// The remote manifest's `lastSyncedAt`.
+    pub remote_synced_at: Option<String>,
+    /// The highest event-log segment the remote manifest lists.
+    pub remote_last_segment: Option<u64>,
+}
+
 /// How to read the source.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ReadOptions {
@@ -155,6 +176,23 @@ pub(crate) trait Source: Send + Sync + std::fmt::Debug {
     /// Reads the source's files, and the base for `remote` (the manifest
     /// just read from the remote).
     async fn read(&self, remote: Option<&RemoteManifest>, opts: ReadOptions) -> Result<SourceView>;
+
+    /// The ETag of the remote manifest the source's base was recorded
+    /// equal to, when that base can stand in for it in a status (no run
+    /// left uploads to commit, and the base is kept in a form that
+    /// streams). `None` for a source without such a base.
+    fn base_etag(&self) -> Option<String> {
+        None
+    }
+
+    /// A status measured against the base alone, for a remote whose
+    /// manifest is still the one [`Source::base_etag`] names: the sorted
+    /// walk and the base merged as they stream, with no map of either.
+    /// `None` when the base is not usable after all (then the caller
+    /// compares with the remote manifest).
+    async fn status_from_base(&self, _remote: &StoreTree) -> Result<Option<BaseStatus>> {
+        Ok(None)
+    }
 
     /// The manifest whose identity (`databaseId`, `name`, ...) a new remote
     /// manifest takes: `current` is the remote's own.
@@ -432,6 +470,43 @@ impl Source for LocalSource {
         })
     }
 
+    fn base_etag(&self) -> Option<String> {
+        let stamp = self.state.stamp()?;
+        if !stamp.equals_remote || stamp.hash_algorithm.is_none() || !self.state.has_binary_base()
+        {
+            return None;
+        }
+        if !self.state.journal().ok()?.is_empty() {
+            return None;
+        }
+        stamp.remote_etag
+    }
+
+    async fn status_from_base(&self, remote: &StoreTree) -> Result<Option<BaseStatus>> {
+        let Some(stamp) = self.state.stamp() else {
+            return Ok(None);
+        };
+        let Some(alg) = stamp.hash_algorithm else {
+            return Ok(None);
+        };
+        let tree = self.tree.clone();
+        let state = RemoteState::new(&self.tree, self.state.url());
+        let refuses = {
+            let remote = remote.clone();
+            move |p: &str| remote.refuses_name(p)
+        };
+        let got = crate::tree::blocking("comparing with the base", move || {
+            Ok(compare_with_base(&tree, &state, alg, refuses))
+        })
+        .await?;
+        let Some(mut status) = got? else {
+            return Ok(None);
+        };
+        status.remote_synced_at = stamp.remote_synced_at;
+        status.remote_last_segment = stamp.remote_last_segment;
+        Ok(Some(status))
+    }
+
     fn identity<'a>(
         &self,
         view: &'a SourceView,
@@ -608,13 +683,11 @@ impl Source for LocalSource {
                 .iter()
                 .zip(s.remote_after)
                 .all(|((p, b), (q, r))| p == q && b.same_content(r));
-        if s.view.base.as_ref() != Some(&base) {
-            self.state.write_base(base)?;
+        if s.view.base.as_ref() != Some(&base) || !self.state.has_binary_base() {
+            self.state.write_base(&base)?;
         }
-        self.state.write_stamp(&BaseStamp {
-            remote_commit_id: s.remote_commit.map(str::to_string),
-            equals_remote,
-        })?;
+        self.state
+            .write_stamp(&stamp(s.remote_latest, s.remote_after, s.remote_commit, equals_remote))?;
         if s.clean_run {
             self.state.clear_journal();
         }
@@ -632,6 +705,120 @@ impl Source for LocalSource {
         .await
         .unwrap_or_default()
     }
+}
+
+/// [`Source::status_from_base`] for a directory: its walk, sorted and
+/// hashed through the stat cache, merged with the base as the base streams.
+/// `None` when the base turns out damaged or hashed otherwise.
+fn compare_with_base(
+    tree: &LocalTree,
+    state: &RemoteState,
+    alg: HashAlgorithm,
+    refuses: impl Fn(&str) -> Option<String>,
+) -> Result<Option<BaseStatus>> {
+    let Some(mut base) = state.base_reader() else {
+        return Ok(None);
+    };
+    let (found, info) = tree.scan_sorted(alg)?;
+    let left_out = info.left_out;
+    let mut refused = Vec::new();
+    let mut out = BaseStatus {
+        files_hashed: info.hashed,
+        ignored: info.ignored,
+        ..BaseStatus::default()
+    };
+    let mut next = base.next_entry();
+    let gone = |b: FileEntry, left_out: &[LeftOut], out: &mut BaseStatus| {
+        // A path that could not be read is not taken for deleted.
+        if !left_out.iter().any(|l| l.covers(&b.path)) {
+            out.deleted_locally.push(b.path);
+        }
+    };
+    for f in found {
+        while let Some(b) = next.take() {
+            if b.path < f.rel {
+                gone(b, &left_out, &mut out);
+                next = base.next_entry();
+            } else {
+                next = Some(b);
+                break;
+            }
+        }
+        let same = next.as_ref().filter(|b| b.path == f.rel);
+        if same.is_some_and(|b| b.hash_algorithm != alg) {
+            return Ok(None);
+        }
+        // A name the remote cannot hold stays out of the run.
+        if let Some(reason) = refuses(&f.rel) {
+            refused.push(LeftOut::new(&f.rel, reason, "upload"));
+            if same.is_some() {
+                next = base.next_entry();
+            }
+            continue;
+        }
+        let unchanged =
+            same.is_some_and(|b| b.size == f.stat.size && Some(b.hash) == f.hash);
+        if same.is_some() {
+            next = base.next_entry();
+        }
+        if unchanged {
+            out.unchanged.push(f.rel);
+        } else {
+            out.to_upload.push(f.entry(alg));
+        }
+    }
+    while let Some(b) = next {
+        gone(b, &left_out, &mut out);
+        next = base.next_entry();
+    }
+    if base.damaged() {
+        return Ok(None);
+    }
+    out.warnings = info.warnings;
+    out.warnings.extend(left_out.iter().chain(&refused).map(|l| {
+        format!(
+            "{}: left out ({}); it is neither sent nor deleted",
+            l.path, l.reason
+        )
+    }));
+    Ok(Some(out))
+}
+
+/// The stamp recorded with a base: the remote manifest's commit id, and,
+/// when the base equals the remote's files (and `latest` is the manifest
+/// that lists them), what a status needs to stand the base in for that
+/// manifest while its ETag is unchanged.
+fn stamp(
+    latest: Option<&RemoteManifest>,
+    files: &BTreeMap<String, FileEntry>,
+    commit: Option<&str>,
+    equals_remote: bool,
+) -> BaseStamp {
+    let mut stamp = BaseStamp {
+        remote_commit_id: commit.map(str::to_string),
+        equals_remote,
+        remote_etag: None,
+        remote_synced_at: None,
+        remote_last_segment: None,
+        hash_algorithm: None,
+    };
+    let Some(latest) = latest.filter(|l| equals_remote && l.manifest.commit_id.as_deref() == commit)
+    else {
+        return stamp;
+    };
+    let mut algorithms = files.values().map(|e| e.hash_algorithm);
+    let first = algorithms.next();
+    if first.is_none() || algorithms.any(|a| Some(a) != first) {
+        return stamp;
+    }
+    stamp.remote_etag.clone_from(&latest.etag);
+    stamp.remote_synced_at = Some(latest.manifest.last_synced_at.clone());
+    stamp.remote_last_segment = files
+        .keys()
+        .filter_map(|p| crate::layout::segment_seq(p))
+        .max();
+    stamp.hash_algorithm = first;
+    stamp
 }
 
 /// The uploads of `uploads` that an interrupted run began, with the parts

@@ -202,7 +202,7 @@ async fn status_uses_the_recorded_remote_as_its_base(kind: &RemoteKind) {
         .map(|e| e.unwrap().path())
         .filter(|p| {
             let name = p.file_name().unwrap().to_string_lossy().to_string();
-            name.starts_with("base-") && name.ends_with(".json") && !name.contains("stamp")
+            name.starts_with("base-") && name.ends_with(".bin")
         })
         .collect();
     assert_eq!(base.len(), 1, "{base:?}");

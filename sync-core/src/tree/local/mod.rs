@@ -4,7 +4,7 @@
 //!
 //! # Contract
 //! * A scan reads a file's contents only when its stat (size, mtime in ns,
-//!   inode, ctime) differs from the cache in the state's `statcache.json`
+//!   inode, ctime) differs from the cache in the state's `statcache.bin`
 //!   ([`LocalTree::scan`]).
 //! * pqsync's own state (stat cache, bases, journals, remote record,
 //!   trash) lives outside the directory, in a per-user state home keyed by
@@ -17,6 +17,7 @@
 //!   manifest. No partial file is ever left where a real one belongs.
 //! * Nothing is written through a symlink or outside the root.
 
+mod records;
 mod scan;
 mod state;
 mod trash;
@@ -201,13 +202,29 @@ impl LocalTree {
 /// # Errors
 /// [`Error::Io`] naming the file.
 pub(crate) fn write_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(target, |w| w.write_all(bytes))
+}
+
+/// [`write_atomic`] of what `write` streams (through a buffer), so a large
+/// state file is never built in memory first.
+///
+/// # Errors
+/// [`Error::Io`] naming the file.
+pub(crate) fn write_atomic_with(
+    target: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
     let dir = target.parent().expect("target has a parent");
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".pqsync.tmp-")
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
-    tmp.write_all(bytes).map_err(|e| Error::io(target, e))?;
+    {
+        let mut out = std::io::BufWriter::with_capacity(256 * 1024, tmp.as_file_mut());
+        write(&mut out).map_err(|e| Error::io(target, e))?;
+        out.flush().map_err(|e| Error::io(target, e))?;
+    }
     {
         use std::os::unix::fs::PermissionsExt;
         // Readable like any other file of the database, not 0600.

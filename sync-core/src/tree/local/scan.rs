@@ -1,11 +1,12 @@
 //! Walking a directory and hashing what changed since the last scan.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
+use super::records::{RecordReader, RecordWriter, CACHE_MAGIC};
 use super::{FileStat, LocalTree};
 use crate::error::{Error, Result};
 use crate::layout::{content_type_for, is_ignored, is_ignored_dir, is_own, MANIFEST_PATH};
@@ -15,50 +16,81 @@ use crate::manifest::{hash_file, Digest, FileEntry, HashAlgorithm};
 /// edit within the file system's timestamp granularity is never missed.
 const RACY_WINDOW_NS: i128 = 2_000_000_000;
 
-/// One stat-cache record: the stat a hash was computed for.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct CacheRecord(u64, i64, i64, u64, HashAlgorithm, Digest);
+/// The stat cache, in its binary form ([`super::records`]).
+const CACHE_FILE: &str = "statcache.bin";
+/// The stat cache as earlier versions wrote it; read once, then
+/// replaced by [`CACHE_FILE`].
+const LEGACY_CACHE_FILE: &str = "statcache.json";
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct StatCache {
+/// A legacy stat-cache record: size, mtime, ctime, inode, algorithm, hash.
+#[derive(Clone, Debug, Deserialize)]
+struct LegacyRecord(u64, i64, i64, u64, HashAlgorithm, Digest);
+
+#[derive(Debug, Default, Deserialize)]
+struct LegacyCache {
     version: u32,
-    files: HashMap<String, CacheRecord>,
+    files: HashMap<String, LegacyRecord>,
 }
 
-impl StatCache {
-    /// Caches `e`'s hash under `st`, unless the file changed so recently
-    /// (relative to `now_ns`) that a same-tick edit could go unnoticed.
-    fn record(&mut self, e: &FileEntry, st: FileStat, now_ns: i128) {
-        if i128::from(st.mtime_ns) + RACY_WINDOW_NS >= now_ns {
-            return;
-        }
-        self.files.insert(
-            e.path.clone(),
-            CacheRecord(
-                st.size,
-                st.mtime_ns,
-                st.ctime_ns,
-                st.ino,
-                e.hash_algorithm,
-                e.hash,
-            ),
-        );
+/// A file a walk found, with its hash once known. A scan keeps one per
+/// file in a vector sorted by path, so a tree of millions of files costs
+/// little more than its paths.
+#[derive(Debug)]
+pub(crate) struct Found {
+    /// Relative, `/`-separated path.
+    pub rel: String,
+    /// The stat it was (or will be) hashed under.
+    pub stat: FileStat,
+    /// Its modification time.
+    pub modified: std::time::SystemTime,
+    /// Its content hash: from the cache, or read.
+    pub hash: Option<Digest>,
+}
+
+impl Found {
+    /// The manifest entry for this file, hashed with `alg`.
+    pub fn entry(&self, alg: HashAlgorithm) -> FileEntry {
+        make_entry(
+            &self.rel,
+            self.stat,
+            self.modified,
+            alg,
+            self.hash.expect("a scanned file is hashed"),
+        )
     }
 }
 
-/// A hashed file: relative path, stat, modification time, digest.
-type Hashed = (String, FileStat, std::time::SystemTime, Digest);
+/// What a scan found besides the files themselves.
+#[derive(Debug, Default)]
+pub(crate) struct ScanInfo {
+    /// Files whose contents had to be read (cache misses).
+    pub hashed: usize,
+    /// Bytes read to hash them.
+    pub hashed_bytes: u64,
+    /// Things skipped, such as symlinks.
+    pub warnings: Vec<String>,
+    /// Paths that could not be read.
+    pub left_out: Vec<LeftOut>,
+    /// Paths skipped because ParqueDB skips them.
+    pub ignored: Vec<String>,
+}
+
+/// What a scan found in the stat cache.
+#[derive(Debug, Default)]
+struct CacheUse {
+    /// Records the cache holds.
+    records: usize,
+    /// It was an older version's cache, to be replaced.
+    legacy: bool,
+}
 
 /// Why a file was not hashed.
 enum Hashing {
     /// It is gone since the walk.
     Gone,
-    /// It could not be read: path and reason.
-    Unreadable(String, String),
+    /// It could not be read: the reason.
+    Unreadable(String),
 }
-
-/// A file found by a walk: relative path, stat, modification time.
-type Walked = (String, FileStat, std::time::SystemTime);
 
 /// The result of scanning a local tree.
 #[derive(Debug, Default)]
@@ -125,61 +157,139 @@ impl LocalTree {
     /// # Errors
     /// [`Error::Io`] for unreadable directories or files.
     pub fn scan(&self, alg: HashAlgorithm) -> Result<LocalScan> {
-        let started_ns = now_ns();
-        let mut scan = LocalScan::default();
-        if !self.root.exists() {
-            return Ok(scan);
+        let (found, info) = self.scan_sorted(alg)?;
+        let mut scan = LocalScan {
+            hashed: info.hashed,
+            hashed_bytes: info.hashed_bytes,
+            warnings: info.warnings,
+            left_out: info.left_out,
+            ignored: info.ignored,
+            ..LocalScan::default()
+        };
+        scan.stats.reserve(found.len());
+        for f in found {
+            scan.files.insert(f.rel.clone(), f.entry(alg));
+            scan.stats.insert(f.rel, f.stat);
         }
-        let cache = self.load_cache();
-        let found = self.walk(&mut scan.warnings, &mut scan.left_out, &mut scan.ignored)?;
-        let mut misses = Vec::new();
-        for (rel, stat, modified) in found {
-            match cache.files.get(&rel) {
-                Some(CacheRecord(size, mtime, ctime, ino, a, hash))
-                    if *a == alg
-                        && *size == stat.size
-                        && *mtime == stat.mtime_ns
-                        && *ctime == stat.ctime_ns
-                        && *ino == stat.ino =>
-                {
-                    scan.files
-                        .insert(rel.clone(), make_entry(&rel, stat, modified, alg, *hash));
-                    scan.stats.insert(rel, stat);
+        Ok(scan)
+    }
+
+    /// [`LocalTree::scan`] as a vector sorted by path, every file hashed:
+    /// the walk, sorted, is merged with the sorted stat cache as it streams
+    /// from disk, the misses are hashed in parallel, and the cache is
+    /// written back as a stream when anything changed. Blocking.
+    ///
+    /// # Errors
+    /// As for [`LocalTree::scan`].
+    pub(crate) fn scan_sorted(&self, alg: HashAlgorithm) -> Result<(Vec<Found>, ScanInfo)> {
+        let started_ns = now_ns();
+        let mut info = ScanInfo::default();
+        if !self.root.exists() {
+            return Ok((Vec::new(), info));
+        }
+        let mut found = self.walk(&mut info.warnings, &mut info.left_out, &mut info.ignored)?;
+        found.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+        let cached = self.apply_cache(&mut found, alg);
+
+
+        let hashed = std::sync::atomic::AtomicUsize::new(0);
+        let hashed_bytes = std::sync::atomic::AtomicU64::new(0);
+        let failures: Vec<(usize, Hashing)> = found
+            .par_iter_mut()
+            .enumerate()
+            .filter(|(_, f)| f.hash.is_none())
+            .filter_map(|(i, f)| match self.hash_stable(f, alg) {
+                Ok(()) => {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    hashed.fetch_add(1, Relaxed);
+                    hashed_bytes.fetch_add(f.stat.size, Relaxed);
+                    None
                 }
-                _ => misses.push((rel, stat, modified)),
+                Err(h) => Some((i, h)),
+            })
+            .collect();
+        info.hashed = hashed.into_inner();
+        info.hashed_bytes = hashed_bytes.into_inner();
+        if !failures.is_empty() {
+            let mut failed = failures.into_iter().peekable();
+            let mut i = 0;
+            found.retain(|f| {
+                let this = i;
+                i += 1;
+                match failed.next_if(|(j, _)| *j == this) {
+                    // Gone since the walk: not there, like any deleted file.
+                    Some((_, Hashing::Gone)) => false,
+                    Some((_, Hashing::Unreadable(reason))) => {
+                        info.left_out.push(LeftOut {
+                            path: f.rel.clone(),
+                            dir: false,
+                            reason,
+                            operation: "read",
+                        });
+                        false
+                    }
+                    None => true,
+                }
+            });
+        }
+        if info.hashed > 0 || cached.records != found.len() || cached.legacy {
+            self.save_cache(&found, alg, started_ns);
+        }
+        info.left_out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok((found, info))
+    }
+
+    /// Fills in the hash of each found file (sorted by path) whose stat the
+    /// stat cache holds for `alg`, merging the two as the cache streams.
+    fn apply_cache(&self, found: &mut [Found], alg: HashAlgorithm) -> CacheUse {
+        let mut used = CacheUse::default();
+        let fits = |f: &Found, stat: &FileStat, a: HashAlgorithm| a == alg && *stat == f.stat;
+        if let Some(mut reader) = RecordReader::open(&self.state_dir().join(CACHE_FILE), CACHE_MAGIC)
+        {
+            let mut next = reader.next_cache();
+            for f in found.iter_mut() {
+                while next.as_ref().is_some_and(|r| r.path < f.rel) {
+                    used.records += 1;
+                    next = reader.next_cache();
+                }
+                if let Some(r) = next.as_ref().filter(|r| r.path == f.rel) {
+                    if fits(f, &r.stat, r.algorithm) {
+                        f.hash = Some(r.hash);
+                    }
+                }
+            }
+            while next.is_some() {
+                used.records += 1;
+                next = reader.next_cache();
+            }
+            return used;
+        }
+        // An older version's cache: read once, replaced on save.
+        let Some(legacy) = self
+            .read_state_file(LEGACY_CACHE_FILE)
+            .ok()
+            .flatten()
+            .and_then(|b| serde_json::from_slice::<LegacyCache>(&b).ok())
+            .filter(|c| c.version == 1)
+        else {
+            return used;
+        };
+        used.legacy = true;
+        used.records = legacy.files.len();
+        for f in found.iter_mut() {
+            if let Some(LegacyRecord(size, mtime, ctime, ino, a, hash)) = legacy.files.get(&f.rel) {
+                let stat = FileStat {
+                    size: *size,
+                    mtime_ns: *mtime,
+                    ctime_ns: *ctime,
+                    ino: *ino,
+                };
+                if fits(f, &stat, *a) {
+                    f.hash = Some(*hash);
+                }
             }
         }
-
-        let hashed: Vec<std::result::Result<Hashed, Hashing>> = misses
-            .into_par_iter()
-            .map(|(rel, stat, modified)| self.hash_stable(rel, stat, modified, alg))
-            .collect();
-        for r in hashed {
-            let (rel, stat, modified, hash) = match r {
-                Ok(found) => found,
-                // Gone since the walk: not there, like any deleted file.
-                Err(Hashing::Gone) => continue,
-                Err(Hashing::Unreadable(path, reason)) => {
-                    scan.left_out.push(LeftOut {
-                        path,
-                        dir: false,
-                        reason,
-                        operation: "read",
-                    });
-                    continue;
-                }
-            };
-            scan.hashed += 1;
-            scan.hashed_bytes += stat.size;
-            scan.files
-                .insert(rel.clone(), make_entry(&rel, stat, modified, alg, hash));
-            scan.stats.insert(rel, stat);
-        }
-        if scan.hashed > 0 || cache.files.len() != scan.files.len() {
-            self.save_cache(&scan, started_ns);
-        }
-        scan.left_out.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(scan)
+        used
     }
 
     /// The regular files of the tree that pqsync tracks (ignored names,
@@ -190,8 +300,8 @@ impl LocalTree {
         warnings: &mut Vec<String>,
         left_out: &mut Vec<LeftOut>,
         ignored: &mut Vec<String>,
-    ) -> Result<Vec<Walked>> {
-        let mut found: Vec<Walked> = Vec::new();
+    ) -> Result<Vec<Found>> {
+        let mut found: Vec<Found> = Vec::new();
         let skipped_dirs = std::cell::RefCell::new(Vec::new());
         let walker = walkdir::WalkDir::new(&self.root)
             .follow_links(false)
@@ -290,7 +400,12 @@ impl LocalTree {
                 .map_err(std::io::Error::from)
                 .and_then(|md| Ok((md.modified()?, md)));
             match read {
-                Ok((modified, md)) => found.push((rel, FileStat::of(&md), modified)),
+                Ok((modified, md)) => found.push(Found {
+                    rel,
+                    stat: FileStat::of(&md),
+                    modified,
+                    hash: None,
+                }),
                 Err(e) => left_out.push(LeftOut {
                     path: rel,
                     dir: false,
@@ -306,11 +421,11 @@ impl LocalTree {
         // overwrite each other elsewhere: sync the first, report the other.
         // Distinct ASCII names are distinct after normalisation: only trees
         // with a non-ASCII name need the check (and its map of every name).
-        if found.iter().all(|(rel, _, _)| rel.is_ascii()) {
+        if found.iter().all(|f| f.rel.is_ascii()) {
             return Ok(found);
         }
         let mut seen_nfc = std::collections::HashMap::new();
-        found.retain(|(rel, _, _)| {
+        found.retain(|Found { rel, .. }| {
             use unicode_normalization::UnicodeNormalization;
             let nfc: String = rel.nfc().collect();
             match seen_nfc.entry(nfc) {
@@ -344,7 +459,7 @@ impl LocalTree {
         let files = self
             .walk(&mut warnings, &mut left_out, &mut Vec::new())?
             .into_iter()
-            .map(|(rel, stat, _)| (rel, stat.size))
+            .map(|f| (f.rel, f.stat.size))
             .collect();
         warnings.extend(
             left_out
@@ -356,82 +471,101 @@ impl LocalTree {
 
     /// Hashes a file and checks its stat did not move while it was read;
     /// a file that keeps changing is reported rather than hashed wrongly.
-    fn hash_stable(
-        &self,
-        rel: String,
-        mut stat: FileStat,
-        mut modified: std::time::SystemTime,
-        alg: HashAlgorithm,
-    ) -> std::result::Result<Hashed, Hashing> {
-        let path = self.abs(&rel);
-        let fail = |rel: &str, e: std::io::Error| match e.kind() {
+    fn hash_stable(&self, f: &mut Found, alg: HashAlgorithm) -> std::result::Result<(), Hashing> {
+        let path = self.abs(&f.rel);
+        let fail = |e: std::io::Error| match e.kind() {
             std::io::ErrorKind::NotFound => Hashing::Gone,
-            _ => Hashing::Unreadable(rel.to_string(), e.to_string()),
+            _ => Hashing::Unreadable(e.to_string()),
         };
         for _ in 0..3 {
-            let (hash, n) = match hash_file(&path, alg, stat.size) {
+            let (hash, n) = match hash_file(&path, alg, f.stat.size) {
                 Ok(h) => h,
-                Err(Error::Io { source, .. }) => return Err(fail(&rel, source)),
-                Err(e) => return Err(Hashing::Unreadable(rel, e.to_string())),
+                Err(Error::Io { source, .. }) => return Err(fail(source)),
+                Err(e) => return Err(Hashing::Unreadable(e.to_string())),
             };
-            let md = std::fs::symlink_metadata(&path).map_err(|e| fail(&rel, e))?;
+            let md = std::fs::symlink_metadata(&path).map_err(fail)?;
             let after = FileStat::of(&md);
-            if after == stat && n == stat.size {
-                return Ok((rel, stat, modified, hash));
+            if after == f.stat && n == f.stat.size {
+                f.hash = Some(hash);
+                return Ok(());
             }
-            stat = after;
-            modified = md.modified().map_err(|e| fail(&rel, e))?;
+            f.stat = after;
+            f.modified = md.modified().map_err(fail)?;
         }
         Err(Hashing::Unreadable(
-            rel,
             "it kept changing while being hashed".into(),
         ))
     }
 
-    fn cache_path(&self) -> PathBuf {
-        self.state_dir().join("statcache.json")
-    }
-
-    fn load_cache(&self) -> StatCache {
-        // A missing or unreadable cache only costs a rehash; never an error.
-        std::fs::read(self.cache_path())
-            .ok()
-            .and_then(|b| serde_json::from_slice::<StatCache>(&b).ok())
-            .filter(|c| c.version == 1)
-            .unwrap_or_default()
-    }
-
-    fn save_cache(&self, scan: &LocalScan, started_ns: i128) {
-        let mut cache = StatCache {
-            version: 1,
-            files: HashMap::with_capacity(scan.files.len()),
-        };
-        for (rel, e) in &scan.files {
-            cache.record(e, scan.stats[rel], started_ns);
-        }
-        self.store_cache(&cache);
-    }
-
-    fn store_cache(&self, cache: &StatCache) {
-        let bytes = serde_json::to_vec(cache).expect("cache serialises");
-        if let Err(e) = self.write_state_file("statcache.json", &bytes) {
-            tracing::warn!("could not save the stat cache: {e}");
+    /// Writes the stat cache for `found` (sorted, hashed with `alg`),
+    /// leaving out files changed so recently before `started_ns` that a
+    /// same-tick edit could go unnoticed. Best effort: a cache that cannot
+    /// be written only costs a rehash.
+    fn save_cache(&self, found: &[Found], alg: HashAlgorithm, started_ns: i128) {
+        let written = self.write_state_with(CACHE_FILE, |out| {
+            let mut w = RecordWriter::new(out, CACHE_MAGIC)?;
+            for f in found.iter().filter(|f| cacheable(&f.stat, started_ns)) {
+                if let Some(hash) = &f.hash {
+                    w.cache(&f.rel, &f.stat, alg, hash)?;
+                }
+            }
+            w.finish().map(drop)
+        });
+        match written {
+            Ok(()) => self.remove_state_file(LEGACY_CACHE_FILE),
+            Err(e) => tracing::warn!("could not save the stat cache: {e}"),
         }
     }
 
-    /// Records a file this run wrote, so the next scan need not read it.
+    /// Drops the stat cache, so the next scan reads every file.
+    pub(crate) fn forget_hashes(&self) {
+        self.remove_state_file(CACHE_FILE);
+        self.remove_state_file(LEGACY_CACHE_FILE);
+    }
+
+    /// Records files this run wrote, so the next scan need not read them:
+    /// the cache is rewritten as one merge of its records with these.
     pub fn remember(&self, entries: &[(FileEntry, FileStat)]) {
         if entries.is_empty() {
             return;
         }
-        let mut cache = self.load_cache();
-        cache.version = 1;
         let now = now_ns();
-        for (e, st) in entries {
-            cache.record(e, *st, now);
+        let mut new: Vec<&(FileEntry, FileStat)> = entries
+            .iter()
+            .filter(|(_, st)| cacheable(st, now))
+            .collect();
+        new.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+        new.dedup_by(|a, b| a.0.path == b.0.path);
+        let old = RecordReader::open(&self.state_dir().join(CACHE_FILE), CACHE_MAGIC);
+        let written = self.write_state_with(CACHE_FILE, |out| {
+            let mut w = RecordWriter::new(out, CACHE_MAGIC)?;
+            let mut old = old;
+            let mut next = old.as_mut().and_then(|r| r.next_cache());
+            for (e, st) in new {
+                while let Some(r) = next.as_ref().filter(|r| r.path <= e.path) {
+                    if r.path != e.path {
+                        w.cache(&r.path, &r.stat, r.algorithm, &r.hash)?;
+                    }
+                    next = old.as_mut().and_then(|r| r.next_cache());
+                }
+                w.cache(&e.path, st, e.hash_algorithm, &e.hash)?;
+            }
+            while let Some(r) = next {
+                w.cache(&r.path, &r.stat, r.algorithm, &r.hash)?;
+                next = old.as_mut().and_then(|r| r.next_cache());
+            }
+            w.finish().map(drop)
+        });
+        if let Err(e) = written {
+            tracing::warn!("could not save the stat cache: {e}");
         }
-        self.store_cache(&cache);
     }
+}
+
+/// Whether a file with this stat may be cached: not changed so recently
+/// (relative to `now_ns`) that a same-tick edit could go unnoticed.
+fn cacheable(st: &FileStat, now_ns: i128) -> bool {
+    i128::from(st.mtime_ns) + RACY_WINDOW_NS < now_ns
 }
 
 /// Removes a download temp file (`.NAME.pqsync.tmp-PID-RAND`) left behind by

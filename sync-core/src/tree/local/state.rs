@@ -5,9 +5,9 @@
 //!
 //! | file | what it holds |
 //! |---|---|
-//! | `statcache.json` | the stat cache ([`LocalTree::scan`]) |
+//! | `statcache.bin` | the stat cache ([`LocalTree::scan`]), binary, sorted by path (`statcache.json` in earlier versions, read once and replaced) |
 //! | `remote.json` | the remote the directory last synced with |
-//! | `base-<key>.json` | the base: the files both sides agreed on after the last run against the remote whose key is `<key>` |
+//! | `base-<key>.bin` | the base (binary, sorted by path; `base-<key>.json` in earlier versions): the files both sides agreed on after the last run against the remote whose key is `<key>` |
 //! | `base-<key>.stamp.json` | the remote manifest's commit id at that time, and whether the base equals it |
 //! | `caps-<key>.json` | what the remote's capability probe found |
 //! | `journal/<key>.log` | uploads an interrupted run completed, not yet committed |
@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use super::records::{RecordReader, RecordWriter, BASE_MAGIC};
 use super::{move_file, write_atomic, LocalTree};
 use crate::error::{Error, Result};
 use crate::manifest::{FileEntry, HashAlgorithm, Manifest};
@@ -138,6 +139,15 @@ impl LocalTree {
     /// Writes a file under the state directory atomically. The first write
     /// also records which directory the state belongs to.
     pub(crate) fn write_state_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.write_state_with(name, |w| w.write_all(bytes))
+    }
+
+    /// [`LocalTree::write_state_file`] of what `write` streams.
+    pub(crate) fn write_state_with(
+        &self,
+        name: &str,
+        write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> Result<()> {
         let dir = self.state_dir();
         if !dir.join("database.json").exists() {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -147,7 +157,7 @@ impl LocalTree {
             let bytes = serde_json::to_vec_pretty(&record).expect("record serialises");
             write_atomic(&dir.join("database.json"), &bytes)?;
         }
-        write_atomic(&dir.join(name), bytes)
+        super::write_atomic_with(&dir.join(name), write)
     }
 
     /// Moves the state an earlier version kept inside the database
@@ -287,6 +297,20 @@ impl JournalEntry {
 pub(crate) struct BaseStamp {
     pub remote_commit_id: Option<String>,
     pub equals_remote: bool,
+    /// The remote manifest's ETag when the base equals it: a status whose
+    /// conditional GET finds the manifest unchanged compares with the base
+    /// alone, without downloading the manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_etag: Option<String>,
+    /// That manifest's `lastSyncedAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_synced_at: Option<String>,
+    /// The highest event-log segment it lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_last_segment: Option<u64>,
+    /// The one algorithm all its entries are hashed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_algorithm: Option<HashAlgorithm>,
 }
 
 impl BaseStamp {
@@ -323,6 +347,11 @@ impl RemoteState {
     }
 
     fn base_name(&self) -> String {
+        format!("base-{}.bin", self.key)
+    }
+
+    /// The base as earlier versions kept it: a manifest in JSON.
+    fn legacy_base_name(&self) -> String {
         format!("base-{}.json", self.key)
     }
 
@@ -342,7 +371,21 @@ impl RemoteState {
     /// deletion inference: it is reported and the run continues as a first
     /// sync.
     pub fn base(&self) -> Result<Option<BTreeMap<String, FileEntry>>> {
-        let name = self.base_name();
+        if let Some(mut reader) = self.base_reader() {
+            let mut files = BTreeMap::new();
+            while let Some(e) = reader.next_entry() {
+                files.insert(e.path.clone(), e);
+            }
+            if reader.damaged() {
+                tracing::warn!(
+                    "{}: damaged; treating this as a first sync",
+                    self.tree.state_dir().join(self.base_name()).display()
+                );
+                return Ok(None);
+            }
+            return Ok(Some(files));
+        }
+        let name = self.legacy_base_name();
         let Some(bytes) = self.tree.read_state_file(&name)? else {
             return Ok(None);
         };
@@ -356,12 +399,28 @@ impl RemoteState {
         }
     }
 
-    /// Replaces the base.
-    pub fn write_base(&self, files: BTreeMap<String, FileEntry>) -> Result<()> {
-        let mut m = Manifest::new("base", &self.url);
-        m.files = files;
-        self.tree
-            .write_state_file(&self.base_name(), &m.to_json_pretty())
+    /// The base as a stream of entries sorted by path, when it is kept in
+    /// the binary form (a base an older version wrote is not streamed).
+    pub fn base_reader(&self) -> Option<RecordReader<std::fs::File>> {
+        RecordReader::open(&self.tree.state_dir().join(self.base_name()), BASE_MAGIC)
+    }
+
+    /// Whether the base is kept in the binary form that streams.
+    pub fn has_binary_base(&self) -> bool {
+        self.tree.state_dir().join(self.base_name()).is_file()
+    }
+
+    /// Replaces the base, streaming it to disk.
+    pub fn write_base(&self, files: &BTreeMap<String, FileEntry>) -> Result<()> {
+        self.tree.write_state_with(&self.base_name(), |out| {
+            let mut w = RecordWriter::new(out, BASE_MAGIC)?;
+            for e in files.values() {
+                w.entry(e)?;
+            }
+            w.finish().map(drop)
+        })?;
+        self.tree.remove_state_file(&self.legacy_base_name());
+        Ok(())
     }
 
     /// The stamp written with the base, if it is readable.

@@ -445,6 +445,40 @@ impl StoreTree {
         Ok(Some(RemoteManifest { manifest, etag }))
     }
 
+    /// The manifest, unless its ETag is still `etag`: one conditional GET
+    /// (`If-None-Match`), which moves no body when nothing changed.
+    /// `Ok(None)` means unchanged; `Ok(Some(m))` is what a
+    /// [`StoreTree::read_manifest`] would have returned.
+    ///
+    /// # Errors
+    /// As for [`StoreTree::read_manifest`].
+    pub(crate) async fn read_manifest_unless(
+        &self,
+        etag: &str,
+    ) -> Result<Option<Option<RemoteManifest>>> {
+        if self.versions.is_some() {
+            return Ok(Some(self.read_manifest().await?));
+        }
+        let shown = self.display(MANIFEST_PATH);
+        let opts = GetOptions {
+            if_none_match: Some(etag.to_string()),
+            ..GetOptions::default()
+        };
+        let got = match self.store.get_opts(&self.location(MANIFEST_PATH), opts).await {
+            Err(object_store::Error::NotModified { .. }) => return Ok(None),
+            got => got,
+        };
+        let got = match got.map_err(|e| Error::store(&shown, e)) {
+            Ok(g) => g,
+            Err(e) if e.is_not_found() => return Ok(Some(None)),
+            Err(e) => return Err(e),
+        };
+        let etag = got.meta.e_tag.clone();
+        let bytes = got.bytes().await.map_err(|e| Error::store(&shown, e))?;
+        let manifest = Manifest::from_slice(&bytes, &shown)?;
+        Ok(Some(Some(RemoteManifest { manifest, etag })))
+    }
+
     /// The manifest's bytes and ETag, unparsed; `None` if there is none.
     ///
     /// # Errors
