@@ -215,8 +215,7 @@ pub(crate) fn shared_type(s: String) -> Cow<'static, str> {
 /// `databaseId`, `name`, `owner`, `visibility`, `lastSyncedAt`, `files`,
 /// `syncedFrom`), then `slug`, `metadata` and pqsync's `commitId`; fields
 /// pqsync does not know are kept, after those.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Manifest {
     /// Format version; always 1.
     pub version: u32,
@@ -225,82 +224,199 @@ pub struct Manifest {
     /// Human-readable name.
     pub name: String,
     /// Owner's user name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
     /// Who may read it.
-    #[serde(default)]
     pub visibility: Visibility,
     /// ISO-8601 time of the last successful sync.
     pub last_synced_at: String,
     /// Tracked files by relative path.
     pub files: BTreeMap<String, FileEntry>,
     /// Where the last sync came from (`local`, `remote:<url>`, ...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synced_from: Option<String>,
     /// URL-friendly name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slug: Option<String>,
     /// Free-form metadata, preserved as is.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
     /// pqsync's id for the commit that wrote this manifest; lets a writer
     /// check, after writing, that its commit is the one that stuck. It is
     /// sealed to the file list ([`Manifest::seal_commit`]): a manifest
     /// whose files no longer match its id (another tool rewrote the files
     /// and kept the field) is read without one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_id: Option<String>,
     /// Top-level fields pqsync does not know, kept as they were.
-    #[serde(flatten)]
     pub extra: serde_json::Map<String, Value>,
+}
+
+/// How a manifest is written: its fields in ParqueDB's order, with the
+/// file list borrowed (from the manifest, or from elsewhere for
+/// [`Manifest::write_json_pretty_with`]).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestOut<'a> {
+    version: u32,
+    database_id: &'a str,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<&'a String>,
+    visibility: Visibility,
+    last_synced_at: &'a str,
+    files: &'a BTreeMap<String, FileEntry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    synced_from: Option<&'a String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slug: Option<&'a String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    commit_id: Option<&'a String>,
+    #[serde(flatten)]
+    extra: &'a serde_json::Map<String, Value>,
+}
+
+impl Serialize for Manifest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.out(&self.files).serialize(s)
+    }
 }
 
 /// Reads a manifest field by field, keeping unknown ones in `extra`
 /// (a derived `flatten` would buffer the whole `files` map first).
 impl<'de> Deserialize<'de> for Manifest {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        use serde::de::{Error as _, MapAccess, Visitor};
+        d.deserialize_map(ManifestVisitor(None))
+    }
+}
+
+/// Reads a manifest; with a hasher, the file list is digested entry by
+/// entry as it streams ([`Manifest::entries_digest`]) and left empty.
+struct ManifestVisitor<'h>(Option<&'h mut blake3::Hasher>);
+
+impl<'de> serde::de::Visitor<'de> for ManifestVisitor<'_> {
+    type Value = Manifest;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a manifest object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        mut self,
+        mut map: A,
+    ) -> std::result::Result<Manifest, A::Error> {
+        use serde::de::Error as _;
+        let mut version = None;
+        let mut database_id = None;
+        let mut name = None;
+        let mut last_synced_at = None;
+        let mut files = None;
+        let mut m = Manifest::new(String::new(), String::new());
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "version" => version = Some(map.next_value()?),
+                "databaseId" => database_id = Some(map.next_value()?),
+                "name" => name = Some(map.next_value()?),
+                "owner" => m.owner = map.next_value()?,
+                "visibility" => m.visibility = map.next_value()?,
+                "lastSyncedAt" => last_synced_at = Some(map.next_value()?),
+                "files" => {
+                    files = Some(match self.0.as_deref_mut() {
+                        Some(h) => {
+                            map.next_value_seed(DigestFiles(h))?;
+                            BTreeMap::new()
+                        }
+                        None => map.next_value::<DenseFiles>()?.0,
+                    })
+                }
+                "syncedFrom" => m.synced_from = map.next_value()?,
+                "slug" => m.slug = map.next_value()?,
+                "metadata" => m.metadata = map.next_value()?,
+                "commitId" => m.commit_id = map.next_value()?,
+                _ => {
+                    m.extra.insert(key, map.next_value()?);
+                }
+            }
+        }
+        m.version = version.ok_or_else(|| A::Error::missing_field("version"))?;
+        m.database_id = database_id.ok_or_else(|| A::Error::missing_field("databaseId"))?;
+        m.name = name.ok_or_else(|| A::Error::missing_field("name"))?;
+        m.last_synced_at = last_synced_at.ok_or_else(|| A::Error::missing_field("lastSyncedAt"))?;
+        m.files = files.ok_or_else(|| A::Error::missing_field("files"))?;
+        Ok(m)
+    }
+}
+
+/// Digests a manifest's `files` entry by entry, keeping none of them.
+struct DigestFiles<'h>(&'h mut blake3::Hasher);
+
+impl<'de> serde::de::DeserializeSeed<'de> for DigestFiles<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for DigestFiles<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a map of file entries")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<(), A::Error> {
+        while let Some((_, e)) = map.next_entry::<serde::de::IgnoredAny, FileEntry>()? {
+            digest_entry(self.0, &e);
+        }
+        Ok(())
+    }
+}
+
+/// Feeds every field of `e` to `h` ([`Manifest::entries_digest`]).
+fn digest_entry(h: &mut blake3::Hasher, e: &FileEntry) {
+    let mut text = |s: Option<&str>| match s {
+        Some(s) => {
+            h.update(&(s.len() as u64).to_le_bytes());
+            h.update(s.as_bytes());
+        }
+        None => {
+            h.update(&u64::MAX.to_le_bytes());
+        }
+    };
+    text(Some(&e.path));
+    text(Some(&e.size.to_string()));
+    text(Some(&e.tagged_hash()));
+    text(Some(&e.modified_at.to_string()));
+    text(e.etag.as_deref());
+    text(e.content_type.as_deref());
+    let extra = e
+        .extra
+        .as_ref()
+        .map(|x| serde_json::Value::Object((**x).clone()).to_string());
+    text(extra.as_deref());
+}
+
+/// A manifest's `files`, read into a map built in one pass (its nodes full,
+/// where inserting entries one by one leaves them half empty: at a million
+/// files the difference is over 100 MB).
+struct DenseFiles(BTreeMap<String, FileEntry>);
+
+impl<'de> Deserialize<'de> for DenseFiles {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::{MapAccess, Visitor};
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Manifest;
+            type Value = DenseFiles;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a manifest object")
+                f.write_str("a map of file entries")
             }
             fn visit_map<A: MapAccess<'de>>(
                 self,
                 mut map: A,
-            ) -> std::result::Result<Manifest, A::Error> {
-                let mut version = None;
-                let mut database_id = None;
-                let mut name = None;
-                let mut last_synced_at = None;
-                let mut files = None;
-                let mut m = Manifest::new(String::new(), String::new());
-                while let Some(key) = map.next_key::<String>()? {
-                    match key.as_str() {
-                        "version" => version = Some(map.next_value()?),
-                        "databaseId" => database_id = Some(map.next_value()?),
-                        "name" => name = Some(map.next_value()?),
-                        "owner" => m.owner = map.next_value()?,
-                        "visibility" => m.visibility = map.next_value()?,
-                        "lastSyncedAt" => last_synced_at = Some(map.next_value()?),
-                        "files" => files = Some(map.next_value()?),
-                        "syncedFrom" => m.synced_from = map.next_value()?,
-                        "slug" => m.slug = map.next_value()?,
-                        "metadata" => m.metadata = map.next_value()?,
-                        "commitId" => m.commit_id = map.next_value()?,
-                        _ => {
-                            m.extra.insert(key, map.next_value()?);
-                        }
-                    }
+            ) -> std::result::Result<DenseFiles, A::Error> {
+                let mut entries: Vec<(String, FileEntry)> =
+                    Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(kv) = map.next_entry()? {
+                    entries.push(kv);
                 }
-                m.version = version.ok_or_else(|| A::Error::missing_field("version"))?;
-                m.database_id = database_id.ok_or_else(|| A::Error::missing_field("databaseId"))?;
-                m.name = name.ok_or_else(|| A::Error::missing_field("name"))?;
-                m.last_synced_at =
-                    last_synced_at.ok_or_else(|| A::Error::missing_field("lastSyncedAt"))?;
-                m.files = files.ok_or_else(|| A::Error::missing_field("files"))?;
-                Ok(m)
+                // A later duplicate key wins, as with one-by-one inserts.
+                Ok(DenseFiles(entries.into_iter().collect()))
             }
         }
         d.deserialize_map(V)
@@ -378,6 +494,49 @@ impl Manifest {
             h.update(&e.size.to_le_bytes());
         }
         h.finalize().to_hex()[..16].to_string()
+    }
+
+    /// A digest of every field of every entry of `files` (times, ETags and
+    /// content types too): equal digests mean a manifest listing `files`
+    /// would be written byte for byte the same, so a run can keep just the
+    /// digest of a manifest it may not need to rewrite.
+    pub(crate) fn entries_digest(files: &BTreeMap<String, FileEntry>) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        for e in files.values() {
+            digest_entry(&mut h, e);
+        }
+        *h.finalize().as_bytes()
+    }
+
+    /// Reads a manifest's header (its file list left empty) and the
+    /// [`Manifest::entries_digest`] of its files, streaming from `input`:
+    /// no copy of the JSON and no map of the files is made.
+    ///
+    /// # Errors
+    /// [`Error::ManifestCorrupt`] or [`Error::UnsupportedVersion`], naming
+    /// `origin`.
+    pub(crate) fn read_digested(
+        input: impl std::io::Read,
+        origin: &str,
+    ) -> Result<(Manifest, [u8; 32])> {
+        let mut h = blake3::Hasher::new();
+        let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(
+            256 * 1024,
+            input,
+        ));
+        let read = serde::Deserializer::deserialize_map(&mut de, ManifestVisitor(Some(&mut h)))
+            .and_then(|m| de.end().map(|()| m));
+        let m = read.map_err(|e| Error::ManifestCorrupt {
+            path: origin.to_string(),
+            reason: json_reason(&e),
+        })?;
+        if m.version != MANIFEST_VERSION {
+            return Err(Error::UnsupportedVersion {
+                path: origin.to_string(),
+                version: m.version.to_string(),
+            });
+        }
+        Ok((m, *h.finalize().as_bytes()))
     }
 
     /// Sets the commit id to `nonce` sealed to the current file list:
@@ -459,10 +618,90 @@ impl Manifest {
 
     /// Serialises as ParqueDB does (`JSON.stringify(m, null, 2)`): its key
     /// order, 2-space indentation and no final newline.
+    ///
+    /// The buffer is allocated at its exact size (a first pass counts the
+    /// bytes), since at a million files it is hundreds of megabytes and a
+    /// growing vector would double that.
     pub fn to_json_pretty(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256 + self.files.len() * 320);
-        serde_json::to_writer_pretty(&mut out, self).expect("manifest serialises");
+        let mut counter = Counter(0);
+        self.write_json_pretty(&mut counter)
+            .expect("counting cannot fail");
+        let mut out = Vec::with_capacity(counter.0);
+        self.write_json_pretty(&mut out)
+            .expect("writing to memory cannot fail");
         out
+    }
+
+    fn out<'a>(&'a self, files: &'a BTreeMap<String, FileEntry>) -> ManifestOut<'a> {
+        ManifestOut {
+            version: self.version,
+            database_id: &self.database_id,
+            name: &self.name,
+            owner: self.owner.as_ref(),
+            visibility: self.visibility,
+            last_synced_at: &self.last_synced_at,
+            files,
+            synced_from: self.synced_from.as_ref(),
+            slug: self.slug.as_ref(),
+            metadata: self.metadata.as_ref(),
+            commit_id: self.commit_id.as_ref(),
+            extra: &self.extra,
+        }
+    }
+
+    /// A copy of everything but the file list (which is left empty).
+    pub fn header(&self) -> Manifest {
+        Manifest {
+            version: self.version,
+            database_id: self.database_id.clone(),
+            name: self.name.clone(),
+            owner: self.owner.clone(),
+            visibility: self.visibility,
+            last_synced_at: self.last_synced_at.clone(),
+            files: BTreeMap::new(),
+            synced_from: self.synced_from.clone(),
+            slug: self.slug.clone(),
+            metadata: self.metadata.clone(),
+            commit_id: self.commit_id.clone(),
+            extra: self.extra.clone(),
+        }
+    }
+
+    /// Streams this manifest with `files` in place of its own file list,
+    /// as [`Manifest::write_json_pretty`] writes it, without copying them.
+    ///
+    /// # Errors
+    /// What `out` returns.
+    pub fn write_json_pretty_with(
+        &self,
+        files: &BTreeMap<String, FileEntry>,
+        out: &mut dyn std::io::Write,
+    ) -> std::io::Result<()> {
+        serde_json::to_writer_pretty(out, &self.out(files)).map_err(std::io::Error::other)
+    }
+
+    /// Bytes of [`Manifest::to_json_pretty`], without building them.
+    pub fn json_len(&self) -> usize {
+        let mut counter = Counter(0);
+        self.write_json_pretty(&mut counter)
+            .expect("counting cannot fail");
+        counter.0
+    }
+
+    /// [`Manifest::to_json_pretty`]'s bytes in pieces of about `size`
+    /// bytes, made one at a time as the iterator is advanced: a manifest of
+    /// a million files can be uploaded without its JSON ever being whole in
+    /// memory.
+    pub fn json_chunks(&self, size: usize) -> impl Iterator<Item = Vec<u8>> + '_ {
+        JsonChunks::new(self, size.max(1))
+    }
+
+    /// Streams [`Manifest::to_json_pretty`]'s bytes to `out`.
+    ///
+    /// # Errors
+    /// What `out` returns.
+    pub fn write_json_pretty(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer_pretty(out, self).map_err(std::io::Error::other)
     }
 
     /// The algorithm most entries use, or `None` for an empty manifest.
@@ -480,6 +719,91 @@ impl Manifest {
     /// Total size of all tracked files.
     pub fn total_bytes(&self) -> u64 {
         self.files.values().map(|e| e.size).sum()
+    }
+}
+
+/// The pieces of [`Manifest::json_chunks`]: the header as serde writes it
+/// for an empty file list, split where the list goes, with each entry
+/// written between, indented to its depth, exactly as serde would.
+struct JsonChunks<'a> {
+    size: usize,
+    /// Before the first entry, and after the last one.
+    head: Vec<u8>,
+    tail: Vec<u8>,
+    files: std::collections::btree_map::Iter<'a, String, FileEntry>,
+    started: bool,
+    done: bool,
+}
+
+impl<'a> JsonChunks<'a> {
+    fn new(m: &'a Manifest, size: usize) -> Self {
+        let empty = BTreeMap::new();
+        let header = serde_json::to_vec_pretty(&m.out(&empty)).expect("manifest serialises");
+        const MARK: &[u8] = b"\n  \"files\": {}";
+        let at = header
+            .windows(MARK.len())
+            .position(|w| w == MARK)
+            .expect("a manifest has a top-level files field");
+        let split = at + MARK.len() - 1;
+        let (head, tail) = if m.files.is_empty() {
+            (header, Vec::new())
+        } else {
+            let mut tail = b"\n  ".to_vec();
+            tail.extend_from_slice(&header[split..]);
+            (header[..split].to_vec(), tail)
+        };
+        JsonChunks {
+            size,
+            head,
+            tail,
+            files: m.files.iter(),
+            started: false,
+            done: false,
+        }
+    }
+}
+
+impl Iterator for JsonChunks<'_> {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        if self.done {
+            return None;
+        }
+        let mut out = std::mem::take(&mut self.head);
+        out.reserve(self.size.min(1 << 24));
+        while out.len() < self.size {
+            let Some((key, entry)) = self.files.next() else {
+                out.append(&mut self.tail);
+                self.done = true;
+                break;
+            };
+            out.extend_from_slice(if self.started { b",\n    " } else { b"\n    " });
+            self.started = true;
+            serde_json::to_writer(&mut out, key).expect("a key serialises");
+            out.extend_from_slice(b": ");
+            let value = serde_json::to_vec_pretty(entry).expect("an entry serialises");
+            for (i, line) in value.split(|b| *b == b'\n').enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b"\n    ");
+                }
+                out.extend_from_slice(line);
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+}
+
+/// A writer that only counts bytes.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -598,6 +922,62 @@ mod tests {
         assert_eq!(back, m);
         assert_eq!(back.extra["futureField"], serde_json::json!({"k": 1}));
         assert_eq!(back.to_json_pretty(), m.to_json_pretty());
+    }
+
+    #[test]
+    fn json_in_chunks_is_the_json_whole() {
+        let mut m = Manifest::new("db1", "sample");
+        for chunk in [1, 7, 64, 1 << 20] {
+            let whole = m.to_json_pretty();
+            assert_eq!(m.json_len(), whole.len());
+            let pieces: Vec<Vec<u8>> = m.json_chunks(chunk).collect();
+            assert_eq!(pieces.concat(), whole, "chunk {chunk}, {} files", m.files.len());
+            if m.files.is_empty() {
+                m.files.insert("a.json".into(), entry("a.json"));
+                m.files.insert(
+                    "caf\u{e9} \"#%?+&~[]\".parquet".into(),
+                    entry("caf\u{e9} \"#%?+&~[]\".parquet"),
+                );
+                let mut odd = entry("z/x");
+                odd.set_source_etag("\"abc\"\n".into());
+                m.files.insert("z/x".into(), odd);
+                m.extra.insert("later".into(), serde_json::json!({"files": {}}));
+                m.metadata = Some(serde_json::json!([1, {"a": "b"}]));
+                m.commit_id = Some("c".into());
+            }
+        }
+        let other: BTreeMap<String, FileEntry> =
+            [("q".to_string(), entry("q"))].into_iter().collect();
+        let mut out = Vec::new();
+        m.write_json_pretty_with(&other, &mut out).unwrap();
+        let mut with = m.clone();
+        with.files = other;
+        assert_eq!(out, with.to_json_pretty());
+    }
+
+    #[test]
+    fn a_streamed_read_digests_the_files_it_does_not_keep() {
+        let mut m = Manifest::new("db1", "sample");
+        m.files.insert("a.json".into(), entry("a.json"));
+        m.files.insert("b/c.parquet".into(), entry("b/c.parquet"));
+        m.commit_id = Some("x".into());
+        let (header, digest) = Manifest::read_digested(m.to_json_pretty().as_slice(), "t").unwrap();
+        assert!(header.files.is_empty());
+        assert_eq!(header, m.header());
+        assert_eq!(digest, Manifest::entries_digest(&m.files));
+        let mut other = m.files.clone();
+        other.get_mut("a.json").unwrap().etag = Some("\"e\"".into());
+        assert_ne!(digest, Manifest::entries_digest(&other));
+        for (bad, want) in [
+            (
+                "{\"version\": 2, \"databaseId\": \"d\", \"name\": \"n\", \"lastSyncedAt\": \"t\", \"files\": {}}",
+                "version 2",
+            ),
+            ("{\"version\": 1, \"files\": {", "truncated"),
+        ] {
+            let err = Manifest::read_digested(bad.as_bytes(), "t").unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
     }
 
     #[test]

@@ -17,26 +17,45 @@ use std::collections::BTreeMap;
 use crate::manifest::FileEntry;
 
 /// This run's changes to the remote: `Some` to write an entry, `None` to
-/// remove it.
-pub(crate) type Changes = BTreeMap<String, Option<FileEntry>>;
+/// remove it. Borrowed from the run's outcome, so a commit of a million
+/// uploads does not copy them.
+pub(crate) type Changes<'a> = BTreeMap<&'a str, Option<&'a FileEntry>>;
 
 /// The remote's files after applying `ours` on top of `files`.
 pub(crate) fn apply(
     files: &BTreeMap<String, FileEntry>,
-    ours: &Changes,
+    ours: &Changes<'_>,
 ) -> BTreeMap<String, FileEntry> {
-    let mut out = files.clone();
-    for (p, change) in ours {
-        match change {
-            Some(e) => {
-                out.insert(p.clone(), e.clone());
+    // One merge of the two sorted sides, collected in one pass so that the
+    // map's nodes are full.
+    let mut theirs = files.iter().peekable();
+    let mut mine = ours.iter().peekable();
+    let mut merged: Vec<(String, FileEntry)> = Vec::with_capacity(files.len() + ours.len());
+    loop {
+        let take_mine = match (theirs.peek(), mine.peek()) {
+            (None, None) => break,
+            (Some(_), None) => false,
+            (None, Some(_)) => true,
+            (Some((t, _)), Some((m, _))) => {
+                if t.as_str() == **m {
+                    theirs.next();
+                    true
+                } else {
+                    **m < t.as_str()
+                }
             }
-            None => {
-                out.remove(p);
+        };
+        if take_mine {
+            let (p, change) = mine.next().expect("peeked");
+            if let Some(e) = change {
+                merged.push((p.to_string(), (*e).clone()));
             }
+        } else {
+            let (p, e) = theirs.next().expect("peeked");
+            merged.push((p.clone(), e.clone()));
         }
     }
-    out
+    merged.into_iter().collect()
 }
 
 fn same(a: Option<&FileEntry>, b: Option<&FileEntry>) -> bool {
@@ -52,43 +71,48 @@ fn same(a: Option<&FileEntry>, b: Option<&FileEntry>) -> bool {
 pub(crate) fn overlap(
     seen: &BTreeMap<String, FileEntry>,
     now: &BTreeMap<String, FileEntry>,
-    ours: &Changes,
+    ours: &Changes<'_>,
 ) -> Vec<String> {
     ours.iter()
         .filter(|(p, mine)| {
-            let theirs_changed = !same(seen.get(*p), now.get(*p));
-            theirs_changed && !same(now.get(*p), mine.as_ref())
+            let theirs_changed = !same(seen.get(**p), now.get(**p));
+            theirs_changed && !same(now.get(**p), **mine)
         })
-        .map(|(p, _)| p.clone())
+        .map(|(p, _)| p.to_string())
         .collect()
 }
 
-/// The base after a run: every path on which `local` and `remote` now
-/// agree; elsewhere the `old` base stands, so unresolved differences keep
-/// their history.
-pub(crate) fn merged_base(
-    local: &BTreeMap<String, FileEntry>,
-    remote: &BTreeMap<String, FileEntry>,
-    old: &BTreeMap<String, FileEntry>,
-) -> BTreeMap<String, FileEntry> {
-    let mut paths: std::collections::BTreeSet<&String> = local.keys().collect();
-    paths.extend(remote.keys());
-    paths.extend(old.keys());
-    let mut base = BTreeMap::new();
-    for p in paths {
-        match (local.get(p), remote.get(p)) {
-            (Some(l), Some(r)) if l.same_content(r) => {
-                base.insert(p.clone(), l.clone());
-            }
+/// The base after a run, in path order: every path on which `local` and
+/// `remote` now agree; elsewhere the `old` base stands, so unresolved
+/// differences keep their history. One merge of the three sorted maps, so
+/// the base is never built in memory.
+pub(crate) fn merged_base_iter<'a>(
+    local: &'a BTreeMap<String, FileEntry>,
+    remote: &'a BTreeMap<String, FileEntry>,
+    old: &'a BTreeMap<String, FileEntry>,
+) -> impl Iterator<Item = &'a FileEntry> + 'a {
+    let mut l = local.iter().peekable();
+    let mut r = remote.iter().peekable();
+    let mut o = old.iter().peekable();
+    std::iter::from_fn(move || loop {
+        let next = [l.peek(), r.peek(), o.peek()]
+            .into_iter()
+            .flatten()
+            .map(|(p, _)| *p)
+            .min()?;
+        let le = l.next_if(|(p, _)| *p == next).map(|(_, e)| e);
+        let re = r.next_if(|(p, _)| *p == next).map(|(_, e)| e);
+        let oe = o.next_if(|(p, _)| *p == next).map(|(_, e)| e);
+        match (le, re) {
+            (Some(le), Some(re)) if le.same_content(re) => return Some(le),
             (None, None) => {}
             _ => {
-                if let Some(b) = old.get(p) {
-                    base.insert(p.clone(), b.clone());
+                if let Some(oe) = oe {
+                    return Some(oe);
                 }
             }
         }
-    }
-    base
+    })
 }
 
 #[cfg(test)]
@@ -121,9 +145,15 @@ mod tests {
         now.remove("b");
         now.insert("d".into(), e("d", "1"));
         // We change c and add x: no overlap.
+        let (c, x, a_mine, a_theirs) = (
+            e("c", "mine"),
+            e("x", "1"),
+            e("a", "mine"),
+            e("a", "theirs"),
+        );
         let mut ours: Changes = BTreeMap::new();
-        ours.insert("c".into(), Some(e("c", "mine")));
-        ours.insert("x".into(), Some(e("x", "1")));
+        ours.insert("c", Some(&c));
+        ours.insert("x", Some(&x));
         assert!(overlap(&seen, &now, &ours).is_empty());
         let merged = apply(&now, &ours);
         assert_eq!(
@@ -132,15 +162,15 @@ mod tests {
         );
         assert_eq!(merged["a"].hash, e("a", "theirs").hash);
         // We also change a: overlap; unless we wrote the very same bytes.
-        ours.insert("a".into(), Some(e("a", "mine")));
+        ours.insert("a", Some(&a_mine));
         assert_eq!(overlap(&seen, &now, &ours), vec!["a"]);
-        ours.insert("a".into(), Some(e("a", "theirs")));
+        ours.insert("a", Some(&a_theirs));
         assert!(overlap(&seen, &now, &ours).is_empty());
         // Deleting what they deleted is no overlap; deleting what they
         // changed is.
-        ours.insert("b".into(), None);
+        ours.insert("b", None);
         assert!(overlap(&seen, &now, &ours).is_empty());
-        ours.insert("d".into(), None);
+        ours.insert("d", None);
         assert_eq!(overlap(&seen, &now, &ours), vec!["d"]);
     }
 }

@@ -67,7 +67,9 @@ impl std::fmt::Display for Resolution {
     }
 }
 
-/// One path's diff.
+/// One path's diff. The entries are boxed: a first push of a million files
+/// has a million diffs with one entry each, and three inline entries would
+/// more than double what they cost.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PathDiff {
     /// The path.
@@ -75,11 +77,11 @@ pub struct PathDiff {
     /// Its bucket.
     pub change: Change,
     /// The local entry, if present.
-    pub local: Option<FileEntry>,
+    pub local: Option<Box<FileEntry>>,
     /// The remote entry, if present.
-    pub remote: Option<FileEntry>,
+    pub remote: Option<Box<FileEntry>>,
     /// The base entry, if present.
-    pub base: Option<FileEntry>,
+    pub base: Option<Box<FileEntry>>,
 }
 
 impl PathDiff {
@@ -209,9 +211,9 @@ pub fn diff3(
             Some(change) => out.changed.push(PathDiff {
                 path: path.clone(),
                 change,
-                local: l.cloned(),
-                remote: r.cloned(),
-                base: b.cloned(),
+                local: l.cloned().map(Box::new),
+                remote: r.cloned().map(Box::new),
+                base: b.cloned().map(Box::new),
             }),
             None => {}
         }
@@ -302,8 +304,8 @@ mod tests {
         let d = |l: Option<&FileEntry>, r: Option<&FileEntry>| PathDiff {
             path: "p".into(),
             change: Change::Conflict,
-            local: l.cloned(),
-            remote: r.cloned(),
+            local: l.cloned().map(Box::new),
+            remote: r.cloned().map(Box::new),
             base: None,
         };
         assert_eq!(

@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 use futures::StreamExt;
 
@@ -38,12 +39,18 @@ use crate::tree::{Announced, CommitMode, FileStat, RemoteManifest, Side};
 const COMMIT_ATTEMPTS: u32 = 8;
 
 /// Files to move, each with its direction.
-type Jobs = Vec<(Dir, FileEntry)>;
+/// Borrowed from the plan: an entry is copied only once its transfer has
+/// succeeded, into the outcome.
+type Jobs<'p> = Vec<(Dir, usize, &'p FileEntry)>;
 
 /// What the run has done so far.
 #[derive(Default)]
 struct Outcome {
     uploaded: Vec<FileEntry>,
+    /// Uploads of the plan that succeeded (by index), with the ETag the
+    /// store gave each: moved into `uploaded` once the transfers are over,
+    /// so that no upload is held twice.
+    sent: Vec<(usize, Option<String>)>,
     downloaded: Vec<(FileEntry, FileStat)>,
     deleted: Vec<String>,
     errors: Vec<FileError>,
@@ -55,14 +62,21 @@ struct Outcome {
     warnings: Vec<String>,
     /// The latest remote manifest this run knows of: the plan's, then each
     /// one it commits.
-    latest: Option<RemoteManifest>,
+    latest: Option<Arc<RemoteManifest>>,
     /// Remote deletions already made to clear the way for uploads.
     cleared: Vec<String>,
     /// Local deletions already made to clear the way for downloads.
     cleared_local: Vec<String>,
-    /// The remote's files after the run, and its manifest's commit id.
-    remote_files: BTreeMap<String, FileEntry>,
+    /// The remote manifest's commit id after the run.
     remote_commit: Option<String>,
+}
+
+impl Outcome {
+    /// The remote's files after the run: those of the latest manifest.
+    fn remote_files(&self) -> &BTreeMap<String, FileEntry> {
+        static EMPTY: BTreeMap<String, FileEntry> = BTreeMap::new();
+        self.latest.as_ref().map_or(&EMPTY, |r| &r.manifest.files)
+    }
 }
 
 impl Engine {
@@ -100,7 +114,7 @@ impl Engine {
 }
 
 impl Run<'_> {
-    async fn execute(&self, plan: Plan) -> Result<SyncResult> {
+    async fn execute(&self, mut plan: Plan) -> Result<SyncResult> {
         if let Some(shard) = self.engine.opts.shard {
             return self.execute_shard(plan, shard).await;
         }
@@ -116,11 +130,6 @@ impl Run<'_> {
         }
         let mut out = Outcome {
             latest: plan.remote.clone(),
-            remote_files: plan
-                .remote
-                .as_ref()
-                .map(|r| r.manifest.files.clone())
-                .unwrap_or_default(),
             remote_commit: plan
                 .remote
                 .as_ref()
@@ -139,7 +148,7 @@ impl Run<'_> {
         let (manifests, data) = self.jobs(&plan);
         self.transfer_all(data, &plan, &mut out).await;
         self.transfer_manifests(manifests, &plan, &mut out).await;
-        out.uploaded.extend(plan.already_sent.iter().cloned());
+        self.take_sent(&mut plan, &mut out);
         let all_ok = out.errors.is_empty();
         let committed = all_ok && plan.needs_commit && self.commit(&plan, &guard, &mut out).await;
         let clean_run = all_ok && (committed || !plan.needs_commit);
@@ -172,7 +181,7 @@ impl Run<'_> {
     /// One shard of a split mirror: the shard's uploads, and then, if all
     /// of them succeeded, its record instead of a commit. No lease (the
     /// merge takes it), no deletion (the merge makes them).
-    async fn execute_shard(&self, plan: Plan, shard: Shard) -> Result<SyncResult> {
+    async fn execute_shard(&self, mut plan: Plan, shard: Shard) -> Result<SyncResult> {
         let engine = self.engine;
         engine
             .source
@@ -184,18 +193,13 @@ impl Run<'_> {
             .and_then(|r| r.manifest.commit_id.clone());
         let mut out = Outcome {
             latest: plan.remote.clone(),
-            remote_files: plan
-                .remote
-                .as_ref()
-                .map(|r| r.manifest.files.clone())
-                .unwrap_or_default(),
             remote_commit: against.clone(),
             ..Outcome::default()
         };
         let (manifests, data) = self.jobs(&plan);
         self.transfer_all(data, &plan, &mut out).await;
         self.transfer_manifests(manifests, &plan, &mut out).await;
-        out.uploaded.extend(plan.already_sent.iter().cloned());
+        self.take_sent(&mut plan, &mut out);
         let mut clean = out.errors.is_empty();
         if clean {
             let written = engine
@@ -379,34 +383,54 @@ impl Run<'_> {
     }
 
     /// The plan's transfers: nested manifests apart from the data files.
-    fn jobs(&self, plan: &Plan) -> (Jobs, Jobs) {
-        plan.uploads
-            .iter()
-            .map(|e| (Dir::Up, e.clone()))
-            .chain(plan.downloads.iter().map(|e| (Dir::Down, e.clone())))
-            .partition(|(_, e)| is_nested_manifest(&e.path))
+    fn jobs<'p>(&self, plan: &'p Plan) -> (Jobs<'p>, Jobs<'p>) {
+        let up = plan.uploads.iter().enumerate().map(|(i, e)| (Dir::Up, i, e));
+        let down = plan.downloads.iter().enumerate().map(|(i, e)| (Dir::Down, i, e));
+        up.chain(down)
+            .partition(|(_, _, e)| is_nested_manifest(&e.path))
     }
 
-    /// Phase 3: the data files, concurrently.
-    async fn transfer_all(&self, jobs: Jobs, plan: &Plan, out: &mut Outcome) {
-        for (dir, e, r) in self.transfer_batch(jobs, plan).await {
-            self.collect(dir, e, r, out);
+    /// Moves the plan's uploads that succeeded into the outcome, each with
+    /// the ETag the store gave it. The plan's list is spent.
+    fn take_sent(&self, plan: &mut Plan, out: &mut Outcome) {
+        let mut sent = std::mem::take(&mut out.sent);
+        sent.sort_unstable_by_key(|(i, _)| *i);
+        let mut sent = sent.into_iter().peekable();
+        out.uploaded.reserve(sent.len() + plan.already_sent.len());
+        for (i, mut e) in std::mem::take(&mut plan.uploads).into_iter().enumerate() {
+            if let Some((_, etag)) = sent.next_if(|(j, _)| *j == i) {
+                // The remote manifest names the object by the store's ETag,
+                // as a manifest built from the store's listing would.
+                if etag.is_some() {
+                    e.etag = etag;
+                }
+                out.uploaded.push(e);
+            }
+        }
+        out.uploaded.extend(plan.already_sent.iter().cloned());
+    }
+
+    /// Phase 3: the data files, concurrently, each filed into the outcome
+    /// as it finishes.
+    async fn transfer_all(&self, jobs: Jobs<'_>, plan: &Plan, out: &mut Outcome) {
+        let mut done = std::pin::pin!(self.transfer_stream(jobs, plan));
+        while let Some((dir, i, e, r)) = done.next().await {
+            self.collect(dir, i, e, r, out);
         }
     }
 
     /// Phase 4: nested manifests, deepest first. A nested manifest must
     /// never describe files that failed to arrive: it is held back when
     /// anything in its subtree failed, including a deeper manifest.
-    async fn transfer_manifests(&self, manifests: Jobs, plan: &Plan, out: &mut Outcome) {
-        let mut by_depth: BTreeMap<std::cmp::Reverse<usize>, Vec<(Dir, FileEntry)>> =
-            BTreeMap::new();
-        for (dir, e) in manifests {
+    async fn transfer_manifests(&self, manifests: Jobs<'_>, plan: &Plan, out: &mut Outcome) {
+        let mut by_depth: BTreeMap<std::cmp::Reverse<usize>, Jobs<'_>> = BTreeMap::new();
+        for (dir, i, e) in manifests {
             let depth = std::cmp::Reverse(e.path.matches('/').count());
-            by_depth.entry(depth).or_default().push((dir, e));
+            by_depth.entry(depth).or_default().push((dir, i, e));
         }
         for (_, group) in by_depth {
             let mut ready = Vec::new();
-            for (dir, e) in group {
+            for (dir, i, e) in group {
                 let subtree = e.path.rsplit_once('/').map_or("", |(d, _)| d);
                 let blocked = out
                     .failed
@@ -418,29 +442,20 @@ impl Run<'_> {
                         dir.operation_name(),
                         "held back: files it describes failed to transfer",
                     ));
-                    out.failed.push(e.path);
+                    out.failed.push(e.path.clone());
                 } else {
-                    ready.push((dir, e));
+                    ready.push((dir, i, e));
                 }
             }
-            for (dir, e, r) in self.transfer_batch(ready, plan).await {
-                self.collect(dir, e, r, out);
-            }
+            self.transfer_all(ready, plan, out).await;
         }
     }
 
     /// Files a finished transfer into the outcome.
-    fn collect(&self, dir: Dir, mut e: FileEntry, r: Result<Moved>, out: &mut Outcome) {
+    fn collect(&self, dir: Dir, i: usize, e: &FileEntry, r: Result<Moved>, out: &mut Outcome) {
         match r {
-            Ok(Moved::Up { etag }) => {
-                // The remote manifest names the object by the store's ETag,
-                // as a manifest built from the store's listing would.
-                if etag.is_some() {
-                    e.etag = etag;
-                }
-                out.uploaded.push(e)
-            }
-            Ok(Moved::Down(stat)) => out.downloaded.push((e, stat)),
+            Ok(Moved::Up { etag }) => out.sent.push((i, etag)),
+            Ok(Moved::Down(stat)) => out.downloaded.push((e.clone(), stat)),
             Err(err) => {
                 self.engine.reporter.event(&Event::Failed {
                     path: e.path.clone(),
@@ -448,7 +463,7 @@ impl Run<'_> {
                 });
                 out.failed.push(e.path.clone());
                 out.errors
-                    .push(FileError::new(e.path, dir.operation_name(), err));
+                    .push(FileError::new(&e.path, dir.operation_name(), err));
             }
         }
     }
@@ -456,15 +471,18 @@ impl Run<'_> {
     /// Phase 5: commits this run's changes, retried as a whole, without
     /// overwriting another writer's commit.
     async fn commit(&self, plan: &Plan, guard: &Guard, out: &mut Outcome) -> bool {
-        let mut ours: Changes = out
-            .uploaded
+        let uploaded = std::mem::take(&mut out.uploaded);
+        let mut ours: Changes = uploaded
             .iter()
-            .map(|e| (e.path.clone(), Some(e.clone())))
+            .map(|e| (e.path.as_str(), Some(e)))
             .collect();
         for p in &plan.delete_remote {
-            ours.insert(p.clone(), None);
+            ours.insert(p, None);
         }
-        match self.commit_changes(plan, guard, &ours, out).await {
+        let committed = self.commit_changes(plan, guard, &ours, out).await;
+        drop(ours);
+        out.uploaded = uploaded;
+        match committed {
             Ok(()) => true,
             Err(e) => {
                 out.errors.push(FileError::new(MANIFEST_PATH, "commit", e));
@@ -491,7 +509,7 @@ impl Run<'_> {
         // Not if the deletions could not be announced; never on a snapshot
         // tree, whose objects are not at the files' paths.
         if !remote.is_empty() && out.errors.is_empty() && !self.engine.remote.keeps_versions() {
-            let ours: Changes = remote.iter().map(|p| (p.clone(), None)).collect();
+            let ours: Changes = remote.iter().map(|p| (p.as_str(), None)).collect();
             match self.commit_changes(plan, guard, &ours, out).await {
                 Ok(()) => {
                     self.delete_remote(plan, &remote, out).await;
@@ -525,7 +543,7 @@ impl Run<'_> {
         &self,
         plan: &Plan,
         guard: &Guard,
-        ours: &Changes,
+        ours: &Changes<'_>,
         out: &mut Outcome,
     ) -> Result<()> {
         let start = out.latest.clone();
@@ -547,7 +565,6 @@ impl Run<'_> {
             )
             .await?;
         out.committed = true;
-        out.remote_files = committed.manifest.files.clone();
         out.remote_commit = committed.manifest.commit_id.clone();
         out.latest = Some(committed);
         Ok(())
@@ -561,11 +578,11 @@ impl Run<'_> {
     async fn commit_once(
         &self,
         plan: &Plan,
-        start: Option<RemoteManifest>,
-        ours: &Changes,
+        start: Option<Arc<RemoteManifest>>,
+        ours: &Changes<'_>,
         conditional: bool,
         exclusive: bool,
-    ) -> Result<RemoteManifest> {
+    ) -> Result<Arc<RemoteManifest>> {
         let remote = &self.engine.remote;
         let nonce = format!("{:032x}", rand::random::<u128>());
         let mut seen = start;
@@ -575,14 +592,11 @@ impl Run<'_> {
                 // Without a fresh lease: pick up whatever was committed
                 // since the plan (an expired lease, a --force writer)
                 // before writing.
-                let now = remote.read_manifest().await?;
+                let now = remote.read_manifest().await?.map(Arc::new);
                 seen = self.merge_point(seen, now, ours)?;
             }
-            let seen_files = seen
-                .as_ref()
-                .map(|r| r.manifest.files.clone())
-                .unwrap_or_default();
-            let files = apply(&seen_files, ours);
+            let empty = BTreeMap::new();
+            let files = apply(seen.as_ref().map_or(&empty, |r| &r.manifest.files), ours);
             let mut manifest =
                 self.remote_manifest(plan, seen.as_ref().map(|r| &r.manifest), files);
             manifest.seal_commit(&nonce);
@@ -603,10 +617,10 @@ impl Run<'_> {
                     if checked {
                         self.check_read_back(&commit_id).await?;
                     }
-                    return Ok(RemoteManifest { manifest, etag });
+                    return Ok(Arc::new(RemoteManifest { manifest, etag }));
                 }
                 Err(Error::Precondition { .. }) => {
-                    let now = remote.read_manifest().await?;
+                    let now = remote.read_manifest().await?.map(Arc::new);
                     seen = self.merge_point(seen, now, ours)?;
                 }
                 Err(e) => return Err(e),
@@ -622,8 +636,7 @@ impl Run<'_> {
     /// the one that stuck.
     async fn check_read_back(&self, commit_id: &str) -> Result<()> {
         let remote = &self.engine.remote;
-        let back = remote.read_manifest().await?;
-        let stuck = back.and_then(|b| b.manifest.commit_id);
+        let stuck = remote.read_commit_id().await?;
         if stuck.as_deref() == Some(commit_id) {
             return Ok(());
         }
@@ -640,10 +653,10 @@ impl Run<'_> {
     /// another writer committed, if their changes and ours do not overlap.
     fn merge_point(
         &self,
-        seen: Option<RemoteManifest>,
-        now: Option<RemoteManifest>,
-        ours: &Changes,
-    ) -> Result<Option<RemoteManifest>> {
+        seen: Option<Arc<RemoteManifest>>,
+        now: Option<Arc<RemoteManifest>>,
+        ours: &Changes<'_>,
+    ) -> Result<Option<Arc<RemoteManifest>>> {
         let url = self.engine.remote.url();
         let empty = BTreeMap::new();
         let seen_files = seen.as_ref().map_or(&empty, |r| &r.manifest.files);
@@ -822,9 +835,9 @@ impl Run<'_> {
             .settle(Settle {
                 mode: plan.mode,
                 view: &plan.view,
-                remote_before: plan.remote.as_ref(),
-                remote_latest: out.latest.as_ref(),
-                remote_after: &out.remote_files,
+                remote_before: plan.remote.as_deref(),
+                remote_latest: out.latest.as_deref(),
+                remote_after: out.remote_files(),
                 remote_commit: out.remote_commit.as_deref(),
                 downloaded: &out.downloaded,
                 delete_local: &remaining_local,

@@ -72,6 +72,8 @@ struct Compare {
     /// The local manifest is read (a run that writes local state needs it
     /// as a template).
     need_manifest: bool,
+    /// The plan keeps the diff (a status reports it).
+    keep_diff: bool,
 }
 
 /// The sync engine for one pair of trees.
@@ -223,6 +225,7 @@ impl Engine {
             require_remote: true,
             base_may_be_remote: true,
             need_manifest: false,
+            keep_diff: true,
         };
         let read = match self.status_from_base().await? {
             Ok(report) => return Ok(report),
@@ -248,6 +251,7 @@ impl Engine {
                 require_remote: matches!(self.mode, Mode::Pull | Mode::Restore),
                 base_may_be_remote: false,
                 need_manifest: true,
+                keep_diff: false,
             },
             None,
         )
@@ -387,7 +391,13 @@ impl Engine {
         let remote_total = remote.as_ref().map_or(0, |r| r.manifest.files.len());
         let mut plan = Plan::new(self.id, self.mode, self.strategy(), algorithm, view, remote);
         plan.warnings = warnings;
-        bucket(&mut plan, diff, self.opts.delete, &journal);
+        bucket(
+            &mut plan,
+            diff,
+            self.opts.delete,
+            &journal,
+            compare.keep_diff,
+        );
         self.find_damage(&mut plan).await?;
         // ParqueDB's file backend refuses any path containing `..`, even
         // inside a name; pqsync can carry it, ParqueDB cannot read it back.
@@ -673,8 +683,8 @@ fn status_report(mut plan: Plan) -> StatusReport {
     diff.unchanged_count = diff.unchanged.len();
     for d in std::mem::take(&mut plan.diff) {
         match d.change {
-            Change::Upload => diff.to_upload.extend(d.local),
-            Change::Download => diff.to_download.extend(d.remote),
+            Change::Upload => diff.to_upload.extend(d.local.map(|b| *b)),
+            Change::Download => diff.to_download.extend(d.remote.map(|b| *b)),
             Change::DeleteRemote => diff.deleted_locally.push(d.path),
             Change::DeleteLocal => diff.deleted_remotely.push(d.path),
             Change::Unchanged | Change::Conflict => {}

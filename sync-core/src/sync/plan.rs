@@ -91,7 +91,7 @@ pub struct Plan {
     pub(crate) interrupted: Vec<String>,
     pub(crate) refused: Vec<String>,
     pub(crate) view: SourceView,
-    pub(crate) remote: Option<RemoteManifest>,
+    pub(crate) remote: Option<std::sync::Arc<RemoteManifest>>,
     pub(crate) needs_commit: bool,
     /// Remote objects found damaged, sent again among the uploads.
     pub(crate) repairs: Vec<super::repair::Damage>,
@@ -129,7 +129,7 @@ impl Plan {
             interrupted: Vec::new(),
             refused: Vec::new(),
             view,
-            remote,
+            remote: remote.map(std::sync::Arc::new),
             needs_commit: false,
             repairs: Vec::new(),
         }
@@ -348,43 +348,57 @@ pub(crate) fn resolve(strategy: Strategy, d: &PathDiff) -> Resolution {
 }
 
 /// Sorts each path of a diff into the plan's buckets for `mode`.
+///
+/// The diff itself is kept in the plan only when `keep_diff` (a status
+/// reports it); otherwise the entries move into the buckets, so a plan of a
+/// million uploads holds each entry once.
 pub(crate) fn bucket(
     plan: &mut Plan,
     diff: Diff3,
     delete: bool,
     journal: &HashSet<(String, String)>,
+    keep_diff: bool,
 ) {
     let mode = plan.mode;
     plan.unchanged = diff.unchanged;
-    let diff = diff.changed;
+    let mut kept = Vec::new();
     let skipped = "deletion skipped (--no-delete)";
-    for d in &diff {
+    for mut d in diff.changed {
+        // An entry the plan needs is copied while the diff is kept, and
+        // moved otherwise.
+        let side = |e: &mut Option<Box<FileEntry>>| match keep_diff {
+            true => e.as_deref().cloned(),
+            false => e.take().map(|b| *b),
+        };
         match d.change {
             Change::Unchanged => {}
-            Change::Upload if !mode.sends() => plan.held_back.push(held(d, SEND_HINT)),
+            Change::Upload if !mode.sends() => plan.held_back.push(held(&d, SEND_HINT)),
             Change::Upload => {
-                let e = d.local.clone().expect("upload has a local entry");
+                let e = side(&mut d.local).expect("upload has a local entry");
                 if journal.contains(&(e.path.clone(), e.tagged_hash())) {
                     plan.already_sent.push(e);
                 } else {
                     plan.uploads.push(e);
                 }
             }
-            Change::Download if !mode.fetches() => plan.held_back.push(held(d, FETCH_HINT)),
+            Change::Download if !mode.fetches() => plan.held_back.push(held(&d, FETCH_HINT)),
             Change::Download => plan
                 .downloads
-                .push(d.remote.clone().expect("download has a remote entry")),
-            Change::DeleteRemote if !mode.sends() => plan.held_back.push(held(d, SEND_HINT)),
-            Change::DeleteLocal if !mode.fetches() => plan.held_back.push(held(d, FETCH_HINT)),
+                .push(side(&mut d.remote).expect("download has a remote entry")),
+            Change::DeleteRemote if !mode.sends() => plan.held_back.push(held(&d, SEND_HINT)),
+            Change::DeleteLocal if !mode.fetches() => plan.held_back.push(held(&d, FETCH_HINT)),
             Change::DeleteRemote | Change::DeleteLocal if !delete => {
-                plan.held_back.push(held(d, skipped))
+                plan.held_back.push(held(&d, skipped))
             }
             Change::DeleteRemote => plan.delete_remote.push(d.path.clone()),
             Change::DeleteLocal => plan.delete_local.push(d.path.clone()),
-            Change::Conflict => conflict(plan, d),
+            Change::Conflict => conflict(plan, &d),
+        }
+        if keep_diff {
+            kept.push(d);
         }
     }
-    plan.diff = diff;
+    plan.diff = kept;
 }
 
 const FETCH_HINT: &str = "changed on the remote; pull to fetch it";
@@ -399,12 +413,12 @@ fn conflict(plan: &mut Plan, d: &PathDiff) {
     let applied = match resolution {
         Resolution::KeepLocal if mode.sends() => {
             plan.uploads
-                .push(d.local.clone().expect("kept local side exists"));
+                .push(d.local.as_deref().cloned().expect("kept local side exists"));
             true
         }
         Resolution::KeepRemote if mode.fetches() => {
             plan.downloads
-                .push(d.remote.clone().expect("kept remote side exists"));
+                .push(d.remote.as_deref().cloned().expect("kept remote side exists"));
             true
         }
         Resolution::KeepLocal => {
@@ -421,8 +435,8 @@ fn conflict(plan: &mut Plan, d: &PathDiff) {
     };
     plan.conflicts.push(Conflict {
         path: d.path.clone(),
-        local: d.local.clone(),
-        remote: d.remote.clone(),
+        local: d.local.as_deref().cloned(),
+        remote: d.remote.as_deref().cloned(),
         suggested_resolution: d.suggested_resolution(),
         resolution,
         applied,

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
 
-use super::commit::merged_base;
+use super::commit::merged_base_iter;
 use super::fanout::{FanOut, Share};
 use super::mode::Mode;
 use super::report::FileError;
@@ -47,9 +47,12 @@ pub(crate) struct SourceView {
     /// remote manifest still in place (or against none, while there is
     /// none) is trusted without checking the object.
     pub journal_trusted: bool,
-    /// The source's own manifest: the local `_meta/manifest.json`, or a
-    /// mirror source's remote manifest.
+    /// The source's own manifest: the local `_meta/manifest.json` (its
+    /// header only: the file list is left empty, see `manifest_digest`),
+    /// or a mirror source's remote manifest.
     pub manifest: Option<Manifest>,
+    /// [`Manifest::entries_digest`] of the local manifest's file list.
+    pub manifest_digest: Option<[u8; 32]>,
     /// Local files whose contents were read.
     pub files_hashed: usize,
     /// Things skipped, such as symlinks.
@@ -342,11 +345,10 @@ impl LocalSource {
         after: &BTreeMap<String, FileEntry>,
         commit: Option<&str>,
     ) -> Result<()> {
-        if s.view
-            .manifest
-            .as_ref()
-            .is_some_and(|m| &m.files == after && m.commit_id.as_deref() == commit)
-        {
+        if s.view.manifest.as_ref().is_some_and(|m| {
+            s.view.manifest_digest == Some(Manifest::entries_digest(after))
+                && m.commit_id.as_deref() == commit
+        }) {
             return Ok(());
         }
         // One identity on both sides: the local manifest's where there is
@@ -359,19 +361,18 @@ impl LocalSource {
             .or(s.remote_latest.map(|r| &r.manifest))
             .or(s.remote_before.map(|r| &r.manifest));
         let mut m = template
-            .cloned()
+            .map(Manifest::header)
             .unwrap_or_else(|| fresh_manifest(&self.database_name()));
         m.commit_id = commit
             .filter(|_| s.mode != Mode::Restore)
             .map(str::to_string);
-        m.files = after.clone();
         m.last_synced_at = now_iso();
         m.synced_from = Some(match s.mode {
             Mode::Pull | Mode::Restore => format!("remote:{}", self.state_url()),
             Mode::Sync => "bidirectional".into(),
             _ => "local".into(),
         });
-        self.tree.write_manifest(&m)
+        self.tree.write_manifest_with(&m, after)
     }
 
     fn state_url(&self) -> &str {
@@ -435,24 +436,29 @@ impl Source for LocalSource {
         };
         let (scan, base) = tokio::join!(scan, base);
         let (scan, mut base) = (scan?, base?);
-        let manifest = if opts.need_manifest || (base.is_none() && !base_is_remote) {
-            self.tree.read_manifest()?
+        // The local manifest's header and the digest of its files, read as
+        // it streams (at a million files it is hundreds of MB as a map).
+        let no_base = base.is_none() && !base_is_remote;
+        let (manifest, manifest_digest) = if opts.need_manifest || no_base {
+            match self.tree.read_manifest_digested()? {
+                Some((m, d)) => (Some(m), Some(d)),
+                None => (None, None),
+            }
         } else {
-            None
+            (None, None)
         };
         // A directory with no base for this remote (moved, copied, or its
         // state lost) recovers it from its manifest when that manifest
         // records the commit the remote is still at: both sides held exactly
-        // those files then.
-        if base.is_none() && !base_is_remote {
+        // those files then. Only then is the manifest read whole.
+        if no_base {
             let now = remote.and_then(|r| r.manifest.commit_id.as_deref());
-            if let Some(m) = manifest.as_ref().filter(|m| {
-                m.commit_id.is_some()
-                    && m.commit_id.as_deref() == now
-                    && self.state.stamp().is_none()
-            }) {
-                tracing::info!("no base for this remote; the local manifest records its commit, so it serves as the base");
-                base = Some(m.files.clone());
+            let recorded = manifest.as_ref().and_then(|m| m.commit_id.as_deref());
+            if recorded.is_some() && recorded == now && self.state.stamp().is_none() {
+                if let Some(m) = self.tree.read_manifest()?.filter(|m| m.commit_id.as_deref() == now) {
+                    tracing::info!("no base for this remote; the local manifest records its commit, so it serves as the base");
+                    base = Some(m.files);
+                }
             }
         }
         Ok(SourceView {
@@ -462,7 +468,10 @@ impl Source for LocalSource {
             base_is_remote,
             journal: self.state.journal()?,
             journal_trusted: false,
-            manifest: manifest.filter(|_| opts.need_manifest),
+            manifest_digest: manifest_digest.filter(|_| opts.need_manifest),
+            // A run needs only the manifest's header and the digest of its
+            // files.
+            manifest: manifest.filter(|_| opts.need_manifest).map(|m| m.header()),
             files_hashed: scan.hashed,
             warnings: scan.warnings,
             left_out: scan.left_out,
@@ -640,20 +649,27 @@ impl Source for LocalSource {
         })
         .await;
         let mut out = Settled::default();
-        let mut after = s.view.files.clone();
-        for p in s.deleted_early {
-            after.remove(p);
+        // The directory's files after the run: the scan's, unless this run
+        // changed the directory (a push leaves it as it was, and copies
+        // nothing).
+        let mut after = std::borrow::Cow::Borrowed(&s.view.files);
+        if !s.deleted_early.is_empty() || !s.downloaded.is_empty() {
+            let after = after.to_mut();
+            for p in s.deleted_early {
+                after.remove(p);
+            }
+            for (e, stat) in s.downloaded {
+                // The local manifest names the file as ParqueDB's FsBackend
+                // would: by its own mtime and size.
+                let mut e = e.clone();
+                e.etag = Some(crate::manifest::fs_etag(stat.mtime_ns, stat.size));
+                after.insert(e.path.clone(), e);
+            }
         }
-        for (e, stat) in s.downloaded {
-            // The local manifest names the file as ParqueDB's FsBackend
-            // would: by its own mtime and size.
-            let mut e = e.clone();
-            e.etag = Some(crate::manifest::fs_etag(stat.mtime_ns, stat.size));
-            after.insert(e.path.clone(), e);
+        if s.may_delete && !s.delete_local.is_empty() {
+            self.delete_local(&s, &mut out, after.to_mut());
         }
-        if s.may_delete {
-            self.delete_local(&s, &mut out, &mut after);
-        }
+        let after = after.as_ref();
         // The local manifest records the remote's commit when both sides
         // now hold the same files, so a copy of this directory without
         // pqsync's state can recover its base from it.
@@ -664,7 +680,7 @@ impl Source for LocalSource {
                 .all(|((p, a), (q, r))| p == q && a.same_content(r));
         let commit = s.remote_commit.filter(|_| agrees);
         if !s.versioned_copy {
-            self.write_local_manifest(&s, &after, commit)?;
+            self.write_local_manifest(&s, after, commit)?;
         }
         if s.mode == Mode::Restore {
             // The restored database's manifest is written; it keeps no base
@@ -673,18 +689,22 @@ impl Source for LocalSource {
         }
         // The new base: every path on which both sides now agree; elsewhere
         // the old base stands, so unresolved differences keep their history.
-        let old = s.view.base.clone().unwrap_or_default();
-        let base = merged_base(&after, s.remote_after, &old);
+        // It is merged as it streams to disk, never built.
+        let empty = BTreeMap::new();
+        let old = s.view.base.as_ref().unwrap_or(&empty);
+        let base = || merged_base_iter(after, s.remote_after, old);
         // Whether the base holds the same content as the remote manifest now
         // there: then a status that finds that manifest (by its commit id)
         // need not read the base at all.
-        let equals_remote = base.len() == s.remote_after.len()
-            && base
-                .iter()
-                .zip(s.remote_after)
-                .all(|((p, b), (q, r))| p == q && b.same_content(r));
-        if s.view.base.as_ref() != Some(&base) || !self.state.has_binary_base() {
-            self.state.write_base(&base)?;
+        let equals_remote = base().count() == s.remote_after.len()
+            && base()
+                .zip(s.remote_after.values())
+                .all(|(b, r)| b.path == r.path && b.same_content(r));
+        let unchanged = s.view.base.as_ref().is_some_and(|old| {
+            base().count() == old.len() && base().zip(old.values()).all(|(b, o)| b == o)
+        });
+        if !unchanged || !self.state.has_binary_base() {
+            self.state.write_base(base())?;
         }
         self.state
             .write_stamp(&stamp(s.remote_latest, s.remote_after, s.remote_commit, equals_remote))?;

@@ -98,20 +98,19 @@ impl Run<'_> {
         });
     }
 
-    /// Moves every file of `jobs`, up to the run's concurrency at a time.
-    pub async fn transfer_batch(
-        &self,
-        jobs: Vec<(Dir, FileEntry)>,
-        plan: &Plan,
-    ) -> Vec<(Dir, FileEntry, Result<Moved>)> {
+    /// Moves every file of `jobs`, up to the run's concurrency at a time,
+    /// yielding each as it finishes.
+    pub fn transfer_stream<'s, 'p: 's>(
+        &'s self,
+        jobs: Vec<(Dir, usize, &'p FileEntry)>,
+        plan: &'s Plan,
+    ) -> impl futures::Stream<Item = (Dir, usize, &'p FileEntry, Result<Moved>)> + 's {
         futures::stream::iter(jobs)
-            .map(|(dir, e)| async move {
-                let r = self.transfer(dir, &e, plan).await;
-                (dir, e, r)
+            .map(move |(dir, i, e)| async move {
+                let r = self.transfer(dir, e, plan).await;
+                (dir, i, e, r)
             })
             .buffer_unordered(self.engine.opts.concurrency)
-            .collect()
-            .await
     }
 
     /// Moves one file, retrying transient failures.

@@ -175,12 +175,43 @@ impl LocalTree {
         }
     }
 
+    /// Reads the local `_meta/manifest.json`'s header and the digest of
+    /// its files ([`Manifest::entries_digest`]), if it exists, streaming it
+    /// from disk without building its file list.
+    ///
+    /// # Errors
+    /// [`Error::ManifestCorrupt`] if it exists but does not parse.
+    pub(crate) fn read_manifest_digested(&self) -> Result<Option<(Manifest, [u8; 32])>> {
+        let path = self.abs(MANIFEST_PATH);
+        match std::fs::File::open(&path) {
+            Ok(f) => Manifest::read_digested(f, &path.display().to_string()).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
     /// Writes the local `_meta/manifest.json` atomically.
     ///
     /// # Errors
     /// [`Error::Io`].
     pub fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
-        write_atomic(&self.abs(MANIFEST_PATH), &manifest.to_json_pretty())
+        write_atomic_with(&self.abs(MANIFEST_PATH), |w| manifest.write_json_pretty(w))
+    }
+
+    /// Writes `_meta/manifest.json` as `header` with `files` (whatever
+    /// `header` itself lists is ignored), streamed to disk: the files are
+    /// not copied into a manifest first.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub fn write_manifest_with(
+        &self,
+        header: &Manifest,
+        files: &std::collections::BTreeMap<String, crate::manifest::FileEntry>,
+    ) -> Result<()> {
+        write_atomic_with(&self.abs(MANIFEST_PATH), |w| {
+            header.write_json_pretty_with(files, w)
+        })
     }
 
     /// The current stat of a file, `None` if it does not exist.

@@ -166,11 +166,13 @@ impl LocalTree {
             ignored: info.ignored,
             ..LocalScan::default()
         };
-        scan.stats.reserve(found.len());
-        for f in found {
-            scan.files.insert(f.rel.clone(), f.entry(alg));
-            scan.stats.insert(f.rel, f.stat);
-        }
+        // Built from the sorted vector in one pass, a map's nodes are full
+        // (inserting one by one leaves them half empty).
+        scan.files = found
+            .iter()
+            .map(|f| (f.rel.clone(), f.entry(alg)))
+            .collect();
+        scan.stats = found.into_iter().map(|f| (f.rel, f.stat)).collect();
         Ok(scan)
     }
 

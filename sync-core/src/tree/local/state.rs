@@ -372,10 +372,10 @@ impl RemoteState {
     /// sync.
     pub fn base(&self) -> Result<Option<BTreeMap<String, FileEntry>>> {
         if let Some(mut reader) = self.base_reader() {
-            let mut files = BTreeMap::new();
-            while let Some(e) = reader.next_entry() {
-                files.insert(e.path.clone(), e);
-            }
+            let files: BTreeMap<String, FileEntry> =
+                std::iter::from_fn(|| reader.next_entry())
+                    .map(|e| (e.path.clone(), e))
+                    .collect();
             if reader.damaged() {
                 tracing::warn!(
                     "{}: damaged; treating this as a first sync",
@@ -411,10 +411,10 @@ impl RemoteState {
     }
 
     /// Replaces the base, streaming it to disk.
-    pub fn write_base(&self, files: &BTreeMap<String, FileEntry>) -> Result<()> {
+    pub fn write_base<'a>(&self, files: impl Iterator<Item = &'a FileEntry>) -> Result<()> {
         self.tree.write_state_with(&self.base_name(), |out| {
             let mut w = RecordWriter::new(out, BASE_MAGIC)?;
-            for e in files.values() {
+            for e in files {
                 w.entry(e)?;
             }
             w.finish().map(drop)

@@ -445,6 +445,30 @@ impl StoreTree {
         Ok(Some(RemoteManifest { manifest, etag }))
     }
 
+    /// The commit id of the manifest now in place (`Ok(None)` for none, or
+    /// a manifest without one), read without building its file list.
+    ///
+    /// # Errors
+    /// [`Error::ManifestCorrupt`] when it does not parse; store errors.
+    pub(crate) async fn read_commit_id(&self) -> Result<Option<String>> {
+        #[derive(serde::Deserialize)]
+        struct Id {
+            #[serde(rename = "commitId")]
+            commit_id: Option<String>,
+        }
+        if self.versions.is_some() {
+            return Ok(self.read_manifest().await?.and_then(|r| r.manifest.commit_id));
+        }
+        let Some((bytes, _)) = self.read_manifest_bytes().await? else {
+            return Ok(None);
+        };
+        let id: Id = serde_json::from_slice(&bytes).map_err(|e| Error::ManifestCorrupt {
+            path: self.display(MANIFEST_PATH),
+            reason: e.to_string(),
+        })?;
+        Ok(id.commit_id)
+    }
+
     /// The manifest, unless its ETag is still `etag`: one conditional GET
     /// (`If-None-Match`), which moves no body when nothing changed.
     /// `Ok(None)` means unchanged; `Ok(Some(m))` is what a
@@ -547,14 +571,26 @@ impl StoreTree {
             }),
             CommitMode::Overwrite => PutMode::Overwrite,
         };
+        // A large manifest written without a condition streams through a
+        // multipart upload (completed as one object, as atomically as a
+        // PUT), so its JSON is never whole in memory. A conditional write
+        // must be a single PUT.
+        let size = manifest.json_len();
+        if matches!(put_mode, PutMode::Overwrite) && size as u64 > self.multipart_threshold {
+            return self.put_manifest_in_parts(manifest, size).await;
+        }
         let opts = PutOptions {
             mode: put_mode,
             attributes: self.attrs(None),
             ..Default::default()
         };
+        let mut json = Vec::with_capacity(size);
+        manifest
+            .write_json_pretty(&mut json)
+            .expect("writing to memory cannot fail");
         match self
             .store
-            .put_opts(&loc, PutPayload::from(manifest.to_json_pretty()), opts)
+            .put_opts(&loc, PutPayload::from(json), opts)
             .await
         {
             Ok(r) => Ok(r.e_tag),
@@ -564,6 +600,35 @@ impl StoreTree {
             ) => Err(Error::Precondition { path: shown }),
             Err(e) => Err(Error::store(shown, e)),
         }
+    }
+
+    /// Writes the manifest (`size` bytes of JSON) as a multipart upload,
+    /// serialising each part as the upload takes it.
+    async fn put_manifest_in_parts(&self, manifest: &Manifest, size: usize) -> Result<Option<String>> {
+        let shown = self.display(MANIFEST_PATH);
+        let opts = object_store::PutMultipartOptions {
+            attributes: self.attrs(None),
+            ..Default::default()
+        };
+        let upload = self
+            .store
+            .put_multipart_opts(&self.location(MANIFEST_PATH), opts)
+            .await
+            .map_err(|e| Error::store(&shown, e))?;
+        let part = part_size_for(size as u64) as usize;
+        let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, part);
+        for chunk in manifest.json_chunks(part) {
+            if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                let _ = writer.abort().await;
+                return Err(Error::store(&shown, e));
+            }
+            writer.put(Bytes::from(chunk));
+        }
+        writer
+            .finish()
+            .await
+            .map(|put| put.e_tag)
+            .map_err(|e| Error::store(&shown, e))
     }
 
     /// Streams an object.
