@@ -408,6 +408,11 @@ impl Run<'_> {
             }
         }
         out.uploaded.extend(plan.already_sent.iter().cloned());
+        if !plan.mode.fetches() {
+            // The stats guard reads and writes of local files; a run that
+            // only sends has made its last read.
+            plan.view.stats = Default::default();
+        }
     }
 
     /// Phase 3: the data files, concurrently, each filed into the outcome

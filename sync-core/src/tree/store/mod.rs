@@ -577,7 +577,9 @@ impl StoreTree {
         // must be a single PUT.
         let size = manifest.json_len();
         if matches!(put_mode, PutMode::Overwrite) && size as u64 > self.multipart_threshold {
-            return self.put_manifest_in_parts(manifest, size).await;
+            if let Some(done) = self.put_manifest_in_parts(manifest, size).await {
+                return done;
+            }
         }
         let opts = PutOptions {
             mode: put_mode,
@@ -603,32 +605,45 @@ impl StoreTree {
     }
 
     /// Writes the manifest (`size` bytes of JSON) as a multipart upload,
-    /// serialising each part as the upload takes it.
-    async fn put_manifest_in_parts(&self, manifest: &Manifest, size: usize) -> Result<Option<String>> {
+    /// serialising each part as the upload takes it. `None` when the store
+    /// cannot start one (then a single PUT does it).
+    async fn put_manifest_in_parts(
+        &self,
+        manifest: &Manifest,
+        size: usize,
+    ) -> Option<Result<Option<String>>> {
         let shown = self.display(MANIFEST_PATH);
         let opts = object_store::PutMultipartOptions {
             attributes: self.attrs(None),
             ..Default::default()
         };
-        let upload = self
+        let upload = match self
             .store
             .put_multipart_opts(&self.location(MANIFEST_PATH), opts)
             .await
-            .map_err(|e| Error::store(&shown, e))?;
+        {
+            Ok(u) => u,
+            Err(object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }) => {
+                return None
+            }
+            Err(e) => return Some(Err(Error::store(&shown, e))),
+        };
         let part = part_size_for(size as u64) as usize;
         let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, part);
         for chunk in manifest.json_chunks(part) {
             if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
                 let _ = writer.abort().await;
-                return Err(Error::store(&shown, e));
+                return Some(Err(Error::store(&shown, e)));
             }
             writer.put(Bytes::from(chunk));
         }
-        writer
-            .finish()
-            .await
-            .map(|put| put.e_tag)
-            .map_err(|e| Error::store(&shown, e))
+        Some(
+            writer
+                .finish()
+                .await
+                .map(|put| put.e_tag)
+                .map_err(|e| Error::store(&shown, e)),
+        )
     }
 
     /// Streams an object.
@@ -970,5 +985,52 @@ mod tests {
         let p = part_size_for(big);
         assert!(big.div_ceil(p) <= MAX_PARTS);
         assert!(p >= 5 * MIB);
+    }
+
+    /// A large manifest written without a condition goes up in parts, and
+    /// what lands is exactly the JSON a single PUT would have written; a
+    /// conditional write is always one PUT.
+    #[tokio::test]
+    async fn a_large_manifest_streams_in_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+        let url = format!("file://{}", dir.path().display());
+        // As the CLI opens a directory: it keeps no attributes.
+        let tree = StoreTree::new(Arc::new(fs), "db", &url)
+            .with_attributes(false)
+            .with_multipart_threshold(MIN_PART_SIZE);
+        let mut m = Manifest::new("id", "n");
+        for i in 0..60_000u64 {
+            {
+                let path = format!("data/{i:07}/caf\u{e9} #%.parquet");
+                let e = FileEntry {
+                    path: path.clone(),
+                    size: i,
+                    hash: crate::manifest::HashAlgorithm::Blake3.digest(&i.to_le_bytes()),
+                    hash_algorithm: crate::manifest::HashAlgorithm::Blake3,
+                    modified_at: crate::manifest::Timestamp::from_millis(i as i64),
+                    etag: Some(format!("\"{i}\"")),
+                    content_type: None,
+                    extra: None,
+                };
+                m.files.insert(path, e);
+            }
+        }
+        assert!(m.json_len() as u64 > 2 * MIN_PART_SIZE);
+        let on_disk = dir.path().join("db").join(MANIFEST_PATH);
+        let before = tree.requests();
+        let etag = tree.write_manifest(&m, CommitMode::Overwrite).await.unwrap();
+        assert_eq!(std::fs::read(&on_disk).unwrap(), m.to_json_pretty());
+        assert!(tree.requests() - before > 1, "sent in parts");
+        let got = tree.read_manifest().await.unwrap().unwrap();
+        assert_eq!(got.etag, etag, "the ETag a read sees is the one the write reported");
+        assert_eq!(got.manifest.files.len(), m.files.len());
+
+        m.files.pop_first();
+        let before = tree.requests();
+        tree.write_manifest(&m, CommitMode::Update(etag.unwrap()))
+            .await
+            .unwrap_err();
+        assert_eq!(tree.requests() - before, 1, "a conditional write is one PUT");
     }
 }
