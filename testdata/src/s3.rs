@@ -296,6 +296,14 @@ impl hyper::service::Service<http::Request<Incoming>> for Counting {
         let exclusive = req.headers().contains_key(http::header::IF_MATCH)
             || req.headers().contains_key(http::header::IF_NONE_MATCH);
         let read = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
+        // s3s-fs ignores `If-None-Match` on a GET; S3, R2 and Garage answer
+        // 304 Not Modified (no body) when the object still has that ETag.
+        let unless = req
+            .headers()
+            .get(http::header::IF_NONE_MATCH)
+            .filter(|_| read)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let lock = self.conditional.clone();
         // Run each request to completion even if the client goes away, as
         // S3 does: s3s-fs assembles a completed multipart upload in steps,
@@ -330,12 +338,44 @@ impl hyper::service::Service<http::Request<Incoming>> for Counting {
                 };
                 fut.await
             };
-            match tokio::spawn(run).await {
+            let answer = match tokio::spawn(run).await {
                 Ok(r) => r,
                 Err(e) => Err(s3s::HttpError::new(Box::new(e))),
+            };
+            match (answer, unless) {
+                (Ok(r), Some(unless)) if r.status().is_success() && etag_matches(&r, &unless) => {
+                    let etag = r.headers().get(http::header::ETAG).cloned();
+                    let mut not_modified =
+                        http::Response::builder().status(http::StatusCode::NOT_MODIFIED);
+                    if let Some(etag) = etag {
+                        not_modified = not_modified.header(http::header::ETAG, etag);
+                    }
+                    Ok(not_modified
+                        .body(s3s::Body::empty())
+                        .expect("a valid response"))
+                }
+                (answer, _) => answer,
             }
         })
     }
+}
+
+/// Whether `r`'s ETag is one that an `If-None-Match` of `unless` names.
+fn etag_matches(r: &s3s::HttpResponse, unless: &str) -> bool {
+    let Some(etag) = r
+        .headers()
+        .get(http::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let bare = |t: &str| {
+        t.trim()
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .to_string()
+    };
+    unless.trim() == "*" || unless.split(',').any(|t| bare(t) == bare(etag))
 }
 
 /// Removes `dir` if it is a directory holding nothing but empty

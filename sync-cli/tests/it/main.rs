@@ -19,6 +19,7 @@ mod mirror;
 mod output;
 mod parquedb;
 mod profiles;
+mod scale;
 mod scheduling;
 mod state;
 mod verify;

@@ -931,7 +931,12 @@ mod tests {
             let whole = m.to_json_pretty();
             assert_eq!(m.json_len(), whole.len());
             let pieces: Vec<Vec<u8>> = m.json_chunks(chunk).collect();
-            assert_eq!(pieces.concat(), whole, "chunk {chunk}, {} files", m.files.len());
+            assert_eq!(
+                pieces.concat(),
+                whole,
+                "chunk {chunk}, {} files",
+                m.files.len()
+            );
             if m.files.is_empty() {
                 m.files.insert("a.json".into(), entry("a.json"));
                 m.files.insert(
@@ -941,7 +946,8 @@ mod tests {
                 let mut odd = entry("z/x");
                 odd.set_source_etag("\"abc\"\n".into());
                 m.files.insert("z/x".into(), odd);
-                m.extra.insert("later".into(), serde_json::json!({"files": {}}));
+                m.extra
+                    .insert("later".into(), serde_json::json!({"files": {}}));
                 m.metadata = Some(serde_json::json!([1, {"a": "b"}]));
                 m.commit_id = Some("c".into());
             }

@@ -384,8 +384,16 @@ impl Run<'_> {
 
     /// The plan's transfers: nested manifests apart from the data files.
     fn jobs<'p>(&self, plan: &'p Plan) -> (Jobs<'p>, Jobs<'p>) {
-        let up = plan.uploads.iter().enumerate().map(|(i, e)| (Dir::Up, i, e));
-        let down = plan.downloads.iter().enumerate().map(|(i, e)| (Dir::Down, i, e));
+        let up = plan
+            .uploads
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (Dir::Up, i, e));
+        let down = plan
+            .downloads
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (Dir::Down, i, e));
         up.chain(down)
             .partition(|(_, _, e)| is_nested_manifest(&e.path))
     }

@@ -264,9 +264,7 @@ impl Engine {
     /// manifest nor a map of the tree is ever built. `Err` carries the
     /// manifest the GET returned instead, with the run lock held since,
     /// for the full comparison (`None` when the GET was not made).
-    async fn status_from_base(
-        &self,
-    ) -> Result<std::result::Result<StatusReport, Option<PreRead>>> {
+    async fn status_from_base(&self) -> Result<std::result::Result<StatusReport, Option<PreRead>>> {
         let o = &self.opts;
         let plain = o.selection.is_all()
             && o.shard.is_none()
@@ -283,6 +281,10 @@ impl Engine {
         let Some(base) = self.source.status_from_base(&self.remote).await? else {
             return Ok(Err(None));
         };
+        tracing::info!(
+            "{}: the manifest is unchanged since the last sync; compared with the base",
+            self.remote.url()
+        );
         let mut warnings = base.warnings;
         for e in base.to_upload.iter().filter(|e| e.path.contains("..")) {
             warnings.push(format!(
@@ -313,11 +315,7 @@ impl Engine {
         }))
     }
 
-    async fn make_plan(
-        &self,
-        compare: Compare,
-        read: Option<PreRead>,
-    ) -> Result<Plan> {
+    async fn make_plan(&self, compare: Compare, read: Option<PreRead>) -> Result<Plan> {
         let (read, held) = match read {
             Some(r) => (Some(r.remote), r.lock),
             None => (None, None),

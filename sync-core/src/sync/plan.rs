@@ -417,8 +417,12 @@ fn conflict(plan: &mut Plan, d: &PathDiff) {
             true
         }
         Resolution::KeepRemote if mode.fetches() => {
-            plan.downloads
-                .push(d.remote.as_deref().cloned().expect("kept remote side exists"));
+            plan.downloads.push(
+                d.remote
+                    .as_deref()
+                    .cloned()
+                    .expect("kept remote side exists"),
+            );
             true
         }
         Resolution::KeepLocal => {

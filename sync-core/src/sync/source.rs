@@ -455,7 +455,11 @@ impl Source for LocalSource {
             let now = remote.and_then(|r| r.manifest.commit_id.as_deref());
             let recorded = manifest.as_ref().and_then(|m| m.commit_id.as_deref());
             if recorded.is_some() && recorded == now && self.state.stamp().is_none() {
-                if let Some(m) = self.tree.read_manifest()?.filter(|m| m.commit_id.as_deref() == now) {
+                if let Some(m) = self
+                    .tree
+                    .read_manifest()?
+                    .filter(|m| m.commit_id.as_deref() == now)
+                {
                     tracing::info!("no base for this remote; the local manifest records its commit, so it serves as the base");
                     base = Some(m.files);
                 }
@@ -481,8 +485,7 @@ impl Source for LocalSource {
 
     fn base_etag(&self) -> Option<String> {
         let stamp = self.state.stamp()?;
-        if !stamp.equals_remote || stamp.hash_algorithm.is_none() || !self.state.has_binary_base()
-        {
+        if !stamp.equals_remote || stamp.hash_algorithm.is_none() || !self.state.has_binary_base() {
             return None;
         }
         if !self.state.journal().ok()?.is_empty() {
@@ -706,8 +709,12 @@ impl Source for LocalSource {
         if !unchanged || !self.state.has_binary_base() {
             self.state.write_base(base())?;
         }
-        self.state
-            .write_stamp(&stamp(s.remote_latest, s.remote_after, s.remote_commit, equals_remote))?;
+        self.state.write_stamp(&stamp(
+            s.remote_latest,
+            s.remote_after,
+            s.remote_commit,
+            equals_remote,
+        ))?;
         if s.clean_run {
             self.state.clear_journal();
         }
@@ -776,8 +783,7 @@ fn compare_with_base(
             }
             continue;
         }
-        let unchanged =
-            same.is_some_and(|b| b.size == f.stat.size && Some(b.hash) == f.hash);
+        let unchanged = same.is_some_and(|b| b.size == f.stat.size && Some(b.hash) == f.hash);
         if same.is_some() {
             next = base.next_entry();
         }
@@ -795,12 +801,13 @@ fn compare_with_base(
         return Ok(None);
     }
     out.warnings = info.warnings;
-    out.warnings.extend(left_out.iter().chain(&refused).map(|l| {
-        format!(
-            "{}: left out ({}); it is neither sent nor deleted",
-            l.path, l.reason
-        )
-    }));
+    out.warnings
+        .extend(left_out.iter().chain(&refused).map(|l| {
+            format!(
+                "{}: left out ({}); it is neither sent nor deleted",
+                l.path, l.reason
+            )
+        }));
     Ok(Some(out))
 }
 
@@ -822,7 +829,8 @@ fn stamp(
         remote_last_segment: None,
         hash_algorithm: None,
     };
-    let Some(latest) = latest.filter(|l| equals_remote && l.manifest.commit_id.as_deref() == commit)
+    let Some(latest) =
+        latest.filter(|l| equals_remote && l.manifest.commit_id.as_deref() == commit)
     else {
         return stamp;
     };

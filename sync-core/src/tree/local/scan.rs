@@ -193,7 +193,6 @@ impl LocalTree {
         found.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
         let cached = self.apply_cache(&mut found, alg);
 
-
         let hashed = std::sync::atomic::AtomicUsize::new(0);
         let hashed_bytes = std::sync::atomic::AtomicU64::new(0);
         let failures: Vec<(usize, Hashing)> = found
@@ -246,7 +245,8 @@ impl LocalTree {
     fn apply_cache(&self, found: &mut [Found], alg: HashAlgorithm) -> CacheUse {
         let mut used = CacheUse::default();
         let fits = |f: &Found, stat: &FileStat, a: HashAlgorithm| a == alg && *stat == f.stat;
-        if let Some(mut reader) = RecordReader::open(&self.state_dir().join(CACHE_FILE), CACHE_MAGIC)
+        if let Some(mut reader) =
+            RecordReader::open(&self.state_dir().join(CACHE_FILE), CACHE_MAGIC)
         {
             let mut next = reader.next_cache();
             for f in found.iter_mut() {

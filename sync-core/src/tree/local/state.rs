@@ -372,10 +372,9 @@ impl RemoteState {
     /// sync.
     pub fn base(&self) -> Result<Option<BTreeMap<String, FileEntry>>> {
         if let Some(mut reader) = self.base_reader() {
-            let files: BTreeMap<String, FileEntry> =
-                std::iter::from_fn(|| reader.next_entry())
-                    .map(|e| (e.path.clone(), e))
-                    .collect();
+            let files: BTreeMap<String, FileEntry> = std::iter::from_fn(|| reader.next_entry())
+                .map(|e| (e.path.clone(), e))
+                .collect();
             if reader.damaged() {
                 tracing::warn!(
                     "{}: damaged; treating this as a first sync",

@@ -457,7 +457,10 @@ impl StoreTree {
             commit_id: Option<String>,
         }
         if self.versions.is_some() {
-            return Ok(self.read_manifest().await?.and_then(|r| r.manifest.commit_id));
+            return Ok(self
+                .read_manifest()
+                .await?
+                .and_then(|r| r.manifest.commit_id));
         }
         let Some((bytes, _)) = self.read_manifest_bytes().await? else {
             return Ok(None);
@@ -488,7 +491,11 @@ impl StoreTree {
             if_none_match: Some(etag.to_string()),
             ..GetOptions::default()
         };
-        let got = match self.store.get_opts(&self.location(MANIFEST_PATH), opts).await {
+        let got = match self
+            .store
+            .get_opts(&self.location(MANIFEST_PATH), opts)
+            .await
+        {
             Err(object_store::Error::NotModified { .. }) => return Ok(None),
             got => got,
         };
@@ -623,9 +630,10 @@ impl StoreTree {
             .await
         {
             Ok(u) => u,
-            Err(object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }) => {
-                return None
-            }
+            Err(
+                object_store::Error::NotImplemented { .. }
+                | object_store::Error::NotSupported { .. },
+            ) => return None,
             Err(e) => return Some(Err(Error::store(&shown, e))),
         };
         let part = part_size_for(size as u64) as usize;
@@ -1019,11 +1027,17 @@ mod tests {
         assert!(m.json_len() as u64 > 2 * MIN_PART_SIZE);
         let on_disk = dir.path().join("db").join(MANIFEST_PATH);
         let before = tree.requests();
-        let etag = tree.write_manifest(&m, CommitMode::Overwrite).await.unwrap();
+        let etag = tree
+            .write_manifest(&m, CommitMode::Overwrite)
+            .await
+            .unwrap();
         assert_eq!(std::fs::read(&on_disk).unwrap(), m.to_json_pretty());
         assert!(tree.requests() - before > 1, "sent in parts");
         let got = tree.read_manifest().await.unwrap().unwrap();
-        assert_eq!(got.etag, etag, "the ETag a read sees is the one the write reported");
+        assert_eq!(
+            got.etag, etag,
+            "the ETag a read sees is the one the write reported"
+        );
         assert_eq!(got.manifest.files.len(), m.files.len());
 
         m.files.pop_first();
@@ -1031,6 +1045,10 @@ mod tests {
         tree.write_manifest(&m, CommitMode::Update(etag.unwrap()))
             .await
             .unwrap_err();
-        assert_eq!(tree.requests() - before, 1, "a conditional write is one PUT");
+        assert_eq!(
+            tree.requests() - before,
+            1,
+            "a conditional write is one PUT"
+        );
     }
 }
