@@ -511,14 +511,7 @@ impl Run<'_> {
     /// not there, whatever happens next; locally the file is deleted (if
     /// it is still the version the scan saw) before the downloads.
     async fn clear_the_way(&self, plan: &Plan, guard: &Guard, out: &mut Outcome) {
-        let blocking = |deletes: &[String], transfers: &[FileEntry]| -> Vec<String> {
-            deletes
-                .iter()
-                .filter(|d| transfers.iter().any(|t| nested(&t.path, d)))
-                .cloned()
-                .collect()
-        };
-        let remote = blocking(&plan.delete_remote, &plan.uploads);
+        let remote = in_the_way(&plan.delete_remote, &plan.uploads);
         // Not if the deletions could not be announced; never on a snapshot
         // tree, whose objects are not at the files' paths.
         if !remote.is_empty() && out.errors.is_empty() && !self.engine.remote.keeps_versions() {
@@ -531,7 +524,7 @@ impl Run<'_> {
                 Err(e) => out.errors.push(FileError::new(MANIFEST_PATH, "commit", e)),
             }
         }
-        let local = blocking(&plan.delete_local, &plan.downloads);
+        let local = in_the_way(&plan.delete_local, &plan.downloads);
         if !local.is_empty() {
             let on_deleted = |p: &str| self.done(p, Operation::Deleting, 0);
             let keep = self.local_keep();
@@ -1002,7 +995,84 @@ impl Run<'_> {
 
 /// Whether one path lies inside the other (`a/b` and `a`): on a file system
 /// they cannot both exist.
-fn nested(a: &str, b: &str) -> bool {
-    a.strip_prefix(b).is_some_and(|rest| rest.starts_with('/'))
-        || b.strip_prefix(a).is_some_and(|rest| rest.starts_with('/'))
+/// The deletions of `deletes` in the way of a transfer of `transfers`: one
+/// path is a folder of the other (a file that became a folder, or the
+/// reverse). Two sets make it O(paths), where comparing every pair would
+/// be O(deletions × transfers).
+fn in_the_way(deletes: &[String], transfers: &[FileEntry]) -> Vec<String> {
+    if deletes.is_empty() || transfers.is_empty() {
+        return Vec::new();
+    }
+    let paths: HashSet<&str> = transfers.iter().map(|t| t.path.as_str()).collect();
+    let folders: HashSet<&str> = transfers.iter().flat_map(|t| folders_of(&t.path)).collect();
+    deletes
+        .iter()
+        .filter(|d| folders.contains(d.as_str()) || folders_of(d).any(|f| paths.contains(f)))
+        .cloned()
+        .collect()
+}
+
+/// The folders `path` lies in, innermost last: `a`, `a/b` for `a/b/c`.
+fn folders_of(path: &str) -> impl Iterator<Item = &str> {
+    path.match_indices('/').map(move |(i, _)| &path[..i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::HashAlgorithm;
+
+    fn entry(path: &str) -> FileEntry {
+        FileEntry {
+            path: path.into(),
+            size: 1,
+            hash: HashAlgorithm::Blake3.digest(path.as_bytes()),
+            hash_algorithm: HashAlgorithm::Blake3,
+            modified_at: "2026-01-01T00:00:00.000Z".into(),
+            etag: None,
+            content_type: None,
+            extra: None,
+        }
+    }
+
+    /// The sets find exactly the pairs where one path is a folder of the
+    /// other, and no near miss (`a` and `ab/c`, `a` and `a.b`).
+    #[test]
+    fn deletions_in_the_way_are_those_on_a_folder_path() {
+        let paths = [
+            "a", "a/b", "a/b/c", "ab", "ab/c", "a.b", "x/y", "x", "x/y/z/w", "q/a",
+        ];
+        for (i, _) in paths.iter().enumerate() {
+            let deletes: Vec<String> = paths
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| (i + j) % 3 == 0)
+                .map(|(_, p)| p.to_string())
+                .collect();
+            let transfers: Vec<FileEntry> = paths
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| (i + j) % 3 != 0)
+                .map(|(_, p)| entry(p))
+                .collect();
+            let nested = |a: &str, b: &str| {
+                a.strip_prefix(b).is_some_and(|r| r.starts_with('/'))
+                    || b.strip_prefix(a).is_some_and(|r| r.starts_with('/'))
+            };
+            let want: Vec<String> = deletes
+                .iter()
+                .filter(|d| transfers.iter().any(|t| nested(&t.path, d)))
+                .cloned()
+                .collect();
+            assert_eq!(in_the_way(&deletes, &transfers), want, "case {i}");
+        }
+        assert_eq!(
+            in_the_way(&["a".into(), "ab".into()], &[entry("a/b")]),
+            vec!["a".to_string()]
+        );
+        assert_eq!(
+            in_the_way(&["d/e/f".into()], &[entry("d")]),
+            vec!["d/e/f".to_string()]
+        );
+    }
 }

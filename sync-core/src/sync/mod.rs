@@ -271,7 +271,13 @@ impl Engine {
             && !o.merge_shards
             && o.repair == Repair::Off
             && !matches!(self.mode, Mode::Backup | Mode::Restore | Mode::Mirror);
-        let Some(etag) = self.source.base_etag().filter(|_| plain) else {
+        // (A `--hash` other than the remote's gets the full comparison and
+        // its warning.)
+        let Some((etag, _)) = self
+            .source
+            .base_etag()
+            .filter(|(_, alg)| plain && self.opts.hash.is_none_or(|h| h == *alg))
+        else {
             return Ok(Err(None));
         };
         let lock = self.source.lock()?;

@@ -181,10 +181,11 @@ pub(crate) trait Source: Send + Sync + std::fmt::Debug {
     async fn read(&self, remote: Option<&RemoteManifest>, opts: ReadOptions) -> Result<SourceView>;
 
     /// The ETag of the remote manifest the source's base was recorded
-    /// equal to, when that base can stand in for it in a status (no run
-    /// left uploads to commit, and the base is kept in a form that
-    /// streams). `None` for a source without such a base.
-    fn base_etag(&self) -> Option<String> {
+    /// equal to, and the algorithm its files are hashed with, when that
+    /// base can stand in for it in a status (no run left uploads to commit,
+    /// and the base is kept in a form that streams). `None` for a source
+    /// without such a base.
+    fn base_etag(&self) -> Option<(String, HashAlgorithm)> {
         None
     }
 
@@ -483,15 +484,15 @@ impl Source for LocalSource {
         })
     }
 
-    fn base_etag(&self) -> Option<String> {
+    fn base_etag(&self) -> Option<(String, HashAlgorithm)> {
         let stamp = self.state.stamp()?;
-        if !stamp.equals_remote || stamp.hash_algorithm.is_none() || !self.state.has_binary_base() {
+        if !stamp.equals_remote || !self.state.has_binary_base() {
             return None;
         }
         if !self.state.journal().ok()?.is_empty() {
             return None;
         }
-        stamp.remote_etag
+        Some((stamp.remote_etag?, stamp.hash_algorithm?))
     }
 
     async fn status_from_base(&self, remote: &StoreTree) -> Result<Option<BaseStatus>> {
