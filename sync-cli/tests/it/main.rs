@@ -153,6 +153,21 @@ fn pqsync(server: Option<&S3Server>) -> Command {
     cmd
 }
 
+/// Another writer's edit: a clone pulls `url`, changes `rel` and pushes.
+fn edit_elsewhere(server: Option<&S3Server>, url: &str, rel: &str, bytes: &[u8]) {
+    let clone = tempfile::tempdir().unwrap();
+    pqsync(server)
+        .args(["pull", url, "-d"])
+        .arg(clone.path())
+        .stdout_ok();
+    std::fs::write(clone.path().join(rel), bytes).unwrap();
+    age(&clone.path().join(rel));
+    pqsync(server)
+        .args(["push", url, "-d"])
+        .arg(clone.path())
+        .stdout_ok();
+}
+
 /// Runs a command and returns what it printed, checking its exit status.
 trait Output {
     /// stdout of a run that must succeed.

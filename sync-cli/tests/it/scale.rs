@@ -122,17 +122,7 @@ fn status_against_the_base(remote: &Remote) {
     // A sync records the stamp again; then another writer commits.
     pqsync(None).args(["push", "-d"]).arg(d).stdout_ok();
     assert!(status(d).1);
-    let clone = tempfile::tempdir().unwrap();
-    pqsync(None)
-        .args(["pull", &url, "-d"])
-        .arg(clone.path())
-        .stdout_ok();
-    std::fs::write(clone.path().join(edited), b"PAR1 theirs PAR1").unwrap();
-    age(&clone.path().join(edited));
-    pqsync(None)
-        .args(["push", "-d"])
-        .arg(clone.path())
-        .stdout_ok();
+    crate::edit_elsewhere(server, &url, edited, b"PAR1 theirs PAR1");
     let (after, fast) = status(d);
     assert!(!fast, "the remote manifest changed: compared with it");
     assert_eq!(

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::lost::Remote;
-use crate::{age, copy_dir, pqsync, sample_copy, state_of, Output};
+use crate::{age, copy_dir, edit_elsewhere, pqsync, sample_copy, state_of, Output};
 
 /// Every file under `root`, relative.
 fn names(root: &Path) -> BTreeSet<String> {
@@ -21,21 +21,6 @@ fn names(root: &Path) -> BTreeSet<String> {
                 .to_string()
         })
         .collect()
-}
-
-/// Another writer's edit: a clone pulls, changes `rel` and pushes.
-fn edit_elsewhere(url: &str, rel: &str, bytes: &[u8]) {
-    let clone = tempfile::tempdir().unwrap();
-    pqsync(None)
-        .args(["pull", url, "-d"])
-        .arg(clone.path())
-        .stdout_ok();
-    std::fs::write(clone.path().join(rel), bytes).unwrap();
-    age(&clone.path().join(rel));
-    pqsync(None)
-        .args(["push", url, "-d"])
-        .arg(clone.path())
-        .stdout_ok();
 }
 
 /// No command writes anything of pqsync's own into the database: status,
@@ -69,7 +54,7 @@ fn no_command_writes_state_into_the_database() {
     // Another writer's version, pulled over this one, which is kept.
     let rel = "data/posts/data.parquet";
     let original = std::fs::read(db.path().join(rel)).unwrap();
-    edit_elsewhere(&url, rel, b"their edit");
+    edit_elsewhere(None, &url, rel, b"their edit");
     run(&["pull", &url]);
     assert_eq!(std::fs::read(db.path().join(rel)).unwrap(), b"their edit");
     run(&["sync", &url]);
@@ -144,7 +129,7 @@ fn state_inside_the_database_is_moved_out() {
         .arg(db.path())
         .stdout_ok();
     let rel = "data/users/data.parquet";
-    edit_elsewhere(&url, rel, b"their edit");
+    edit_elsewhere(None, &url, rel, b"their edit");
     pqsync(None)
         .args(["pull", &url, "-d"])
         .arg(db.path())
