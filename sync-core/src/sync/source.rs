@@ -697,16 +697,21 @@ impl Source for LocalSource {
         let empty = BTreeMap::new();
         let old = s.view.base.as_ref().unwrap_or(&empty);
         let base = || merged_base_iter(after, s.remote_after, old);
-        // Whether the base holds the same content as the remote manifest now
-        // there: then a status that finds that manifest (by its commit id)
-        // need not read the base at all.
-        let equals_remote = base().count() == s.remote_after.len()
-            && base()
-                .zip(s.remote_after.values())
-                .all(|(b, r)| b.path == r.path && b.same_content(r));
-        let unchanged = s.view.base.as_ref().is_some_and(|old| {
-            base().count() == old.len() && base().zip(old.values()).all(|(b, o)| b == o)
-        });
+        // One pass finds whether the base equals the remote manifest now
+        // there (then a status that finds that manifest need not read the
+        // base at all) and whether it differs from the old base (else it is
+        // not rewritten).
+        let (mut equals_remote, mut unchanged) = (true, s.view.base.is_some());
+        let mut remote_files = s.remote_after.values();
+        let mut old_files = old.values();
+        for b in base() {
+            equals_remote &= remote_files
+                .next()
+                .is_some_and(|r| b.path == r.path && b.same_content(r));
+            unchanged &= old_files.next() == Some(b);
+        }
+        equals_remote &= remote_files.next().is_none();
+        unchanged &= old_files.next().is_none();
         if !unchanged || !self.state.has_binary_base() {
             self.state.write_base(base())?;
         }
