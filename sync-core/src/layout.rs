@@ -53,6 +53,17 @@ pub fn is_own(path: &str) -> bool {
             .is_some_and(|name| name.starts_with('.') && name.contains(TEMP_MARKER))
 }
 
+/// The shard of `count` that `path` falls in when a run is split across
+/// machines: the first eight bytes of the BLAKE3 of its UTF-8 bytes, as a
+/// little-endian integer, modulo `count`. The same on every machine and in
+/// every version, so records written by one pqsync are merged by another.
+pub fn shard_of(path: &str, count: u32) -> u32 {
+    let h = blake3::hash(path.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&h.as_bytes()[..8]);
+    (u64::from_le_bytes(first) % u64::from(count.max(1))) as u32
+}
+
 /// Whether everything under the directory `dir` is excluded, so a walk
 /// need not enter it.
 pub fn is_ignored_dir(dir: &str) -> bool {

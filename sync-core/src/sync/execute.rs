@@ -24,7 +24,7 @@ use super::guard::Guard;
 use super::mode::Mode;
 use super::plan::{Conflict, Plan};
 use super::report::{FileError, SyncResult};
-use super::shard::{write_record, Shard};
+use super::shard::{staging_dir, write_record, Shard};
 use super::source::{fresh_manifest, Settle};
 use super::transfer::{Dir, Moved, Run};
 use super::Engine;
@@ -106,6 +106,11 @@ impl Engine {
             run_name: crate::tree::trash::run_name(std::time::SystemTime::now()),
             kept: Default::default(),
             overwritten: Default::default(),
+            stage: self
+                .opts
+                .shard
+                .filter(|_| !self.remote.keeps_versions())
+                .map(|s| self.remote.state_tree(&staging_dir(s))),
         };
         let result = run.execute(plan).await;
         self.source.finished();
@@ -149,8 +154,14 @@ impl Run<'_> {
         self.transfer_all(data, &plan, &mut out).await;
         self.transfer_manifests(manifests, &plan, &mut out).await;
         self.take_sent(&mut plan, &mut out);
+        if out.errors.is_empty() && !plan.view.staged.is_empty() {
+            self.unstage(&plan, &mut out).await;
+        }
         let all_ok = out.errors.is_empty();
         let committed = all_ok && plan.needs_commit && self.commit(&plan, &guard, &mut out).await;
+        if committed && !plan.view.staged.is_empty() {
+            self.clear_staged(&plan).await;
+        }
         let clean_run = all_ok && (committed || !plan.needs_commit);
         if plan.needs_commit && !committed && deletes_objects {
             self.put_back(&plan, &mut out).await;
@@ -170,7 +181,7 @@ impl Run<'_> {
         if announced && (all_deleted || !committed) {
             engine.remote.withdraw_deletions(&self.run_name).await;
         }
-        let settled = self.settle(&plan, clean_run, &mut out).await;
+        let settled = self.settle(&plan, clean_run, &mut out, None).await;
         self.expire_trash(&mut out).await;
         // The lease goes whatever happened to the local state.
         guard.release().await;
@@ -178,7 +189,7 @@ impl Run<'_> {
         Ok(self.result(plan, out))
     }
 
-    /// One shard of a split mirror: the shard's uploads, and then, if all
+    /// One shard of a split push or mirror: the shard's uploads, and then, if all
     /// of them succeeded, its record instead of a commit. No lease (the
     /// merge takes it), no deletion (the merge makes them).
     async fn execute_shard(&self, mut plan: Plan, shard: Shard) -> Result<SyncResult> {
@@ -201,7 +212,36 @@ impl Run<'_> {
         self.transfer_manifests(manifests, &plan, &mut out).await;
         self.take_sent(&mut plan, &mut out);
         let mut clean = out.errors.is_empty();
+        let mut recorded = None;
         if clean {
+            // The record holds the shard's paths as the remote would hold
+            // them had this run committed: its uploads and deletions over
+            // the manifest it planned against, and everything it left
+            // alone (another writer's change, an unreadable file, a held
+            // back conflict) as it was.
+            let mut ours: Changes = out
+                .uploaded
+                .iter()
+                .map(|e| (e.path.as_str(), Some(e)))
+                .collect();
+            for p in &plan.delete_remote {
+                ours.insert(p, None);
+            }
+            let before: BTreeMap<String, FileEntry> = plan
+                .remote
+                .iter()
+                .flat_map(|r| &r.manifest.files)
+                .filter(|(p, _)| shard.contains(p))
+                .map(|(p, e)| (p.clone(), e.clone()))
+                .collect();
+            let after = apply(&before, &ours);
+            drop(ours);
+            let staged: Vec<String> = out
+                .uploaded
+                .iter()
+                .filter(|e| self.staged_at(e, &plan).is_some())
+                .map(|e| e.path.clone())
+                .collect();
             let written = engine
                 .opts
                 .retry
@@ -212,25 +252,99 @@ impl Run<'_> {
                             shard,
                             against.clone(),
                             plan.view.manifest.as_ref(),
-                            &plan.view.files,
+                            &after,
+                            &plan.view.left_out,
+                            staged.clone(),
                         )
                     },
                     |n, e| self.retrying(MANIFEST_PATH, n, e),
                 )
                 .await;
-            if let Err(e) = written {
-                clean = false;
-                out.errors.push(FileError::new(
-                    MANIFEST_PATH,
-                    "commit",
-                    format!("the shard record could not be written: {e}"),
-                ));
+            match written {
+                Ok(()) => recorded = Some(after),
+                Err(e) => {
+                    clean = false;
+                    out.errors.push(FileError::new(
+                        MANIFEST_PATH,
+                        "commit",
+                        format!("the shard record could not be written: {e}"),
+                    ));
+                }
             }
         }
         // A shard never commits: a clean run still clears its journal.
-        let settled = self.settle(&plan, clean, &mut out).await;
+        let settled = self.settle(&plan, clean, &mut out, recorded.as_ref()).await;
         settled?;
         Ok(self.result(plan, out))
+    }
+
+    /// A merge's staged files: each is copied into place inside the store
+    /// (the version it replaces kept in the trash first, and put back if
+    /// the commit does not happen). A staged object already gone counts as
+    /// copied when the object in place holds its content already.
+    async fn unstage(&self, plan: &Plan, out: &mut Outcome) {
+        let engine = self.engine;
+        let remote = &engine.remote;
+        let jobs = plan
+            .view
+            .staged
+            .iter()
+            .filter_map(|(p, dir)| Some((plan.view.files.get(p)?, dir)));
+        let mut done = futures::stream::iter(jobs)
+            .map(|(e, dir)| async move {
+                let staging = remote.state_tree(dir);
+                if let Err(err) = self.keep_replaced(e, plan).await {
+                    return (e, Err(err));
+                }
+                let copied = engine
+                    .opts
+                    .retry
+                    .run(
+                        || remote.copy_from(&staging, e),
+                        |n, err| self.retrying(&e.path, n, err),
+                    )
+                    .await;
+                let copied = match copied {
+                    Err(Error::Store {
+                        source: object_store::Error::NotFound { .. },
+                        ..
+                    }) if remote.has_content(e).await => Ok(()),
+                    Err(Error::Store {
+                        source: object_store::Error::NotFound { .. },
+                        ..
+                    }) => Err(Error::Shards {
+                        reason: format!(
+                            "{}: the shard's staged copy is gone; run that shard again, then merge",
+                            e.path
+                        ),
+                    }),
+                    other => other,
+                };
+                (e, copied)
+            })
+            .buffer_unordered(engine.opts.concurrency.max(1));
+        while let Some((e, r)) = done.next().await {
+            match r {
+                Ok(()) => self.done(&e.path, Operation::Uploading, 0),
+                Err(err) => out.errors.push(FileError::new(&e.path, "upload", err)),
+            }
+        }
+    }
+
+    /// Removes a merged split's staged objects (best effort: one left
+    /// behind is overwritten by the next split's run of that shard).
+    async fn clear_staged(&self, plan: &Plan) {
+        let mut by_dir: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (p, dir) in &plan.view.staged {
+            by_dir.entry(dir).or_default().push(p.clone());
+        }
+        for (dir, paths) in by_dir {
+            if let Err(failed) = self.engine.remote.state_tree(dir).delete_many(&paths).await {
+                for (p, e) in failed {
+                    tracing::warn!("{p}: a staged copy was not removed: {e}");
+                }
+            }
+        }
     }
 
     /// Phase 2a: a run that deletes remote files announces them before it
@@ -827,7 +941,13 @@ impl Run<'_> {
     }
 
     /// Phase 7: the source's part of the outcome.
-    async fn settle(&self, plan: &Plan, clean_run: bool, out: &mut Outcome) -> Result<()> {
+    async fn settle(
+        &self,
+        plan: &Plan,
+        clean_run: bool,
+        out: &mut Outcome,
+        shard_record: Option<&BTreeMap<String, FileEntry>>,
+    ) -> Result<()> {
         let remaining_local: Vec<String> = plan
             .delete_local
             .iter()
@@ -853,6 +973,7 @@ impl Run<'_> {
                 keep: self.local_keep(),
                 on_deleted: &on_deleted,
                 versioned_copy: self.engine.opts.slug.is_some(),
+                shard_record,
             })
             .await?;
         if let Some(run) = self.local_keep() {

@@ -162,7 +162,12 @@ impl Engine {
     }
 
     fn local(mode: Mode, local: LocalTree, remote: StoreTree, opts: SyncOptions) -> Engine {
-        let source = LocalSource::new(local, &remote);
+        // One shard of a split push sees only its files and keeps its own
+        // state.
+        let source = match opts.shard {
+            Some(s) => LocalSource::shard(local, s.index, s.count, &remote),
+            None => LocalSource::new(local, &remote),
+        };
         Engine::build(mode, Box::new(source), remote, opts)
     }
 
@@ -322,6 +327,17 @@ impl Engine {
     }
 
     async fn make_plan(&self, compare: Compare, read: Option<PreRead>) -> Result<Plan> {
+        if (self.opts.shard.is_some() || self.opts.merge_shards)
+            && !matches!(self.mode, Mode::Push | Mode::Mirror)
+        {
+            return Err(Error::InvalidArgument {
+                argument: "--shard",
+                reason: format!(
+                    "a {} is not split into shards; only push and mirror are",
+                    self.mode
+                ),
+            });
+        }
         let (read, held) = match read {
             Some(r) => (Some(r.remote), r.lock),
             None => (None, None),

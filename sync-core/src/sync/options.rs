@@ -63,11 +63,11 @@ pub struct SyncOptions {
     /// records this `slug`, and the directory's own manifest and its
     /// remembered remote are left as they are. Default: none.
     pub slug: Option<String>,
-    /// A mirror that handles one shard of the paths and leaves a record
-    /// instead of committing (see [`Shard`]). Default: none.
+    /// A push or mirror that handles one shard of the paths and leaves a
+    /// record instead of committing (see [`Shard`]). Default: none.
     pub shard: Option<Shard>,
-    /// A mirror that commits the union of the shard records at the
-    /// destination. Default: no.
+    /// A push or mirror that commits the union of the shard records at the
+    /// remote. Default: no.
     pub merge_shards: bool,
 }
 
@@ -95,13 +95,15 @@ impl Default for SyncOptions {
 
 impl SyncOptions {
     /// Handles only the paths of `shard`, and leaves a shard record at the
-    /// destination instead of committing (mirror only).
+    /// remote instead of committing (push and mirror only; a push's shard
+    /// scans and hashes only its own files).
     pub fn with_shard(mut self, shard: Shard) -> Self {
         self.shard = Some(shard);
         self
     }
 
-    /// Commits the union of the destination's shard records (mirror only).
+    /// Commits the union of the remote's shard records (push and mirror
+    /// only), without reading the source.
     pub fn with_merge_shards(mut self, merge: bool) -> Self {
         self.merge_shards = merge;
         self

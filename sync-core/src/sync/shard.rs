@@ -1,28 +1,32 @@
-//! Splitting one mirror across machines: each run handles the paths of its
-//! shard and leaves a record instead of committing; a merge commits the
-//! union with the usual guard.
+//! Splitting one push or mirror across machines: each run handles the
+//! paths of its shard and leaves a record instead of committing; a merge
+//! commits the union with the usual guard.
 //!
-//! A path's shard is the first eight bytes of the BLAKE3 of its UTF-8
-//! bytes, as a little-endian integer, modulo the shard count: the same on
-//! every machine and in every version. A shard run uploads what its paths
-//! need (nothing else is touched, nothing is deleted) and, when every
-//! transfer succeeded, writes `_meta/.pqsync/shards/<N>/<K>.json` at the
-//! destination: the entries of every source file of its shard and the
-//! commit id of the destination manifest it planned against. A merge reads
-//! the N records, refuses unless all are there and were made against the
-//! manifest still in place, and runs a mirror whose source files are their
-//! union: what the shards sent counts as already sent (from the records,
-//! without a request), paths the union lacks are deleted (trash,
-//! `--max-delete` and the commit guard as always), and the records go once
-//! the merge has committed.
+//! A path's shard is [`crate::layout::shard_of`]: the same on every
+//! machine and in every version. A shard run plans as the whole run would,
+//! for its paths only (a push's shard scans and hashes only its own files,
+//! and keeps its own stat cache and journal), uploads what they need,
+//! deletes nothing, and, when every transfer succeeded, writes
+//! `_meta/.pqsync/shards/<N>/<K>.json` at the remote: its paths as the
+//! remote would hold them had it committed (its uploads and deletions over
+//! the manifest it planned against, everything it left alone as it was),
+//! and the commit id of that manifest. A merge reads the N records,
+//! refuses unless all are there and were made against the manifest still
+//! in place, and runs with their union as the source's files: what the
+//! shards sent counts as already sent (from the records, without a
+//! request), a path the union lacks is deleted (trash, `--max-delete` and
+//! the commit guard as always), and the records go once the merge has
+//! committed. A merge reads nothing of the source.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::source::SourceView;
 use crate::error::{Error, Result};
 use crate::manifest::{FileEntry, Manifest};
-use crate::tree::StoreTree;
+use crate::tree::local::JournalEntry;
+use crate::tree::{LeftOut, RemoteManifest, StoreTree};
 
 /// One shard of N: the paths whose hash falls in `index`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,10 +57,7 @@ impl Shard {
 
     /// The shard `path` falls in, of `count`.
     pub fn of(path: &str, count: u32) -> u32 {
-        let h = blake3::hash(path.as_bytes());
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&h.as_bytes()[..8]);
-        (u64::from_le_bytes(first) % u64::from(count.max(1))) as u32
+        crate::layout::shard_of(path, count)
     }
 
     /// Whether `path` is in this shard.
@@ -85,8 +86,23 @@ pub(crate) struct ShardRecord {
     /// commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<Manifest>,
-    /// Every source file of the shard, as the destination now holds it.
+    /// The shard's paths as the remote holds them once merged.
     pub files: Vec<FileEntry>,
+    /// Paths of the shard the run could not read: the merge neither sends
+    /// nor deletes them, so what the destination holds there stays.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<String>,
+    /// Paths whose new bytes wait under the shard's staging folder
+    /// ([`staging_dir`]) instead of replacing the committed object: the
+    /// merge copies them into place (inside the store) before it commits,
+    /// so until then every reader finds the bytes the manifest names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub staged: Vec<String>,
+}
+
+/// Where shard `shard`'s staged objects are, under `_meta/.pqsync/`.
+pub(crate) fn staging_dir(shard: Shard) -> String {
+    format!("staged/{}-{}", shard.count, shard.index)
 }
 
 /// Writes shard `shard`'s record at `remote`.
@@ -96,6 +112,8 @@ pub(crate) async fn write_record(
     against: Option<String>,
     identity: Option<&Manifest>,
     files: &BTreeMap<String, FileEntry>,
+    left_out: &[LeftOut],
+    staged: Vec<String>,
 ) -> Result<()> {
     let identity = identity.map(|m| Manifest {
         files: BTreeMap::new(),
@@ -111,8 +129,77 @@ pub(crate) async fn write_record(
             .filter(|e| shard.contains(&e.path))
             .cloned()
             .collect(),
+        left_out: left_out
+            .iter()
+            .filter(|l| l.dir || shard.contains(&l.path))
+            .map(|l| {
+                if l.dir {
+                    format!("{}/", l.path)
+                } else {
+                    l.path.clone()
+                }
+            })
+            .collect(),
+        staged,
     };
     remote.write_state(&shard.record_name(), &record).await
+}
+
+/// A merge's view of the source: the union of the shard records at
+/// `destination` as its files, each already sent (an entry made against the
+/// manifest still in place is trusted without a request), the manifest now
+/// there as the base, so a path the union lacks reads as deleted at the
+/// source, and the paths a shard could not read left out. Returns the
+/// shard count, to remove the records once the merge has committed.
+///
+/// # Errors
+/// [`Error::Shards`] when a record is missing or stale; store errors.
+pub(crate) async fn merged_view(
+    destination: &StoreTree,
+    remote: Option<&RemoteManifest>,
+) -> Result<(SourceView, u32)> {
+    let current = remote.and_then(|r| r.manifest.commit_id.as_deref());
+    let records = read_records(destination, current).await?;
+    let count = records.first().map_or(0, |r| r.count);
+    let mut view = SourceView {
+        base: remote.map(|r| r.manifest.files.clone()),
+        journal_trusted: true,
+        ..SourceView::default()
+    };
+    for record in records {
+        if view.manifest.is_none() {
+            view.manifest = record.identity;
+        }
+        for e in record.files {
+            view.journal.push(JournalEntry {
+                path: e.path.clone(),
+                tagged: e.tagged_hash(),
+                against: record.against.clone(),
+            });
+            view.files.insert(e.path.clone(), e);
+        }
+        let dir = staging_dir(Shard {
+            index: record.index,
+            count: record.count,
+        });
+        view.staged
+            .extend(record.staged.into_iter().map(|p| (p, dir.clone())));
+        view.left_out.extend(record.left_out.into_iter().map(|p| {
+            let (path, dir) = match p.strip_suffix('/') {
+                Some(d) => (d.to_string(), true),
+                None => (p, false),
+            };
+            LeftOut {
+                dir,
+                ..LeftOut::new(
+                    &path,
+                    "the shard that holds it could not read it".into(),
+                    "read",
+                )
+            }
+        }));
+    }
+    Ok((view, count))
 }
 
 /// The shard records at `remote`, checked: all N of one count, each made
@@ -141,7 +228,7 @@ pub(crate) async fn read_records(
     let (count, found) = match counts.len() {
         0 => {
             return Err(refuse(format!(
-                "{} has no shard records: run `mirror SRC DST --shard K/N` for every K first",
+                "{} has no shard records: run the same command with `--shard K/N` for every K first",
                 remote.url()
             )))
         }
@@ -177,14 +264,6 @@ pub(crate) async fn read_records(
                 remote.url()
             )));
         };
-        if record.against.as_deref() != current {
-            return Err(refuse(format!(
-                "{} changed since shard {index}/{count} ran (it planned against commit {}, the manifest is now at {}); run the shards again, then merge",
-                remote.url(),
-                record.against.as_deref().unwrap_or("none"),
-                current.unwrap_or("none")
-            )));
-        }
         if let Some(stray) = record.files.iter().find(|e| !shard.contains(&e.path)) {
             return Err(refuse(format!(
                 "shard {index}/{count}'s record names {}, which belongs to another shard; run that shard again",
@@ -192,6 +271,19 @@ pub(crate) async fn read_records(
             )));
         }
         records.push(record);
+    }
+    let stale: Vec<&ShardRecord> = records
+        .iter()
+        .filter(|r| r.against.as_deref() != current)
+        .collect();
+    if let Some(first) = stale.first() {
+        return Err(refuse(format!(
+            "{} changed since shard {}/{count} ran (it planned against commit {}, the manifest is now at {}); run the shards again, then merge",
+            remote.url(),
+            first.index,
+            first.against.as_deref().unwrap_or("none"),
+            current.unwrap_or("none")
+        )));
     }
     Ok(records)
 }

@@ -15,7 +15,7 @@ use super::commit::merged_base_iter;
 use super::fanout::{FanOut, Share};
 use super::mode::Mode;
 use super::report::FileError;
-use super::shard::{read_records, remove_records};
+use super::shard::{merged_view, remove_records};
 use crate::error::{Error, Result};
 use crate::layout::is_ignored;
 use crate::layout::MANIFEST_PATH;
@@ -61,6 +61,9 @@ pub(crate) struct SourceView {
     pub left_out: Vec<crate::tree::LeftOut>,
     /// Paths skipped as ParqueDB skips them (folders end in `/`).
     pub ignored: Vec<String>,
+    /// A merge's files whose bytes wait in a shard's staging folder, with
+    /// that folder (see [`super::shard`]).
+    pub staged: Vec<(String, String)>,
 }
 
 /// A status measured against the base ([`Source::status_from_base`]).
@@ -133,6 +136,9 @@ pub(crate) struct Settle<'a> {
     /// A push to a versioned copy (`--slug`): the directory's manifest and
     /// remembered remote stay as they are.
     pub versioned_copy: bool,
+    /// For one shard of a split run whose record was written: the files it
+    /// names (the shard's paths once the merge commits).
+    pub shard_record: Option<&'a BTreeMap<String, FileEntry>>,
 }
 
 /// The source's side of the outcome.
@@ -302,20 +308,89 @@ pub(crate) struct LocalSource {
     state: RemoteState,
     /// Whether large uploads to the remote can resume part by part.
     resumable: bool,
+    /// The directory whose state holds the base: the tree itself, or for
+    /// one shard of a split push, the whole directory (the shard reads the
+    /// base a push would, and never writes it).
+    based: LocalTree,
+    /// The remote (where a merge of a split push finds the shard records).
+    remote: StoreTree,
+    /// The shard count of the records a merge read, to remove them once
+    /// it has committed.
+    merged: std::sync::Mutex<Option<u32>>,
 }
 
 impl LocalSource {
     pub fn new(tree: LocalTree, remote: &StoreTree) -> Self {
         LocalSource {
             state: RemoteState::new(&tree, remote.url()),
+            based: tree.clone(),
             tree,
             resumable: remote.resumable(),
+            remote: remote.clone(),
+            merged: Default::default(),
+        }
+    }
+
+    /// Shard `index` of `count` of a push of `tree`: it scans only its
+    /// files and keeps its own stat cache and journal, and plans against
+    /// the directory's base.
+    pub fn shard(tree: LocalTree, index: u32, count: u32, remote: &StoreTree) -> Self {
+        LocalSource {
+            based: tree.clone(),
+            ..LocalSource::new(tree.shard(index, count), remote)
         }
     }
 
     /// The log of large uploads in progress, where uploads can resume.
     fn part_log(&self) -> Option<impl PartLog + '_> {
         self.resumable.then(|| self.state.parts())
+    }
+
+    /// For one shard of a split push, the shard's own base, where it has
+    /// one. The base its last run left pending holds for each path where
+    /// the remote now has what that run's record named (its merge
+    /// committed it, or the remote had it anyway); elsewhere the base
+    /// before it stands. `None` (the directory's base stands) for a whole
+    /// directory, or a shard that has no base yet.
+    fn shard_base(&self, remote: Option<&RemoteManifest>) -> Result<Option<RemoteState>> {
+        if !self.tree.is_shard() {
+            return Ok(None);
+        }
+        let own = RemoteState::new(&self.tree, self.state.url());
+        if let Some((pending, expected)) = own.pending_base() {
+            let old = match own.base()? {
+                Some(b) => b,
+                None => RemoteState::new(&self.based, self.state.url())
+                    .base()?
+                    .unwrap_or_default(),
+            };
+            let empty = BTreeMap::new();
+            let now = remote.map_or(&empty, |r| &r.manifest.files);
+            let paths: std::collections::BTreeSet<&String> = old
+                .keys()
+                .chain(pending.keys())
+                .chain(expected.keys())
+                .filter(|p| self.tree.keeps(p))
+                .collect();
+            let landed = |p: &str| match (now.get(p), expected.get(p)) {
+                (Some(a), Some(b)) => a.same_content(b),
+                (None, None) => true,
+                _ => false,
+            };
+            let base: Vec<&FileEntry> = paths
+                .into_iter()
+                .filter_map(|p| {
+                    if landed(p) {
+                        pending.get(p)
+                    } else {
+                        old.get(p)
+                    }
+                })
+                .collect();
+            own.write_base(base.into_iter())?;
+            own.clear_pending_base();
+        }
+        Ok(own.has_binary_base().then_some(own))
     }
 
     /// Deletes what the plan deletes locally, each only if it is still the
@@ -416,13 +491,21 @@ impl Source for LocalSource {
     }
 
     async fn read(&self, remote: Option<&RemoteManifest>, opts: ReadOptions) -> Result<SourceView> {
+        // The merge of a split push reads the shards' records, not the
+        // directory.
+        if opts.merge_shards {
+            let (view, count) = merged_view(&self.remote, remote).await?;
+            *self.merged.lock().expect("merged") = Some(count);
+            return Ok(view);
+        }
         // A status against the very manifest the base was recorded with,
         // when the base holds the same content, compares with that manifest
         // instead of reading the base.
+        let based = RemoteState::new(&self.based, self.state.url());
         let base_is_remote = opts.base_may_be_remote
             && remote
                 .and_then(|r| r.manifest.commit_id.as_deref())
-                .is_some_and(|id| self.state.stamp().is_some_and(|s| s.matches(id)));
+                .is_some_and(|id| based.stamp().is_some_and(|s| s.matches(id)));
         // The walk and the base (a manifest-sized JSON file) are
         // independent: read them on two threads.
         let tree = self.tree.clone();
@@ -432,7 +515,10 @@ impl Source for LocalSource {
             if base_is_remote {
                 return Ok(None);
             }
-            let state = RemoteState::new(&self.tree, self.state.url());
+            let state = match self.shard_base(remote)? {
+                Some(own) => own,
+                None => RemoteState::new(&self.based, self.state.url()),
+            };
             crate::tree::blocking("reading the base", move || state.base()).await
         };
         let (scan, base) = tokio::join!(scan, base);
@@ -455,7 +541,7 @@ impl Source for LocalSource {
         if no_base {
             let now = remote.and_then(|r| r.manifest.commit_id.as_deref());
             let recorded = manifest.as_ref().and_then(|m| m.commit_id.as_deref());
-            if recorded.is_some() && recorded == now && self.state.stamp().is_none() {
+            if recorded.is_some() && recorded == now && based.stamp().is_none() {
                 if let Some(m) = self
                     .tree
                     .read_manifest()?
@@ -481,6 +567,7 @@ impl Source for LocalSource {
             warnings: scan.warnings,
             left_out: scan.left_out,
             ignored: scan.ignored,
+            staged: Vec::new(),
         })
     }
 
@@ -635,11 +722,25 @@ impl Source for LocalSource {
 
     async fn settle(&self, s: Settle<'_>) -> Result<Settled> {
         self.state.journal_close();
-        if s.mode == Mode::Backup {
+        let merged = self.merged.lock().expect("merged").take();
+        if let (true, Some(after)) = (self.tree.is_shard(), s.shard_record) {
+            // What both sides hold once the merge commits the record is
+            // this shard's base from then on; until then the base stays.
+            let old = s.view.base.as_ref().cloned().unwrap_or_default();
+            let base =
+                merged_base_iter(&s.view.files, after, &old).filter(|e| self.tree.keeps(&e.path));
+            self.state.write_pending_base(base, after.values())?;
+        }
+        if s.mode == Mode::Backup || self.tree.is_shard() || merged.is_some() {
             // A backup leaves the database as it found it: no manifest
-            // rewrite, and no base (a snapshot is never synced with).
+            // rewrite, and no base (a snapshot is never synced with). So
+            // do the runs of a split push: a shard saw only its files, and
+            // the merge none, so neither knows what the directory holds.
             if s.clean_run {
                 self.state.clear_journal();
+                if let Some(count) = merged {
+                    remove_records(&self.remote, count).await;
+                }
             }
             return Ok(Settled::default());
         }
@@ -898,7 +999,7 @@ async fn abort_abandoned_uploads(state: &RemoteState, remote: &StoreTree, upload
 }
 
 /// The largest object a store copies in one request (S3's CopyObject).
-const COPY_MAX: u64 = 5 * 1024 * 1024 * 1024;
+pub(crate) const COPY_MAX: u64 = 5 * 1024 * 1024 * 1024;
 
 /// A store prefix as the source of a mirror: read-only, no local state.
 #[derive(Debug)]
@@ -954,33 +1055,6 @@ impl StoreSource {
         (self.tree.shares_store(remote) || remote.copies_across(&self.tree))
             && !remote.keeps_versions()
             && e.size <= COPY_MAX
-    }
-
-    /// A merge's view: the union of the destination's shard records as
-    /// the source's files, each already sent (see [`super::shard`]).
-    async fn read_shards(&self, remote: Option<&RemoteManifest>) -> Result<SourceView> {
-        let current = remote.and_then(|r| r.manifest.commit_id.as_deref());
-        let records = read_records(&self.destination, current).await?;
-        let mut view = SourceView {
-            base: remote.map(|r| r.manifest.files.clone()),
-            journal_trusted: true,
-            ..SourceView::default()
-        };
-        *self.merged.lock().expect("merged") = records.first().map(|r| r.count);
-        for record in records {
-            if view.manifest.is_none() {
-                view.manifest = record.identity;
-            }
-            for e in record.files {
-                view.journal.push(JournalEntry {
-                    path: e.path.clone(),
-                    tagged: e.tagged_hash(),
-                    against: record.against.clone(),
-                });
-                view.files.insert(e.path.clone(), e);
-            }
-        }
-        Ok(view)
     }
 
     /// Reads a source with no pqsync manifest (a bucket another tool
@@ -1134,7 +1208,9 @@ impl Source for StoreSource {
 
     async fn read(&self, remote: Option<&RemoteManifest>, opts: ReadOptions) -> Result<SourceView> {
         if opts.merge_shards {
-            return self.read_shards(remote).await;
+            let (view, count) = merged_view(&self.destination, remote).await?;
+            *self.merged.lock().expect("merged") = Some(count);
+            return Ok(view);
         }
         let Some(src) = self.tree.read_manifest().await? else {
             return self.read_listing(remote, opts).await;

@@ -7,11 +7,12 @@ use std::sync::Mutex;
 use futures::StreamExt;
 
 use super::plan::Plan;
+use super::source::COPY_MAX;
 use super::Engine;
 use crate::error::{Error, Result};
 use crate::manifest::FileEntry;
 use crate::runtime::{Event, Operation, Progress};
-use crate::tree::{FileStat, Kept, Side};
+use crate::tree::{FileStat, Kept, Side, StoreTree};
 
 /// Which way a file moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +64,9 @@ pub(crate) struct Run<'a> {
     /// Remote objects this run overwrote, with the key of the kept version:
     /// put back if the run does not commit.
     pub overwritten: Mutex<Vec<(String, String)>>,
+    /// A shard run's staging folder, where an upload that would replace a
+    /// committed object goes instead (see [`super::shard`]).
+    pub stage: Option<StoreTree>,
 }
 
 impl Run<'_> {
@@ -113,6 +117,18 @@ impl Run<'_> {
             .buffer_unordered(self.engine.opts.concurrency)
     }
 
+    /// Where a shard run sends `e` instead of its path: its staging
+    /// folder, when the upload would replace an object the manifest names
+    /// and the store can copy it into place in one request.
+    pub fn staged_at(&self, e: &FileEntry, plan: &Plan) -> Option<&StoreTree> {
+        let stage = self.stage.as_ref()?;
+        let committed = plan
+            .remote
+            .as_ref()
+            .is_some_and(|r| r.manifest.files.contains_key(&e.path));
+        (committed && e.size <= COPY_MAX).then_some(stage)
+    }
+
     /// Moves one file, retrying transient failures.
     async fn transfer(&self, dir: Dir, e: &FileEntry, plan: &Plan) -> Result<Moved> {
         let view = &plan.view;
@@ -124,7 +140,11 @@ impl Run<'_> {
             self.bytes.fetch_add(n, Ordering::Relaxed);
             self.progress(op, Some(&e.path));
         };
-        if dir == Dir::Up {
+        let staged = match dir {
+            Dir::Up => self.staged_at(e, plan),
+            Dir::Down => None,
+        };
+        if dir == Dir::Up && staged.is_none() {
             self.keep_replaced(e, plan).await?;
         }
         let keep = self.local_keep();
@@ -133,7 +153,7 @@ impl Run<'_> {
             .retry
             .run(
                 || async {
-                    let remote = &engine.remote;
+                    let remote = staged.unwrap_or(&engine.remote);
                     match dir {
                         Dir::Up => {
                             let etag = engine.source.upload(e, view, remote, &on_bytes).await?;
@@ -191,7 +211,7 @@ impl Run<'_> {
     /// Copies the committed version of a remote object into the trash
     /// before an upload replaces it (once per run, retried on its own: a
     /// retried upload must not keep its own first attempt's bytes).
-    async fn keep_replaced(&self, e: &FileEntry, plan: &Plan) -> Result<()> {
+    pub async fn keep_replaced(&self, e: &FileEntry, plan: &Plan) -> Result<()> {
         let committed = plan
             .remote
             .as_ref()

@@ -72,6 +72,10 @@ pub struct LocalTree {
     /// Whether new files were written whose bytes are not yet known to be
     /// on disk (see [`LocalTree::sync_writes`]).
     unsynced: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// One shard's view of the tree, as `(index, count)`: only the files
+    /// whose path falls in that shard ([`crate::layout::shard_of`]) are
+    /// scanned, and the shard keeps its own state.
+    shard: Option<(u32, u32)>,
 }
 
 impl LocalTree {
@@ -90,6 +94,7 @@ impl LocalTree {
             root,
             state,
             unsynced: Default::default(),
+            shard: None,
         }
     }
 
@@ -100,7 +105,33 @@ impl LocalTree {
             root: state.clone(),
             state,
             unsynced: Default::default(),
+            shard: None,
         }
+    }
+
+    /// Shard `index` of `count` of this tree, for one of several runs that
+    /// split a push: its scan finds only the shard's files, its state (stat
+    /// cache, journal, part log) is its own, and its run lock lets the
+    /// other shards' runs share the directory while shutting out any
+    /// other run.
+    pub(crate) fn shard(&self, index: u32, count: u32) -> Self {
+        LocalTree {
+            state: self.state.join("shards").join(format!("{count}-{index}")),
+            shard: Some((index, count)),
+            ..self.clone()
+        }
+    }
+
+    /// Whether this is one shard's view of the tree.
+    pub(crate) fn is_shard(&self) -> bool {
+        self.shard.is_some()
+    }
+
+    /// Whether the tree's scan keeps `rel` (every path, unless it is one
+    /// shard's view).
+    pub(crate) fn keeps(&self, rel: &str) -> bool {
+        self.shard
+            .is_none_or(|(index, count)| crate::layout::shard_of(rel, count) == index)
     }
 
     /// The root directory.
@@ -129,6 +160,9 @@ impl LocalTree {
     /// is dropped (or the process ends). A directory that does not exist yet
     /// has nothing to protect: no lock is taken.
     ///
+    /// The runs of one split push ([`LocalTree::shard`]) share the
+    /// directory's lock, and each holds its shard's own.
+    ///
     /// # Errors
     /// [`Error::Busy`] while another run holds it; [`Error::Io`].
     pub fn lock(&self) -> Result<Option<RunLock>> {
@@ -137,13 +171,23 @@ impl LocalTree {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&self.root, e)),
         };
-        match dir.try_lock() {
-            Ok(()) => Ok(Some(RunLock { _dir: dir })),
-            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Busy {
-                path: self.root.display().to_string(),
-            }),
-            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&self.root, e)),
+        let busy = |path: &Path, e: std::fs::TryLockError| match e {
+            std::fs::TryLockError::WouldBlock => Error::Busy {
+                path: path.display().to_string(),
+            },
+            std::fs::TryLockError::Error(e) => Error::io(path, e),
+        };
+        if self.shard.is_none() {
+            dir.try_lock().map_err(|e| busy(&self.root, e))?;
+            return Ok(Some(RunLock { _held: vec![dir] }));
         }
+        dir.try_lock_shared().map_err(|e| busy(&self.root, e))?;
+        std::fs::create_dir_all(&self.state).map_err(|e| Error::io(&self.state, e))?;
+        let own = std::fs::File::open(&self.state).map_err(|e| Error::io(&self.state, e))?;
+        own.try_lock().map_err(|e| busy(&self.root, e))?;
+        Ok(Some(RunLock {
+            _held: vec![dir, own],
+        }))
     }
 
     /// The remote this directory last synced with, from its state's
@@ -329,7 +373,7 @@ pub(crate) fn move_file(from: &Path, to: &Path) -> Result<()> {
 /// the next run in.
 #[derive(Debug)]
 pub struct RunLock {
-    _dir: std::fs::File,
+    _held: Vec<std::fs::File>,
 }
 
 /// Whether `now` is still the version `before` described: same size,

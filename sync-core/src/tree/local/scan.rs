@@ -190,6 +190,10 @@ impl LocalTree {
             return Ok((Vec::new(), info));
         }
         let mut found = self.walk(&mut info.warnings, &mut info.left_out, &mut info.ignored)?;
+        // One shard's view: the other shards' files are theirs to read (an
+        // unreadable folder may hold this shard's files, so it stays).
+        found.retain(|f| self.keeps(&f.rel));
+        info.left_out.retain(|l| l.dir || self.keeps(&l.path));
         found.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
         let cached = self.apply_cache(&mut found, alg);
 

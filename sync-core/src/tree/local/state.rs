@@ -422,6 +422,62 @@ impl RemoteState {
         Ok(())
     }
 
+    fn pending_name(&self) -> String {
+        format!("pending-{}.bin", self.key)
+    }
+
+    fn expected_name(&self) -> String {
+        format!("pending-{}.expected.bin", self.key)
+    }
+
+    /// Keeps a base that holds for each path only once the remote's file
+    /// there is the one `expected` names (a shard's, once its merge has
+    /// committed), beside the base in force until then.
+    pub fn write_pending_base<'a>(
+        &self,
+        base: impl Iterator<Item = &'a FileEntry>,
+        expected: impl Iterator<Item = &'a FileEntry>,
+    ) -> Result<()> {
+        for (name, files) in [
+            (
+                self.expected_name(),
+                Box::new(expected) as Box<dyn Iterator<Item = _>>,
+            ),
+            (self.pending_name(), Box::new(base)),
+        ] {
+            self.tree.write_state_with(&name, |out| {
+                let mut w = RecordWriter::new(out, BASE_MAGIC)?;
+                for e in files {
+                    w.entry(e)?;
+                }
+                w.finish().map(drop)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The pending base and the files it expects, when both are there and
+    /// whole.
+    pub fn pending_base(
+        &self,
+    ) -> Option<(BTreeMap<String, FileEntry>, BTreeMap<String, FileEntry>)> {
+        let dir = self.tree.state_dir();
+        let read = |name: String| {
+            let mut reader = RecordReader::open(&dir.join(name), BASE_MAGIC)?;
+            let files: BTreeMap<String, FileEntry> = std::iter::from_fn(|| reader.next_entry())
+                .map(|e| (e.path.clone(), e))
+                .collect();
+            (!reader.damaged()).then_some(files)
+        };
+        Some((read(self.pending_name())?, read(self.expected_name())?))
+    }
+
+    /// Drops the pending base.
+    pub fn clear_pending_base(&self) {
+        self.tree.remove_state_file(&self.pending_name());
+        self.tree.remove_state_file(&self.expected_name());
+    }
+
     /// The stamp written with the base, if it is readable.
     pub fn stamp(&self) -> Option<BaseStamp> {
         let bytes = self.tree.read_state_file(&self.stamp_name()).ok()??;

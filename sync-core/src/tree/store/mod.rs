@@ -347,6 +347,26 @@ impl StoreTree {
             .map_err(|e| Error::store(self.display(&entry.path), e))
     }
 
+    /// The tree at `dir` under this one's `_meta/.pqsync/`, on the same
+    /// store: a file written there keeps its relative path, and
+    /// [`StoreTree::copy_from`] brings it into this tree inside the store.
+    pub(crate) fn state_tree(&self, dir: &str) -> StoreTree {
+        let mut tree = self.clone();
+        tree.prefix.extend(
+            crate::layout::STATE_DIR
+                .split('/')
+                .chain(dir.split('/'))
+                .map(str::to_string),
+        );
+        tree.url = format!(
+            "{}/{}/{dir}",
+            self.url.trim_end_matches('/'),
+            crate::layout::STATE_DIR
+        );
+        tree.versions = None;
+        tree
+    }
+
     /// The URL the tree was opened with.
     pub fn url(&self) -> &str {
         &self.url
