@@ -381,6 +381,9 @@ pub struct TransferArgs {
     /// Push only: stay running and push changes as they happen.
     #[command(flatten)]
     pub watch: WatchFlags,
+    /// Push only: splitting the push across machines.
+    #[command(flatten)]
+    pub shards: ShardFlags,
     /// How the transfer behaves.
     #[command(flatten)]
     pub sync: SyncFlags,
@@ -390,6 +393,21 @@ pub struct TransferArgs {
     /// How the remote is reached.
     #[command(flatten)]
     pub remote_flags: RemoteFlags,
+}
+
+/// `--shard` and `--merge-shards`: one run split across machines.
+#[derive(Debug, Args, Clone)]
+pub struct ShardFlags {
+    /// Handle only the paths of shard K of N (by a hash of the path), and
+    /// leave a shard record at the remote instead of committing; run every
+    /// K from 0 to N-1 (on as many machines as you like), then
+    /// `--merge-shards`.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard, conflicts_with = "merge_shards")]
+    pub shard: Option<pqsync_core::Shard>,
+    /// Commit the union of the shard records at the remote (every shard
+    /// must have finished), deleting what the source no longer has.
+    #[arg(long)]
+    pub merge_shards: bool,
 }
 
 /// Arguments of `status`.
@@ -506,16 +524,9 @@ pub struct MirrorArgs {
     /// destination that needs it, and each destination commits on its own.
     #[arg(required = true, num_args = 1.., value_name = "DESTINATION")]
     pub destinations: Vec<String>,
-    /// Handle only the paths of shard K of N (by a hash of the path), and
-    /// leave a shard record at the destination instead of committing; run
-    /// every K from 0 to N-1 (on as many machines as you like), then
-    /// `--merge-shards`.
-    #[arg(long, value_name = "K/N", value_parser = parse_shard, conflicts_with = "merge_shards")]
-    pub shard: Option<pqsync_core::Shard>,
-    /// Commit the union of the shard records at the destination (every
-    /// shard must have finished), deleting what the source no longer has.
-    #[arg(long)]
-    pub merge_shards: bool,
+    /// Splitting the mirror across machines.
+    #[command(flatten)]
+    pub shards: ShardFlags,
     /// How the transfer behaves.
     #[command(flatten)]
     pub sync: SyncFlags,

@@ -50,9 +50,14 @@ pub async fn run(mode: Mode, a: &TransferArgs, s: &Session) -> Result<ExitStatus
     if !a.watch.watch {
         return run_once(mode, a, s).await;
     }
-    if mode != Mode::Push || a.sync.dry_run || a.slug.is_some() {
+    if mode != Mode::Push
+        || a.sync.dry_run
+        || a.slug.is_some()
+        || a.shards.shard.is_some()
+        || a.shards.merge_shards
+    {
         return Err(UsageError(
-            "--watch keeps pushing a database as it changes: use it with push, without --dry-run or --slug".into(),
+            "--watch keeps pushing a database as it changes: use it with push, without --dry-run, --slug or shards".into(),
         )
         .into());
     }
@@ -71,6 +76,14 @@ async fn run_once(mode: Mode, a: &TransferArgs, s: &Session) -> Result<ExitStatu
         )
         .into());
     }
+    let sharded = a.shards.shard.is_some() || a.shards.merge_shards;
+    if sharded && (mode != Mode::Push || a.slug.is_some()) {
+        return Err(UsageError(format!(
+            "--shard and --merge-shards split a push (or a mirror) across machines; {} does not take them",
+            if a.slug.is_some() { "push --slug".to_string() } else { mode.to_string() }
+        ))
+        .into());
+    }
     if a.slug.is_some() && mode != Mode::Push {
         return Err(UsageError(format!(
             "--slug names a versioned copy that push makes; {mode} does not take it (to fetch one, {mode} REMOTE/SLUG)"
@@ -79,7 +92,10 @@ async fn run_once(mode: Mode, a: &TransferArgs, s: &Session) -> Result<ExitStatu
     }
     let local = super::local_tree(&a.dir, mode != Mode::Pull)?;
     let mut url = super::resolve_remote(a.remote.as_deref(), &local)?;
-    let mut opts = sync_options(&a.sync, &a.select)?;
+    let mut opts = sync_options(&a.sync, &a.select)?.with_merge_shards(a.shards.merge_shards);
+    if let Some(shard) = a.shards.shard {
+        opts = opts.with_shard(shard);
+    }
     if let Some(slug) = &a.slug {
         let slug = slug.trim_matches('/');
         pqsync_core::validate_path(slug, "--slug").map_err(|e| {
@@ -98,12 +114,24 @@ async fn run_once(mode: Mode, a: &TransferArgs, s: &Session) -> Result<ExitStatu
         Mode::Pull => ("<-", Engine::pull(local, remote, opts)),
         _ => ("<->", Engine::sync(local, remote, opts)),
     };
-    let title = format!(
+    let mut title = format!(
         "{mode} {} {arrow} {}",
         a.dir.display(),
         engine.remote().url()
     );
-    execute(engine, &title, a.sync.dry_run, s.printer).await
+    if let Some(sh) = a.shards.shard {
+        title.push_str(&format!(" (shard {}/{})", sh.index, sh.count));
+    }
+    let status = execute(engine, &title, a.sync.dry_run, s.printer).await?;
+    if let (Some(sh), ExitStatus::Success, false) = (a.shards.shard, status, a.sync.dry_run) {
+        s.printer.info(&format!(
+            "shard {}/{} recorded at {url}; once every shard has finished, run `pqsync push {url} -d {} --merge-shards`",
+            sh.index,
+            sh.count,
+            a.dir.display()
+        ));
+    }
+    Ok(status)
 }
 
 /// Mirror one remote prefix onto one or several others.
@@ -129,7 +157,7 @@ pub async fn mirror(a: &MirrorArgs, s: &Session) -> Result<ExitStatus> {
         }
         destinations.push(destination);
     }
-    if (a.shard.is_some() || a.merge_shards) && destinations.len() > 1 {
+    if (a.shards.shard.is_some() || a.shards.merge_shards) && destinations.len() > 1 {
         return Err(UsageError(
             "--shard and --merge-shards split a mirror to one destination; give one DESTINATION"
                 .into(),
@@ -141,7 +169,7 @@ pub async fn mirror(a: &MirrorArgs, s: &Session) -> Result<ExitStatus> {
     if let [destination] = destinations.as_slice() {
         let dst = open_destination(a, s, &src, &source, destination, &opts)?;
         let mut title = format!("mirror {} -> {}", src.url(), dst.url());
-        if let Some(sh) = a.shard {
+        if let Some(sh) = a.shards.shard {
             title.push_str(&format!(" (shard {}/{})", sh.index, sh.count));
         }
         let status = execute(
@@ -151,7 +179,7 @@ pub async fn mirror(a: &MirrorArgs, s: &Session) -> Result<ExitStatus> {
             s.printer,
         )
         .await?;
-        if let (Some(sh), ExitStatus::Success, false) = (a.shard, status, a.sync.dry_run) {
+        if let (Some(sh), ExitStatus::Success, false) = (a.shards.shard, status, a.sync.dry_run) {
             s.printer.info(&format!(
                 "shard {}/{} recorded at the destination; once every shard has finished, run `pqsync mirror {} {} --merge-shards`",
                 sh.index, sh.count, a.source, a.destinations[0]
@@ -165,10 +193,10 @@ pub async fn mirror(a: &MirrorArgs, s: &Session) -> Result<ExitStatus> {
 /// The engine options of a mirror: the transfer flags, and its shard.
 fn mirror_options(a: &MirrorArgs) -> Result<SyncOptions> {
     let mut opts = sync_options(&a.sync, &a.select)?;
-    if let Some(shard) = a.shard {
+    if let Some(shard) = a.shards.shard {
         opts = opts.with_shard(shard);
     }
-    Ok(opts.with_merge_shards(a.merge_shards))
+    Ok(opts.with_merge_shards(a.shards.merge_shards))
 }
 
 /// The destination tree: beside the source when the store can copy inside

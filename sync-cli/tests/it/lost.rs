@@ -253,6 +253,39 @@ impl Remote {
         }
     }
 
+    /// The keys of pqsync's own state under the remote (`_meta/.pqsync/`),
+    /// relative to that folder.
+    pub fn state_keys(&self) -> Vec<String> {
+        match self {
+            Remote::Dir(_) => {
+                let root = self.root().join("_meta/.pqsync");
+                walkdir::WalkDir::new(&root)
+                    .into_iter()
+                    .flatten()
+                    .filter(|e| e.file_type().is_file())
+                    .map(|e| {
+                        let rel = e.path().strip_prefix(&root).unwrap();
+                        rel.to_string_lossy().to_string()
+                    })
+                    .collect()
+            }
+            Remote::S3 {
+                store, prefix, rt, ..
+            } => rt.block_on(async {
+                let root = format!("{prefix}/_meta/.pqsync");
+                let listed: Vec<_> = store
+                    .list(Some(&ObjectPath::parse(root.as_str()).unwrap()))
+                    .try_collect()
+                    .await
+                    .unwrap();
+                listed
+                    .into_iter()
+                    .map(|m| m.location.as_ref()[root.len() + 1..].to_string())
+                    .collect()
+            }),
+        }
+    }
+
     /// The remote manifest as JSON, if there is one.
     pub fn manifest(&self) -> Option<Value> {
         self.objects()
@@ -299,7 +332,7 @@ impl Remote {
 }
 
 /// The synced files of a remote (its manifest left out).
-fn data_of(remote: &Remote) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn data_of(remote: &Remote) -> BTreeMap<String, Vec<u8>> {
     let mut objects = remote.objects();
     objects.remove("_meta/manifest.json");
     objects
@@ -441,7 +474,7 @@ fn max_delete_counts_against_the_base() {
 }
 
 /// Reads one file of a remote, as an independent client sees it.
-fn object(remote: &Remote, rel: &str) -> Vec<u8> {
+pub(crate) fn object(remote: &Remote, rel: &str) -> Vec<u8> {
     remote
         .objects()
         .remove(rel)

@@ -21,6 +21,7 @@ mod parquedb;
 mod profiles;
 mod scale;
 mod scheduling;
+mod shards;
 mod state;
 mod verify;
 mod watch;
