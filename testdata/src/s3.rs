@@ -321,7 +321,12 @@ impl hyper::service::Service<http::Request<Incoming>> for Counting {
             matches!(*req.method(), http::Method::PUT | http::Method::POST),
             object,
         ) {
-            remove_if_only_empty_dirs(&self.root.join(bucket).join(key));
+            // The path is percent-encoded; the backing file is named by the
+            // key itself.
+            let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
+            if !key.split('/').any(|part| part == "..") {
+                remove_if_only_empty_dirs(&self.root.join(bucket).join(key.as_ref()));
+            }
         }
         let fut = hyper::service::Service::call(&self.inner, req);
         Box::pin(async move {
