@@ -159,8 +159,8 @@ impl Run<'_> {
         }
         let all_ok = out.errors.is_empty();
         let committed = all_ok && plan.needs_commit && self.commit(&plan, &guard, &mut out).await;
-        if committed && !plan.view.staged.is_empty() {
-            self.clear_staged(&plan).await;
+        if let (true, Some(count)) = (committed, plan.view.shards) {
+            self.clear_staged(count).await;
         }
         let clean_run = all_ok && (committed || !plan.needs_commit);
         if plan.needs_commit && !committed && deletes_objects {
@@ -331,15 +331,25 @@ impl Run<'_> {
         }
     }
 
-    /// Removes a merged split's staged objects (best effort: one left
-    /// behind is overwritten by the next split's run of that shard).
-    async fn clear_staged(&self, plan: &Plan) {
-        let mut by_dir: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for (p, dir) in &plan.view.staged {
-            by_dir.entry(dir).or_default().push(p.clone());
-        }
-        for (dir, paths) in by_dir {
-            if let Err(failed) = self.engine.remote.state_tree(dir).delete_many(&paths).await {
+    /// Removes everything in the staging folders of a merged split of
+    /// `count` shards (one LIST each): what it copied into place, and what
+    /// an earlier run of a shard staged that no record names any more.
+    /// Best effort: what is left is overwritten or removed by the next
+    /// split.
+    async fn clear_staged(&self, count: u32) {
+        for index in 0..count {
+            let staging = self
+                .engine
+                .remote
+                .state_tree(&staging_dir(Shard { index, count }));
+            let Ok(objects) = staging.list_objects().await else {
+                continue;
+            };
+            let paths: Vec<String> = objects.into_keys().collect();
+            if paths.is_empty() {
+                continue;
+            }
+            if let Err(failed) = staging.delete_many(&paths).await {
                 for (p, e) in failed {
                     tracing::warn!("{p}: a staged copy was not removed: {e}");
                 }
@@ -625,7 +635,17 @@ impl Run<'_> {
     /// not there, whatever happens next; locally the file is deleted (if
     /// it is still the version the scan saw) before the downloads.
     async fn clear_the_way(&self, plan: &Plan, guard: &Guard, out: &mut Outcome) {
-        let remote = in_the_way(&plan.delete_remote, &plan.uploads);
+        let mut remote = in_the_way(&plan.delete_remote, &plan.uploads);
+        // A merge's staged files are copied into place like uploads.
+        let staged: Vec<FileEntry> = plan
+            .view
+            .staged
+            .iter()
+            .filter_map(|(p, _)| plan.view.files.get(p).cloned())
+            .collect();
+        remote.extend(in_the_way(&plan.delete_remote, &staged));
+        remote.sort_unstable();
+        remote.dedup();
         // Not if the deletions could not be announced; never on a snapshot
         // tree, whose objects are not at the files' paths.
         if !remote.is_empty() && out.errors.is_empty() && !self.engine.remote.keeps_versions() {
@@ -1114,8 +1134,6 @@ impl Run<'_> {
     }
 }
 
-/// Whether one path lies inside the other (`a/b` and `a`): on a file system
-/// they cannot both exist.
 /// The deletions of `deletes` in the way of a transfer of `transfers`: one
 /// path is a folder of the other (a file that became a folder, or the
 /// reverse). Two sets make it O(paths), where comparing every pair would
@@ -1134,7 +1152,7 @@ fn in_the_way(deletes: &[String], transfers: &[FileEntry]) -> Vec<String> {
 }
 
 /// The folders `path` lies in, innermost last: `a`, `a/b` for `a/b/c`.
-fn folders_of(path: &str) -> impl Iterator<Item = &str> {
+pub(super) fn folders_of(path: &str) -> impl Iterator<Item = &str> {
     path.match_indices('/').map(move |(i, _)| &path[..i])
 }
 

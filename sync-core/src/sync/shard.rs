@@ -164,6 +164,7 @@ pub(crate) async fn merged_view(
     let mut view = SourceView {
         base: remote.map(|r| r.manifest.files.clone()),
         journal_trusted: true,
+        shards: Some(count),
         ..SourceView::default()
     };
     for record in records {

@@ -64,6 +64,8 @@ pub(crate) struct SourceView {
     /// A merge's files whose bytes wait in a shard's staging folder, with
     /// that folder (see [`super::shard`]).
     pub staged: Vec<(String, String)>,
+    /// For a merge, how many shards the run was split into.
+    pub shards: Option<u32>,
 }
 
 /// A status measured against the base ([`Source::status_from_base`]).
@@ -568,6 +570,7 @@ impl Source for LocalSource {
             left_out: scan.left_out,
             ignored: scan.ignored,
             staged: Vec::new(),
+            shards: None,
         })
     }
 

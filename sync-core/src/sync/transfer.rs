@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use futures::StreamExt;
 
+use super::execute::folders_of;
 use super::plan::Plan;
 use super::source::COPY_MAX;
 use super::Engine;
@@ -118,15 +119,21 @@ impl Run<'_> {
     }
 
     /// Where a shard run sends `e` instead of its path: its staging
-    /// folder, when the upload would replace an object the manifest names
-    /// and the store can copy it into place in one request.
+    /// folder, when the upload would replace an object the manifest names,
+    /// or one of a file that became a folder or the reverse (the merge
+    /// clears the way first), and the store can copy it into place in one
+    /// request.
     pub fn staged_at(&self, e: &FileEntry, plan: &Plan) -> Option<&StoreTree> {
         let stage = self.stage.as_ref()?;
-        let committed = plan
-            .remote
-            .as_ref()
-            .is_some_and(|r| r.manifest.files.contains_key(&e.path));
-        (committed && e.size <= COPY_MAX).then_some(stage)
+        let files = &plan.remote.as_ref()?.manifest.files;
+        let below = format!("{}/", e.path);
+        let in_the_way = files.contains_key(&e.path)
+            || folders_of(&e.path).any(|f| files.contains_key(f))
+            || files
+                .range(below.clone()..)
+                .next()
+                .is_some_and(|(p, _)| p.starts_with(&below));
+        (in_the_way && e.size <= COPY_MAX).then_some(stage)
     }
 
     /// Moves one file, retrying transient failures.
