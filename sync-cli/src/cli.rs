@@ -398,14 +398,15 @@ pub struct TransferArgs {
 /// `--shard` and `--merge-shards`: one run split across machines.
 #[derive(Debug, Args, Clone)]
 pub struct ShardFlags {
-    /// Handle only the paths of shard K of N (by a hash of the path), and
-    /// leave a shard record at the remote instead of committing; run every
-    /// K from 0 to N-1 (on as many machines as you like), then
-    /// `--merge-shards`.
+    /// Push and mirror only: handle only the paths of shard K of N (by a
+    /// hash of the path), and leave a shard record at the remote instead of
+    /// committing; run every K from 0 to N-1 (on as many machines as you
+    /// like), then `--merge-shards`.
     #[arg(long, value_name = "K/N", value_parser = parse_shard, conflicts_with = "merge_shards")]
     pub shard: Option<pqsync_core::Shard>,
-    /// Commit the union of the shard records at the remote (every shard
-    /// must have finished), deleting what the source no longer has.
+    /// Push and mirror only: commit the union of the shard records at the
+    /// remote (every shard must have finished), deleting what the source no
+    /// longer has.
     #[arg(long)]
     pub merge_shards: bool,
 }

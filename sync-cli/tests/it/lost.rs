@@ -149,11 +149,12 @@ impl Remote {
         }
     }
 
-    /// The remote's trash, read independently: `(run, path)` → bytes.
-    pub fn trash(&self) -> BTreeMap<(String, String), Vec<u8>> {
-        let all = match self {
+    /// Every object under `sub` (a folder of the remote), by its path
+    /// below that folder, with its bytes.
+    fn under(&self, sub: &str) -> BTreeMap<String, Vec<u8>> {
+        match self {
             Remote::Dir(_) => {
-                let root = self.root().join("_meta/.pqsync/trash");
+                let root = self.root().join(sub);
                 let mut out = BTreeMap::new();
                 for e in walkdir::WalkDir::new(&root).into_iter().flatten() {
                     if e.file_type().is_file() {
@@ -169,7 +170,7 @@ impl Remote {
             Remote::S3 {
                 store, prefix, rt, ..
             } => rt.block_on(async {
-                let root = format!("{prefix}/_meta/.pqsync/trash");
+                let root = format!("{prefix}/{sub}");
                 let listed: Vec<_> = store
                     .list(Some(&ObjectPath::parse(root.as_str()).unwrap()))
                     .try_collect()
@@ -183,13 +184,24 @@ impl Remote {
                 }
                 out
             }),
-        };
-        all.into_iter()
+        }
+    }
+
+    /// The remote's trash, read independently: `(run, path)` → bytes.
+    pub fn trash(&self) -> BTreeMap<(String, String), Vec<u8>> {
+        self.under("_meta/.pqsync/trash")
+            .into_iter()
             .map(|(rel, bytes)| {
                 let (run, path) = rel.split_once('/').unwrap();
                 ((run.to_string(), path.to_string()), bytes)
             })
             .collect()
+    }
+
+    /// The keys of pqsync's own state under the remote (`_meta/.pqsync/`),
+    /// relative to that folder.
+    pub fn state_keys(&self) -> Vec<String> {
+        self.under("_meta/.pqsync").into_keys().collect()
     }
 
     /// Replaces one object behind pqsync's back. On S3, with
@@ -249,39 +261,6 @@ impl Remote {
                 for meta in listed {
                     store.delete(&meta.location).await.unwrap();
                 }
-            }),
-        }
-    }
-
-    /// The keys of pqsync's own state under the remote (`_meta/.pqsync/`),
-    /// relative to that folder.
-    pub fn state_keys(&self) -> Vec<String> {
-        match self {
-            Remote::Dir(_) => {
-                let root = self.root().join("_meta/.pqsync");
-                walkdir::WalkDir::new(&root)
-                    .into_iter()
-                    .flatten()
-                    .filter(|e| e.file_type().is_file())
-                    .map(|e| {
-                        let rel = e.path().strip_prefix(&root).unwrap();
-                        rel.to_string_lossy().to_string()
-                    })
-                    .collect()
-            }
-            Remote::S3 {
-                store, prefix, rt, ..
-            } => rt.block_on(async {
-                let root = format!("{prefix}/_meta/.pqsync");
-                let listed: Vec<_> = store
-                    .list(Some(&ObjectPath::parse(root.as_str()).unwrap()))
-                    .try_collect()
-                    .await
-                    .unwrap();
-                listed
-                    .into_iter()
-                    .map(|m| m.location.as_ref()[root.len() + 1..].to_string())
-                    .collect()
             }),
         }
     }

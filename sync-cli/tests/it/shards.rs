@@ -146,6 +146,13 @@ fn sharded_push_merges_what_every_shard_sent() {
         std::fs::write(db.path().join("misc/extra-1.txt"), "changed").unwrap();
         std::fs::write(db.path().join("misc/new.txt"), "new").unwrap();
         std::fs::remove_file(db.path().join("misc/extra-2.txt")).unwrap();
+        // A file that became a folder, and a folder that became a file.
+        std::fs::remove_file(db.path().join("misc/extra-3.txt")).unwrap();
+        std::fs::create_dir(db.path().join("misc/extra-3.txt")).unwrap();
+        std::fs::write(db.path().join("misc/extra-3.txt/inner.txt"), "inner").unwrap();
+        let odd_dir = db.path().join(odd).parent().unwrap().to_path_buf();
+        std::fs::remove_dir_all(&odd_dir).unwrap();
+        std::fs::write(&odd_dir, "now a file").unwrap();
         let bloom = "indexes/bloom/users.bloom";
         let bloom_before = object(&remote, bloom);
         std::fs::remove_file(db.path().join(bloom)).unwrap();
@@ -179,7 +186,16 @@ fn sharded_push_merges_what_every_shard_sent() {
         run_all();
         let v = json_of(&merge().stdout_with(1));
         assert_eq!(v["committed"], true, "{v}");
-        assert_eq!(paths(&v["deleted"]), vec!["misc/extra-2.txt".to_string()]);
+        assert_eq!(
+            paths(&v["deleted"]),
+            vec![
+                "misc/café #%?+&~[]/.DS_Store".to_string(),
+                odd.to_string(),
+                "misc/extra-2.txt".to_string(),
+                "misc/extra-3.txt".to_string(),
+            ],
+            "{v:#}"
+        );
         let errors: Vec<&str> = v["errors"]
             .as_array()
             .unwrap()
@@ -191,6 +207,10 @@ fn sharded_push_merges_what_every_shard_sent() {
         assert_eq!(now["misc/extra-1.txt"], b"changed");
         assert_eq!(now["misc/new.txt"], b"new");
         assert!(!now.contains_key("misc/extra-2.txt"));
+        assert_eq!(now["misc/extra-3.txt/inner.txt"], b"inner");
+        assert!(!now.contains_key("misc/extra-3.txt"));
+        assert_eq!(now["misc/café #%?+&~[]"], b"now a file");
+        assert!(!now.contains_key(odd));
         assert_eq!(now[bloom], bloom_before, "left out, not deleted");
         assert_eq!(now["elsewhere.txt"], b"theirs", "another writer's file");
         assert_eq!(now["elsewhere-2.txt"], b"theirs too");
