@@ -83,8 +83,9 @@ pub(crate) fn overlap(
 }
 
 /// The base after a run, in path order: every path on which `local` and
-/// `remote` now agree; elsewhere the `old` base stands, so unresolved
-/// differences keep their history. One merge of the three sorted maps, so
+/// `remote` now agree, as the remote manifest lists it (so a base equal to
+/// the remote can stand in for its manifest); elsewhere the `old` base
+/// stands, so unresolved differences keep their history. One merge of the three sorted maps, so
 /// the base is never built in memory.
 pub(crate) fn merged_base_iter<'a>(
     local: &'a BTreeMap<String, FileEntry>,
@@ -104,7 +105,7 @@ pub(crate) fn merged_base_iter<'a>(
         let re = r.next_if(|(p, _)| *p == next).map(|(_, e)| e);
         let oe = o.next_if(|(p, _)| *p == next).map(|(_, e)| e);
         match (le, re) {
-            (Some(le), Some(re)) if le.same_content(re) => return Some(le),
+            (Some(le), Some(re)) if le.same_content(re) => return Some(re),
             (None, None) => {}
             _ => {
                 if let Some(oe) = oe {

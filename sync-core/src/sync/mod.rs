@@ -251,6 +251,7 @@ impl Engine {
     /// (or mirroring from a source without one); manifest, I/O and store
     /// errors otherwise.
     pub async fn plan(&self) -> Result<Plan> {
+        let read = self.remote_through_base().await?;
         self.make_plan(
             Compare {
                 require_remote: matches!(self.mode, Mode::Pull | Mode::Restore),
@@ -258,9 +259,44 @@ impl Engine {
                 need_manifest: true,
                 keep_diff: false,
             },
-            None,
+            read,
         )
         .await
+    }
+
+    /// For a push whose base was recorded equal to the remote manifest, the
+    /// remote manifest without downloading it when it has not changed: one
+    /// conditional GET (`If-None-Match` its ETag then) answers 304, and the
+    /// base and the header recorded with it rebuild the manifest, checked
+    /// against the file list its commit id is sealed to. Any other answer
+    /// (a new ETag, no manifest, a store that ignores the header) is the
+    /// manifest itself, so the plan costs the one request it always did.
+    /// `None` when the push reads the manifest as usual.
+    async fn remote_through_base(&self) -> Result<Option<PreRead>> {
+        let o = &self.opts;
+        let plain = self.mode == Mode::Push
+            && o.shard.is_none()
+            && !o.merge_shards
+            && o.repair == Repair::Off
+            && o.slug.is_none();
+        let Some(etag) = self.source.base_manifest_etag().filter(|_| plain) else {
+            return Ok(None);
+        };
+        let lock = self.source.lock()?;
+        let remote = match self.remote.read_manifest_unless(&etag).await? {
+            Some(read) => read,
+            None => match self.source.manifest_from_base().await? {
+                Some(rebuilt) => {
+                    tracing::info!(
+                        "{}: the manifest is unchanged since the last sync; rebuilt from the base",
+                        self.remote.url()
+                    );
+                    Some(rebuilt)
+                }
+                None => self.remote.read_manifest().await?,
+            },
+        };
+        Ok(Some(PreRead { remote, lock }))
     }
 
     /// A status of a directory whose remote manifest is unchanged since the

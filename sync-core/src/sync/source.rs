@@ -197,6 +197,20 @@ pub(crate) trait Source: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// The ETag of the remote manifest the base can be rebuilt into
+    /// ([`Source::manifest_from_base`]), when it can.
+    fn base_manifest_etag(&self) -> Option<String> {
+        None
+    }
+
+    /// The remote manifest rebuilt from the base and the header recorded
+    /// with it, for a remote whose manifest still has the ETag
+    /// [`Source::base_manifest_etag`] names; `None` when the base turns out
+    /// damaged or does not match the file list the commit id is sealed to.
+    async fn manifest_from_base(&self) -> Result<Option<RemoteManifest>> {
+        Ok(None)
+    }
+
     /// A status measured against the base alone, for a remote whose
     /// manifest is still the one [`Source::base_etag`] names: the sorted
     /// walk and the base merged as they stream, with no map of either.
@@ -585,6 +599,37 @@ impl Source for LocalSource {
         Some((stamp.remote_etag?, stamp.hash_algorithm?))
     }
 
+    fn base_manifest_etag(&self) -> Option<String> {
+        let stamp = self.state.stamp()?;
+        stamp.remote_header.as_ref()?;
+        self.base_etag().map(|(etag, _)| etag)
+    }
+
+    async fn manifest_from_base(&self) -> Result<Option<RemoteManifest>> {
+        let Some(stamp) = self.state.stamp() else {
+            return Ok(None);
+        };
+        let (Some(header), Some(etag)) = (stamp.remote_header, stamp.remote_etag) else {
+            return Ok(None);
+        };
+        let state = RemoteState::new(&self.tree, self.state.url());
+        let Some(files) = crate::tree::blocking("reading the base", move || state.base()).await?
+        else {
+            return Ok(None);
+        };
+        let manifest = Manifest { files, ..header };
+        let sealed = manifest
+            .commit_id
+            .as_deref()
+            .is_some_and(|c| c.contains('.'))
+            && manifest.commit_id == stamp.remote_commit_id
+            && manifest.commit_is_sealed();
+        Ok(sealed.then_some(RemoteManifest {
+            manifest,
+            etag: Some(etag),
+        }))
+    }
+
     async fn status_from_base(&self, remote: &StoreTree) -> Result<Option<BaseStatus>> {
         let Some(stamp) = self.state.stamp() else {
             return Ok(None);
@@ -806,12 +851,14 @@ impl Source for LocalSource {
         // base at all) and whether it differs from the old base (else it is
         // not rewritten).
         let (mut equals_remote, mut unchanged) = (true, s.view.base.is_some());
+        // (And whether it holds the remote's entries field for field.)
+        let mut exact = true;
         let mut remote_files = s.remote_after.values();
         let mut old_files = old.values();
         for b in base() {
-            equals_remote &= remote_files
-                .next()
-                .is_some_and(|r| b.path == r.path && b.same_content(r));
+            let r = remote_files.next();
+            equals_remote &= r.is_some_and(|r| b.path == r.path && b.same_content(r));
+            exact &= r == Some(b);
             unchanged &= old_files.next() == Some(b);
         }
         equals_remote &= remote_files.next().is_none();
@@ -824,6 +871,7 @@ impl Source for LocalSource {
             s.remote_after,
             s.remote_commit,
             equals_remote,
+            exact && equals_remote,
         ))?;
         if s.clean_run {
             self.state.clear_journal();
@@ -930,6 +978,7 @@ fn stamp(
     files: &BTreeMap<String, FileEntry>,
     commit: Option<&str>,
     equals_remote: bool,
+    exact: bool,
 ) -> BaseStamp {
     let mut stamp = BaseStamp {
         remote_commit_id: commit.map(str::to_string),
@@ -938,6 +987,7 @@ fn stamp(
         remote_synced_at: None,
         remote_last_segment: None,
         hash_algorithm: None,
+        remote_header: None,
     };
     let Some(latest) =
         latest.filter(|l| equals_remote && l.manifest.commit_id.as_deref() == commit)
@@ -956,6 +1006,11 @@ fn stamp(
         .filter_map(|p| crate::layout::segment_seq(p))
         .max();
     stamp.hash_algorithm = first;
+    // Only a commit id sealed to its file list, so that a base rebuilt
+    // into this manifest can be checked against it.
+    if exact && commit.is_some_and(|c| c.contains('.')) {
+        stamp.remote_header = Some(latest.manifest.header());
+    }
     stamp
 }
 

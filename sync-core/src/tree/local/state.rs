@@ -292,7 +292,7 @@ impl JournalEntry {
 
 /// A small record kept beside the base: the commit id of the remote
 /// manifest at the time, and whether the base held the same content.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct BaseStamp {
     pub remote_commit_id: Option<String>,
@@ -311,6 +311,11 @@ pub(crate) struct BaseStamp {
     /// The one algorithm all its entries are hashed with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_algorithm: Option<HashAlgorithm>,
+    /// That manifest without its files, when the base holds its entries
+    /// exactly as it lists them: the base and this header rebuild it, so a
+    /// push that finds the ETag unchanged need not download it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_header: Option<Manifest>,
 }
 
 impl BaseStamp {
