@@ -139,6 +139,91 @@ fn status_against_the_base(remote: &Remote) {
     assert!(err.contains("no manifest") || err.contains("lost"), "{err}");
 }
 
+/// A push `db` makes to its remembered remote: whether the manifest was
+/// rebuilt from the base instead of downloaded.
+fn push_on(server: Option<&crate::S3Server>, db: &Path) -> bool {
+    let out = pqsync(server)
+        .env("PQSYNC_LOG", "pqsync_core=info")
+        .args(["push", "-d"])
+        .arg(db)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "push failed: {stderr}");
+    stderr.contains("rebuilt from the base")
+}
+
+/// While the remote manifest is the one the last sync left, a push does
+/// not download it: the base and the header recorded with it rebuild it.
+/// The manifest the push then commits, as an independent client reads it,
+/// lists every untouched entry exactly as before (ETag, time and all), the
+/// edit, the new file and not the deleted one. After another writer's
+/// commit, or with a damaged base, it reads the manifest as before and
+/// loses nothing of theirs.
+#[test]
+fn push_through_the_base_commits_what_a_full_read_would() {
+    for remote in Remote::each("scale-push") {
+        let url = remote.url();
+        let server = remote.server();
+        let db = sample_copy();
+        let d = db.path();
+        pqsync(server).args(["push", &url, "-d"]).arg(d).stdout_ok();
+        let before = remote.manifest().unwrap()["files"].clone();
+        let before = before.as_object().unwrap();
+
+        let edited = "data/posts/data.parquet";
+        std::fs::write(d.join(edited), b"PAR1 edited PAR1").unwrap();
+        age(&d.join(edited));
+        let odd = "data/caf\u{e9} #%?+&~[]/n\u{e4}me [1].parquet";
+        std::fs::create_dir_all(d.join(odd).parent().unwrap()).unwrap();
+        std::fs::write(d.join(odd), b"PAR1 new PAR1").unwrap();
+        let deleted = "data/users/data.parquet";
+        std::fs::remove_file(d.join(deleted)).unwrap();
+        assert!(push_on(server, d), "the manifest was downloaded");
+        let after = remote.manifest().unwrap()["files"].clone();
+        let after = after.as_object().unwrap();
+        for (path, entry) in before {
+            if path != edited && path != deleted {
+                assert_eq!(&after[path], entry, "{path} was rewritten");
+            }
+        }
+        assert!(!after.contains_key(deleted));
+        assert!(after.contains_key(odd));
+        assert_ne!(after[edited]["hash"], before[edited]["hash"]);
+        assert_eq!(after.len(), before.len());
+        remote.assert_invariant("after a push through the base");
+        let mut objects = crate::lost::data_of(&remote);
+        let mut local = crate::tree_files(d);
+        objects.retain(|p, _| !p.starts_with("_meta/.pqsync"));
+        local.retain(|p, _| p != ".DS_Store");
+        assert_eq!(objects, local, "the remote holds the directory");
+
+        // Another writer commits: their file survives the next push.
+        crate::edit_elsewhere(server, &url, "theirs.txt", b"theirs");
+        std::fs::write(d.join("mine.txt"), b"mine").unwrap();
+        assert!(!push_on(server, d), "the manifest changed: read again");
+        let now = remote.manifest().unwrap();
+        assert!(now["files"].get("theirs.txt").is_some(), "{now}");
+        assert!(now["files"].get("mine.txt").is_some(), "{now}");
+
+        // A base cut short is not rebuilt into a manifest.
+        pqsync(server).args(["pull", "-d"]).arg(d).stdout_ok();
+        std::fs::write(d.join("again.txt"), b"again").unwrap();
+        for base in state_files(d, "base-") {
+            if base.extension().is_some_and(|e| e == "bin") {
+                let bytes = std::fs::read(&base).unwrap();
+                std::fs::write(&base, &bytes[..bytes.len() / 2]).unwrap();
+            }
+        }
+        assert!(!push_on(server, d), "a damaged base stood in");
+        let files = remote.manifest().unwrap()["files"].clone();
+        for p in ["theirs.txt", "mine.txt", "again.txt", edited, odd] {
+            assert!(files.get(p).is_some(), "{p} is missing");
+        }
+        remote.assert_invariant("after a push with a damaged base");
+    }
+}
+
 /// The JSON stat cache and base an earlier version wrote are still used
 /// (nothing is hashed again, and a deletion is still recognised as one),
 /// then replaced by the binary files. A damaged binary file costs a rehash
