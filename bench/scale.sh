@@ -4,6 +4,8 @@
 # - the first push to a directory remote (peak RSS; target ≤ 1 GiB at 1M);
 # - status of the unchanged tree against `rsync -an` over the same tree
 #   and a hard-linked copy (time ≤ 1.0×; peak RSS ≤ 400 B a file);
+# - a push of the unchanged tree, and a push of one new file (the remote
+#   manifest unchanged since the last push, so neither downloads it);
 # - a mirror of the pushed remote to a second directory remote;
 #
 # and, between the two sizes, how much each costs per added file (target
@@ -58,6 +60,10 @@ EOF
     # The first status after a push writes the stat cache; then measure.
     "${pqs[@]}" status -d "$tree" >/dev/null
     run "$n status unchanged" pqsync 3 "${pqs[@]}" status -d "$tree"
+    run "$n push unchanged" pqsync 1 "${pqs[@]}" push -d "$tree"
+    : >"$tree/extra/new-file.bin"
+    run "$n push one new file" pqsync 1 "${pqs[@]}" push -d "$tree"
+    rm "$tree/extra/new-file.bin"
     cp -al "$tree" "$work/copy-$n"
     run "$n status unchanged" rsync 3 rsync -an "$tree/" "$work/copy-$n/"
     # The tree and its copy go before the mirror makes a second remote:
@@ -83,6 +89,11 @@ table=$work/table.md
         c=$(get "$n status unchanged" rsync 3)
         r=$(get "$n status unchanged" pqsync 5)
         echo "| status, unchanged | $nice | $p | $(ratio "$p" "$c")× ($c s) | $r | $(per_file "$r" "$n") B | ≤ 1.0×: $(verdict "$(ratio "$p" "$c")" 1.0); ≤ 400 B: $(verdict "$(per_file "$r" "$n")" 400) |"
+        for c in "push unchanged" "push one new file"; do
+            p=$(get "$n $c" pqsync 3)
+            r=$(get "$n $c" pqsync 5)
+            echo "| ${c/push/push,} | $nice | $p | | $r | $(per_file "$r" "$n") B | |"
+        done
         p=$(get "$n mirror (dir to dir)" pqsync 3)
         r=$(get "$n mirror (dir to dir)" pqsync 5)
         echo "| mirror, directory to directory | $nice | $p | | $r | $(per_file "$r" "$n") B | |"

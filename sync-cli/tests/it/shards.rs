@@ -161,14 +161,15 @@ fn sharded_push_merges_what_every_shard_sent() {
             .status()
             .unwrap()
             .success());
-        let run_all = || {
+        // Every shard in turn; the one holding the FIFO fails it (exit 1).
+        let run_all = |fifo: bool| {
             for k in 0..4 {
-                let code = if Shard::of(bloom, 4) == k { 1 } else { 0 };
+                let code = i32::from(fifo && Shard::of(bloom, 4) == k);
                 let out = assert_cmd::Command::from_std(shard(k)).stdout_with(code);
                 own_paths_only(k, &json_of(&out), &files);
             }
         };
-        run_all();
+        run_all(true);
         // Until the merge, every reader finds the bytes the manifest names:
         // a replacement waits in the shard's staging folder.
         remote.assert_invariant("between the shards and the merge");
@@ -183,7 +184,7 @@ fn sharded_push_merges_what_every_shard_sent() {
         let err = String::from_utf8(merge().stderr_with(1)).unwrap();
         assert!(err.contains("changed since shard"), "{err}");
         assert_eq!(object(&remote, "misc/extra-1.txt"), b"1");
-        run_all();
+        run_all(true);
         let v = json_of(&merge().stdout_with(1));
         assert_eq!(v["committed"], true, "{v}");
         assert_eq!(
@@ -227,5 +228,28 @@ fn sharded_push_merges_what_every_shard_sent() {
             .filter(|k| k.starts_with("staged/"))
             .collect();
         assert!(staged.is_empty(), "{staged:?}");
+
+        // A dry run of a shard between its run and the merge, and then the
+        // same file edited again: the shard knows its last record landed
+        // (no conflict), and the merge commits the new bytes. A merge with
+        // a selection is refused.
+        std::fs::remove_file(db.path().join(bloom)).unwrap();
+        std::fs::write(db.path().join(bloom), "bloom").unwrap();
+        std::fs::write(db.path().join("misc/extra-1.txt"), "second").unwrap();
+        run_all(false);
+        let k = Shard::of("misc/extra-1.txt", 4);
+        let mut dry = assert_cmd::Command::from_std(shard(k));
+        dry.arg("--dry-run").stdout_ok();
+        let out = merge().arg("--namespaces").arg("users").output().unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--merge-shards"));
+        assert_eq!(json_of(&merge().stdout_ok())["committed"], true);
+        std::fs::write(db.path().join("misc/extra-1.txt"), "third").unwrap();
+        run_all(false);
+        assert_eq!(json_of(&merge().stdout_ok())["committed"], true);
+        let now = data_of(&remote);
+        assert_eq!(now["misc/extra-1.txt"], b"third");
+        assert_eq!(now[bloom], b"bloom");
+        remote.assert_invariant("after the third merge");
     }
 }

@@ -285,11 +285,7 @@ impl Run<'_> {
     async fn unstage(&self, plan: &Plan, out: &mut Outcome) {
         let engine = self.engine;
         let remote = &engine.remote;
-        let jobs = plan
-            .view
-            .staged
-            .iter()
-            .filter_map(|(p, dir)| Some((plan.view.files.get(p)?, dir)));
+        let jobs = staged_to_commit(plan);
         let mut done = futures::stream::iter(jobs)
             .map(|(e, dir)| async move {
                 let staging = remote.state_tree(dir);
@@ -637,11 +633,9 @@ impl Run<'_> {
     async fn clear_the_way(&self, plan: &Plan, guard: &Guard, out: &mut Outcome) {
         let mut remote = in_the_way(&plan.delete_remote, &plan.uploads);
         // A merge's staged files are copied into place like uploads.
-        let staged: Vec<FileEntry> = plan
-            .view
-            .staged
-            .iter()
-            .filter_map(|(p, _)| plan.view.files.get(p).cloned())
+        let staged: Vec<FileEntry> = staged_to_commit(plan)
+            .into_iter()
+            .map(|(e, _)| e.clone())
             .collect();
         remote.extend(in_the_way(&plan.delete_remote, &staged));
         remote.sort_unstable();
@@ -1132,6 +1126,19 @@ impl Run<'_> {
             repaired: plan.repairs,
         }
     }
+}
+
+/// A merge's staged files that its commit names, with their staging
+/// folders: only those are copied into place (one the plan leaves out, such
+/// as a path a shard could not read, stays staged and goes with the rest).
+fn staged_to_commit(plan: &Plan) -> Vec<(&FileEntry, &str)> {
+    let committing: HashSet<&str> = plan.already_sent.iter().map(|e| e.path.as_str()).collect();
+    plan.view
+        .staged
+        .iter()
+        .filter(|(p, _)| committing.contains(p.as_str()))
+        .filter_map(|(p, dir)| Some((plan.view.files.get(p)?, dir.as_str())))
+        .collect()
 }
 
 /// The deletions of `deletes` in the way of a transfer of `transfers`: one

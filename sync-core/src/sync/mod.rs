@@ -363,6 +363,12 @@ impl Engine {
     }
 
     async fn make_plan(&self, compare: Compare, read: Option<PreRead>) -> Result<Plan> {
+        if self.opts.merge_shards && !self.opts.selection.is_all() {
+            return Err(Error::InvalidArgument {
+                argument: "--merge-shards",
+                reason: "a merge commits what every shard recorded; run it without --namespaces, --include or --exclude (give them to the shards)".into(),
+            });
+        }
         if (self.opts.shard.is_some() || self.opts.merge_shards)
             && !matches!(self.mode, Mode::Push | Mode::Mirror)
         {

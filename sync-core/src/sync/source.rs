@@ -393,18 +393,29 @@ impl LocalSource {
                 (None, None) => true,
                 _ => false,
             };
-            let base: Vec<&FileEntry> = paths
-                .into_iter()
-                .filter_map(|p| {
-                    if landed(p) {
-                        pending.get(p)
-                    } else {
-                        old.get(p)
+            let (mut base, mut waiting) = (Vec::new(), Vec::new());
+            for p in paths {
+                if landed(p) {
+                    base.extend(pending.get(p));
+                } else {
+                    base.extend(old.get(p));
+                    if pending.contains_key(p) || expected.contains_key(p) {
+                        waiting.push(p);
                     }
-                })
-                .collect();
+                }
+            }
             own.write_base(base.into_iter())?;
-            own.clear_pending_base();
+            // What has not landed yet stays pending: its record may still
+            // be merged (a dry run or a failed run in between does not
+            // drop it). The shard's next record replaces it.
+            if waiting.is_empty() {
+                own.clear_pending_base();
+            } else {
+                own.write_pending_base(
+                    waiting.iter().filter_map(|p| pending.get(*p)),
+                    waiting.iter().filter_map(|p| expected.get(*p)),
+                )?;
+            }
         }
         Ok(own.has_binary_base().then_some(own))
     }
@@ -876,6 +887,9 @@ impl Source for LocalSource {
         if s.clean_run {
             self.state.clear_journal();
         }
+        // The bases the shards of an earlier split push keep for this
+        // remote are older than this one: the next split starts from it.
+        self.state.drop_shard_bases();
         if !s.versioned_copy {
             self.state.record_remote()?;
         }

@@ -477,6 +477,19 @@ impl RemoteState {
         Some((read(self.pending_name())?, read(self.expected_name())?))
     }
 
+    /// Drops the bases the shards of a split push keep for this remote
+    /// (their stat caches and journals stay).
+    pub fn drop_shard_bases(&self) {
+        let Ok(shards) = std::fs::read_dir(self.tree.state_dir().join("shards")) else {
+            return;
+        };
+        for shard in shards.flatten() {
+            for name in [self.base_name(), self.pending_name(), self.expected_name()] {
+                let _ = std::fs::remove_file(shard.path().join(name));
+            }
+        }
+    }
+
     /// Drops the pending base.
     pub fn clear_pending_base(&self) {
         self.tree.remove_state_file(&self.pending_name());
