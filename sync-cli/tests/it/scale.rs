@@ -50,6 +50,20 @@ fn sorted(v: &Value) -> Vec<String> {
     crate::paths(v)
 }
 
+/// The edits both tests make in `d`: a file edited, a new file under an
+/// awkward folder name, a file deleted. Returns their paths in that order.
+fn edit_every_kind(d: &Path) -> (&'static str, &'static str, &'static str) {
+    let edited = "data/posts/data.parquet";
+    std::fs::write(d.join(edited), b"PAR1 edited PAR1").unwrap();
+    age(&d.join(edited));
+    let odd = "data/caf\u{e9} #%?+&~[]/n\u{e4}me [1].parquet";
+    std::fs::create_dir_all(d.join(odd).parent().unwrap()).unwrap();
+    std::fs::write(d.join(odd), b"PAR1 new PAR1").unwrap();
+    let deleted = "data/users/data.parquet";
+    std::fs::remove_file(d.join(deleted)).unwrap();
+    (edited, odd, deleted)
+}
+
 /// While the remote manifest is the one the last sync left, a status
 /// compares the directory with the base alone, and finds exactly what the
 /// full comparison finds: edits, new files with awkward names, deletions,
@@ -75,17 +89,10 @@ fn status_against_the_base(remote: &Remote) {
     assert_eq!(clean["isSynced"], true, "{clean}");
 
     // Edits of every kind.
-    let edited = "data/posts/data.parquet";
-    std::fs::write(d.join(edited), b"PAR1 edited PAR1").unwrap();
-    age(&d.join(edited));
-    let odd = "data/caf\u{e9} #%?+&~[]/n\u{e4}me [1].parquet";
-    std::fs::create_dir_all(d.join(odd).parent().unwrap()).unwrap();
-    std::fs::write(d.join(odd), b"PAR1 new PAR1").unwrap();
+    let (edited, odd, deleted) = edit_every_kind(d);
     for dir in ["", "data", "data/caf\u{e9} #%?+&~[]"] {
         std::fs::write(d.join(dir).join(".DS_Store"), b"finder").unwrap();
     }
-    let deleted = "data/users/data.parquet";
-    std::fs::remove_file(d.join(deleted)).unwrap();
 
     let (quick, fast) = status(d);
     assert!(fast);
@@ -171,14 +178,7 @@ fn push_through_the_base_commits_what_a_full_read_would() {
         let before = remote.manifest().unwrap()["files"].clone();
         let before = before.as_object().unwrap();
 
-        let edited = "data/posts/data.parquet";
-        std::fs::write(d.join(edited), b"PAR1 edited PAR1").unwrap();
-        age(&d.join(edited));
-        let odd = "data/caf\u{e9} #%?+&~[]/n\u{e4}me [1].parquet";
-        std::fs::create_dir_all(d.join(odd).parent().unwrap()).unwrap();
-        std::fs::write(d.join(odd), b"PAR1 new PAR1").unwrap();
-        let deleted = "data/users/data.parquet";
-        std::fs::remove_file(d.join(deleted)).unwrap();
+        let (edited, odd, deleted) = edit_every_kind(d);
         assert!(push_on(server, d), "the manifest was downloaded");
         let after = remote.manifest().unwrap()["files"].clone();
         let after = after.as_object().unwrap();

@@ -283,20 +283,24 @@ impl Engine {
             return Ok(None);
         };
         let lock = self.source.lock()?;
-        let remote = match self.remote.read_manifest_unless(&etag).await? {
-            Some(read) => read,
+        let (remote, rebuilt) = match self.remote.read_manifest_unless(&etag).await? {
+            Some(read) => (read, false),
             None => match self.source.manifest_from_base().await? {
                 Some(rebuilt) => {
                     tracing::info!(
                         "{}: the manifest is unchanged since the last sync; rebuilt from the base",
                         self.remote.url()
                     );
-                    Some(rebuilt)
+                    (Some(rebuilt), true)
                 }
-                None => self.remote.read_manifest().await?,
+                None => (self.remote.read_manifest().await?, false),
             },
         };
-        Ok(Some(PreRead { remote, lock }))
+        Ok(Some(PreRead {
+            remote,
+            lock,
+            rebuilt,
+        }))
     }
 
     /// A status of a directory whose remote manifest is unchanged since the
@@ -323,7 +327,11 @@ impl Engine {
         };
         let lock = self.source.lock()?;
         if let Some(read) = self.remote.read_manifest_unless(&etag).await? {
-            return Ok(Err(Some(PreRead { remote: read, lock })));
+            return Ok(Err(Some(PreRead {
+                remote: read,
+                lock,
+                rebuilt: false,
+            })));
         }
         let Some(base) = self.source.status_from_base(&self.remote).await? else {
             return Ok(Err(None));
@@ -380,9 +388,9 @@ impl Engine {
                 ),
             });
         }
-        let (read, held) = match read {
-            Some(r) => (Some(r.remote), r.lock),
-            None => (None, None),
+        let (read, held, rebuilt) = match read {
+            Some(r) => (Some(r.remote), r.lock, r.rebuilt),
+            None => (None, None, false),
         };
         let _lock = match held {
             Some(lock) => Some(lock),
@@ -403,7 +411,7 @@ impl Engine {
         let (algorithm, warning) = self.algorithm(remote.as_ref());
         let read = ReadOptions {
             algorithm,
-            base_may_be_remote: compare.base_may_be_remote,
+            base_may_be_remote: compare.base_may_be_remote || rebuilt,
             need_manifest: compare.need_manifest,
             rehash: self.opts.repair == Repair::Checksum,
             merge_shards: self.opts.merge_shards,
@@ -437,7 +445,11 @@ impl Engine {
         }
         // Deletions are measured against the files both sides last agreed
         // on, not against a tree that has grown since.
-        let local_total = view.base.as_ref().map_or(view.files.len(), |b| b.len());
+        let local_total = match (&view.base, &remote) {
+            (Some(b), _) => b.len(),
+            (None, Some(r)) if view.base_is_remote => r.manifest.files.len(),
+            (None, _) => view.files.len(),
+        };
         let diff = self.diff(&mut view, remote.as_ref(), algorithm);
         let journal = self
             .checked_journal(std::mem::take(&mut view.journal), remote.as_ref(), &view)
@@ -733,6 +745,9 @@ impl Engine {
 struct PreRead {
     remote: Option<RemoteManifest>,
     lock: Option<crate::tree::RunLock>,
+    /// The manifest was rebuilt from the base, so the base need not be
+    /// read again: it is this manifest's file list.
+    rebuilt: bool,
 }
 
 /// A status report from a plan made for one.

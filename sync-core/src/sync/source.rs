@@ -855,13 +855,19 @@ impl Source for LocalSource {
         // the old base stands, so unresolved differences keep their history.
         // It is merged as it streams to disk, never built.
         let empty = BTreeMap::new();
-        let old = s.view.base.as_ref().unwrap_or(&empty);
+        // A base that was the remote manifest itself was not read again.
+        let old = match (&s.view.base, s.remote_before) {
+            (Some(b), _) => b,
+            (None, Some(r)) if s.view.base_is_remote => &r.manifest.files,
+            (None, _) => &empty,
+        };
+        let had_base = s.view.base.is_some() || s.view.base_is_remote;
         let base = || merged_base_iter(after, s.remote_after, old);
         // One pass finds whether the base equals the remote manifest now
         // there (then a status that finds that manifest need not read the
         // base at all) and whether it differs from the old base (else it is
         // not rewritten).
-        let (mut equals_remote, mut unchanged) = (true, s.view.base.is_some());
+        let (mut equals_remote, mut unchanged) = (true, had_base);
         // (And whether it holds the remote's entries field for field.)
         let mut exact = true;
         let mut remote_files = s.remote_after.values();
