@@ -58,6 +58,13 @@ pub enum Error {
         /// What is wrong and what to do, in one line.
         reason: String,
     },
+    /// An environment setting pqsync reads has a value it cannot use (a
+    /// usage error).
+    #[error("{reason}")]
+    Setting {
+        /// The setting, its value, and what it takes, in one line.
+        reason: String,
+    },
     /// The store could not be configured (a malformed setting, for example).
     #[error("cannot open {url}: {source}")]
     Config {
@@ -81,7 +88,7 @@ pub enum Error {
 impl Error {
     /// Whether the error is the user's to fix on the command line or in the
     /// environment ([`Error::InvalidRemote`], [`Error::InvalidJurisdiction`],
-    /// [`Error::PlainHttp`]), as opposed to a failure of the store or the
+    /// [`Error::PlainHttp`], [`Error::Profile`], [`Error::Setting`]), as opposed to a failure of the store or the
     /// machine.
     pub fn is_usage(&self) -> bool {
         matches!(
@@ -90,6 +97,7 @@ impl Error {
                 | Error::InvalidJurisdiction { .. }
                 | Error::PlainHttp { .. }
                 | Error::Profile { .. }
+                | Error::Setting { .. }
         )
     }
 }

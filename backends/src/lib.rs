@@ -70,7 +70,7 @@ mod profile;
 mod remote;
 mod s3;
 
-pub use copy::BucketCopier;
+pub use copy::{BucketCopier, CopyRequests, COPY_LIMIT, COPY_LIMIT_ENV};
 pub use error::{Error, JurisdictionOrigin, Result};
 pub use http::{observing_connector, HttpObserver};
 pub use open::{open, CredentialSource, OpenOptions, OpenedRemote, DEFAULT_TIMEOUT};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 
-use crate::copy::BucketCopier;
+use crate::copy::{BucketCopier, COPY_LIMIT, COPY_LIMIT_ENV};
 use object_store::ClientConfigKey;
 
 use crate::error::{Error, JurisdictionOrigin, Result};
@@ -254,6 +254,7 @@ pub(crate) fn build(
         &region,
         &bucket,
         &identity,
+        copy_limit()?,
     ));
     Ok(Built {
         store,
@@ -430,5 +431,21 @@ fn credential_source(
             .unwrap_or_else(|| DEFAULT_METADATA_ENDPOINT.into()),
         tried,
         fix,
+    }
+}
+
+/// The largest object the store copies in one request: S3's 5 GiB, or
+/// less as `PQSYNC_COPY_LIMIT` says for a store that takes less.
+fn copy_limit() -> Result<u64> {
+    let Ok(value) = std::env::var(COPY_LIMIT_ENV) else {
+        return Ok(COPY_LIMIT);
+    };
+    match value.trim().parse::<u64>() {
+        Ok(n) if (5 << 20..=COPY_LIMIT).contains(&n) => Ok(n),
+        _ => Err(Error::Setting {
+            reason: format!(
+                "{COPY_LIMIT_ENV}={value:?} is not a size pqsync can use: give the largest object the store copies in one request, in bytes, from 5242880 (5 MiB) to 5368709120 (5 GiB), or unset it for S3's 5 GiB"
+            ),
+        }),
     }
 }

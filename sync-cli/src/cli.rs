@@ -29,6 +29,7 @@ Environment:
   AWS_EC2_METADATA_DISABLED=true                               never ask the instance metadata service for credentials
   R2_JURISDICTION                                              default, eu or fedramp (--jurisdiction and ?jurisdiction= override it)
   GOOGLE_*, AZURE_*                                            GCS and Azure settings, as object_store reads them
+  PQSYNC_COPY_LIMIT                                            the most bytes the S3 store copies in one request (default 5 GiB); larger objects are copied in parts
   PQSYNC_PASSWORD                                              an encrypted repository's password (repository commands)
   PQSYNC_CONFIG                                                the config file (--config)
   PQSYNC_LOG                                                   log filter (tracing's EnvFilter syntax)";

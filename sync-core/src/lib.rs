@@ -214,7 +214,7 @@ pub use sync::{
 };
 pub use tree::{
     database_root, default_state_home, state_dir_for, BucketCopy, Capabilities, FileStat, Hashed,
-    Kept, LeftOut, LocalScan, LocalTree, RemoteManifest, RunLock, Side, StoreTree, Trash,
+    Kept, LeftOut, LocalScan, LocalTree, PartCopy, RemoteManifest, RunLock, Side, StoreTree, Trash,
     TrashedFile, Tree, Usage, DEFAULT_RETENTION, STATE_HOME_VAR, TRASH_DIR,
 };
 

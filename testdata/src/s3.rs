@@ -9,6 +9,10 @@
 //! `PQSYNC_TEST_S3_REGION`, and `PQSYNC_TEST_S3_CONDITIONAL=false` for a
 //! server that ignores conditional writes) to run the same tests against an external server
 //! such as Garage instead; request logs are then unavailable.
+//!
+//! Like S3, the in-process server refuses to copy more than a limit in one
+//! request (CopyObject or UploadPartCopy); tests lower it with
+//! [`S3Server::limit_copies`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,6 +32,8 @@ const OTHER_ACCESS_KEY: &str = "pqsync-other-access";
 const OTHER_SECRET_KEY: &str = "pqsync-other-secret-key-9876543210";
 const OTHER_BUCKET: &str = "pqsync-other";
 const SECOND_BUCKET: &str = "pqsync-test-b";
+/// The most S3 copies in one request.
+const COPY_LIMIT: u64 = 5 * 1024 * 1024 * 1024;
 
 /// A second account on the in-process server: its own keys, which may use
 /// only its own bucket (and the first account's keys may not use it), as
@@ -102,6 +108,8 @@ pub struct S3Server {
     pub second_bucket: Option<String>,
     /// Directory the in-process server stores objects in.
     pub root: Option<std::path::PathBuf>,
+    /// The most bytes the in-process server copies in one request.
+    copy_limit: Option<Arc<AtomicU64>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
@@ -137,6 +145,7 @@ impl S3Server {
                 .ok()
                 .filter(|b| !b.is_empty()),
             root: None,
+            copy_limit: None,
             shutdown: None,
             thread: None,
             _dir: None,
@@ -155,6 +164,8 @@ impl S3Server {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread_log = log.clone();
         let thread_root = root.clone();
+        let copy_limit = Arc::new(AtomicU64::new(COPY_LIMIT));
+        let thread_limit = copy_limit.clone();
         let thread = std::thread::Builder::new()
             .name("s3-test-server".into())
             .spawn(move || {
@@ -163,7 +174,13 @@ impl S3Server {
                     .enable_all()
                     .build()
                     .expect("server runtime");
-                rt.block_on(serve(thread_root, thread_log, addr_tx, stop_rx));
+                rt.block_on(serve(
+                    thread_root,
+                    thread_log,
+                    thread_limit,
+                    addr_tx,
+                    stop_rx,
+                ));
             })
             .expect("spawn server thread");
         let addr: std::net::SocketAddr = addr_rx.recv().expect("server address");
@@ -182,6 +199,7 @@ impl S3Server {
             }),
             second_bucket: Some(SECOND_BUCKET.into()),
             root: Some(root),
+            copy_limit: Some(copy_limit),
             shutdown: Some(stop_tx),
             thread: Some(thread),
             _dir: Some(dir),
@@ -202,9 +220,18 @@ impl S3Server {
             other: None,
             second_bucket: other.second_bucket.clone(),
             root: None,
+            copy_limit: None,
             shutdown: None,
             thread: None,
             _dir: None,
+        }
+    }
+
+    /// Makes the in-process server refuse, as S3 does above 5 GiB, to copy
+    /// more than `bytes` in one request (no effect on an external server).
+    pub fn limit_copies(&self, bytes: u64) {
+        if let Some(limit) = &self.copy_limit {
+            limit.store(bytes, Ordering::SeqCst);
         }
     }
 
@@ -269,6 +296,48 @@ struct Counting {
     /// bytes would drop the other writer's commit). S3 and R2 make both
     /// atomic, and so does this lock.
     conditional: Arc<tokio::sync::RwLock<()>>,
+    /// The most bytes one CopyObject or UploadPartCopy takes.
+    copy_limit: Arc<AtomicU64>,
+}
+
+impl Counting {
+    /// S3's answer to a copy of more bytes than one request takes, if
+    /// `req` is one.
+    fn copy_too_large(&self, req: &http::Request<Incoming>) -> Option<s3s::HttpResponse> {
+        if req.method() != http::Method::PUT {
+            return None;
+        }
+        let source = req.headers().get("x-amz-copy-source")?.to_str().ok()?;
+        let source = source.split('?').next()?.trim_start_matches('/');
+        let source = percent_encoding::percent_decode_str(source).decode_utf8_lossy();
+        if source.split('/').any(|p| p == "..") {
+            return None;
+        }
+        let range = req
+            .headers()
+            .get("x-amz-copy-source-range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(a, b)| Some(b.parse::<u64>().ok()? + 1 - a.parse::<u64>().ok()?));
+        let size = match range {
+            Some(n) => n,
+            None => std::fs::metadata(self.root.join(source.as_ref()))
+                .ok()?
+                .len(),
+        };
+        let limit = self.copy_limit.load(Ordering::SeqCst);
+        (size > limit).then(|| {
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InvalidRequest</Code><Message>The specified copy source is larger than the maximum allowable size for a copy source: {limit}</Message></Error>"
+            );
+            http::Response::builder()
+                .status(http::StatusCode::BAD_REQUEST)
+                .header(http::header::CONTENT_TYPE, "application/xml")
+                .body(s3s::Body::from(body))
+                .expect("a valid response")
+        })
+    }
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for Counting {
@@ -292,6 +361,9 @@ impl hyper::service::Service<http::Request<Incoming>> for Counting {
         self.log.record(line, body_bytes);
         if let Some(bucket) = missing_bucket(&self.root, req.uri().path()) {
             return Box::pin(async move { Ok(no_such_bucket(&bucket)) });
+        }
+        if let Some(refused) = self.copy_too_large(&req) {
+            return Box::pin(async move { Ok(refused) });
         }
         let exclusive = req.headers().contains_key(http::header::IF_MATCH)
             || req.headers().contains_key(http::header::IF_NONE_MATCH);
@@ -450,6 +522,7 @@ impl s3s::access::S3Access for BucketPerKey {
 async fn serve(
     root: std::path::PathBuf,
     log: Arc<RequestLog>,
+    copy_limit: Arc<AtomicU64>,
     addr_tx: std::sync::mpsc::Sender<std::net::SocketAddr>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
@@ -465,6 +538,7 @@ async fn serve(
         log,
         root: buckets,
         conditional: Arc::new(tokio::sync::RwLock::new(())),
+        copy_limit,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -363,7 +363,7 @@ pub fn local_tree(dir: &Path, must_exist: bool) -> Result<LocalTree> {
     Ok(tree)
 }
 
-/// The backends' CopyObject between buckets, as the engine asks for it.
+/// The backends' copies inside an S3 store, as the engine asks for them.
 #[derive(Debug)]
 struct CopyAcross(Arc<pqsync_backends::BucketCopier>);
 
@@ -384,5 +384,22 @@ impl pqsync_core::BucketCopy for CopyAcross {
         to_key: &str,
     ) -> pqsync_core::object_store::Result<()> {
         self.0.copy(from_bucket, from_key, to_key).await
+    }
+
+    fn limit(&self) -> u64 {
+        self.0.limit()
+    }
+
+    async fn copy_in_parts(
+        &self,
+        from_bucket: &str,
+        from_key: &str,
+        to_key: &str,
+    ) -> pqsync_core::object_store::Result<pqsync_core::PartCopy> {
+        let made = self.0.copy_in_parts(from_bucket, from_key, to_key).await?;
+        Ok(pqsync_core::PartCopy {
+            reads: made.reads,
+            writes: made.writes,
+        })
     }
 }

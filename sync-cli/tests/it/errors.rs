@@ -193,6 +193,27 @@ fn a_plain_http_endpoint_needs_allow_http() {
     assert_eq!(server.request_count(), 0);
 }
 
+/// A copy limit pqsync cannot use is a usage error named before any
+/// request, with the range it takes.
+#[test]
+fn a_bad_copy_limit_is_refused_before_any_request() {
+    let db = sample_copy();
+    let server = S3Server::in_process();
+    let url = server.unique_url("limit");
+    for bad in ["5GB", "1024", "99999999999"] {
+        let env = server_env(&server, &[("PQSYNC_COPY_LIMIT", bad)]);
+        let (code, _, err) = run(&["push", &url, "-d", db.path().to_str().unwrap()], &env);
+        let line = one_line(&err);
+        assert_eq!(code, 2, "{line}");
+        assert!(line.contains("PQSYNC_COPY_LIMIT"), "{line}");
+        assert!(
+            line.contains("in bytes") && line.contains("unset it"),
+            "{line}"
+        );
+    }
+    assert_eq!(server.request_count(), 0);
+}
+
 #[test]
 fn a_refused_connection_or_unknown_host_names_the_endpoint() {
     let db = sample_copy();

@@ -390,6 +390,133 @@ fn mirror_between_buckets_copies_inside_the_store() {
     assert_eq!(data_files(out_dir.path()), want);
 }
 
+/// Bytes no compressor shrinks, from a seed.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// An object larger than one copy request takes (S3's 5 GiB, lowered here
+/// to 5 MiB on both sides) is still copied inside the store, in parts:
+/// between buckets, inside one bucket, and into the trash when a push
+/// replaces it. Each copy keeps the bytes, content type and stored hash,
+/// as boto3 reads them, and a restore from the copy gets the database.
+#[test]
+fn objects_above_the_copy_limit_are_copied_in_parts() {
+    const LIMIT: u64 = 5 << 20;
+    let server = S3Server::start();
+    server.limit_copies(LIMIT);
+    let bucket2 = server
+        .second_bucket
+        .clone()
+        .expect("a second bucket (PQSYNC_TEST_S3_BUCKET2 for an external server)");
+    let src = server.unique_url("big-src");
+    let src_prefix = prefix_of(&server, &src);
+    let beside = server.unique_url("big-beside");
+    let dst_prefix = prefix_of(&server, &server.unique_url("big-dst"));
+    let dst = format!("s3://{bucket2}/{dst_prefix}");
+    let tree = plain_tree();
+    let big = "data/café #%?+&~[] big.bin";
+    // Three parts: 5 MiB, 5 MiB and the rest.
+    let old = noise(13 << 20, 7);
+    std::fs::create_dir_all(
+        tree.path()
+            .join("data/café #%?+&~[] big.bin")
+            .parent()
+            .unwrap(),
+    )
+    .unwrap();
+    std::fs::write(tree.path().join(big), &old).unwrap();
+    let run = || {
+        let mut cmd = pqsync(Some(&server));
+        cmd.env("PQSYNC_COPY_LIMIT", LIMIT.to_string());
+        cmd
+    };
+    run()
+        .args(["push", &src, "-d"])
+        .arg(tree.path())
+        .assert()
+        .success();
+    let want = data_files(tree.path());
+    let source_seen = data_objects(&server, &src_prefix);
+    let before = server.log.as_ref().map(|l| l.entries().len());
+
+    // Between buckets.
+    let v = json_of(&run().args(["mirror", &src, &dst, "--json"]).stdout_ok());
+    // What the server saw of the mirror, before boto3 reads anything.
+    let seen = (server.log.as_ref().zip(before)).map(|(l, b)| l.entries()[b..].to_vec());
+    assert_eq!(v["bytesTransferred"], 0, "{v}");
+    let mut copied = boto_list_in(&server, &bucket2, &dst_prefix);
+    copied.retain(|k, _| k != "_meta/manifest.json" && !k.starts_with("_meta/.pqsync/"));
+    assert_eq!(sha256_of(&copied), sha256_of(&source_seen));
+    let (got, had) = (&copied[big], &source_seen[big]);
+    assert_eq!(got.size, old.len() as u64);
+    assert_eq!(got.content_type, had.content_type);
+    assert!(got.metadata.contains_key("pqsync-hash"), "{got:?}");
+    assert_eq!(got.metadata, had.metadata);
+    if let Some(entries) = seen {
+        let parts: Vec<_> = entries
+            .iter()
+            .filter(|(l, _)| {
+                l.starts_with(&format!("PUT /{bucket2}/")) && l.contains("partNumber=")
+            })
+            .collect();
+        assert_eq!(parts.len(), 3, "{parts:?}");
+        assert!(parts.iter().all(|(_, bytes)| *bytes == 0), "{parts:?}");
+        let refused = entries
+            .iter()
+            .filter(|(l, _)| l.starts_with("PUT ") && !l.contains("partNumber="))
+            .filter(|(l, _)| l.contains("big.bin"))
+            .count();
+        assert_eq!(refused, 0, "no single copy of the large object was tried");
+        let read = entries
+            .iter()
+            .filter(|(l, _)| l.starts_with("GET ") && l.contains("big.bin"))
+            .count();
+        assert_eq!(read, 0, "the large object passed through pqsync");
+    }
+
+    // Inside one bucket.
+    let v = json_of(&run().args(["mirror", &src, &beside, "--json"]).stdout_ok());
+    assert_eq!(v["bytesTransferred"], 0, "{v}");
+    let beside_seen = data_objects(&server, &prefix_of(&server, &beside));
+    assert_eq!(sha256_of(&beside_seen), sha256_of(&source_seen));
+    assert_eq!(beside_seen[big].metadata, had.metadata);
+
+    // A push that replaces it keeps the old version in the trash.
+    let new = noise(13 << 20, 8);
+    std::fs::write(tree.path().join(big), &new).unwrap();
+    run()
+        .args(["push", &src, "-d"])
+        .arg(tree.path())
+        .assert()
+        .success();
+    let all = boto_list(&server, &src_prefix);
+    assert_eq!(all[big].sha256, sha256_hex(&new));
+    let kept: Vec<_> = all
+        .iter()
+        .filter(|(k, _)| k.starts_with("_meta/.pqsync/trash/") && k.ends_with(big))
+        .collect();
+    assert_eq!(kept.len(), 1, "{:?}", all.keys().collect::<Vec<_>>());
+    assert_eq!(kept[0].1.sha256, sha256_hex(&old));
+
+    // A restore from the copy gets the database as it was mirrored.
+    let out_dir = tempfile::tempdir().unwrap();
+    run()
+        .args(["pull", &dst, "-d"])
+        .arg(out_dir.path())
+        .assert()
+        .success();
+    assert_eq!(data_files(out_dir.path()), want);
+}
+
 /// `mirror --shard K/N` as four processes at once (one killed and run
 /// again), then `--merge-shards`: the merge refuses while a shard is
 /// missing or stale, and commits the union, deletions included, once all

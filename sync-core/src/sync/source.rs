@@ -23,6 +23,7 @@ use crate::manifest::validate_path;
 use crate::manifest::{now_iso, FileEntry, HashAlgorithm, Manifest};
 use crate::parquedb::rebuild::object_entry;
 use crate::tree::local::{folder_name, open_at, remote_key, BaseStamp, JournalEntry, RemoteState};
+use crate::tree::store::COPY_MAX;
 use crate::tree::{Capabilities, FileStat, LeftOut, LocalTree, PartLog, RemoteManifest, StoreTree};
 use futures::StreamExt;
 
@@ -1076,9 +1077,6 @@ async fn abort_abandoned_uploads(state: &RemoteState, remote: &StoreTree, upload
     }
 }
 
-/// The largest object a store copies in one request (S3's CopyObject).
-pub(crate) const COPY_MAX: u64 = 5 * 1024 * 1024 * 1024;
-
 /// A store prefix as the source of a mirror: read-only, no local state.
 #[derive(Debug)]
 pub(crate) struct StoreSource {
@@ -1127,12 +1125,13 @@ impl StoreSource {
 }
 
 impl StoreSource {
-    /// Whether the store copies `e` to `remote` itself (in one store, up to
-    /// CopyObject's 5 GiB), so no byte passes through this machine.
+    /// Whether the store copies `e` to `remote` itself (in one store; in
+    /// parts above the 5 GiB of one copy where the store can), so no byte
+    /// passes through this machine.
     fn copies(&self, e: &FileEntry, remote: &StoreTree) -> bool {
         (self.tree.shares_store(remote) || remote.copies_across(&self.tree))
             && !remote.keeps_versions()
-            && e.size <= COPY_MAX
+            && (e.size <= COPY_MAX || remote.copies_any_size())
     }
 
     /// Reads a source with no pqsync manifest (a bucket another tool
@@ -1345,8 +1344,7 @@ impl Source for StoreSource {
         remote: &StoreTree,
         on_bytes: OnBytes<'_>,
     ) -> Result<Option<String>> {
-        // Within one store (the same bucket), the store copies the object
-        // itself; CopyObject takes at most 5 GiB.
+        // Within one store, the store copies the object itself.
         if self.copies(e, remote) {
             if self.tree.shares_store(remote) {
                 remote.copy_from(&self.tree, e).await?;

@@ -8,11 +8,11 @@ use futures::StreamExt;
 
 use super::execute::folders_of;
 use super::plan::Plan;
-use super::source::COPY_MAX;
 use super::Engine;
 use crate::error::{Error, Result};
 use crate::manifest::FileEntry;
 use crate::runtime::{Event, Operation, Progress};
+use crate::tree::store::COPY_MAX;
 use crate::tree::{FileStat, Kept, Side, StoreTree};
 
 /// Which way a file moves.
@@ -121,8 +121,8 @@ impl Run<'_> {
     /// Where a shard run sends `e` instead of its path: its staging
     /// folder, when the upload would replace an object the manifest names,
     /// or one of a file that became a folder or the reverse (the merge
-    /// clears the way first), and the store can copy it into place in one
-    /// request.
+    /// clears the way first), and the store can copy it into place (in one
+    /// request, or in parts where the store can).
     pub fn staged_at(&self, e: &FileEntry, plan: &Plan) -> Option<&StoreTree> {
         let stage = self.stage.as_ref()?;
         let files = &plan.remote.as_ref()?.manifest.files;
@@ -133,7 +133,7 @@ impl Run<'_> {
                 .range(below.clone()..)
                 .next()
                 .is_some_and(|(p, _)| p.starts_with(&below));
-        (in_the_way && e.size <= COPY_MAX).then_some(stage)
+        (in_the_way && (e.size <= COPY_MAX || stage.copies_any_size())).then_some(stage)
     }
 
     /// Moves one file, retrying transient failures.

@@ -26,7 +26,7 @@ pub(crate) use store::{
     chunk_json, compressed_size, decode_blob, decompress_stream, units, Announced, CommitMode,
     Packed, Packs, PartLog, Versions,
 };
-pub use store::{BucketCopy, Capabilities, RemoteManifest, StoreTree, Usage};
+pub use store::{BucketCopy, Capabilities, PartCopy, RemoteManifest, StoreTree, Usage};
 pub use trash::{Kept, Side, Trash, TrashedFile, DEFAULT_RETENTION, TRASH_DIR};
 
 /// A tree read without syncing it: a directory or a store prefix, alike.

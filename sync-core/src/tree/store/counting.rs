@@ -95,6 +95,13 @@ impl Meter {
         self.hit(Class::A, 1);
     }
 
+    /// Counts the requests of a copy in parts, made outside the store's
+    /// client.
+    pub(super) fn hit_copy(&self, copy: super::PartCopy) {
+        self.hit(Class::B, copy.reads);
+        self.hit(Class::A, copy.writes);
+    }
+
     fn sent(&self, bytes: usize) {
         self.sent.fetch_add(bytes as u64, Ordering::Relaxed);
     }

@@ -32,8 +32,8 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::{
-    Attribute, GetOptions, GetResult, ObjectMeta, ObjectStore, PutMode, PutOptions, PutPayload,
-    UpdateVersion,
+    Attribute, CopyOptions, GetOptions, GetResult, ObjectMeta, ObjectStore, PutMode, PutOptions,
+    PutPayload, UpdateVersion,
 };
 
 pub(crate) use compress::decompress_stream;
@@ -46,7 +46,7 @@ pub(crate) use versions::{compressed_size, Versions};
 use crate::error::{Error, Result};
 use crate::layout::{is_ignored, MANIFEST_PATH};
 use crate::manifest::{FileEntry, Manifest};
-pub use copy::BucketCopy;
+pub use copy::{BucketCopy, PartCopy};
 pub use counting::Usage;
 use counting::{CountingMultipart, CountingStore, Meter};
 
@@ -70,6 +70,9 @@ pub(crate) const RESUMABLE_PARTS_IN_FLIGHT: usize = 3;
 
 /// Objects per bulk-delete request (S3's DeleteObjects limit).
 pub(crate) const DELETE_BATCH: u64 = 1000;
+
+/// The largest object a store copies in one request (S3's CopyObject).
+pub(crate) const COPY_MAX: u64 = 5 * 1024 * 1024 * 1024;
 
 /// Object metadata key under which pqsync stores `"<alg>:<hex>"`.
 pub(crate) const HASH_METADATA_KEY: &str = "pqsync-hash";
@@ -300,8 +303,9 @@ impl StoreTree {
     }
 
     /// Copies `entry`'s object from `source` (in another bucket of the same
-    /// store, see [`StoreTree::copies_across`]) to this tree: one request,
-    /// no bytes through this machine.
+    /// store, see [`StoreTree::copies_across`]) to this tree, inside the
+    /// store: one request, or a copy in parts above the store's limit for
+    /// one; no bytes through this machine.
     ///
     /// # Errors
     /// [`Error::Store`]; an invalid-argument error when the two cannot.
@@ -312,14 +316,69 @@ impl StoreTree {
                 reason: format!("{} cannot copy from {}", self.url, source.url),
             });
         };
-        self.meter.hit_write();
-        to.copy(
-            from.bucket(),
-            source.location(&entry.path).as_ref(),
-            self.location(&entry.path).as_ref(),
-        )
-        .await
-        .map_err(|e| Error::store(self.display(&entry.path), e))
+        let from_key = source.location(&entry.path);
+        let to_key = self.location(&entry.path);
+        let copied = match entry.size > to.limit() {
+            true => to
+                .copy_in_parts(from.bucket(), from_key.as_ref(), to_key.as_ref())
+                .await
+                .map(|c| self.meter.hit_copy(c)),
+            false => {
+                self.meter.hit_write();
+                to.copy(from.bucket(), from_key.as_ref(), to_key.as_ref())
+                    .await
+            }
+        };
+        copied.map_err(|e| Error::store(self.display(&entry.path), e))
+    }
+
+    /// Whether the store copies an object of any size inside itself (a
+    /// directory; S3, which copies large objects in parts). Other stores
+    /// are taken to copy at most [`COPY_MAX`] in one request.
+    pub(crate) fn copies_any_size(&self) -> bool {
+        self.local_fs || self.bucket_copy.is_some()
+    }
+
+    /// Copies the object at `from` to `to`, both in this tree's bucket,
+    /// inside the store. An object larger than one copy request takes
+    /// (`size`, when known) is copied in parts; when the size is not
+    /// known, a copy the store refuses is tried in parts if the object
+    /// turns out to be that large.
+    pub(super) async fn copy_inside(
+        &self,
+        from: &Path,
+        to: &Path,
+        size: Option<u64>,
+    ) -> object_store::Result<()> {
+        let parts = |size: u64| self.bucket_copy.as_ref().filter(|c| size > c.limit());
+        if let Some(copier) = size.and_then(parts) {
+            let copied = copier
+                .copy_in_parts(copier.bucket(), from.as_ref(), to.as_ref())
+                .await?;
+            self.meter.hit_copy(copied);
+            return Ok(());
+        }
+        let refused = match self.store.copy_opts(from, to, CopyOptions::default()).await {
+            Err(e) if size.is_none() && !matches!(e, object_store::Error::NotFound { .. }) => e,
+            done => return done,
+        };
+        let Some(copier) = &self.bucket_copy else {
+            return Err(refused);
+        };
+        let head = GetOptions {
+            head: true,
+            ..GetOptions::default()
+        };
+        match self.store.get_opts(from, head).await.map(|r| r.meta) {
+            Ok(meta) if meta.size > copier.limit() => {
+                let copied = copier
+                    .copy_in_parts(copier.bucket(), from.as_ref(), to.as_ref())
+                    .await?;
+                self.meter.hit_copy(copied);
+                Ok(())
+            }
+            _ => Err(refused),
+        }
     }
 
     /// Whether `other` lies in the same store as this tree (one made by
@@ -330,21 +389,20 @@ impl StoreTree {
     }
 
     /// Copies `entry`'s object from `source` (a tree in the same store) to
-    /// this tree, inside the store: one request, no bytes through this
-    /// machine. The object keeps its attributes (the content type and
-    /// pqsync's stored hash).
+    /// this tree, inside the store: one request (in parts above the
+    /// store's limit for one), no bytes through this machine. The object
+    /// keeps its attributes (the content type and pqsync's stored hash).
     ///
     /// # Errors
     /// [`Error::Store`].
     pub(crate) async fn copy_from(&self, source: &StoreTree, entry: &FileEntry) -> Result<()> {
-        self.store
-            .copy_opts(
-                &source.location(&entry.path),
-                &self.location(&entry.path),
-                object_store::CopyOptions::default(),
-            )
-            .await
-            .map_err(|e| Error::store(self.display(&entry.path), e))
+        self.copy_inside(
+            &source.location(&entry.path),
+            &self.location(&entry.path),
+            Some(entry.size),
+        )
+        .await
+        .map_err(|e| Error::store(self.display(&entry.path), e))
     }
 
     /// The tree at `dir` under this one's `_meta/.pqsync/`, on the same

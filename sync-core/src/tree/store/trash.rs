@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{CopyOptions, ObjectStore};
+use object_store::ObjectStore;
 
 use super::StoreTree;
 use crate::error::{Error, Result};
@@ -43,11 +43,7 @@ impl StoreTree {
                 .chain(std::iter::once(run.into()))
                 .chain(from.parts().skip(self.prefix.len())),
         );
-        match self
-            .store
-            .copy_opts(&from, &to, CopyOptions::default())
-            .await
-        {
+        match self.copy_inside(&from, &to, None).await {
             Ok(()) => Ok(Some(to.to_string())),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(Error::store(
@@ -64,8 +60,7 @@ impl StoreTree {
     /// [`Error::Store`].
     pub(crate) async fn put_back(&self, rel: &str, key: &str) -> Result<()> {
         let from = Path::parse(key).map_err(|e| Error::store(key, object_store::Error::from(e)))?;
-        self.store
-            .copy_opts(&from, &self.location(rel), CopyOptions::default())
+        self.copy_inside(&from, &self.location(rel), None)
             .await
             .map_err(|e| Error::store(self.display(rel), e))
     }
