@@ -399,15 +399,16 @@ pub struct TransferArgs {
 /// `--shard` and `--merge-shards`: one run split across machines.
 #[derive(Debug, Args, Clone)]
 pub struct ShardFlags {
-    /// Push and mirror only: handle only the paths of shard K of N (by a
-    /// hash of the path), and leave a shard record at the remote instead of
-    /// committing; run every K from 0 to N-1 (on as many machines as you
-    /// like), then `--merge-shards`.
+    /// Push, mirror and backup only: handle only the paths of shard K of N
+    /// (by a hash of the path), and leave a shard record at the remote (a
+    /// part of the snapshot, for a backup) instead of committing; run every
+    /// K from 0 to N-1 (on as many machines as you like), then
+    /// `--merge-shards`.
     #[arg(long, value_name = "K/N", value_parser = parse_shard, conflicts_with = "merge_shards")]
     pub shard: Option<pqsync_core::Shard>,
-    /// Push and mirror only: commit the union of the shard records at the
-    /// remote (every shard must have finished), deleting what the source no
-    /// longer has.
+    /// Push, mirror and backup only: commit the union of the shard records
+    /// at the remote (every shard must have finished), deleting what the
+    /// source no longer has; for a backup, save one snapshot of the parts.
     #[arg(long)]
     pub merge_shards: bool,
 }
@@ -613,6 +614,9 @@ pub struct BackupArgs {
     /// snapshot (set by --watch --every between full snapshots).
     #[arg(skip)]
     pub event_log_only: bool,
+    /// Splitting the backup across machines.
+    #[command(flatten)]
+    pub shards: ShardFlags,
     /// The repository's password, when it is encrypted.
     #[command(flatten)]
     pub password: PasswordFlags,

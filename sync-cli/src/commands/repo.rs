@@ -257,9 +257,9 @@ pub async fn backup(a: &BackupArgs, s: &Session) -> Result<ExitStatus> {
     if !a.watch.watch {
         return backup_once(a, s).await;
     }
-    if a.dry_run || a.time.is_some() {
+    if a.dry_run || a.time.is_some() || a.shards.shard.is_some() || a.shards.merge_shards {
         return Err(UsageError(
-            "--watch keeps backing up a database as it changes: use it without --dry-run or --time"
+            "--watch keeps backing up a database as it changes: use it without --dry-run, --time or shards"
                 .into(),
         )
         .into());
@@ -281,11 +281,23 @@ pub async fn backup(a: &BackupArgs, s: &Session) -> Result<ExitStatus> {
 }
 
 async fn backup_once(a: &BackupArgs, s: &Session) -> Result<ExitStatus> {
+    if a.shards.merge_shards {
+        return merge_backup(a, s).await;
+    }
+    if a.shards.shard.is_some() && a.time.is_some() {
+        return Err(UsageError(
+            "--time dates an imported backup; the shards of a split backup are dated by their start, which keeps their content safe from a prune: leave out --time".into(),
+        )
+        .into());
+    }
     let time = at(a.time.as_deref())?;
     let local = super::local_tree(&a.dir, true)?;
     let remote = s.parse_remote(&a.repository)?;
     refuse_nesting(&remote, local.root(), "backup")?;
     let mut opts = SyncOptions::default().with_concurrency(usize::from(a.concurrency));
+    if let Some(shard) = a.shards.shard {
+        opts = opts.with_shard(shard);
+    }
     if a.event_log_only {
         let events = pqsync_core::Selection::new(&[], &["events/**".to_string()], &[])?;
         opts = opts.with_selection(events);
@@ -322,12 +334,15 @@ async fn backup_once(a: &BackupArgs, s: &Session) -> Result<ExitStatus> {
         .await?;
     let committed = backup.committed();
     let parent = backup.parent.clone();
-    let title = format!(
+    let mut title = format!(
         "backup {} -> {}{}",
         a.dir.display(),
         repo.url(),
         if new { " (new repository)" } else { "" }
     );
+    if let Some(sh) = a.shards.shard {
+        title.push_str(&format!(" (shard {}/{})", sh.index, sh.count));
+    }
     let printer = s.printer;
     match run_engine(backup.into_engine(), &title, a.dry_run, printer).await? {
         Ran::Planned => Ok(ExitStatus::Success),
@@ -353,11 +368,52 @@ async fn backup_once(a: &BackupArgs, s: &Session) -> Result<ExitStatus> {
                         .map(|p| format!("; parent {}", p.short_id()))
                         .unwrap_or_default()
                 )),
-                None => printer.info("no snapshot was saved"),
+                None => match (a.shards.shard, status) {
+                    (Some(sh), ExitStatus::Success) => printer.info(&format!(
+                        "shard {}/{} of the backup recorded at {}; once every shard has finished, run `pqsync backup {} --merge-shards`",
+                        sh.index,
+                        sh.count,
+                        repo.url(),
+                        a.repository
+                    )),
+                    _ => printer.info("no snapshot was saved"),
+                },
             }
             Ok(status)
         }
     }
+}
+
+/// `pqsync backup --merge-shards`: one snapshot of a split backup's parts.
+async fn merge_backup(a: &BackupArgs, s: &Session) -> Result<ExitStatus> {
+    if a.dry_run || a.time.is_some() || a.encrypt {
+        return Err(UsageError(
+            "--merge-shards saves the snapshot the shards left in parts: use it without --dry-run, --time or --encrypt".into(),
+        )
+        .into());
+    }
+    let repo = open(s, &a.repository, &a.remote_flags, &a.password).await?;
+    let snap = repo.merge_shards().await?;
+    let printer = s.printer;
+    printer.document(&json!({
+        "success": true,
+        "snapshot": snapshot_json(&snap),
+        "parent": snap.record.parent,
+    }));
+    printer.info(&format!(
+        "snapshot {} saved from the shards' parts: {} files, {}; {} new object(s) ({}) stored{}",
+        snap.short_id(),
+        snap.record.summary.files,
+        bytes(snap.record.summary.bytes),
+        snap.record.summary.added_objects,
+        bytes(snap.record.summary.added_bytes),
+        snap.record
+            .parent
+            .as_ref()
+            .map(|p| format!("; parent {}", &p[..8.min(p.len())]))
+            .unwrap_or_default()
+    ));
+    Ok(ExitStatus::Success)
 }
 
 /// `pqsync snapshots`.

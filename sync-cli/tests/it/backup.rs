@@ -1386,3 +1386,228 @@ fn namespace_data_files_are_chunked_and_a_rewrite_stores_little() {
         assert!(!fresh.path().join("data/users/data.parquet").exists());
     }
 }
+
+/// `backup --shard K/N` as four processes at once on a new repository (one
+/// killed as it starts and run again), then `backup --merge-shards`: the
+/// merge refuses while a part is missing, a prune in between keeps what the
+/// parts stored, and the merge saves one snapshot of the union, which both
+/// a restore and an independent read of the stored objects give back byte
+/// for byte. A second split with an edit, an addition and a deletion saves
+/// the next snapshot; the first still restores as it was. Names with
+/// `# % ? + & ~ [ ]`, non-ASCII letters and a `.DS_Store` in every folder
+/// go through like any other.
+#[test]
+fn sharded_backup_saves_one_snapshot_of_every_part() {
+    for remote in Remote::each("backup-shards") {
+        let url = remote.url();
+        let srv = remote.server();
+        let db = sample_copy();
+        add_awkward(db.path());
+        std::fs::create_dir_all(db.path().join("misc/café #%?+&~[]")).unwrap();
+        std::fs::write(db.path().join("misc/café #%?+&~[]/naïve.txt"), "odd").unwrap();
+        let dirs: Vec<_> = walkdir::WalkDir::new(db.path())
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_dir())
+            .map(|e| e.path().to_path_buf())
+            .collect();
+        for d in dirs {
+            std::fs::write(d.join(".DS_Store"), "finder").unwrap();
+        }
+        let shard = |k: u32| {
+            let mut cmd = crate::binary(srv);
+            cmd.args(["--no-progress", "backup", &url, "--json", "--shard"])
+                .arg(format!("{k}/4"))
+                .arg("-d")
+                .arg(db.path());
+            cmd
+        };
+        let shard_ok = |k: u32| {
+            let out = shard(k).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "shard {k}/4: {err}");
+        };
+        let merge = || {
+            let mut cmd = pqsync(srv);
+            cmd.args(["backup", &url, "--merge-shards", "--json"]);
+            cmd
+        };
+        let parts = || -> Vec<String> {
+            remote
+                .independent()
+                .into_keys()
+                .filter(|k| k.starts_with("index/shards/"))
+                .collect()
+        };
+        let err = String::from_utf8(merge().stderr_with(1)).unwrap();
+        assert!(err.contains("no snapshot repository here"), "{err}");
+
+        // Shards 0, 1 and 3 at once, and shard 2 killed as it starts.
+        let running: Vec<_> = [0, 1, 3]
+            .into_iter()
+            .map(|k| {
+                let child = shard(k)
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                (k, child)
+            })
+            .collect();
+        let mut killed = shard(2)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        killed.kill().unwrap();
+        killed.wait().unwrap();
+        for (k, child) in running {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "shard {k} failed");
+            let v = json_of(&out.stdout);
+            assert!(v["snapshot"].is_null(), "a shard saves no snapshot: {v}");
+            for p in crate::paths(&v["result"]["uploaded"]) {
+                assert_eq!(pqsync_core::Shard::of(&p, 4), k, "shard {k} sent {p}");
+            }
+        }
+        if !parts().contains(&"index/shards/4/2".to_string()) {
+            let err = String::from_utf8(merge().stderr_with(1)).unwrap();
+            assert!(err.contains("2/4"), "{err}");
+        }
+        assert!(
+            snapshot_ids(&remote).is_empty(),
+            "no snapshot before the merge"
+        );
+        shard_ok(2);
+        assert_eq!(parts().len(), 4, "{:?}", parts());
+
+        // A prune between the shards and the merge marks nothing the
+        // parts stored.
+        let p = json_of(&pqsync(srv).args(["prune", &url, "--json"]).stdout_ok());
+        assert_eq!(p["marked"], 0, "{p}");
+
+        let v = json_of(&merge().stdout_ok());
+        let first = v["snapshot"]["id"].as_str().unwrap().to_string();
+        let want = tree_files(db.path());
+        assert!(want.contains_key("data/wéird/.DS_Store"));
+        assert!(
+            parts().is_empty(),
+            "the merge removes the parts: {:?}",
+            parts()
+        );
+        assert_eq!(snapshot_ids(&remote), BTreeSet::from([first.clone()]));
+        // ParqueDB skips the top-level .DS_Store; the rest is the snapshot.
+        let mut snapshot_files = want.clone();
+        snapshot_files.remove(".DS_Store");
+        assert_eq!(restorable(&remote)[&first], snapshot_files);
+        let out = tempfile::tempdir().unwrap();
+        restore(&remote, "latest", out.path(), &[]);
+        let mut restored = tree_files(out.path());
+        restored.remove("_meta/manifest.json");
+        assert_eq!(restored, snapshot_files);
+
+        // The second split: an edit, an addition, a deletion.
+        std::fs::write(
+            db.path().join("misc/café #%?+&~[]/naïve.txt"),
+            "odd, edited",
+        )
+        .unwrap();
+        age(&db.path().join("misc/café #%?+&~[]/naïve.txt"));
+        std::fs::write(db.path().join("misc/new [1].txt"), "new").unwrap();
+        std::fs::remove_file(db.path().join("data/wéird/q?x.txt")).unwrap();
+        for k in 0..4 {
+            shard_ok(k);
+        }
+        let v = json_of(&merge().stdout_ok());
+        let second = v["snapshot"]["id"].as_str().unwrap().to_string();
+        assert_eq!(
+            v["snapshot"]["parent"].as_str(),
+            Some(first.as_str()),
+            "{v}"
+        );
+        let mut now = tree_files(db.path());
+        now.remove(".DS_Store");
+        let readable = restorable(&remote);
+        assert_eq!(readable[&second], now);
+        assert_eq!(readable[&first], snapshot_files);
+        let out = tempfile::tempdir().unwrap();
+        restore(&remote, &first[..8], out.path(), &[]);
+        let mut restored = tree_files(out.path());
+        restored.remove("_meta/manifest.json");
+        assert_eq!(restored, snapshot_files);
+        let c = json_of(
+            &pqsync(srv)
+                .args(["check", &url, "--read-data", "--json"])
+                .stdout_ok(),
+        );
+        assert_eq!(c["report"]["problems"], serde_json::json!([]));
+    }
+}
+
+/// The parts of a split backup of an encrypted repository are sealed like
+/// snapshot records (no path in their bytes), and a merge later than three
+/// quarters of the grace period after the first shard started is refused,
+/// saving nothing: a prune may have deleted what the parts rely on. Shards
+/// run again are merged.
+#[test]
+fn split_backup_parts_are_sealed_and_a_late_merge_is_refused() {
+    for remote in Remote::each("backup-shards-late") {
+        let url = remote.url();
+        let db = sample_copy();
+        let run = |args: &[&str]| {
+            let mut cmd = pqsync(remote.server());
+            cmd.env("PQSYNC_PASSWORD", "split secret").args(args);
+            cmd
+        };
+        let shards = || {
+            for k in 0..2 {
+                run(&[
+                    "backup",
+                    &url,
+                    "--encrypt",
+                    "--grace",
+                    "4s",
+                    "--shard",
+                    &format!("{k}/2"),
+                    "-d",
+                ])
+                .arg(db.path())
+                .assert()
+                .success();
+            }
+        };
+        shards();
+        let all = remote.objects();
+        let parts: Vec<&Vec<u8>> = all
+            .iter()
+            .filter(|(k, _)| k.starts_with("index/shards/2/"))
+            .map(|(_, b)| b)
+            .collect();
+        assert_eq!(parts.len(), 2);
+        for b in &parts {
+            for name in ["data/users/data.parquet", "schema.json", "users"] {
+                assert!(!contains(b, name.as_bytes()), "a part reveals {name}");
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(3200));
+        let err = run(&["backup", &url, "--merge-shards"]).stderr_with(1);
+        let err = String::from_utf8(err).unwrap();
+        assert!(
+            err.contains("grace period") && err.contains("run the shards again"),
+            "{err}"
+        );
+        assert!(snapshot_ids(&remote).is_empty(), "nothing was saved");
+        shards();
+        let v = json_of(&run(&["backup", &url, "--merge-shards", "--json"]).stdout_ok());
+        let id = v["snapshot"]["id"].as_str().unwrap();
+        assert_eq!(snapshot_ids(&remote), BTreeSet::from([id.to_string()]));
+        let out = tempfile::tempdir().unwrap();
+        run(&["restore", &format!("{url}:{}", &id[..8]), "-d"])
+            .arg(out.path())
+            .assert()
+            .success();
+        let mut restored = tree_files(out.path());
+        restored.remove("_meta/manifest.json");
+        let mut want = tree_files(db.path());
+        want.remove("_meta/manifest.json");
+        assert_eq!(restored, want);
+    }
+}

@@ -25,6 +25,9 @@ pub(crate) const SNAPSHOTS: &str = "index/snapshots";
 const SNAPSHOT_AAD: &[u8] = b"index/snapshots";
 /// Key files, one per password: `keys/<id>`.
 pub(crate) const KEYS: &str = "keys";
+/// The parts of a split backup waiting for their merge:
+/// `index/shards/<N>/<K>`, each a snapshot record of one shard's files.
+pub(crate) const SHARDS: &str = "index/shards";
 /// Prune marks: `index/marks/<id>`.
 pub(crate) const MARKS: &str = "index/marks";
 

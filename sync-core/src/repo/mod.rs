@@ -15,6 +15,7 @@ mod format;
 mod known;
 mod prune;
 mod retention;
+mod split;
 mod target;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -235,6 +235,9 @@ impl Repository {
                 Err(e) => bad.push(format!("snapshot {id}: {e}")),
             }
         }
+        // What the parts of a split backup rely on is kept as if their
+        // snapshot were saved already.
+        live.extend(self.part_objects().await?);
         if let Some(first) = bad.first() {
             // Its objects would look unreferenced: delete nothing.
             return Err(Error::Repository {

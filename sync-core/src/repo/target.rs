@@ -11,7 +11,7 @@ use futures::stream::BoxStream;
 use object_store::{PutMode, PutOptions, PutPayload};
 
 use super::crypto::Keys;
-use super::format::{RepoConfig, SnapshotRecord, SnapshotSummary, SNAPSHOTS};
+use super::format::{RepoConfig, SnapshotRecord, SnapshotSummary, SHARDS, SNAPSHOTS};
 use crate::error::{Error, Result};
 use crate::manifest::{FileEntry, Manifest};
 use crate::parquedb::EventCoverage;
@@ -204,14 +204,94 @@ impl Versions for Target {
     }
 
     async fn commit(&self, tree: &StoreTree, m: &Manifest) -> Result<Option<String>> {
-        let Some(new) = &self.new else {
-            return Err(Error::Repository {
-                url: self.url.clone(),
-                reason: "a restore does not write snapshots".into(),
-            });
-        };
-        // Small files gathered into packs are written first; the snapshot
-        // then names each one's pack and place.
+        let m = self.finished_tree(tree, m).await?;
+        self.vouch(tree, &m).await?;
+        let record = self.record_of(&m)?;
+        let (bytes, id) = record.encode(self.keys.as_deref());
+        let bytes = bytes::Bytes::from(bytes);
+        put_record(tree, &self.url, &id, bytes.clone()).await?;
+        if let Some(dir) = &self.cache {
+            super::cache_put(&dir.join(&id), &bytes);
+            let summary = SnapshotRecord {
+                manifest: None,
+                ..record.clone()
+            };
+            super::cache_put(
+                &dir.join(&id).with_extension("summary"),
+                &serde_json::to_vec(&summary).expect("a record serialises"),
+            );
+            let fresh = record.parent.is_none() && self.first;
+            super::known::note_committed(dir, &id, &m, fresh);
+            let objects = m
+                .files
+                .values()
+                .flat_map(crate::tree::units)
+                .map(|u| self.object(&u))
+                .collect();
+            super::known::cache_object_set(dir, &id, &objects);
+        }
+        *self.committed.lock().expect("committed") = Some((id.clone(), record));
+        Ok(Some(id))
+    }
+
+    async fn record_shard(
+        &self,
+        tree: &StoreTree,
+        index: u32,
+        count: u32,
+        m: &Manifest,
+    ) -> Result<()> {
+        let m = self.finished_tree(tree, m).await?;
+        self.vouch(tree, &m).await?;
+        let record = self.record_of(&m)?;
+        let (bytes, _) = record.encode(self.keys.as_deref());
+        let key = shard_key(count, index);
+        tree.store()
+            .put_opts(
+                &tree.location(&key),
+                PutPayload::from(bytes),
+                PutOptions::default(),
+            )
+            .await
+            .map_err(|e| Error::store(format!("{}/{key}", self.url), e))?;
+        Ok(())
+    }
+}
+
+/// Writes a snapshot record's `bytes` at `index/snapshots/<id>`,
+/// create-only: a record already there is this one (its id is its hash).
+///
+/// # Errors
+/// [`Error::Store`].
+pub(crate) async fn put_record(tree: &StoreTree, url: &str, id: &str, bytes: Bytes) -> Result<()> {
+    let key = format!("{SNAPSHOTS}/{id}");
+    let opts = PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
+    match tree
+        .store()
+        .put_opts(&tree.location(&key), PutPayload::from(bytes), opts)
+        .await
+    {
+        Ok(_)
+        | Err(
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+        ) => Ok(()),
+        Err(e) => Err(Error::store(format!("{url}/{key}"), e)),
+    }
+}
+
+/// Where shard `index` of `count` of a split backup leaves its part.
+pub(crate) fn shard_key(count: u32, index: u32) -> String {
+    format!("{SHARDS}/{count}/{index}")
+}
+
+impl Target {
+    /// `m` as the snapshot holds it: small files gathered into packs are
+    /// written first, and each entry then names its pack and place, its
+    /// chunks, or the object its content went to.
+    async fn finished_tree(&self, tree: &StoreTree, m: &Manifest) -> Result<Manifest> {
         self.packs.finish(tree, self).await?;
         let placed = self.packs.placed();
         let mut m = m.clone();
@@ -248,14 +328,21 @@ impl Versions for Target {
                 x.insert("storedSize".into(), (*stored).into());
             }
         }
-        // A prune deletes an object no sooner than a grace period after it
-        // marked it. An object this run relies on was unmarked when the run
-        // started, so it cannot be gone before the start plus the grace
-        // period, and the commit must land before then. Within half of it,
-        // commit (the other half is slack for the PUT in flight); within
-        // three quarters, first read the marks again (none made since the
-        // start can have been acted on yet), leaving a quarter of slack;
-        // later than that, nothing can be vouched for.
+        Ok(m)
+    }
+
+    /// Checks that no prune can have deleted content `m` relies on before
+    /// its record lands.
+    ///
+    /// A prune deletes an object no sooner than a grace period after it
+    /// marked it. An object this run relies on was unmarked when the run
+    /// started, so it cannot be gone before the start plus the grace
+    /// period, and the record must land before then. Within half of it,
+    /// write it (the other half is slack for the PUT in flight); within
+    /// three quarters, first read the marks again (none made since the
+    /// start can have been acted on yet), leaving a quarter of slack;
+    /// later than that, nothing can be vouched for.
+    async fn vouch(&self, tree: &StoreTree, m: &Manifest) -> Result<()> {
         let grace = std::time::Duration::from_secs(self.config.grace_seconds);
         let elapsed = self.started.elapsed();
         if elapsed * 4 >= grace * 3 {
@@ -269,10 +356,21 @@ impl Versions for Target {
             });
         }
         if elapsed * 2 >= grace {
-            self.recheck_marks(tree, &m).await?;
+            self.recheck_marks(tree, m).await?;
         }
+        Ok(())
+    }
+
+    /// The snapshot record of `m`, as this run makes it.
+    fn record_of(&self, m: &Manifest) -> Result<SnapshotRecord> {
+        let Some(new) = &self.new else {
+            return Err(Error::Repository {
+                url: self.url.clone(),
+                reason: "a restore does not write snapshots".into(),
+            });
+        };
         let added = self.added.lock().expect("added").clone();
-        let record = SnapshotRecord {
+        Ok(SnapshotRecord {
             snapshot: super::format::FORMAT,
             time: new.time.clone(),
             host: new.host.clone(),
@@ -288,52 +386,10 @@ impl Versions for Target {
                 added_objects: added.len() as u64,
                 added_bytes: added.values().sum(),
             },
-            manifest: Some(serde_json::value::to_raw_value(&m).expect("a manifest serialises")),
-        };
-        let (bytes, id) = record.encode(self.keys.as_deref());
-        let key = format!("{SNAPSHOTS}/{id}");
-        let bytes = bytes::Bytes::from(bytes);
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match tree
-            .store()
-            .put_opts(&tree.location(&key), PutPayload::from(bytes.clone()), opts)
-            .await
-        {
-            Ok(_)
-            | Err(
-                object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. },
-            ) => {}
-            Err(e) => return Err(Error::store(format!("{}/{key}", self.url), e)),
-        }
-        if let Some(dir) = &self.cache {
-            super::cache_put(&dir.join(&id), &bytes);
-            let summary = SnapshotRecord {
-                manifest: None,
-                ..record.clone()
-            };
-            super::cache_put(
-                &dir.join(&id).with_extension("summary"),
-                &serde_json::to_vec(&summary).expect("a record serialises"),
-            );
-            super::known::note_committed(dir, &id, &m, new.parent.is_none() && self.first);
-            let objects = m
-                .files
-                .values()
-                .flat_map(crate::tree::units)
-                .map(|u| self.object(&u))
-                .collect();
-            super::known::cache_object_set(dir, &id, &objects);
-        }
-        *self.committed.lock().expect("committed") = Some((id.clone(), record));
-        Ok(Some(id))
+            manifest: Some(serde_json::value::to_raw_value(m).expect("a manifest serialises")),
+        })
     }
-}
 
-impl Target {
     /// A backup that ran for longer than half the grace period reads the
     /// marks again: an object a prune marked after the run started may be
     /// deleted by a prune a grace period after that, so the snapshot must

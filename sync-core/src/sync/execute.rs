@@ -242,24 +242,39 @@ impl Run<'_> {
                 .filter(|e| self.staged_at(e, &plan).is_some())
                 .map(|e| e.path.clone())
                 .collect();
-            let written = engine
-                .opts
-                .retry
-                .run(
-                    || {
-                        write_record(
-                            &engine.remote,
-                            shard,
-                            against.clone(),
-                            plan.view.manifest.as_ref(),
-                            &after,
-                            &plan.view.left_out,
-                            staged.clone(),
-                        )
-                    },
-                    |n, e| self.retrying(MANIFEST_PATH, n, e),
-                )
-                .await;
+            let written = if engine.remote.keeps_versions() {
+                // A split backup: the shard's part of the snapshot, in the
+                // repository.
+                let current = plan.remote.as_ref().map(|r| &r.manifest);
+                let part = self.remote_manifest(&plan, current, after.clone());
+                engine
+                    .opts
+                    .retry
+                    .run(
+                        || engine.remote.record_shard(shard.index, shard.count, &part),
+                        |n, e| self.retrying(MANIFEST_PATH, n, e),
+                    )
+                    .await
+            } else {
+                engine
+                    .opts
+                    .retry
+                    .run(
+                        || {
+                            write_record(
+                                &engine.remote,
+                                shard,
+                                against.clone(),
+                                plan.view.manifest.as_ref(),
+                                &after,
+                                &plan.view.left_out,
+                                staged.clone(),
+                            )
+                        },
+                        |n, e| self.retrying(MANIFEST_PATH, n, e),
+                    )
+                    .await
+            };
             match written {
                 Ok(()) => recorded = Some(after),
                 Err(e) => {

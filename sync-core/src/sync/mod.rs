@@ -377,13 +377,16 @@ impl Engine {
                 reason: "a merge commits what every shard recorded; run it without --namespaces, --include or --exclude (give them to the shards)".into(),
             });
         }
-        if (self.opts.shard.is_some() || self.opts.merge_shards)
-            && !matches!(self.mode, Mode::Push | Mode::Mirror)
-        {
+        // A split backup merges in the repository, not through an engine.
+        let splits = match self.opts.merge_shards {
+            true => matches!(self.mode, Mode::Push | Mode::Mirror),
+            false => matches!(self.mode, Mode::Push | Mode::Mirror | Mode::Backup),
+        };
+        if (self.opts.shard.is_some() || self.opts.merge_shards) && !splits {
             return Err(Error::InvalidArgument {
                 argument: "--shard",
                 reason: format!(
-                    "a {} is not split into shards; only push and mirror are",
+                    "a {} is not split into shards; only push, mirror and backup are",
                     self.mode
                 ),
             });

@@ -783,7 +783,8 @@ impl Source for LocalSource {
     async fn settle(&self, s: Settle<'_>) -> Result<Settled> {
         self.state.journal_close();
         let merged = self.merged.lock().expect("merged").take();
-        if let (true, Some(after)) = (self.tree.is_shard(), s.shard_record) {
+        let pending = self.tree.is_shard() && s.mode != Mode::Backup;
+        if let (true, Some(after)) = (pending, s.shard_record) {
             // What both sides hold once the merge commits the record is
             // this shard's base from then on; until then the base stays.
             let old = s.view.base.as_ref().cloned().unwrap_or_default();

@@ -108,6 +108,17 @@ pub(crate) trait Versions: Send + Sync + std::fmt::Debug {
 
     /// Records a snapshot of `m`; returns its id.
     async fn commit(&self, tree: &StoreTree, m: &Manifest) -> Result<Option<String>>;
+
+    /// Records `m`, the files of shard `index` of `count` as a snapshot
+    /// would hold them, as that shard's part of a split backup instead of
+    /// a snapshot.
+    async fn record_shard(
+        &self,
+        tree: &StoreTree,
+        index: u32,
+        count: u32,
+        m: &Manifest,
+    ) -> Result<()>;
 }
 
 /// How much of a large file decides whether it is kept compressed.
@@ -157,6 +168,22 @@ impl StoreTree {
     pub(crate) fn with_versions(mut self, v: std::sync::Arc<dyn Versions>) -> Self {
         self.versions = Some(v);
         self
+    }
+
+    /// Records `m` as shard `index` of `count`'s part of a split backup
+    /// (see [`Versions::record_shard`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] on a tree that is not a snapshot tree;
+    /// the repository's errors.
+    pub(crate) async fn record_shard(&self, index: u32, count: u32, m: &Manifest) -> Result<()> {
+        match &self.versions {
+            Some(v) => v.record_shard(self, index, count, m).await,
+            None => Err(Error::InvalidArgument {
+                argument: "--shard",
+                reason: format!("{} is not a snapshot repository", self.url),
+            }),
+        }
     }
 
     /// Names the tree `url` in messages.
