@@ -42,6 +42,17 @@ const MAX_PARTS: u64 = 10_000;
 /// Part copies in flight for one object.
 const PARTS_IN_FLIGHT: usize = 4;
 
+/// How long a connection to the endpoint may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long one copy request may take: the store copies up to the part
+/// size (about 1 GiB) before it answers.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Attempts of one request that the store answers with a 5xx (`SlowDown`,
+/// `InternalError`, ...) or that fails on the way.
+const ATTEMPTS: u32 = 4;
+
 /// The variable that lowers the copy limit, for a store that takes less
 /// than 5 GiB in one copy.
 pub const COPY_LIMIT_ENV: &str = "PQSYNC_COPY_LIMIT";
@@ -97,9 +108,27 @@ impl Answer {
                 source: format!("{what}: {source_key} changed while it was copied").into(),
             };
         }
-        let detail: String = self.body.chars().take(300).collect();
-        generic(format!("{what} answered {}: {detail}", self.status))
+        let code = xml_text(&self.body, "Code");
+        let message = xml_text(&self.body, "Message");
+        let detail = match (&code, &message) {
+            (Some(c), Some(m)) => format!("{c}: {m}"),
+            (Some(c), None) => c.clone(),
+            _ => self.body.chars().take(300).collect(),
+        };
+        let detail = detail.split_whitespace().collect::<Vec<_>>().join(" ");
+        let hint = match detail.contains("copy source is larger") || code.as_deref() == Some("EntityTooLarge") {
+            true => format!("; the store copies less in one request than pqsync assumed: set {COPY_LIMIT_ENV} to its limit in bytes"),
+            false => String::new(),
+        };
+        generic(format!("{what} answered {}: {detail}{hint}", self.status))
     }
+}
+
+/// A request header.
+fn pair(name: &str, value: String) -> object_store::Result<(String, http::HeaderValue)> {
+    let value = http::HeaderValue::try_from(value)
+        .map_err(|e| generic(format!("a {name} header pqsync cannot send: {e}")))?;
+    Ok((name.to_string(), value))
 }
 
 fn generic(msg: String) -> object_store::Error {
@@ -151,7 +180,11 @@ impl BucketCopier {
     ) -> Self {
         BucketCopier {
             store,
-            client: reqwest::Client::new(),
+            client: reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(REQUEST_TIMEOUT)
+                .build()
+                .unwrap_or_default(),
             endpoint: endpoint.trim_end_matches('/').to_string(),
             region: region.to_string(),
             bucket: bucket.to_string(),
@@ -188,17 +221,46 @@ impl BucketCopier {
         )
     }
 
-    /// Sends one signed request.
+    /// Sends one signed request, again after a pause when the store
+    /// answers with a 5xx or the request fails on the way (up to
+    /// [`ATTEMPTS`] times): one failed part does not start a large copy
+    /// over.
     async fn send(
         &self,
         method: http::Method,
         url: &str,
-        headers: &[(String, String)],
+        headers: &[(String, http::HeaderValue)],
+        body: Bytes,
+    ) -> object_store::Result<Answer> {
+        let mut attempt = 1;
+        loop {
+            let sent = self
+                .send_once(method.clone(), url, headers, body.clone())
+                .await;
+            let again = match &sent {
+                Ok(a) => a.status.is_server_error(),
+                Err(object_store::Error::Generic { .. }) => true,
+                Err(_) => false,
+            };
+            if !again || attempt >= ATTEMPTS {
+                return sent;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250 << attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    /// Sends one signed request once.
+    async fn send_once(
+        &self,
+        method: http::Method,
+        url: &str,
+        headers: &[(String, http::HeaderValue)],
         body: Bytes,
     ) -> object_store::Result<Answer> {
         let mut builder = ::http::Request::builder().method(method.clone()).uri(url);
         for (k, v) in headers {
-            builder = builder.header(k.as_str(), v.as_str());
+            builder = builder.header(k.as_str(), v.clone());
         }
         let mut request: HttpRequest = builder
             .body(HttpRequestBody::from(body.clone()))
@@ -242,11 +304,8 @@ impl BucketCopier {
     ) -> object_store::Result<()> {
         let url = self.url(&self.bucket, to_key);
         let headers = [
-            (
-                "x-amz-copy-source".to_string(),
-                Self::source(from_bucket, from_key),
-            ),
-            ("x-amz-metadata-directive".to_string(), "COPY".to_string()),
+            pair("x-amz-copy-source", Self::source(from_bucket, from_key))?,
+            pair("x-amz-metadata-directive", "COPY".into())?,
         ];
         let answer = self
             .send(http::Method::PUT, &url, &headers, Bytes::new())
@@ -294,8 +353,14 @@ impl BucketCopier {
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| generic(format!("HEAD {named} gave no size")))?;
         let etag = header("etag").ok_or_else(|| generic(format!("HEAD {named} gave no ETag")))?;
+        if part_size(size, self.limit) > self.limit {
+            return Err(generic(format!(
+                "{named} ({size} bytes) cannot be copied in 10,000 parts of at most {} bytes; raise {COPY_LIMIT_ENV}",
+                self.limit
+            )));
+        }
         // The attributes a CopyObject with the COPY directive keeps.
-        let kept: Vec<(String, String)> = head
+        let kept: Vec<(String, http::HeaderValue)> = head
             .headers
             .iter()
             .filter(|(k, _)| {
@@ -311,7 +376,7 @@ impl BucketCopier {
                             | "expires"
                     )
             })
-            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+            .map(|(k, v)| (k.to_string(), v.clone()))
             .collect();
         let to_url = self.url(&self.bucket, to_key);
         let created = self
@@ -385,18 +450,17 @@ impl BucketCopier {
         futures::stream::iter(ranges.into_iter().enumerate())
             .map(|(i, (start, end))| {
                 let url = format!("{to_url}?partNumber={}&uploadId={upload}", i + 1);
-                let mut headers = vec![
-                    ("x-amz-copy-source".to_string(), source.clone()),
-                    ("x-amz-copy-source-if-match".to_string(), etag.to_string()),
-                ];
-                if size > 0 {
-                    headers.push((
-                        "x-amz-copy-source-range".to_string(),
-                        format!("bytes={start}-{}", end - 1),
-                    ));
-                }
                 let named = &named;
+                let source = source.clone();
                 async move {
+                    let mut headers = vec![
+                        pair("x-amz-copy-source", source)?,
+                        pair("x-amz-copy-source-if-match", etag.to_string())?,
+                    ];
+                    if size > 0 {
+                        let range = format!("bytes={start}-{}", end - 1);
+                        headers.push(pair("x-amz-copy-source-range", range)?);
+                    }
                     let answer = self
                         .send(http::Method::PUT, &url, &headers, Bytes::new())
                         .await?;
@@ -433,7 +497,7 @@ impl BucketCopier {
             .send(
                 http::Method::POST,
                 &format!("{to_url}?uploadId={upload}"),
-                &[("content-type".to_string(), "application/xml".to_string())],
+                &[pair("content-type", "application/xml".into())?],
                 Bytes::from(xml),
             )
             .await?;

@@ -202,9 +202,9 @@ pub use parquedb::{
 };
 pub use repo::{
     diff_trees, parse_time, Backup, BackupOptions, CheckReport, Committed, Decision, Filter,
-    ForgetReport, GroupBy, KdfParams, KeyFile, Mark, Policy, PruneOptions, PruneReport, ReadData,
-    RepoConfig, Repository, Snapshot, SnapshotDiff, SnapshotRecord, SnapshotSpec, SnapshotSummary,
-    DEFAULT_GRACE,
+    ForgetReport, GroupBy, KdfParams, KeyFile, Mark, MergeReport, Policy, PruneOptions,
+    PruneReport, ReadData, RepoConfig, Repository, Snapshot, SnapshotDiff, SnapshotRecord,
+    SnapshotSpec, SnapshotSummary, DEFAULT_GRACE,
 };
 pub use runtime::{Congestion, Event, NoProgress, Operation, Progress, Reporter, RetryConfig};
 pub use sync::{

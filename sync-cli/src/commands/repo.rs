@@ -386,34 +386,48 @@ async fn backup_once(a: &BackupArgs, s: &Session) -> Result<ExitStatus> {
 
 /// `pqsync backup --merge-shards`: one snapshot of a split backup's parts.
 async fn merge_backup(a: &BackupArgs, s: &Session) -> Result<ExitStatus> {
-    if a.dry_run || a.time.is_some() || a.encrypt {
+    if a.dry_run || a.time.is_some() || a.encrypt || !a.tags.is_empty() || a.host.is_some() {
         return Err(UsageError(
-            "--merge-shards saves the snapshot the shards left in parts: use it without --dry-run, --time or --encrypt".into(),
+            "--merge-shards saves the snapshots the shards left in parts, with the shards' tags and host: use it without --dry-run, --time, --encrypt, --tag or --host (give those to the shards)".into(),
         )
         .into());
     }
     let repo = open(s, &a.repository, &a.remote_flags, &a.password).await?;
-    let snap = repo.merge_shards().await?;
+    let mut report = repo.merge_shards().await?;
+    if report.saved.is_empty() && report.refused.len() == 1 {
+        let reason = report.refused.remove(0);
+        return Err(pqsync_core::Error::Shards { reason }.into());
+    }
     let printer = s.printer;
     printer.document(&json!({
-        "success": true,
-        "snapshot": snapshot_json(&snap),
-        "parent": snap.record.parent,
+        "success": report.refused.is_empty(),
+        "snapshot": report.saved.first().map(snapshot_json),
+        "snapshots": report.saved.iter().map(snapshot_json).collect::<Vec<_>>(),
+        "refused": report.refused,
     }));
-    printer.info(&format!(
-        "snapshot {} saved from the shards' parts: {} files, {}; {} new object(s) ({}) stored{}",
-        snap.short_id(),
-        snap.record.summary.files,
-        bytes(snap.record.summary.bytes),
-        snap.record.summary.added_objects,
-        bytes(snap.record.summary.added_bytes),
-        snap.record
-            .parent
-            .as_ref()
-            .map(|p| format!("; parent {}", &p[..8.min(p.len())]))
-            .unwrap_or_default()
-    ));
-    Ok(ExitStatus::Success)
+    for snap in &report.saved {
+        printer.info(&format!(
+            "snapshot {} of {} saved from the shards' parts: {} files, {}; {} new object(s) ({}) stored{}",
+            snap.short_id(),
+            snap.record.name,
+            snap.record.summary.files,
+            bytes(snap.record.summary.bytes),
+            snap.record.summary.added_objects,
+            bytes(snap.record.summary.added_bytes),
+            snap.record
+                .parent
+                .as_ref()
+                .map(|p| format!("; parent {}", &p[..8.min(p.len())]))
+                .unwrap_or_default()
+        ));
+    }
+    for reason in &report.refused {
+        printer.error(reason);
+    }
+    Ok(match report.refused.is_empty() {
+        true => ExitStatus::Success,
+        false => ExitStatus::Failure,
+    })
 }
 
 /// `pqsync snapshots`.

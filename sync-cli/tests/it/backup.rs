@@ -1468,7 +1468,7 @@ fn sharded_backup_saves_one_snapshot_of_every_part() {
                 assert_eq!(pqsync_core::Shard::of(&p, 4), k, "shard {k} sent {p}");
             }
         }
-        if !parts().contains(&"index/shards/4/2".to_string()) {
+        if !parts().iter().any(|k| k.ends_with("/4/2")) {
             let err = String::from_utf8(merge().stderr_with(1)).unwrap();
             assert!(err.contains("2/4"), "{err}");
         }
@@ -1542,8 +1542,8 @@ fn sharded_backup_saves_one_snapshot_of_every_part() {
     }
 }
 
-/// The parts of a split backup of an encrypted repository are sealed like
-/// snapshot records (no path in their bytes), and a merge later than three
+/// Two shards at once make a new encrypted repository; its parts are
+/// sealed like snapshot records (no path in their bytes), and a merge later than three
 /// quarters of the grace period after the first shard started is refused,
 /// saving nothing: a prune may have deleted what the parts rely on. Shards
 /// run again are merged.
@@ -1557,31 +1557,50 @@ fn split_backup_parts_are_sealed_and_a_late_merge_is_refused() {
             cmd.env("PQSYNC_PASSWORD", "split secret").args(args);
             cmd
         };
+        // Both shards at once: the first run makes the encrypted
+        // repository, and the other waits for its key. A store without
+        // conditional writes cannot tell two runs making it apart, so
+        // there shard 0 makes it first, as the guide says.
+        let at_once = remote.server().is_none_or(|s| s.conditional_writes);
         let shards = || {
-            for k in 0..2 {
-                run(&[
-                    "backup",
-                    &url,
-                    "--encrypt",
-                    "--grace",
-                    "4s",
-                    "--shard",
-                    &format!("{k}/2"),
-                    "-d",
-                ])
-                .arg(db.path())
-                .assert()
-                .success();
+            let spawn = |k: u32| {
+                let mut cmd = crate::binary(remote.server());
+                cmd.env("PQSYNC_PASSWORD", "split secret")
+                    .args(["--no-progress", "backup", &url, "--encrypt"])
+                    .args(["--grace", "4s", "--shard", &format!("{k}/2"), "-d"])
+                    .arg(db.path())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            };
+            let finish = |k: u32, child: std::process::Child| {
+                let out = child.wait_with_output().unwrap();
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(out.status.success(), "shard {k}/2: {err}");
+            };
+            let first = spawn(0);
+            if !at_once {
+                finish(0, first);
+                finish(1, spawn(1));
+                return;
             }
+            let second = spawn(1);
+            finish(0, first);
+            finish(1, second);
         };
         shards();
         let all = remote.objects();
         let parts: Vec<&Vec<u8>> = all
             .iter()
-            .filter(|(k, _)| k.starts_with("index/shards/2/"))
+            .filter(|(k, _)| k.starts_with("index/shards/"))
             .map(|(_, b)| b)
             .collect();
         assert_eq!(parts.len(), 2);
+        let split_folders: BTreeSet<&str> = all
+            .keys()
+            .filter_map(|k| k.strip_prefix("index/shards/")?.split('/').next())
+            .collect();
+        assert_eq!(split_folders.len(), 1, "{split_folders:?}");
         for b in &parts {
             for name in ["data/users/data.parquet", "schema.json", "users"] {
                 assert!(!contains(b, name.as_bytes()), "a part reveals {name}");
@@ -1609,5 +1628,73 @@ fn split_backup_parts_are_sealed_and_a_late_merge_is_refused() {
         let mut want = tree_files(db.path());
         want.remove("_meta/manifest.json");
         assert_eq!(restored, want);
+    }
+}
+
+/// Two databases split into one repository at the same time keep their
+/// parts apart: one merge saves a snapshot of each, and each restores to
+/// its own database. While one database's split is missing a shard, the
+/// merge saves the other's and names the shard to run.
+#[test]
+fn splits_of_two_databases_into_one_repository_stay_apart() {
+    for remote in Remote::each("backup-shards-two") {
+        let url = remote.url();
+        let srv = remote.server();
+        let home = tempfile::tempdir().unwrap();
+        let a = home.path().join("alpha");
+        let b = home.path().join("beta");
+        crate::copy_dir(&crate::sample_db(), &a);
+        crate::copy_dir(&crate::sample_db(), &b);
+        std::fs::write(a.join("misc-alpha.txt"), "only in alpha").unwrap();
+        std::fs::write(b.join("data/users/data.parquet"), "beta's own users").unwrap();
+        std::fs::remove_file(b.join("rels/forward/users.parquet")).unwrap();
+        let shard = |db: &Path, k: u32| {
+            pqsync(srv)
+                .args(["backup", &url, "--shard", &format!("{k}/2"), "-d"])
+                .arg(db)
+                .assert()
+                .success();
+        };
+        shard(&a, 0);
+        shard(&b, 0);
+        shard(&b, 1);
+        let out = pqsync(srv)
+            .args(["backup", &url, "--merge-shards", "--json"])
+            .stdout_with(1);
+        let v = json_of(&out);
+        assert_eq!(v["snapshots"].as_array().unwrap().len(), 1, "{v}");
+        assert_eq!(v["snapshots"][0]["database"], "beta", "{v}");
+        let refused = v["refused"][0].as_str().unwrap();
+        assert!(
+            refused.contains("1/2") && refused.contains("alpha"),
+            "{refused}"
+        );
+        shard(&a, 1);
+        let v = json_of(
+            &pqsync(srv)
+                .args(["backup", &url, "--merge-shards", "--json"])
+                .stdout_ok(),
+        );
+        assert_eq!(v["snapshots"][0]["database"], "alpha", "{v}");
+        let readable = restorable(&remote);
+        assert_eq!(readable.len(), 2);
+        let mut want: Vec<BTreeMap<String, Vec<u8>>> = [&a, &b]
+            .iter()
+            .map(|d| {
+                let mut f = tree_files(d);
+                f.remove("_meta/manifest.json");
+                f
+            })
+            .collect();
+        want.sort();
+        let mut got: Vec<BTreeMap<String, Vec<u8>>> = readable
+            .into_values()
+            .map(|mut f| {
+                f.remove("_meta/manifest.json");
+                f
+            })
+            .collect();
+        got.sort();
+        assert_eq!(got, want);
     }
 }

@@ -36,6 +36,7 @@ pub use format::{Mark, RepoConfig, SnapshotRecord, SnapshotSummary, DEFAULT_GRAC
 use format::{CONFIG, INDEX, KEYS, MARKS, SNAPSHOTS};
 pub use prune::{CheckReport, PruneOptions, PruneReport, ReadData};
 pub use retention::{Decision, ForgetReport, GroupBy, Policy};
+pub use split::MergeReport;
 use target::{NewSnapshot, Target};
 
 /// A snapshot: its id and its record.
@@ -317,12 +318,24 @@ impl Repository {
         let found = match found {
             Some(f) => Some(f),
             None => {
-                let files = self.key_files().await?;
+                let mut files = self.key_files().await?;
+                // The run that makes a repository writes its first key
+                // just after the config: a run that found the config of
+                // one being made (the shards of a split backup starting at
+                // once) waits for it.
+                let made = chrono::DateTime::parse_from_rfc3339(&self.config.created_at)
+                    .map(|t| Utc::now() - t.with_timezone(&Utc))
+                    .unwrap_or(chrono::TimeDelta::MAX);
+                let mut waits = 0;
+                while files.is_empty() && made < chrono::TimeDelta::minutes(5) && waits < 20 {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    files = self.key_files().await?;
+                    waits += 1;
+                }
                 if files.is_empty() {
                     return Err(Error::Repository {
                         url: self.url().to_string(),
-                        reason: "the repository is encrypted but holds no key; it cannot be opened"
-                            .into(),
+                        reason: "the repository is encrypted but holds no key (the run that made it stopped before writing one); it cannot be opened: back up to a new prefix".into(),
                     });
                 }
                 for (id, f) in &files {

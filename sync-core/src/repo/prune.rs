@@ -356,9 +356,11 @@ impl Repository {
         report.referenced = referenced.len();
         let live: HashSet<&str> = referenced.values().map(|r| r.object.as_str()).collect();
         report.objects = live.len();
+        // What a split backup's parts rely on is not prune's to remove.
+        let parts: HashSet<String> = self.part_objects().await?.into_iter().collect();
         report.unreferenced = objects
             .keys()
-            .filter(|k| !live.contains(k.as_str()))
+            .filter(|k| !live.contains(k.as_str()) && !parts.contains(*k))
             .count();
         let mut to_read = Vec::new();
         let mut refs: Vec<(&String, &Referenced)> = referenced.iter().collect();

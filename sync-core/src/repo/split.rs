@@ -31,30 +31,85 @@ struct Part {
     record: SnapshotRecord,
 }
 
+/// What a merge did with the split backups it found.
+#[derive(Debug, Default)]
+pub struct MergeReport {
+    /// The snapshots saved, one per database whose shards had all
+    /// finished.
+    pub saved: Vec<Snapshot>,
+    /// Why each other split was not merged, and what to run.
+    pub refused: Vec<String>,
+}
+
+/// The parts waiting in the repository: by split folder, shard count and
+/// shard.
+type Waiting = BTreeMap<String, BTreeMap<u32, Vec<u32>>>;
+
 impl Repository {
-    /// Writes one snapshot of the union of a split backup's parts, once
-    /// every shard has left its part, and removes the parts.
+    /// Saves one snapshot of each split backup whose shards have all left
+    /// their part (the splits of each database are kept apart), and
+    /// removes those parts. A split that cannot be merged yet is reported,
+    /// and changes nothing.
     ///
     /// # Errors
-    /// [`Error::Shards`] when a part is missing or damaged, holds another
-    /// shard's path, or is too old to vouch for; store errors.
-    pub async fn merge_shards(&self) -> Result<Snapshot> {
+    /// [`Error::Shards`] when the repository holds no parts; store errors.
+    pub async fn merge_shards(&self) -> Result<MergeReport> {
+        let waiting = self.shard_parts().await?;
+        if waiting.is_empty() {
+            return Err(Error::Shards {
+                reason: format!(
+                    "{} has no parts of a split backup: run `pqsync backup --shard K/N` for every K first",
+                    self.url()
+                ),
+            });
+        }
+        let mut report = MergeReport::default();
+        for (split, counts) in waiting {
+            match self.merge_split(&split, counts).await {
+                Ok(snapshot) => report.saved.push(snapshot),
+                Err(Error::Shards { reason }) => report.refused.push(reason),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(report)
+    }
+
+    /// The name of the database a part in `split` backed up, for messages.
+    async fn split_database(&self, split: &str, count: u32, index: u32) -> String {
+        let keys = self.keys().ok().flatten();
+        let key = super::target::shard_key(split, count, index);
+        let Ok(bytes) = self.tree().read_all(&key).await else {
+            return format!("split {split}");
+        };
+        let id = blake3::hash(&bytes).to_hex().to_string();
+        match SnapshotRecord::decode(&bytes, &id, self.url(), keys.as_deref()) {
+            Ok(r) => format!("database {:?}", r.name),
+            Err(_) => format!("split {split}"),
+        }
+    }
+
+    /// Merges the parts of one database's split backup.
+    async fn merge_split(&self, split: &str, counts: BTreeMap<u32, Vec<u32>>) -> Result<Snapshot> {
         let keys = self.keys()?;
         let refuse = |reason: String| Error::Shards { reason };
-        let (count, found) = self.shard_parts().await?;
-        let Some(count) = count else {
+        if counts.len() > 1 {
+            let (&n, ks) = counts.iter().next().expect("two counts");
+            let db = self.split_database(split, n, ks[0]).await;
             return Err(refuse(format!(
-                "{} has no parts of a split backup: run `pqsync backup --shard K/N` for every K first",
+                "{db} has parts of backups split {} ways under {}/{SHARDS}/{split}/; remove the folder of the split you gave up (for example `aws s3 rm --recursive` on {SHARDS}/{split}/{n}/), then merge the other",
+                counts.keys().map(u32::to_string).collect::<Vec<_>>().join(" and "),
                 self.url()
             )));
-        };
+        }
+        let (count, found) = counts.into_iter().next().expect("one count");
         let missing: Vec<String> = (0..count)
             .filter(|k| !found.contains(k))
             .map(|k| format!("{k}/{count}"))
             .collect();
         if !missing.is_empty() {
+            let db = self.split_database(split, count, found[0]).await;
             return Err(refuse(format!(
-                "shard(s) {} of the backup to {} have not finished (no part yet); run them, then merge",
+                "shard(s) {} of the backup of {db} to {} have not finished (no part yet); run them, then merge",
                 missing.join(", "),
                 self.url()
             )));
@@ -63,13 +118,14 @@ impl Repository {
             .map(|index| {
                 let keys = keys.clone();
                 async move {
-                    let key = super::target::shard_key(count, index);
+                    let key = super::target::shard_key(split, count, index);
                     let bytes = self.tree().read_all(&key).await?;
                     let id = blake3::hash(&bytes).to_hex().to_string();
                     let record = SnapshotRecord::decode(&bytes, &id, self.url(), keys.as_deref())
                         .map_err(|e| {
                         refuse(format!(
-                            "shard {index}/{count}'s part is damaged ({e}); run that shard again"
+                            "shard {index}/{count}'s part at {}/{key} is damaged ({e}); run that shard again, then merge",
+                            self.url()
                         ))
                     })?;
                     Ok::<_, Error>(Part { index, record })
@@ -97,13 +153,18 @@ impl Repository {
                 grace.num_seconds()
             )));
         }
-        let mut union = first.tree(&format!("{}/{SHARDS}/{count}/0", self.url()))?;
+        let shown = |k: u32| {
+            format!(
+                "{}/{}",
+                self.url(),
+                super::target::shard_key(split, count, k)
+            )
+        };
+        let mut union = first.tree(&shown(0))?;
         union.files.clear();
         let (mut added_objects, mut added_bytes) = (0, 0);
         for p in &parts {
-            let tree = p
-                .record
-                .tree(&format!("{}/{SHARDS}/{count}/{}", self.url(), p.index))?;
+            let tree = p.record.tree(&shown(p.index))?;
             if let Some(stray) = tree
                 .files
                 .keys()
@@ -118,7 +179,8 @@ impl Repository {
             added_objects += p.record.summary.added_objects;
             added_bytes += p.record.summary.added_bytes;
         }
-        union.validate(&format!("{}/{SHARDS}/{count}", self.url()))?;
+        union.validate(&format!("{}/{SHARDS}/{split}/{count}", self.url()))
+            .map_err(|e| refuse(format!("the shards' parts do not make one tree ({e}): the directory changed between the shards' runs; run them again, then merge")))?;
         // A prune may have marked what a part stored, since nothing
         // referenced it yet.
         let marked = self.marked().await?;
@@ -147,7 +209,7 @@ impl Repository {
         let (bytes, id) = record.encode(keys.as_deref());
         super::target::put_record(self.tree(), self.url(), &id, bytes.into()).await?;
         let parts: Vec<String> = (0..count)
-            .map(|k| super::target::shard_key(count, k))
+            .map(|k| super::target::shard_key(split, count, k))
             .collect();
         if let Err(fails) = self.tree().delete_many(&parts).await {
             tracing::warn!(
@@ -203,13 +265,12 @@ impl Repository {
         Ok(out)
     }
 
-    /// The parts of a split backup waiting in the repository (one LIST):
-    /// their shard count and the shards present.
+    /// The parts of split backups waiting in the repository (one LIST),
+    /// by split folder, shard count and shard.
     ///
     /// # Errors
-    /// [`Error::Shards`] when parts of splits of several counts are there;
-    /// store errors.
-    async fn shard_parts(&self) -> Result<(Option<u32>, Vec<u32>)> {
+    /// Store errors.
+    async fn shard_parts(&self) -> Result<Waiting> {
         let root = self.tree().location(SHARDS);
         let listed: Vec<object_store::ObjectMeta> = self
             .tree()
@@ -218,34 +279,30 @@ impl Repository {
             .try_collect()
             .await
             .map_err(|e| Error::store(format!("{}/{SHARDS}", self.url()), e))?;
-        let mut counts: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        let mut waiting = Waiting::new();
         for m in listed {
             let Some(rel) = self.tree().rel_of(&m.location) else {
                 continue;
             };
-            let Some((n, k)) = rel
+            let mut fields = rel
                 .strip_prefix(&format!("{SHARDS}/"))
-                .and_then(|r| r.split_once('/'))
+                .unwrap_or("")
+                .split('/');
+            let (Some(split), Some(n), Some(k), None) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
             else {
                 continue;
             };
-            if let (Ok(n), Ok(k)) = (n.parse(), k.parse()) {
-                counts.entry(n).or_default().push(k);
+            match (n.parse::<u32>(), k.parse::<u32>()) {
+                (Ok(n), Ok(k)) if k < n => waiting
+                    .entry(split.to_string())
+                    .or_default()
+                    .entry(n)
+                    .or_default()
+                    .push(k),
+                _ => {}
             }
         }
-        match counts.len() {
-            0 => Ok((None, Vec::new())),
-            1 => {
-                let (n, ks) = counts.into_iter().next().expect("one count");
-                Ok((Some(n), ks))
-            }
-            _ => Err(Error::Shards {
-                reason: format!(
-                    "{} holds parts of backups split {} ways; run one split to the end (its shards, then the merge) and remove the others under {SHARDS}/",
-                    self.url(),
-                    counts.keys().map(u32::to_string).collect::<Vec<_>>().join(" and ")
-                ),
-            }),
-        }
+        Ok(waiting)
     }
 }

@@ -245,7 +245,7 @@ impl Versions for Target {
         self.vouch(tree, &m).await?;
         let record = self.record_of(&m)?;
         let (bytes, _) = record.encode(self.keys.as_deref());
-        let key = shard_key(count, index);
+        let key = shard_key(&split_name(self.keys.as_deref(), &m.name), count, index);
         tree.store()
             .put_opts(
                 &tree.location(&key),
@@ -282,9 +282,22 @@ pub(crate) async fn put_record(tree: &StoreTree, url: &str, id: &str, bytes: Byt
     }
 }
 
-/// Where shard `index` of `count` of a split backup leaves its part.
-pub(crate) fn shard_key(count: u32, index: u32) -> String {
-    format!("{SHARDS}/{count}/{index}")
+/// Where shard `index` of `count` of a split backup of the database named
+/// `split` (see [`split_name`]) leaves its part.
+pub(crate) fn shard_key(split: &str, count: u32, index: u32) -> String {
+    format!("{SHARDS}/{split}/{count}/{index}")
+}
+
+/// The folder of the split backups of the database named `name`: 16 hex
+/// digits of its BLAKE3 hash (keyed in an encrypted repository, so the
+/// key reveals no name), so that splits of several databases into one
+/// repository keep their parts apart.
+pub(crate) fn split_name(keys: Option<&Keys>, name: &str) -> String {
+    let hex = match keys {
+        Some(k) => k.content_name(name.as_bytes()),
+        None => blake3::hash(name.as_bytes()).to_hex().to_string(),
+    };
+    hex[..16].to_string()
 }
 
 impl Target {
