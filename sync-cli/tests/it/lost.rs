@@ -209,7 +209,11 @@ impl Remote {
     /// rot: the bytes changed, the metadata did not).
     pub fn put(&self, rel: &str, bytes: &[u8], stored_hash: Option<&str>) {
         match self {
-            Remote::Dir(_) => std::fs::write(self.root().join(rel), bytes).unwrap(),
+            Remote::Dir(_) => {
+                let path = self.root().join(rel);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, bytes).unwrap()
+            }
             Remote::S3 {
                 store, prefix, rt, ..
             } => {

@@ -253,3 +253,71 @@ fn sharded_push_merges_what_every_shard_sent() {
         remote.assert_invariant("after the third merge");
     }
 }
+
+/// A file deleted by a push that was killed after its commit (its
+/// deletion announced, not made), then added again with the same bytes and
+/// sent by a shard: the merge, which finishes the killed run's deletions
+/// first, keeps the object the shard sent, so the manifest it commits
+/// names bytes that are there.
+#[test]
+fn a_merge_keeps_what_a_shard_sent_over_an_announced_deletion() {
+    for remote in Remote::each("shard-announced") {
+        let url = remote.url();
+        let srv = remote.server();
+        let db = sample_copy();
+        let again = "misc/again [1].txt";
+        std::fs::create_dir_all(db.path().join("misc")).unwrap();
+        std::fs::write(db.path().join(again), "the same bytes").unwrap();
+        pqsync(srv)
+            .args(["push", &url, "-d"])
+            .arg(db.path())
+            .assert()
+            .success();
+        let hash = remote.manifest().unwrap()["files"][again]["hash"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        std::fs::remove_file(db.path().join(again)).unwrap();
+        pqsync(srv)
+            .args(["push", &url, "-d"])
+            .arg(db.path())
+            .assert()
+            .success();
+        // What a push killed after its commit leaves: the deletion of the
+        // old version announced, not made.
+        let run = format!("{}-0badc0de", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
+        let announced =
+            serde_json::json!({"files": [{"path": again, "hash": format!("blake3:{hash}")}]});
+        remote.put(
+            &format!("_meta/.pqsync/pending/{run}.json"),
+            announced.to_string().as_bytes(),
+            None,
+        );
+        std::fs::write(db.path().join(again), "the same bytes").unwrap();
+        for k in 0..2 {
+            pqsync(srv)
+                .args(["push", &url, "--shard", &format!("{k}/2"), "-d"])
+                .arg(db.path())
+                .assert()
+                .success();
+        }
+        pqsync(srv)
+            .args(["push", &url, "--merge-shards", "-d"])
+            .arg(db.path())
+            .assert()
+            .success();
+        assert!(remote.manifest().unwrap()["files"].get(again).is_some());
+        assert_eq!(data_of(&remote)[again], b"the same bytes");
+        remote.assert_invariant("after the merge");
+        let out = tempfile::tempdir().unwrap();
+        pqsync(srv)
+            .args(["pull", &url, "-d"])
+            .arg(out.path())
+            .assert()
+            .success();
+        assert_eq!(
+            std::fs::read(out.path().join(again)).unwrap(),
+            b"the same bytes"
+        );
+    }
+}

@@ -145,7 +145,7 @@ impl Run<'_> {
         // snapshot is simply not listed in it.
         let deletes_objects = !engine.remote.keeps_versions();
         if plan.writes_remote() && deletes_objects {
-            self.finish_announced(guard.listing.as_deref(), &mut out)
+            self.finish_announced(guard.listing.as_deref(), &plan, &mut out)
                 .await;
         }
         let announced = deletes_objects && self.announce_deletions(&plan, &mut out).await;
@@ -420,6 +420,7 @@ impl Run<'_> {
     async fn finish_announced(
         &self,
         listing: Option<&[crate::tree::store::StateObject]>,
+        plan: &Plan,
         out: &mut Outcome,
     ) {
         let remote = &self.engine.remote;
@@ -431,10 +432,16 @@ impl Run<'_> {
                 return;
             }
         };
+        // What this run commits without sending it again (a merge's
+        // shards sent it, in place) is as good as named: an earlier run's
+        // announced deletion of the same content must not take it.
+        let sent: HashSet<&str> = plan.already_sent.iter().map(|e| e.path.as_str()).collect();
         let named = |p: &str| {
-            out.latest
-                .as_ref()
-                .is_some_and(|r| r.manifest.files.contains_key(p))
+            sent.contains(p)
+                || out
+                    .latest
+                    .as_ref()
+                    .is_some_and(|r| r.manifest.files.contains_key(p))
         };
         for (run, files) in announced {
             if run == self.run_name {
