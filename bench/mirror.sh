@@ -9,14 +9,16 @@
 # - the first push of the 20k tree at --concurrency 8 and 32, against
 #   rclone at the same --transfers.
 #
-#   bench/mirror.sh [FILES]   # FILES small files (default 20000)
+#   bench/mirror.sh [FILES [MARKER]]   # FILES small files (default 20000)
 #
-# Garage runs on ports 3950-3953. The table goes between the
-# `bench-mirror` markers in docs/benchmarks.md. Not part of CI.
+# Garage runs on ports 3950-3953. The table goes between the MARKER
+# markers in docs/benchmarks.md (default `bench-mirror`; the 100,000-file
+# run uses `bench-mirror-100k`). Not part of CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 files=${1:-20000}
+marker=${2:-bench-mirror}
 export PATH="$HOME/.cargo/bin:$PATH"
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
@@ -66,7 +68,7 @@ for c in 8 32; do
         "${pqs[@]}" push --concurrency "$c" "s3://$b1/pq$c-$id" -d "$work/small"
     run "first push, $c in flight" rclone 1 "$rc" "$c" sync "$work/small" "g:$b1/rc$c-$id"
 done
-# The 20k tree between two buckets of one store.
+# The tree between two buckets of one store.
 run "mirror between buckets" pqsync 1 "${pqs[@]}" mirror "s3://$b1/pq8-$id" "s3://$b2/pqm-$id"
 run "mirror between buckets" rclone 1 "$rc" 8 sync "g:$b1/rc8-$id" "g:$b2/rcm-$id"
 run "mirror between buckets, unchanged" pqsync 1 "${pqs[@]}" mirror "s3://$b1/pq8-$id" "s3://$b2/pqm-$id"
@@ -107,4 +109,4 @@ table=$work/table.md
     echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo); pqsync $(git -C "$repo" rev-parse --short HEAD), $(rclone --version | head -1), Garage 2.5.0; run on $(date -u +%Y-%m-%d)."
 } >"$table"
 cat "$table"
-write_between "$repo/docs/benchmarks.md" bench-mirror "$table"
+write_between "$repo/docs/benchmarks.md" "$marker" "$table"
