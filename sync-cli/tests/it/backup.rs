@@ -1443,26 +1443,8 @@ fn sharded_backup_saves_one_snapshot_of_every_part() {
         assert!(err.contains("no snapshot repository here"), "{err}");
 
         // Shards 0, 1 and 3 at once, and shard 2 killed as it starts.
-        let running: Vec<_> = [0, 1, 3]
-            .into_iter()
-            .map(|k| {
-                let child = shard(k)
-                    .stdout(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                (k, child)
-            })
-            .collect();
-        let mut killed = shard(2)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        killed.kill().unwrap();
-        killed.wait().unwrap();
-        for (k, child) in running {
-            let out = child.wait_with_output().unwrap();
-            assert!(out.status.success(), "shard {k} failed");
-            let v = json_of(&out.stdout);
+        for (k, out) in crate::three_shards_one_killed(shard) {
+            let v = json_of(&out);
             assert!(v["snapshot"].is_null(), "a shard saves no snapshot: {v}");
             for p in crate::paths(&v["result"]["uploaded"]) {
                 assert_eq!(pqsync_core::Shard::of(&p, 4), k, "shard {k} sent {p}");

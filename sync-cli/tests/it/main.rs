@@ -191,6 +191,38 @@ impl Output for Command {
     }
 }
 
+/// Runs shards 0, 1 and 3 of four at once while shard 2 is killed as it
+/// starts, as a scheduler's failed pod; returns each finished shard's
+/// stdout. Every one of the three must succeed.
+fn three_shards_one_killed(shard: impl Fn(u32) -> std::process::Command) -> Vec<(u32, Vec<u8>)> {
+    let running: Vec<_> = [0, 1, 3]
+        .into_iter()
+        .map(|k| {
+            let child = shard(k)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (k, child)
+        })
+        .collect();
+    let mut killed = shard(2)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    running
+        .into_iter()
+        .map(|(k, child)| {
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "shard {k}/4 failed: {err}");
+            (k, out.stdout)
+        })
+        .collect()
+}
+
 fn json_of(out: &[u8]) -> Value {
     serde_json::from_slice(out).unwrap_or_else(|e| {
         panic!(

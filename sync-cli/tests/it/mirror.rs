@@ -573,24 +573,7 @@ fn sharded_mirror_merges_what_every_shard_sent() {
     assert!(err.contains("no shard records"), "{err}");
 
     // Shards 0, 1 and 3 at once; shard 2 killed as it starts.
-    let mut running: Vec<_> = [0, 1, 3]
-        .into_iter()
-        .map(|k| {
-            shard(k)
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let mut killed = shard(2)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    killed.kill().unwrap();
-    killed.wait().unwrap();
-    for c in &mut running {
-        assert!(c.wait().unwrap().success());
-    }
+    super::three_shards_one_killed(shard);
     if !records().iter().any(|k| k.ends_with("shards/4/2.json")) {
         let err = String::from_utf8(merge().stderr_with(1)).unwrap();
         assert!(err.contains("2/4"), "{err}");

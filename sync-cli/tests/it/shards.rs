@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Stdio;
 
 use pqsync_core::Shard;
 use serde_json::Value;
@@ -99,17 +98,8 @@ fn sharded_push_merges_what_every_shard_sent() {
         assert!(String::from_utf8_lossy(&err).contains("--shard"));
 
         // Shards 0, 1 and 3 at once, and shard 2 killed as it starts.
-        let running: Vec<_> = [0, 1, 3]
-            .into_iter()
-            .map(|k| (k, shard(k).stdout(Stdio::piped()).spawn().unwrap()))
-            .collect();
-        let mut killed = shard(2).stdout(Stdio::null()).spawn().unwrap();
-        killed.kill().unwrap();
-        killed.wait().unwrap();
-        for (k, child) in running {
-            let out = child.wait_with_output().unwrap();
-            assert!(out.status.success(), "shard {k} failed");
-            own_paths_only(k, &json_of(&out.stdout), &files);
+        for (k, out) in crate::three_shards_one_killed(shard) {
+            own_paths_only(k, &json_of(&out), &files);
         }
         if !records().iter().any(|k| k == "shards/4/2.json") {
             let err = String::from_utf8(merge().stderr_with(1)).unwrap();
