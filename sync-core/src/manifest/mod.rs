@@ -392,9 +392,46 @@ fn digest_entry(h: &mut blake3::Hasher, e: &FileEntry) {
     text(extra.as_deref());
 }
 
-/// A manifest's `files`, read into a map built in one pass (its nodes full,
-/// where inserting entries one by one leaves them half empty: at a million
-/// files the difference is over 100 MB).
+/// Collects pairs into a map whose nodes are full, holding at most a small
+/// batch of them outside it at any time.
+///
+/// Inserting entries one by one leaves a B-tree's nodes about half empty
+/// (over 100 MB at a million files), and `collect` keeps the whole input in a
+/// vector while it builds the map (168 MB at a million entries). Here, each
+/// batch of [`DENSE_BATCH`] pairs becomes a full map, and maps of about equal
+/// size are merged by `append`, which frees the nodes it has read while it
+/// fills new ones: each pair is moved a logarithmic number of times. The
+/// pairs need not be sorted; of two equal keys the later one wins, as with
+/// `collect`.
+pub(crate) fn dense_map<K: Ord, V>(pairs: impl IntoIterator<Item = (K, V)>) -> BTreeMap<K, V> {
+    // Fused: an input that has ended (or failed) is not asked again.
+    let mut pairs = pairs.into_iter().fuse();
+    // Maps of decreasing size, each holding later keys than the one before.
+    let mut levels: Vec<BTreeMap<K, V>> = Vec::new();
+    loop {
+        let mut batch: BTreeMap<K, V> = pairs.by_ref().take(DENSE_BATCH).collect();
+        if batch.is_empty() {
+            break;
+        }
+        while levels.last().is_some_and(|l| l.len() <= batch.len()) {
+            let mut earlier = levels.pop().expect("checked");
+            earlier.append(&mut batch);
+            batch = earlier;
+        }
+        levels.push(batch);
+    }
+    let mut map = levels.pop().unwrap_or_default();
+    while let Some(mut earlier) = levels.pop() {
+        earlier.append(&mut map);
+        map = earlier;
+    }
+    map
+}
+
+/// Pairs [`dense_map`] collects at a time.
+const DENSE_BATCH: usize = 1 << 14;
+
+/// A manifest's `files`, read into a map with full nodes ([`dense_map`]).
 struct DenseFiles(BTreeMap<String, FileEntry>);
 
 impl<'de> Deserialize<'de> for DenseFiles {
@@ -410,13 +447,18 @@ impl<'de> Deserialize<'de> for DenseFiles {
                 self,
                 mut map: A,
             ) -> std::result::Result<DenseFiles, A::Error> {
-                let mut entries: Vec<(String, FileEntry)> =
-                    Vec::with_capacity(map.size_hint().unwrap_or(0));
-                while let Some(kv) = map.next_entry()? {
-                    entries.push(kv);
+                let mut failed = None;
+                let files = dense_map(std::iter::from_fn(|| match map.next_entry() {
+                    Ok(kv) => kv,
+                    Err(e) => {
+                        failed = Some(e);
+                        None
+                    }
+                }));
+                match failed {
+                    Some(e) => Err(e),
+                    None => Ok(DenseFiles(files)),
                 }
-                // A later duplicate key wins, as with one-by-one inserts.
-                Ok(DenseFiles(entries.into_iter().collect()))
             }
         }
         d.deserialize_map(V)
@@ -1098,5 +1140,33 @@ mod tests {
             let err = Manifest::from_slice(text.as_bytes(), "remote").unwrap_err();
             assert!(err.to_string().contains("malformed"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn a_dense_map_equals_a_collected_one_whatever_the_order() {
+        // Several batches, keys out of order and repeated: the later value
+        // of a key wins, as with `collect`.
+        let n = DENSE_BATCH * 5 + 123;
+        let pairs: Vec<(u64, usize)> = (0..n)
+            .map(|i| {
+                (
+                    (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) % (n as u64 / 2),
+                    i,
+                )
+            })
+            .collect();
+        let dense = dense_map(pairs.iter().copied());
+        let collected: BTreeMap<u64, usize> = pairs.iter().copied().collect();
+        assert_eq!(dense, collected);
+        assert!(dense.len() < n, "the keys repeat");
+        assert!(dense_map(std::iter::empty::<(u8, u8)>()).is_empty());
+        // A failed read ends the input: nothing after it is asked for.
+        let mut asked = 0;
+        let partial = dense_map(std::iter::from_fn(|| {
+            asked += 1;
+            (asked <= 3).then_some((asked, ()))
+        }));
+        assert_eq!(partial.len(), 3);
+        assert_eq!(asked, 4);
     }
 }

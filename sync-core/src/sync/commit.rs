@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::manifest::FileEntry;
+use crate::manifest::{dense_map, FileEntry};
 
 /// This run's changes to the remote: `Some` to write an entry, `None` to
 /// remove it. Borrowed from the run's outcome, so a commit of a million
@@ -26,14 +26,13 @@ pub(crate) fn apply(
     files: &BTreeMap<String, FileEntry>,
     ours: &Changes<'_>,
 ) -> BTreeMap<String, FileEntry> {
-    // One merge of the two sorted sides, collected in one pass so that the
-    // map's nodes are full.
+    // One merge of the two sorted sides, collected into a map with full
+    // nodes.
     let mut theirs = files.iter().peekable();
     let mut mine = ours.iter().peekable();
-    let mut merged: Vec<(String, FileEntry)> = Vec::with_capacity(files.len() + ours.len());
-    loop {
+    dense_map(std::iter::from_fn(|| loop {
         let take_mine = match (theirs.peek(), mine.peek()) {
-            (None, None) => break,
+            (None, None) => return None,
             (Some(_), None) => false,
             (None, Some(_)) => true,
             (Some((t, _)), Some((m, _))) => {
@@ -48,14 +47,13 @@ pub(crate) fn apply(
         if take_mine {
             let (p, change) = mine.next().expect("peeked");
             if let Some(e) = change {
-                merged.push((p.to_string(), (*e).clone()));
+                return Some((p.to_string(), (*e).clone()));
             }
         } else {
             let (p, e) = theirs.next().expect("peeked");
-            merged.push((p.clone(), e.clone()));
+            return Some((p.clone(), e.clone()));
         }
-    }
-    merged.into_iter().collect()
+    }))
 }
 
 fn same(a: Option<&FileEntry>, b: Option<&FileEntry>) -> bool {

@@ -10,7 +10,7 @@ use super::records::{RecordReader, RecordWriter, CACHE_MAGIC};
 use super::{FileStat, LocalTree};
 use crate::error::{Error, Result};
 use crate::layout::{content_type_for, is_ignored, is_ignored_dir, is_own, MANIFEST_PATH};
-use crate::manifest::{hash_file, Digest, FileEntry, HashAlgorithm};
+use crate::manifest::{dense_map, hash_file, Digest, FileEntry, HashAlgorithm};
 
 /// Files modified this recently (relative to the scan) are not cached, so an
 /// edit within the file system's timestamp granularity is never missed.
@@ -166,12 +166,7 @@ impl LocalTree {
             ignored: info.ignored,
             ..LocalScan::default()
         };
-        // Built from the sorted vector in one pass, a map's nodes are full
-        // (inserting one by one leaves them half empty).
-        scan.files = found
-            .iter()
-            .map(|f| (f.rel.clone(), f.entry(alg)))
-            .collect();
+        scan.files = dense_map(found.iter().map(|f| (f.rel.clone(), f.entry(alg))));
         scan.stats = found.into_iter().map(|f| (f.rel, f.stat)).collect();
         Ok(scan)
     }

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use super::records::{RecordReader, RecordWriter, BASE_MAGIC};
 use super::{move_file, write_atomic, LocalTree};
 use crate::error::{Error, Result};
-use crate::manifest::{FileEntry, HashAlgorithm, Manifest};
+use crate::manifest::{dense_map, FileEntry, HashAlgorithm, Manifest};
 use crate::tree::store::{Capabilities, PartLog, PartRecord};
 
 /// The variable that names another state home.
@@ -377,9 +377,8 @@ impl RemoteState {
     /// sync.
     pub fn base(&self) -> Result<Option<BTreeMap<String, FileEntry>>> {
         if let Some(mut reader) = self.base_reader() {
-            let files: BTreeMap<String, FileEntry> = std::iter::from_fn(|| reader.next_entry())
-                .map(|e| (e.path.clone(), e))
-                .collect();
+            let files =
+                dense_map(std::iter::from_fn(|| reader.next_entry()).map(|e| (e.path.clone(), e)));
             if reader.damaged() {
                 tracing::warn!(
                     "{}: damaged; treating this as a first sync",
@@ -469,9 +468,8 @@ impl RemoteState {
         let dir = self.tree.state_dir();
         let read = |name: String| {
             let mut reader = RecordReader::open(&dir.join(name), BASE_MAGIC)?;
-            let files: BTreeMap<String, FileEntry> = std::iter::from_fn(|| reader.next_entry())
-                .map(|e| (e.path.clone(), e))
-                .collect();
+            let files =
+                dense_map(std::iter::from_fn(|| reader.next_entry()).map(|e| (e.path.clone(), e)));
             (!reader.damaged()).then_some(files)
         };
         Some((read(self.pending_name())?, read(self.expected_name())?))
