@@ -57,7 +57,27 @@ impl std::fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 fn main() -> ExitCode {
+    one_malloc_arena();
     run().into()
+}
+
+/// Keeps glibc's allocator to one arena unless `MALLOC_ARENA_MAX` says
+/// otherwise. With an arena per thread, memory that the scan's and the
+/// transfers' threads freed stays in their arenas, out of reach of the
+/// threads that build the plan and the commit: a first push of a million
+/// files peaked about 90 MB higher with two arenas and 100 MB higher with
+/// the default. The threads here mostly wait on the disk and the network,
+/// so they rarely contend for the one arena.
+#[allow(unsafe_code)]
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: called first thing in `main`, before any other thread
+        // exists; mallopt only sets a tunable of the allocator.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
+    }
 }
 
 /// Parses the command line, runs the command, and explains a failure.
