@@ -856,9 +856,11 @@ impl Run<'_> {
         files: BTreeMap<String, FileEntry>,
     ) -> Manifest {
         let source = self.engine.source.as_ref();
+        // The identity's header only: its file list (a mirror's source
+        // manifest, a million entries) is replaced anyway.
         let mut m = source
             .identity(&plan.view, current)
-            .cloned()
+            .map(Manifest::header)
             .unwrap_or_else(|| fresh_manifest(&source.database_name()));
         m.files = files;
         m.last_synced_at = now_iso();

@@ -115,10 +115,7 @@ pub(crate) async fn write_record(
     left_out: &[LeftOut],
     staged: Vec<String>,
 ) -> Result<()> {
-    let identity = identity.map(|m| Manifest {
-        files: BTreeMap::new(),
-        ..m.clone()
-    });
+    let identity = identity.map(Manifest::header);
     let record = ShardRecord {
         index: shard.index,
         count: shard.count,

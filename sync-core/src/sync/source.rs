@@ -48,9 +48,9 @@ pub(crate) struct SourceView {
     /// remote manifest still in place (or against none, while there is
     /// none) is trusted without checking the object.
     pub journal_trusted: bool,
-    /// The source's own manifest: the local `_meta/manifest.json` (its
-    /// header only: the file list is left empty, see `manifest_digest`),
-    /// or a mirror source's remote manifest.
+    /// The source's own manifest, its header only (the file list is left
+    /// empty): the local `_meta/manifest.json` (see `manifest_digest`), or
+    /// a mirror source's manifest, whose files are in `files`.
     pub manifest: Option<Manifest>,
     /// [`Manifest::entries_digest`] of the local manifest's file list.
     pub manifest_digest: Option<[u8; 32]>,
@@ -1156,7 +1156,8 @@ impl StoreSource {
         let recorded = remote.map(|r| &r.manifest.files);
         let mut view = SourceView {
             journal: self.state.journal()?,
-            base: recorded.cloned(),
+            // As for a managed source: the destination's state is the base.
+            base_is_remote: true,
             ..SourceView::default()
         };
         let mut unknown = Vec::new();
@@ -1294,14 +1295,17 @@ impl Source for StoreSource {
             return self.read_listing(remote, opts).await;
         };
         refuse_reserved_paths(&src.manifest, self.tree.url())?;
+        let mut manifest = src.manifest;
         Ok(SourceView {
             journal: self.state.journal()?,
-            files: src.manifest.files.clone(),
+            // Moved, not copied: the source manifest stands for its
+            // identity (the commit writes it with the source's files).
+            files: std::mem::take(&mut manifest.files),
             // The destination is made equal to the source: its current
             // state is the base, so every difference reads as a change at
             // the source.
-            base: remote.map(|r| r.manifest.files.clone()),
-            manifest: Some(src.manifest),
+            base_is_remote: true,
+            manifest: Some(manifest),
             ..SourceView::default()
         })
     }
