@@ -566,6 +566,7 @@ impl Run<'_> {
             i += 1;
             kept.is_some()
         });
+        uploads.reserve_exact(plan.already_sent.len());
         uploads.extend(plan.already_sent.iter().cloned());
         if out.uploaded.is_empty() {
             out.uploaded = uploads;

@@ -159,7 +159,8 @@ pub(crate) async fn merged_view(
     let records = read_records(destination, current).await?;
     let count = records.first().map_or(0, |r| r.count);
     let mut view = SourceView {
-        base: remote.map(|r| r.manifest.files.clone()),
+        // The remote's state is the base, in place rather than copied.
+        base_is_remote: true,
         journal_trusted: true,
         shards: Some(count),
         ..SourceView::default()
