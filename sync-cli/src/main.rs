@@ -65,8 +65,8 @@ fn main() -> ExitCode {
 /// otherwise. With an arena per thread, memory that the scan's and the
 /// transfers' threads freed stays in their arenas, out of reach of the
 /// threads that build the plan and the commit: a first push of a million
-/// files peaked 250 to 550 MB above its live heap, differently on each run,
-/// and about 200 MB above it with one arena. The threads here mostly wait
+/// files peaked 250 to 510 MiB above its live heap, differently on each run,
+/// and about 170 MiB above it with one arena. The threads here mostly wait
 /// on the disk and the network, so they rarely contend for the one arena.
 #[allow(unsafe_code)]
 fn one_malloc_arena() {
